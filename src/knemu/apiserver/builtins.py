@@ -1,0 +1,78 @@
+"""Objects every cluster starts with (what kube-apiserver and kubeadm create).
+
+* Namespaces default, kube-system, kube-public, kube-node-lease (kube-apiserver's
+  system namespaces controller).
+* ``default/kubernetes``: the api-server's own Service, the first address of the service CIDR,
+  port "https" 443 -> 6443 (kube-apiserver's "bootstrap controller").  It has no selector;
+  its Endpoints are left empty because pods do not reach knemu's api-server.
+* ``kube-system/kube-dns``: the tenth address of the service CIDR, ports dns 53/UDP, dns-tcp
+  53/TCP, metrics 9153/TCP, labelled and selecting k8s-app=kube-dns, as kubeadm's CoreDNS
+  addon installs it.  Node agents send its traffic to the node-local DNS forwarder.
+
+``bootstrap`` is idempotent: objects that exist are left as they are (a restart keeps them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from knemu.apiserver.admission import Admission
+from knemu.apiserver.store import Store
+
+Obj = dict[str, Any]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def service_ip(service_cidr: str, offset: int) -> str:
+    return str(ipaddress.ip_network(service_cidr).network_address + offset)
+
+
+def builtin_objects(service_cidr: str) -> list[Obj]:
+    namespaces: list[Obj] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        for ns in SYSTEM_NAMESPACES
+    ]
+    kubernetes: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": service_ip(service_cidr, 1),
+            "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}],
+        },
+    }
+    dns_labels = {
+        "k8s-app": "kube-dns",
+        "kubernetes.io/cluster-service": "true",
+        "kubernetes.io/name": "CoreDNS",
+    }
+    kube_dns: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": dns_labels},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": service_ip(service_cidr, 10),
+            "selector": {"k8s-app": "kube-dns"},
+            "ports": [
+                {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
+                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
+                {"name": "metrics", "protocol": "TCP", "port": 9153, "targetPort": 9153},
+            ],
+        },
+    }
+    return [*namespaces, kubernetes, kube_dns]
+
+
+def bootstrap(store: Store, admission: Admission, now: float) -> None:
+    """Create the built-in namespaces and Services that do not exist yet."""
+    for obj in builtin_objects(admission.config.service_cidr):
+        meta = obj["metadata"]
+        if store.get(obj["kind"], meta.get("namespace", ""), meta["name"]) is None:
+            store.create(admission.admit_create(obj, now), now)

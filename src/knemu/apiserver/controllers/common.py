@@ -1,0 +1,122 @@
+"""What every controller shares: its context, owner references, pod predicates.
+
+Controllers are level-triggered (Kubernetes "Controllers",
+https://kubernetes.io/docs/concepts/architecture/controller/): each ``sync(now)`` reads the
+current objects from the store, compares them with what should exist, and writes only the
+differences.  The store skips no-op updates, so a controller with nothing to do writes
+nothing and the manager can tell when the cluster has gone quiet.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from knemu.apiserver.admission import Admission
+from knemu.apiserver.nodes import NodeRegistry, condition
+from knemu.apiserver.recorder import EventRecorder
+from knemu.apiserver.store import Store
+from knemu.config import ApiServerConfig
+from knemu.errors import NotFound
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Context:
+    store: Store
+    config: ApiServerConfig
+    recorder: EventRecorder
+    admission: Admission
+    registry: NodeRegistry
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _lists: dict[str, list[Obj]] = field(default_factory=dict)
+    _lists_rv: int = -1
+
+    def list(self, kind: str) -> list[Obj]:
+        """``store.list(kind)``, decoded once per resourceVersion and shared by controllers.
+
+        Any write moves the resourceVersion and drops the memo, so a controller never sees
+        a list older than the store.  Callers may mutate an object only to write it back.
+        """
+        if self._lists_rv != self.store.resource_version:
+            self._lists.clear()
+            self._lists_rv = self.store.resource_version
+        if kind not in self._lists:
+            self._lists[kind] = self.store.list(kind)
+        return self._lists[kind]
+
+
+def meta(obj: Obj) -> Obj:
+    value = obj.setdefault("metadata", {})
+    assert isinstance(value, dict)
+    return value
+
+
+def uid(obj: Obj) -> str:
+    return str(meta(obj).get("uid", ""))
+
+
+def name(obj: Obj) -> str:
+    return str(meta(obj).get("name", ""))
+
+
+def namespace(obj: Obj) -> str:
+    return str(meta(obj).get("namespace", ""))
+
+
+def labels_of(obj: Obj) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (meta(obj).get("labels") or {}).items()}
+
+
+def owner_reference(owner: Obj) -> Obj:
+    """A controller ownerReference to ``owner`` (metav1.NewControllerRef)."""
+    return {
+        "apiVersion": owner.get("apiVersion", "v1"),
+        "kind": owner["kind"],
+        "name": name(owner),
+        "uid": uid(owner),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def controller_uid(obj: Obj) -> str | None:
+    for ref in meta(obj).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            return str(ref.get("uid", ""))
+    return None
+
+
+def group_by_controller(objs: list[Obj]) -> dict[str, list[Obj]]:
+    groups: dict[str, list[Obj]] = {}
+    for obj in objs:
+        owner = controller_uid(obj)
+        if owner:
+            groups.setdefault(owner, []).append(obj)
+    return groups
+
+
+def is_terminating(obj: Obj) -> bool:
+    return meta(obj).get("deletionTimestamp") is not None
+
+
+def is_pod_ready(pod: Obj) -> bool:
+    cond = condition(pod, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def is_active(pod: Obj) -> bool:
+    """controller.IsPodActive: not finished and not being deleted."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase not in ("Succeeded", "Failed") and not is_terminating(pod)
+
+
+def delete_quietly(store: Store, obj: Obj, now: float) -> bool:
+    """Delete ``obj``; False when someone else already did."""
+    try:
+        store.delete(str(obj["kind"]), namespace(obj), name(obj), now)
+    except NotFound:
+        return False
+    return True

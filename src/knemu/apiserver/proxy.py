@@ -1,0 +1,272 @@
+"""Proxies from the api-server to a node agent's HTTP API (the kubelet role).
+
+As in Kubernetes, ``kubectl exec`` and ``kubectl logs`` talk to the api-server, which finds
+the pod's node and forwards to that node's kubelet (https://kubernetes.io/docs/concepts/
+architecture/control-plane-node-communication/#api-server-to-kubelet):
+
+* ``/api/v1/namespaces/{ns}/pods/{name}/exec``: websocket, relayed frame by frame to the
+  agent's ``/exec/{ns}/{pod}/{container}`` (channel protocol ``v4.channel.k8s.io``; the bytes
+  are passed through untouched, so ``v5`` clients may close stdin with [255, 0]);
+* ``/api/v1/namespaces/{ns}/pods/{name}/log``: streamed from ``/containerLogs/...``;
+* ``/api/v1/nodes/{name}/proxy/{path}``: any method, to ``http://{InternalIP}:{port}/{path}``.
+
+The node's address comes from its Node object: ``status.addresses`` (type InternalIP) and
+``status.daemonEndpoints.kubeletEndpoint.Port``, which the node registry writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from knemu.apiserver.rest_codec import BadRequest, Obj, status_failure
+from knemu.apiserver.store import Store
+from knemu.config import KUBELET_PORT
+from knemu.errors import KnemuError, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
+AGENT_PROTOCOL = "v4.channel.k8s.io"
+_CONNECT_TIMEOUT_S = 5.0
+# Request headers passed to the agent; hop-by-hop and host headers are not (RFC 9110 7.6.1).
+_FORWARDED_HEADERS = ("Content-Type", "Accept")
+
+
+def kubelet_address(node: Obj) -> tuple[str, int]:
+    """(InternalIP, kubelet port) of a Node object; Unavailable if it has no address."""
+    name = node.get("metadata", {}).get("name", "?")
+    status = node.get("status") or {}
+    ips = [
+        a.get("address")
+        for a in status.get("addresses") or []
+        if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address")
+    ]
+    if not ips:
+        raise Unavailable(
+            f'node "{name}" has no InternalIP in status.addresses: its agent has not '
+            "registered yet; start it or wait for `knemu get nodes` to list it Ready"
+        )
+    endpoint = (status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}
+    port = endpoint.get("Port") or KUBELET_PORT
+    return str(ips[0]), int(port)
+
+
+def _truthy(value: str | None) -> bool:
+    return value in ("1", "true", "True")
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+class NodeProxy:
+    """Resolves pods and nodes to agents and relays requests to them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._session: aiohttp.ClientSession | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register before the REST catch-all routes so these paths win."""
+        pods = "/api/v1/namespaces/{ns}/pods/{name}"
+        app.router.add_get(pods + "/exec", self._exec)
+        app.router.add_post(pods + "/exec", self._exec)
+        app.router.add_get(pods + "/log", self._log)
+        app.router.add_route("*", "/api/v1/nodes/{name}/proxy", self._node)
+        app.router.add_route("*", "/api/v1/nodes/{name}/proxy/{path:.*}", self._node)
+        app.on_cleanup.append(self._close)
+
+    async def _close(self, app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_S)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    # ---- resolution ------------------------------------------------------------------------
+
+    def _node_base(self, node_name: str) -> str:
+        node = self.store.get("Node", "", node_name)
+        if node is None:
+            raise NotFound(f'node "{node_name}" not found: see `knemu get nodes`')
+        ip, port = kubelet_address(node)
+        return f"http://{_host(ip)}:{port}"
+
+    def _pod_target(self, request: web.Request) -> tuple[str, str, str]:
+        """(agent base URL, node name, container) for a pod request."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        pod = self.store.get("Pod", ns, name)
+        if pod is None:
+            raise NotFound(f'pods "{name}" not found in namespace {ns!r}')
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if not node:
+            raise BadRequest(
+                f'pod "{name}" is not scheduled to a node yet; wait until it is Running'
+            )
+        names = [c.get("name") for c in spec.get("containers") or [] if isinstance(c, dict)]
+        container = request.query.get("container") or (names[0] if names else "")
+        if container not in names:
+            raise BadRequest(
+                f'container "{container}" is not valid for pod "{name}": choose one of '
+                f"{', '.join(str(n) for n in names) or '(none)'}"
+            )
+        return self._node_base(node), str(node), str(container)
+
+    @staticmethod
+    def _unreachable(node: str, base: str, exc: BaseException) -> Unavailable:
+        return Unavailable(
+            f'node "{node}" agent at {base} is unreachable ({exc or type(exc).__name__}): '
+            "check the node is running (`knemu get nodes`)"
+        )
+
+    # ---- handlers --------------------------------------------------------------------------
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        client = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
+        try:
+            base, node, container = self._pod_target(request)
+            if not client.can_prepare(request).ok:
+                raise BadRequest(
+                    "exec needs a websocket upgrade (subprotocol v4.channel.k8s.io or "
+                    "v5.channel.k8s.io); use `knemu exec` or a Kubernetes client"
+                )
+            upstream = await self._connect_exec(request, base, node, container)
+        except KnemuError as err:
+            return _error(err, "pods", request.match_info["name"])
+        try:
+            await client.prepare(request)
+            await _relay(client, upstream)
+        finally:
+            await upstream.close()
+        return client
+
+    async def _connect_exec(
+        self, request: web.Request, base: str, node: str, container: str
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open the agent's exec websocket with the request's command and stdin/tty flags."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        params = [("command", c) for c in request.query.getall("command", [])]
+        for flag in ("stdin", "tty"):
+            if _truthy(request.query.get(flag)):
+                params.append((flag, "1"))
+        url = f"{base}/exec/{ns}/{name}/{container}"
+        try:
+            return await self._client().ws_connect(
+                url, params=params, protocols=(AGENT_PROTOCOL,), max_msg_size=0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _refused(node, f"{ns}/{name}", container, exc.status) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._unreachable(node, base, exc) from None
+
+    async def _log(self, request: web.Request) -> web.StreamResponse:
+        try:
+            base, node, container = self._pod_target(request)
+            ns, name = request.match_info["ns"], request.match_info["name"]
+            params = {}
+            if _truthy(request.query.get("follow")):
+                params["follow"] = "true"
+            if request.query.get("tailLines", "").isdigit():
+                params["tailLines"] = request.query["tailLines"]
+            url = f"{base}/containerLogs/{ns}/{name}/{container}"
+            return await self._forward(request, node, base, "GET", url, params, b"")
+        except KnemuError as err:
+            return _error(err, "pods", request.match_info["name"])
+
+    async def _node(self, request: web.Request) -> web.StreamResponse:
+        node = request.match_info["name"]
+        try:
+            base = self._node_base(node)
+            url = f"{base}/{request.match_info.get('path', '')}"
+            body = await request.read()
+            params = list(request.query.items())
+            return await self._forward(request, node, base, request.method, url, params, body)
+        except KnemuError as err:
+            return _error(err, "nodes", node)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        node: str,
+        base: str,
+        method: str,
+        url: str,
+        params: Any,
+        body: bytes,
+    ) -> web.StreamResponse:
+        """Send one request to an agent and stream its response back unchanged."""
+        headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
+        try:
+            upstream = await self._client().request(
+                method, url, params=params, data=body or None, headers=headers
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._unreachable(node, base, exc) from None
+        async with upstream:
+            resp = web.StreamResponse(status=upstream.status)
+            if "Content-Type" in upstream.headers:
+                resp.headers["Content-Type"] = upstream.headers["Content-Type"]
+            await resp.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, ConnectionResetError) as exc:
+                log.info("proxy to node %s ended early: %s", node, exc)
+                return resp
+            await resp.write_eof()
+            return resp
+
+
+async def _pipe(src: Any, dst: Any) -> None:
+    """Copy websocket messages from ``src`` to ``dst`` until ``src`` closes."""
+    async for msg in src:
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            await dst.send_bytes(msg.data)
+        elif msg.type == aiohttp.WSMsgType.TEXT:
+            await dst.send_str(msg.data)
+        else:
+            break
+
+
+async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Relay both ways; when either side finishes, close the other."""
+    tasks = {
+        asyncio.create_task(_pipe(upstream, client), name="exec-agent-to-client"),
+        asyncio.create_task(_pipe(client, upstream), name="exec-client-to-agent"),
+    }
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()
+    await upstream.close()
+
+
+class _AgentRefused(KnemuError):
+    reason = "BadRequest"
+
+
+def _refused(node: str, pod: str, container: str, status: int) -> KnemuError:
+    """The agent answered the exec upgrade with an HTTP error instead of a websocket."""
+    err = _AgentRefused(
+        f'node "{node}" refused exec in container "{container}" of pod {pod} (HTTP {status}): '
+        "the container may not be running yet; see `knemu describe pod` and `knemu logs`"
+    )
+    err.http_status = status if 400 <= status <= 599 else 502
+    err.reason = "NotFound" if status == 404 else "BadRequest" if status < 500 else "InternalError"
+    return err
+
+
+def _error(err: KnemuError, kind: str, name: str) -> web.Response:
+    return web.json_response(status_failure(err, kind, name), status=err.http_status)

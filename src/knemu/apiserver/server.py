@@ -1,0 +1,221 @@
+"""The api-server process: store, watch hub, admission, node registry, controllers, REST, gRPC.
+
+``ApiServer`` is an async context manager owning every part and two named tasks (the
+controller loop and, in ``run``, the signal wait); ``serve`` runs one until told to stop;
+``run`` is the blocking entry point used by ``knemu apiserver``.
+
+The controller loop runs ``ControllerManager.sync(now)`` whenever the store changes (a burst
+of writes is coalesced into one sync), when the manager's next deadline (lease expiry,
+eviction toleration) comes due, and at least every 0.5 s.  ``sync`` is synchronous and runs
+until quiet, so the writes it makes itself do not schedule another pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import grpc
+from aiohttp import web
+
+from knemu.apiserver import builtins
+from knemu.apiserver.admission import Admission
+from knemu.apiserver.controllers import ControllerManager
+from knemu.apiserver.grpc_service import bound_port, start_grpc_server
+from knemu.apiserver.nodes import NodeRegistry
+from knemu.apiserver.proxy import NodeProxy
+from knemu.apiserver.recorder import EventRecorder
+from knemu.apiserver.rest import RestApi
+from knemu.apiserver.store import Store, StoredEvent
+from knemu.apiserver.watch import WatchHub
+from knemu.config import ApiServerConfig
+from knemu.errors import ConfigError, KnemuError, Unavailable
+
+log = logging.getLogger("knemu.apiserver")
+
+CONTROLLER_PERIOD_S = 0.5  # sync at least this often (leases, evictions)
+COALESCE_S = 0.02  # gather a burst of writes into one sync
+_SHUTDOWN_GRACE_S = 1.0
+DB_FILE = "knemu.db"
+
+
+def _split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ApiServer:
+    """Every api-server component, started by ``start()`` and stopped by ``stop()``."""
+
+    def __init__(self, config: ApiServerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.rest_url = ""
+        self.grpc_target = ""
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self.store: Store | None = None
+        self.hub: WatchHub | None = None
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        try:
+            os.makedirs(cfg.data_dir, exist_ok=True)
+            store = self.store = Store(os.path.join(cfg.data_dir, DB_FILE), cfg.event_history)
+        except OSError as exc:
+            raise ConfigError(f"data_dir {cfg.data_dir!r}: {exc}") from None
+        hub = self.hub = WatchHub(store, cfg.watch_queue_events)
+        recorder = EventRecorder(store)
+        admission = Admission(store, cfg, recorder)
+        registry = NodeRegistry(store, cfg, recorder)
+        manager = ControllerManager(store, cfg, registry, recorder)
+        builtins.bootstrap(store, admission, self.clock())
+        store.add_listener(self._on_store_event)
+        await self._start_rest(store, hub, admission)
+        self._grpc = await start_grpc_server(
+            cfg.grpc_listen, store, hub, registry, timings=cfg.timings
+        )
+        grpc_host = _split_hostport(cfg.grpc_listen)[0]
+        self.grpc_target = f"{grpc_host}:{bound_port(self._grpc)}"
+        task = asyncio.create_task(self._controller_loop(manager), name="apiserver-controllers")
+        self._tasks.append(task)
+        log.info(
+            "knemu apiserver ready: rest=%s grpc=%s data=%s",
+            self.rest_url,
+            self.grpc_target,
+            os.path.abspath(cfg.data_dir),
+        )
+
+    async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        NodeProxy(store).add_routes(app)  # before the REST catch-all routes
+        RestApi(store, hub, admission, clock=self.clock).add_routes(app)
+        # handler_cancellation: a watch whose client went away is cancelled at once.
+        runner = self._runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE_S, access_log=None
+        )
+        await runner.setup()
+        host, port = _split_hostport(self.config.listen)
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise Unavailable(
+                f"REST: cannot listen on {self.config.listen} ({exc.strerror}); is another "
+                "api-server running? pick another address with listen"
+            ) from None
+        bound = runner.addresses[0][1]
+        self.rest_url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+
+    def _on_store_event(self, event: StoredEvent) -> None:
+        self._dirty.set()
+
+    async def _controller_loop(self, manager: ControllerManager) -> None:
+        failed = False
+        while True:
+            try:
+                await self._wait_for_work(manager, CONTROLLER_PERIOD_S if failed else None)
+                manager.sync(self.clock())
+                failed = False
+            except Exception:  # keep serving; the next pass may succeed
+                log.exception("controller sync failed; retrying in %.1f s", CONTROLLER_PERIOD_S)
+                failed = True
+            # sync ran synchronously: every write since the wake-up was its own
+            self._dirty.clear()
+
+    async def _wait_for_work(self, manager: ControllerManager, wait_s: float | None) -> None:
+        """Until the store changed (plus a moment to gather the burst), the manager's next
+        deadline, or CONTROLLER_PERIOD_S, whichever comes first."""
+        if wait_s is None:
+            now = self.clock()
+            deadline = manager.next_deadline(now)
+            wait_s = CONTROLLER_PERIOD_S
+            if deadline is not None:
+                wait_s = max(0.0, min(wait_s, deadline - now))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dirty.wait(), wait_s)
+        if self._dirty.is_set():
+            await asyncio.sleep(COALESCE_S)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.hub is not None:
+            self.hub.close()  # ends every watch stream
+        if self._grpc is not None:
+            await self._grpc.stop(_SHUTDOWN_GRACE_S)
+            self._grpc = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+async def serve(
+    config: ApiServerConfig,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    started: Callable[[ApiServer], None] | None = None,
+) -> None:
+    """Run an api-server until ``stop`` is set (or the task is cancelled).
+
+    ``ready`` is set once everything listens; ``started`` receives the running server (its
+    ``rest_url`` and ``grpc_target`` carry the real ports when the config asked for port 0).
+    """
+    async with ApiServer(config) as server:
+        if started is not None:
+            started(server)
+        if ready is not None:
+            ready.set()
+        await (stop or asyncio.Event()).wait()
+
+
+async def _main(config: ApiServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop=stop)
+    log.info("knemu apiserver stopped")
+
+
+def run(config: ApiServerConfig) -> int:
+    """Blocking entry point: serve until SIGTERM/SIGINT; 0 on a clean stop."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_main(config))
+    except KnemuError as err:
+        log.error("%s", err.message)
+        return err.exit_code
+    return 0

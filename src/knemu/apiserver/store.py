@@ -1,0 +1,324 @@
+"""The object store: Kubernetes-shaped JSON objects in SQLite with a global resourceVersion.
+
+Theory of operation
+-------------------
+This plays etcd's role for the api-server (Kubernetes "API concepts: resource versions",
+https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions):
+
+* Every write (create, update, delete) takes the next value of one global, monotonic counter,
+  the resourceVersion (rv).  The counter lives in the database, so it keeps growing across
+  restarts and a watcher can resume from any rv it has seen.
+* Each write appends one row to an event log (rv, type, object).  Watchers resume with
+  ``events_since(rv)``; the log keeps the last ``event_history`` events and anything older is
+  compacted, after which resuming from before that point raises ``Gone`` (HTTP 410 Expired),
+  exactly as a compacted etcd does.
+* Writes are one SQLite transaction each, in WAL mode with ``synchronous=FULL``: when a call
+  returns, the write is on disk and survives a SIGKILL or power loss (https://sqlite.org/wal.html).
+* Reads are served from an in-memory copy of every object's JSON text, loaded at open, so a
+  ``list`` costs no disk I/O; every read returns a fresh dict the caller may mutate.
+* Updates that change nothing are not written and do not bump the rv (Kubernetes skips no-op
+  updates the same way), so controllers that rewrite the same status converge instead of
+  looping.
+
+The store is synchronous and has no notion of time of its own: ``now`` (seconds since the
+epoch) is passed in.  Listeners are called synchronously after each commit, in rv order; the
+event object they receive is shared and must be treated as read-only.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import json
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from knemu.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node"})
+# metadata.generateName suffix alphabet, as Kubernetes' utilrand.String (no vowels, no 0/1/3).
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_GENERATE_ATTEMPTS = 16
+
+Obj = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    rv INTEGER NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name));
+CREATE TABLE IF NOT EXISTS events (
+    rv INTEGER PRIMARY KEY, type TEXT NOT NULL, kind TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, json TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One committed change.  ``obj`` is the object after it (DELETED: its last state)."""
+
+    rv: int
+    type: str  # "ADDED" | "MODIFIED" | "DELETED"
+    kind: str
+    obj: Obj
+
+
+def rfc3339(now: float) -> str:
+    """Seconds since the epoch as Kubernetes writes timestamps (RFC 3339, UTC, seconds)."""
+    moment = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def object_key(obj: Obj) -> tuple[str, str, str]:
+    """(kind, namespace, name) of an object; cluster-scoped kinds use namespace ""."""
+    kind = obj.get("kind")
+    meta = obj.get("metadata")
+    if not isinstance(kind, str) or not kind:
+        raise Invalid("object", "", [FieldError("kind", "required: set the object's kind")])
+    if not isinstance(meta, dict):
+        raise Invalid(kind, "", [FieldError("metadata", "required: set metadata.name")])
+    name = meta.get("name") or ""
+    if kind in CLUSTER_SCOPED_KINDS:
+        return kind, "", str(name)
+    return kind, str(meta.get("namespace") or "default"), str(name)
+
+
+def _dumps(obj: Obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+class Store:
+    """SQLite-backed object store; one per process (see the module docstring)."""
+
+    def __init__(self, path: str, event_history: int = 100_000) -> None:
+        if event_history < 1:
+            raise ValueError("event_history must be >= 1")
+        self._path = path
+        self._history = event_history
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[StoredEvent], None]] = []
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise OSError(
+                f"cannot open the object store {path!r}: {exc}; "
+                "check the data directory exists and is writable"
+            ) from exc
+        self._rv = self._meta("rv")
+        self._compacted = self._meta("compacted")
+        self._cache: dict[str, dict[tuple[str, str], str]] = {}
+        for kind, ns, name, text in self._db.execute(
+            "SELECT kind, namespace, name, json FROM objects"
+        ):
+            self._cache.setdefault(kind, {})[(ns, name)] = text
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        """The latest resourceVersion handed out (0 for an empty, new store)."""
+        return self._rv
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        ns = "" if kind in CLUSTER_SCOPED_KINDS else namespace
+        text = self._cache.get(kind, {}).get((ns, name))
+        return None if text is None else dict(json.loads(text))
+
+    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Obj]:
+        """Objects of ``kind`` (in ``namespace``; None = all), ordered by namespace and name."""
+        items = self._cache.get(kind, {})
+        keys = sorted(k for k in items if namespace is None or k[0] == namespace)
+        return [json.loads(items[k]) for k in keys]
+
+    def kinds(self) -> builtins.list[str]:
+        return sorted(kind for kind, items in self._cache.items() if items)
+
+    def events_since(self, rv: int) -> builtins.list[StoredEvent]:
+        """Every event with resourceVersion > ``rv``, oldest first.
+
+        Raises Gone when events after ``rv`` were compacted away, or when ``rv`` is newer than
+        anything this store handed out (its data was reset): either way the caller must list
+        again, as a Kubernetes client does on 410 Expired.
+        """
+        if rv < self._compacted:
+            raise Gone(
+                f"resourceVersion {rv} is too old: events up to {self._compacted} were "
+                f"compacted (history keeps {self._history}); list again and watch from the "
+                "list's resourceVersion"
+            )
+        if rv > self._rv:
+            raise Gone(
+                f"resourceVersion {rv} is newer than the store's latest {self._rv} (was the "
+                "api-server's data directory reset?); list again"
+            )
+        rows = self._db.execute(
+            "SELECT rv, type, kind, json FROM events WHERE rv > ? ORDER BY rv", (rv,)
+        ).fetchall()
+        return [StoredEvent(r, t, k, json.loads(text)) for r, t, k, text in rows]
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def create(self, obj: Obj, now: float) -> Obj:
+        """Store a new object: uid, resourceVersion, creationTimestamp, generation 1."""
+        with self._lock:
+            new = json.loads(_dumps(obj))
+            kind, ns, name = object_key(new)
+            meta = new["metadata"]
+            if not name:
+                name = self._generate_name(kind, ns, meta)
+            if self._cache.get(kind, {}).get((ns, name)) is not None:
+                where = f" in namespace {ns!r}" if ns else ""
+                raise AlreadyExists(
+                    f'{kind} "{name}" already exists{where}: delete it first, or replace/patch '
+                    "it instead of creating it"
+                )
+            meta["name"] = name
+            if kind not in CLUSTER_SCOPED_KINDS:
+                meta["namespace"] = ns
+            else:
+                meta.pop("namespace", None)
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = rfc3339(now)
+            meta["generation"] = 1
+            return self._write("ADDED", kind, ns, name, new)
+
+    def update(self, obj: Obj, now: float) -> Obj:
+        """Replace an object.  uid and creationTimestamp are kept from the stored one."""
+        with self._lock:
+            new = json.loads(_dumps(obj))
+            kind, ns, name = object_key(new)
+            old = self.get(kind, ns, name)
+            if old is None:
+                raise NotFound(self._missing(kind, ns, name, "create it first"))
+            meta, old_meta = new["metadata"], old["metadata"]
+            given = meta.get("resourceVersion")
+            if given not in (None, "") and str(given) != old_meta["resourceVersion"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {kind} "{name}": the object has been '
+                    f"modified (you sent resourceVersion {given}, the latest is "
+                    f"{old_meta['resourceVersion']}); read it again and apply your change to "
+                    "the latest version"
+                )
+            for key in ("uid", "creationTimestamp", "resourceVersion"):
+                meta[key] = old_meta.get(key)
+            if kind not in CLUSTER_SCOPED_KINDS:
+                meta["namespace"] = ns
+            else:
+                meta.pop("namespace", None)
+            # metadata.generation counts changes of the desired state (spec) only, so a
+            # controller's status.observedGeneration can tell whether it saw the latest spec
+            # (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/object-meta/).
+            generation = int(old_meta.get("generation") or 1)
+            if new.get("spec") != old.get("spec"):
+                generation += 1
+            meta["generation"] = generation
+            if new == old:
+                return old  # no-op update: nothing written, rv unchanged
+            return self._write("MODIFIED", kind, ns, name, new)
+
+    def delete(self, kind: str, namespace: str, name: str, now: float) -> Obj:
+        """Remove an object at once; returns its last state carrying the deletion's rv."""
+        with self._lock:
+            ns = "" if kind in CLUSTER_SCOPED_KINDS else namespace
+            old = self.get(kind, ns, name)
+            if old is None:
+                raise NotFound(self._missing(kind, ns, name, "nothing to delete"))
+            return self._write("DELETED", kind, ns, name, old)
+
+    def add_listener(self, cb: Callable[[StoredEvent], None]) -> None:
+        """Call ``cb`` synchronously after every committed write, in rv order."""
+        self._listeners.append(cb)
+
+    def remove_listener(self, cb: Callable[[StoredEvent], None]) -> None:
+        if cb in self._listeners:
+            self._listeners.remove(cb)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _write(self, etype: str, kind: str, ns: str, name: str, obj: Obj) -> Obj:
+        rv = self._rv + 1
+        obj["metadata"]["resourceVersion"] = str(rv)
+        text = _dumps(obj)
+        horizon = rv - self._history  # events with rv <= horizon are compacted
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if etype == "DELETED":
+                db.execute(
+                    "DELETE FROM objects WHERE kind=? AND namespace=? AND name=?", (kind, ns, name)
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                    (kind, ns, name, rv, text),
+                )
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (rv, etype, kind, ns, name, text)
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (rv,))
+            if horizon > self._compacted:
+                db.execute("DELETE FROM events WHERE rv <= ?", (horizon,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (horizon,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rv = rv
+        self._compacted = max(self._compacted, horizon)
+        items = self._cache.setdefault(kind, {})
+        if etype == "DELETED":
+            items.pop((ns, name), None)
+        else:
+            items[(ns, name)] = text
+        self._notify(StoredEvent(rv, etype, kind, json.loads(text)))
+        return dict(json.loads(text))
+
+    def _notify(self, event: StoredEvent) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(event)
+            except Exception:  # a broken listener must not undo or block a committed write
+                log.exception("store listener %r failed on %s rv=%d", cb, event.type, event.rv)
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _generate_name(self, kind: str, ns: str, meta: Obj) -> str:
+        # metadata.generateName: prefix + 5 random characters, retried on collision
+        # (https://kubernetes.io/docs/reference/using-api/api-concepts/#generated-values).
+        prefix = meta.get("generateName")
+        if not isinstance(prefix, str) or not prefix:
+            cause = FieldError("metadata.name", "required: set metadata.name or generateName")
+            raise Invalid(kind, "", [cause])
+        items = self._cache.get(kind, {})
+        for _ in range(_GENERATE_ATTEMPTS):
+            seed = uuid.uuid4().int
+            suffix = "".join(_NAME_ALPHABET[(seed >> (8 * i)) % 27] for i in range(5))
+            if (ns, prefix + suffix) not in items:
+                return prefix + suffix
+        raise AlreadyExists(f"{kind}: no free name for generateName {prefix!r}; use another")
+
+    @staticmethod
+    def _missing(kind: str, ns: str, name: str, hint: str) -> str:
+        where = f" in namespace {ns!r}" if ns else ""
+        return f'{kind} "{name}" not found{where}: {hint}'

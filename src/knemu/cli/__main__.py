@@ -1,0 +1,5 @@
+"""``python -m knemu.cli``."""
+
+from knemu.cli import main
+
+raise SystemExit(main())

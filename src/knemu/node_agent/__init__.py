@@ -1,0 +1,1 @@
+"""knemu node_agent."""

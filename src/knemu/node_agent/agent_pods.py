@@ -1,0 +1,197 @@
+"""The agent's kubelet loop: converge the pods bound to this node, report their status.
+
+Each pod key has at most one worker at a time; an event for a key marks it dirty and the worker
+runs ``_converge`` until it stays clean, so start/stop of one pod are serialised while
+different pods proceed in parallel (the kubelet's per-pod workers, pod_workers.go).  A pod that
+fails to start is retried with capped backoff; its events and Pending status were already sent
+by the runtime.  Status reports and events are queued and retried while the api-server is
+unreachable, keeping only the latest status per pod and a bounded number of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING
+
+from knemu.errors import KnemuError, LocalError, RemoteError
+from knemu.node_agent import agent_tables as tables
+from knemu.node_agent.adapters import TunPort
+from knemu.node_agent.pods import PodHandle, PodRuntime, PodStatus
+from knemu.proto import knemu_pb2 as pb
+from knemu.proto.client import Backoff
+
+if TYPE_CHECKING:
+    from knemu.node_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_EVENTS = 1000
+REPORT_RETRY_S = 1.0
+
+
+class PodSync:
+    def __init__(self, agent: Agent, gateway_ip: str) -> None:
+        self.agent = agent
+        self.runtime = PodRuntime(
+            agent.config, agent.name, agent.router.node.pod_cidr, gateway_ip,
+            self._on_status, self._on_event,
+        )  # fmt: skip
+        self.ports: dict[str, TunPort] = {}
+        self.handles: dict[str, PodHandle] = {}
+        self.synced = False
+        self._dirty: set[str] = set()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._backoff: dict[str, Backoff] = {}
+        self._retry: dict[str, asyncio.TimerHandle] = {}
+        self._statuses: dict[str, pb.PodStatusReport] = {}
+        self._events: collections.deque[pb.EventReport] = collections.deque()
+        self.events_dropped = 0
+        self._wake = asyncio.Event()
+
+    # -- convergence -------------------------------------------------------------------------
+
+    async def on_synced(self) -> None:
+        """First sync: adopt or clean what a previous run left; later syncs re-check all."""
+        informer = self.agent.informer
+        assert informer is not None
+        mine = [p for p in informer.list("Pod") if p.node_name == self.agent.name]
+        if not self.synced:
+            wanted = [p for p in mine if tables.should_start(p, self.agent.name)]
+            for handle in await self.runtime.adopt_or_clean(wanted):
+                self._attach(handle)
+            self.synced = True
+        for pod in mine:
+            self.kick(f"{pod.metadata.namespace}/{pod.metadata.name}")
+        for key in list(self.handles):
+            self.kick(key)
+
+    def kick(self, key: str) -> None:
+        if not self.synced:
+            return  # the first sync adopts everything at once
+        self._dirty.add(key)
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._work(key), name=f"pod-{key}")
+
+    async def _work(self, key: str) -> None:
+        try:
+            while key in self._dirty:
+                self._dirty.discard(key)
+                await self._converge(key)
+        except Exception:
+            log.exception("pod %s: converging failed; will retry on the next change", key)
+        finally:
+            del self._workers[key]
+
+    async def _converge(self, key: str) -> None:
+        informer = self.agent.informer
+        assert informer is not None
+        namespace, name = key.split("/", 1)
+        pod = informer.get("Pod", namespace, name)
+        have = self.handles.get(key)
+        if have is not None and (
+            pod is None
+            or not tables.wants_pod(pod, self.agent.name)
+            or have.uid != pod.metadata.uid
+        ):
+            await self._stop(key)
+            have = None
+        if have is None and pod is not None and tables.should_start(pod, self.agent.name):
+            try:
+                handle = await self.runtime.start_pod(pod)
+            except KnemuError as exc:
+                self._schedule_retry(key, exc.message)
+                return
+            self._backoff.pop(key, None)
+            self._attach(handle)
+
+    def _schedule_retry(self, key: str, why: str) -> None:
+        backoff = self._backoff.setdefault(key, Backoff(1.0, 30.0, self.agent.config.seed))
+        delay = backoff.next_delay_s()
+        log.info("pod %s did not start (%s); retrying in %.1f s", key, why, delay)
+        old = self._retry.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._retry[key] = asyncio.get_running_loop().call_later(delay, self.kick, key)
+
+    def _attach(self, handle: PodHandle) -> None:
+        port = TunPort(handle.tun_fd, self.agent.from_pod(handle.key), name=handle.tun_name)
+        self.handles[handle.key] = handle
+        self.ports[handle.key] = port
+        self.agent.router.add_local_pod(handle.ip, handle.key)
+        port.start()
+
+    async def _stop(self, key: str) -> None:
+        handle = self.handles.pop(key)
+        port = self.ports.pop(key, None)
+        if port is not None:
+            port.close()  # detach before the runtime closes the fd
+        self.agent.router.remove_local_pod(handle.ip)
+        self._statuses.pop(key, None)
+        await self.runtime.stop_pod(key)
+
+    async def stop_all(self) -> None:
+        self.synced = False  # no new starts while draining
+        for timer in self._retry.values():
+            timer.cancel()
+        for task in list(self._workers.values()):
+            task.cancel()
+        await asyncio.gather(*(self._stop(key) for key in list(self.handles)),
+                             return_exceptions=True)  # fmt: skip
+        await self.runtime.stop_all()
+
+    # -- reports to the api-server ---------------------------------------------------------
+
+    def _on_status(self, status: PodStatus) -> None:
+        self._statuses[status.key] = status.to_report()
+        self._wake.set()
+
+    def _on_event(self, key: str, type_: str, reason: str, message: str) -> None:
+        namespace, _, name = key.partition("/")
+        self.record("Pod", namespace, name, type_, reason, message)
+
+    def record(
+        self, kind: str, namespace: str, name: str, type_: str, reason: str, message: str
+    ) -> None:
+        """Queue an event for the api-server (bounded: the oldest is dropped and counted)."""
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            self._events.popleft()
+            self.events_dropped += 1
+        self._events.append(pb.EventReport(
+            involved_kind=kind, involved_namespace=namespace, involved_name=name, type=type_,
+            reason=reason, message=message, source=f"kubelet/{self.agent.name}",
+        ))  # fmt: skip
+        self._wake.set()
+
+    async def run_reporters(self) -> None:
+        """Send queued statuses and events.  While the api-server is unreachable they are kept
+        and retried; one the server rejects (a LocalError: retrying cannot help) is dropped."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send_statuses()
+                await self._send_events()
+            except RemoteError as exc:
+                log.info("reporting to the api-server failed (%s); retrying", exc.message)
+                await asyncio.sleep(REPORT_RETRY_S)
+                self._wake.set()
+
+    async def _send_statuses(self) -> None:
+        while self._statuses:
+            key, report = next(iter(self._statuses.items()))
+            try:
+                await self.agent.client.report_pod_status(report)
+            except LocalError as exc:
+                log.warning("api-server rejected the status of pod %s: %s", key, exc.message)
+            if self._statuses.get(key) is report:
+                del self._statuses[key]
+
+    async def _send_events(self) -> None:
+        while self._events:
+            try:
+                await self.agent.client.record_event(self._events[0])
+            except LocalError as exc:
+                log.warning("api-server rejected an event: %s", exc.message)
+            self._events.popleft()

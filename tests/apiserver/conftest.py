@@ -1,0 +1,37 @@
+"""Fixtures for the api-server tests: a REST app on a free loopback port over an in-memory store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from apiserver_helpers import NOW, FakeAdmission, RestEnv
+
+from knemu.apiserver.proxy import NodeProxy
+from knemu.apiserver.rest import RestApi
+from knemu.apiserver.store import Store
+from knemu.apiserver.watch import WatchHub
+
+
+@pytest.fixture
+async def rest() -> AsyncIterator[RestEnv]:
+    store = Store(":memory:", event_history=50)
+    hub = WatchHub(store, queue_events=20)
+    admission = FakeAdmission()
+    app = web.Application()
+    NodeProxy(store).add_routes(app)
+    RestApi(store, hub, admission, clock=lambda: NOW, watch_check_s=0.2).add_routes(app)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as http:
+            yield RestEnv(f"http://127.0.0.1:{port}", store, hub, admission, http)
+    finally:
+        hub.close()
+        await runner.cleanup()
+        store.close()

@@ -1,0 +1,155 @@
+"""Pure REST helpers: patches (RFC 7386 / RFC 6902), field selectors, bodies; fuzzed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knemu.apiserver.rest_codec import (
+    BadRequest,
+    decode_body,
+    fields_match,
+    json_patch,
+    merge_patch,
+    parse_field_selector,
+    status_failure,
+)
+from knemu.apiserver.rest_paths import parse_target
+from knemu.errors import FieldError, Invalid, KnemuError, NotFound
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def test_merge_patch_rfc7386_examples() -> None:
+    # RFC 7386 section 3 test cases (a selection).
+    assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}
+    assert merge_patch({"a": "b"}, {"b": "c"}) == {"a": "b", "b": "c"}
+    assert merge_patch({"a": "b"}, {"a": None}) == {}
+    assert merge_patch({"a": ["b"]}, {"a": "c"}) == {"a": "c"}
+    assert merge_patch({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}) == {"a": {"b": "d"}}
+    assert merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
+    assert merge_patch({"e": None}, {"a": 1}) == {"e": None, "a": 1}
+    assert merge_patch([1, 2], {"a": "b", "c": None}) == {"a": "b"}
+    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
+
+
+@given(json_values, json_values)
+@settings(max_examples=200, deadline=None)
+def test_merge_patch_is_idempotent(target: Any, patch: Any) -> None:
+    once = merge_patch(target, patch)
+    assert merge_patch(once, patch) == once
+
+
+def test_json_patch_rfc6902_operations() -> None:
+    doc = {"a": {"b": [1, 2]}, "c": "x"}
+    ops = [
+        {"op": "add", "path": "/a/b/1", "value": 9},
+        {"op": "add", "path": "/a/b/-", "value": 3},
+        {"op": "remove", "path": "/c"},
+        {"op": "copy", "from": "/a/b", "path": "/d"},
+        {"op": "move", "from": "/d", "path": "/e"},
+        {"op": "replace", "path": "/a/b/0", "value": 0},
+        {"op": "test", "path": "/e", "value": [1, 9, 2, 3]},
+        {"op": "add", "path": "/f~1g", "value": True},
+    ]
+    assert json_patch(doc, ops) == {"a": {"b": [0, 9, 2, 3]}, "e": [1, 9, 2, 3], "f/g": True}
+    assert doc == {"a": {"b": [1, 2]}, "c": "x"}  # the input is not modified
+    with pytest.raises(Invalid):
+        json_patch(doc, [{"op": "test", "path": "/c", "value": "y"}])
+    with pytest.raises(BadRequest, match="does not exist"):
+        json_patch(doc, [{"op": "remove", "path": "/zz"}])
+    with pytest.raises(BadRequest, match="not one of"):
+        json_patch(doc, [{"op": "frob", "path": "/c"}])
+
+
+ops_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"]),
+            "path": st.sampled_from(["", "/", "/a", "/a/0", "/a/-", "/b/c", "a", "/a/9"]),
+        },
+        optional={"value": json_values, "from": st.sampled_from(["/a", "/b", "/a/0", "", "q"])},
+    ),
+    max_size=4,
+)
+
+
+@given(json_values, ops_strategy)
+@settings(max_examples=300, deadline=None)
+def test_json_patch_never_crashes(doc: Any, ops: list[dict[str, Any]]) -> None:
+    try:
+        json_patch(doc, ops)
+    except KnemuError:
+        pass  # rejected with a message: fine
+
+
+@given(st.binary(max_size=40), st.sampled_from(["application/json", "application/yaml"]))
+@settings(max_examples=300, deadline=None)
+def test_decode_body_parses_or_rejects(raw: bytes, ctype: str) -> None:
+    try:
+        decode_body(raw, ctype)
+    except BadRequest as err:
+        assert "body" in err.message
+
+
+@given(st.text(max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_field_selector_parses_or_rejects(text: str) -> None:
+    try:
+        reqs = parse_field_selector(text)
+    except BadRequest:
+        return
+    fields_match(reqs, {"metadata": {"name": "a"}, "spec": {"nodeName": "n"}})
+
+
+def test_field_selectors() -> None:
+    pod = {"metadata": {"name": "a"}, "spec": {"nodeName": "node-1", "hostNetwork": False}}
+    assert fields_match(parse_field_selector("spec.nodeName=node-1"), pod)
+    assert fields_match(parse_field_selector("spec.nodeName==node-1,metadata.name!=b"), pod)
+    assert not fields_match(parse_field_selector("spec.nodeName!=node-1"), pod)
+    assert fields_match(parse_field_selector("spec.hostNetwork=false"), pod)
+    assert fields_match(parse_field_selector("status.phase="), pod)  # missing == ""
+    with pytest.raises(BadRequest, match="FIELD=VALUE"):
+        parse_field_selector("spec.nodeName")
+
+
+def test_parse_target() -> None:
+    t = parse_target("v1", "namespaces/ns1/pods/p/status")
+    assert (t.res.kind, t.namespace, t.name, t.sub) == ("Pod", "ns1", "p", "status")
+    t = parse_target("v1", "namespaces/ns1")
+    assert (t.res.kind, t.namespace, t.name) == ("Namespace", "", "ns1")
+    t = parse_target("v1", "namespaces/ns1/status")
+    assert (t.res.kind, t.name, t.sub) == ("Namespace", "ns1", "status")
+    t = parse_target("v1", "pods")
+    assert (t.res.kind, t.namespace, t.name) == ("Pod", None, "")
+    t = parse_target("apps/v1", "namespaces/d/deployments/web/scale")
+    assert (t.res.kind, t.sub) == ("Deployment", "scale")
+    for bad in ("widgets", "namespaces/d/pods/p/scale", "namespaces/d/nodes", "pods/a/b/c/d"):
+        with pytest.raises(NotFound):
+            parse_target("v1", bad)
+
+
+def test_status_shape_for_invalid() -> None:
+    err = Invalid("Service", "web", [FieldError("spec.ports[0].port", "must be 1-65535")])
+    body = status_failure(err)
+    assert body["code"] == 422 and body["reason"] == "Invalid"
+    assert body["details"] == {
+        "kind": "Service",
+        "name": "web",
+        "causes": [
+            {
+                "reason": "FieldValueInvalid",
+                "message": "must be 1-65535",
+                "field": "spec.ports[0].port",
+            }
+        ],
+    }

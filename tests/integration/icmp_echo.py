@@ -1,0 +1,49 @@
+"""One ICMP echo (RFC 792) over a raw socket: `python3 icmp_echo.py DST`; exit 0 on a reply.
+
+Used inside pods by the integration tests, since no ping binary is installed here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+import time
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def main(dst: str) -> int:
+    ident = os.getpid() & 0xFFFF
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.settimeout(3)
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"knemu-ping"
+    packet = header[:2] + struct.pack("!H", checksum(header)) + header[4:]
+    start = time.monotonic()
+    sock.sendto(packet, (dst, 0))
+    deadline = start + 3
+    while time.monotonic() < deadline:
+        try:
+            data, addr = sock.recvfrom(2048)
+        except TimeoutError:
+            break
+        ihl = (data[0] & 0x0F) * 4
+        kind, _, _, got_id, _ = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+        if kind == 0 and got_id == ident and addr[0] == dst:
+            ms = (time.monotonic() - start) * 1000
+            print(f"reply from {dst} ttl={data[8]} time={ms:.1f}ms")
+            return 0
+    print(f"no reply from {dst}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,139 @@
+"""The userspace NodePort proxy on loopback: a loopback echo server stands in for ClusterIP:port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+
+from knemu.node_agent.nodeport import NodePortProxy, NodePortRule, plan
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_plan_closes_changed_rules_before_opening_them() -> None:
+    a = NodePortRule("TCP", 30080, "10.96.0.5", 80)
+    b = NodePortRule("UDP", 30053, "10.96.0.6", 53)
+    moved = NodePortRule("TCP", 30080, "10.96.0.7", 80)
+    assert plan([], [a, b]) == ([], [a, b])
+    assert plan([a, b], [b, moved]) == ([a], [moved])
+    assert plan([a], [a]) == ([], [])
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)
+
+
+async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1024):
+        writer.write(b"echo:" + data)
+        await writer.drain()
+    writer.close()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[int]:
+    loop = asyncio.get_running_loop()
+    tcp = await asyncio.start_server(tcp_echo, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", port))
+    try:
+        yield port
+    finally:
+        udp.close()
+        tcp.close()
+        await tcp.wait_closed()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[NodePortProxy]:
+    p = NodePortProxy("127.0.0.1")
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def test_tcp_node_port_relays_and_closes(proxy: NodePortProxy, backend: int) -> None:
+    node_port = free_port(socket.SOCK_STREAM)
+    rule = NodePortRule("TCP", node_port, "127.0.0.1", backend)
+    await proxy.apply([rule])
+    reader, writer = await asyncio.open_connection("127.0.0.1", node_port)
+    writer.write(b"hello")
+    assert await asyncio.wait_for(reader.readexactly(10), 5) == b"echo:hello"
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await proxy.apply([])
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", node_port)
+    assert proxy.stats.connections == 1
+
+
+async def test_udp_node_port_keeps_one_session_per_client(
+    proxy: NodePortProxy, backend: int
+) -> None:
+    node_port = free_port(socket.SOCK_DGRAM)
+    await proxy.apply([NodePortRule("UDP", node_port, "127.0.0.1", backend)])
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            got.put_nowait(data)
+
+    tx, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", node_port))
+    try:
+        for i in range(3):
+            tx.sendto(b"q%d" % i)
+        replies = {await asyncio.wait_for(got.get(), 5) for _ in range(3)}
+        assert replies == {b"echo:q0", b"echo:q1", b"echo:q2"}
+        assert proxy.stats.datagrams == 3
+    finally:
+        tx.close()
+
+
+async def test_unreachable_backend_resets_the_client_at_once(proxy: NodePortProxy) -> None:
+    node_port = free_port(socket.SOCK_STREAM)
+    dead = free_port(socket.SOCK_STREAM)  # nothing listens: the connect is refused
+    await proxy.apply([NodePortRule("TCP", node_port, "127.0.0.1", dead)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", node_port)
+    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+    assert proxy.stats.connect_failures == 1
+
+
+async def test_port_in_use_is_reported_and_others_still_served(
+    proxy: NodePortProxy, backend: int
+) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    free = free_port(socket.SOCK_STREAM)
+    try:
+        await proxy.apply(
+            [
+                NodePortRule("TCP", busy, "127.0.0.1", backend),
+                NodePortRule("TCP", free, "127.0.0.1", backend),
+            ]
+        )
+        assert ("TCP", busy) in proxy.stats.bind_errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", free)
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"echo:x"
+        writer.close()
+    finally:
+        holder.close()
