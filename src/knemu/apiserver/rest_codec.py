@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from knemu.apiserver.strategic import strategic_merge_patch
 from knemu.errors import Conflict, FieldError, Invalid, KnemuError, LocalError
 
 Obj = dict[str, Any]
@@ -92,15 +93,13 @@ def decode_object(raw: bytes, content_type: str) -> Obj:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON Merge Patch: objects merge recursively, null deletes, anything else replaces.
 
-    Strategic merge patches are applied with the same rules (lists replace instead of merging
-    by key), which is what this emulator promises for them.
+    Server-side apply patches are applied with these rules; strategic merge patches have their
+    own module (``knemu.apiserver.strategic``).
     """
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if key.startswith("$"):  # strategic-merge directives ($patch, $retainKeys): ignored
-            continue
         if value is None:
             result.pop(key, None)
         else:
@@ -220,7 +219,9 @@ def apply_patch(target: Obj, raw: bytes, content_type: str) -> Obj:
     base = content_type.split(";")[0].strip()
     if base == JSON_PATCH:
         result = json_patch(target, decode_body(raw, base, "JSON patch"))
-    elif base in (MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH):
+    elif base == STRATEGIC_PATCH:
+        result = strategic_merge_patch(target, decode_body(raw, base, "strategic merge patch"))
+    elif base in (MERGE_PATCH, APPLY_PATCH):
         result = merge_patch(target, decode_body(raw, base, "patch"))
     else:
         raise UnsupportedMediaType(

@@ -53,6 +53,8 @@ TABLE: tuple[Command, ...] = (
     Command("get", "get", "", "list objects"),
     Command("describe", "describe", "", "show objects in detail"),
     Command("delete", "delete", "", "delete objects"),
+    Command("patch", "patch", "patch_", "update fields of an object (strategic merge patch)"),
+    Command("scale", "patch", "scale_", "set the replicas of a deployment or replicaset"),
     Command("exec", "exec", "exec_", "run a command in a container", split_command=True),
     Command("run", "exec", "run_", "start a pod and attach to it", split_command=True),
     Command("logs", "exec", "logs_", "print a container's output"),

@@ -186,6 +186,13 @@ REASONS = {
 }
 
 
+PATCH_TYPES = {  # kubectl patch --type -> Content-Type
+    "strategic": "application/strategic-merge-patch+json",
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
 class ApiClient:
     """Blocking JSON client for the api-server's REST API."""
 
@@ -202,8 +209,9 @@ class ApiClient:
         method: str,
         path: str,
         query: Mapping[str, str] | None = None,
-        body: Obj | None = None,
+        body: Any = None,
         streaming: bool = False,
+        content_type: str = "application/json",
     ) -> Any:
         url = self.server + path
         if query:
@@ -213,7 +221,7 @@ class ApiClient:
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", content_type)
         try:
             # A stream (watch, followed logs) may stay quiet for as long as it likes.
             timeout = None if streaming else self.timeout_s
@@ -232,9 +240,10 @@ class ApiClient:
         method: str,
         path: str,
         query: Mapping[str, str] | None = None,
-        body: Obj | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
     ) -> Obj:
-        with self._open(method, path, query, body) as resp:
+        with self._open(method, path, query, body, content_type=content_type) as resp:
             raw = resp.read()
         if not raw:
             return {}
@@ -279,6 +288,13 @@ class ApiClient:
         query = {"dryRun": "All"} if dry_run else None
         name = obj["metadata"]["name"]
         return self.request("PUT", rt.object_path(namespace, name), query, obj)
+
+    def patch(
+        self, rt: ResourceType, namespace: str | None, name: str, body: Any, patch_type: str
+    ) -> Obj:
+        """PATCH with ``patch_type`` strategic, merge or json (kubectl patch --type)."""
+        ctype = PATCH_TYPES[patch_type]
+        return self.request("PATCH", rt.object_path(namespace, name), None, body, ctype)
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
         return self.request("DELETE", rt.object_path(namespace, name))
