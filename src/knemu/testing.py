@@ -7,6 +7,7 @@
   127.0.0.0/8), renews its lease and reports its pods Running+Ready with podCIDR addresses;
   ``fake_cluster(api, nodes=3)``: that many.  Fakes with real behaviour, not mocks (like
   trio.testing); all they start is stopped on exit, even when the test fails.
+* ``knemu.testing_traffic``: the chaos tests' client pod, a bounded request loop, and its log.
 """
 
 from __future__ import annotations

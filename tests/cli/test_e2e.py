@@ -203,6 +203,14 @@ def test_bad_inputs_are_reported_per_document(knemu: Run, tmp_path: Path, ns: st
     assert lines[2] == f"error: {odd}: document 3 (ConfigMap/?): metadata.name: Required value"
 
 
+@pytest.fixture
+def myapp_service(knemu: Run) -> Iterator[str]:
+    """Seed 002's Service holds NodePort 30008, which is cluster-wide: deleted after the test."""
+    yield "myapp-service"
+    knemu("delete", "svc", "myapp-service")
+
+
+@pytest.mark.usefixtures("myapp_service")
 def test_apply_configures_and_keeps_allocated_fields(knemu: Run, tmp_path: Path) -> None:
     code, out, _ = knemu("apply", "-f", str(EXAMPLES / "seed-002" / "myapp-service-nodeport.yaml"))
     assert (code, out) == (0, "service/myapp-service created\n")
@@ -280,17 +288,32 @@ def test_run_creates_a_pod_like_kubectl(knemu: Run, cluster: Cluster, ns: str) -
     assert code == 1 and "--rm should only be used for attached containers" in err
 
 
-def test_seed_002_directory_names_one_object_three_times(knemu: Run) -> None:
-    code, out, err = knemu("apply", "-f", str(EXAMPLES / "seed-002"))
-    assert code == 1 and out == ""
-    lines = err.splitlines()
-    # (a NodePort already taken by another test's service may be reported as well)
-    assert lines[-1] == "error: nothing was applied"
-    assert all("the same object is also in" in line for line in lines[:2])
-    assert knemu("get", "svc", "myapp-service")[0] == 1
-    code, out, _ = knemu(
-        "apply", "-f", str(EXAMPLES / "seed-002" / "myapp-service-loadbalancer.yaml")
+@pytest.mark.usefixtures("myapp_service")
+def test_seed_002_directory_applies_its_three_versions_in_order(knemu: Run) -> None:
+    seed = EXAMPLES / "seed-002"
+    code, out, err = knemu("apply", "-f", str(seed))
+    assert (code, out) == (0, "service/myapp-service created\n"), err
+    where = ", ".join(f"{f} document 1" for f in sorted(str(p) for p in seed.iterdir()))
+    assert err == (
+        f"service/myapp-service: named by {where}; applied in that order, as kubectl does: "
+        "the last one wins\n"
     )
+    # The last file, the NodePort version, wins; its ClusterIP is allocated, not the
+    # LoadBalancer version's (which a later document no longer names).
+    row = knemu("get", "svc", "myapp-service", "--no-headers")[1].split()
+    assert row[1] == "NodePort" and row[4] == "80:30008/TCP", row
+    assert row[2].startswith("10.") and row[2] != "10.0.171.239", row
+    # Again, over the live Service: step 2 would move its ClusterIP, which is immutable
+    # (kubectl fails that document too); all or nothing, so nothing changes.
+    code, out, err = knemu("apply", "-f", str(seed))
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    lb = seed / "myapp-service-loadbalancer.yaml"
+    assert lines[-2].startswith(f"error: {lb}: document 1 (Service/myapp-service): spec.clusterIP")
+    assert "field is immutable" in lines[-2] and lines[-1] == "error: nothing was applied"
+    assert knemu("get", "svc", "myapp-service", "--no-headers")[1].split()[:5] == row[:5]
+    assert knemu("delete", "svc", "myapp-service")[0] == 0
+    code, out, _ = knemu("apply", "-f", str(lb))
     assert (code, out) == (0, "service/myapp-service created\n")
     # EXTERNAL-IP is <pending> until a load-balancer address is assigned, then that address.
     jsonpath = "jsonpath={.status.loadBalancer.ingress[*].ip}"

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from compose_helpers import ComposeCluster, compose_cluster, wait_until
 
+from knemu.testing_traffic import parse_request_log, request_loop_pod
+
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVICE = "default/sample-clusterip"
@@ -69,38 +71,16 @@ def usable_backends(table: dict[str, Any]) -> set[str]:
 
 
 def start_client(cluster: ComposeCluster, name: str, node: str, target: str, count: int) -> None:
-    """A pod on ``node`` that curls ``target`` every 0.1 s, ``count`` times, logging each result."""
-    loop = (
-        f"for i in $(seq 1 {count}); do "
-        "s=$(date +%s.%N); "  # dated when sent; 2 s tolerate a busy CI machine
-        f"if curl -s -m 2 -o /dev/null {target}; then r=ok; else r=fail; fi; "
-        'echo "$s $r"; sleep 0.1; done'
-    )
-    manifest = f"""
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  nodeName: {node}
-  restartPolicy: Never
-  containers:
-  - name: client
-    image: amsy810/tools:v2.0
-    command: ["sh", "-c", {loop!r}]
-"""
-    cluster.knemu("apply", "-f", "-", stdin=manifest)
+    """A pod on ``node`` that requests ``target`` every 0.1 s, ``count`` times (a bounded loop;
+    knemu.testing_traffic): waits until it has logged its first request."""
+    cluster.knemu("apply", "-f", "-", stdin=request_loop_pod(name, node, target, count))
     wait_until(lambda: results(cluster, name), 60, f"{name} to report its first request")
 
 
 def results(cluster: ComposeCluster, pod: str) -> list[tuple[float, bool]]:
+    """(epoch sent, ok) per logged request of ``pod``."""
     out = cluster.knemu("logs", pod, check=False)
-    rows = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1] in ("ok", "fail"):
-            rows.append((float(parts[0]), parts[1] == "ok"))
-    return rows
+    return [(r.sent_at, r.ok) for r in parse_request_log(out)]
 
 
 def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(
@@ -173,10 +153,7 @@ def results_direct(cluster: ComposeCluster, pod: str) -> list[tuple[float, bool]
         _code, out = node.exec_run(
             ["sh", "-c", f"cat /run/knemu/pods/default_{pod}_*/*.log 2>/dev/null"]
         )
-        for line in out.decode(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1] in ("ok", "fail"):
-                rows.append((float(parts[0]), parts[1] == "ok"))
+        rows += [(r.sent_at, r.ok) for r in parse_request_log(out.decode(errors="replace"))]
     return rows
 
 

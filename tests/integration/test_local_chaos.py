@@ -19,6 +19,8 @@ import pytest
 from localcluster_helpers import LocalCluster, poll
 from test_local_cluster import FROM, cluster_processes, wait_backends
 
+from knemu.testing_traffic import RequestResult, parse_request_log, request_loop_pod
+
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SERVICE = "default/sample-clusterip"
@@ -87,40 +89,15 @@ def usable_backends(table: dict[str, Any], key: str = SERVICE) -> set[str]:
 
 
 def start_client(c: LocalCluster, name: str, node: str, target: str, count: int) -> None:
-    """A pod on ``node`` that curls ``target`` every 0.1 s, ``count`` times (a bounded loop),
-    logging ``<start epoch> ok`` or ``<start epoch> fail <curl exit code>`` per request.  A
-    request is dated when it was sent; 2 s tolerate a busy CI machine, and a SYN sent to a dead
-    node still fails."""
-    loop = (
-        f"for i in $(seq 1 {count}); do s=$(date +%s.%N); "
-        f"curl -s -m 2 -o /dev/null {target}; rc=$?; "
-        'if [ $rc -eq 0 ]; then echo "$s ok"; '
-        'else echo "$s fail $rc"; fi; sleep 0.1; done'
-    )
-    c.apply(f"""apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  nodeName: {node}
-  restartPolicy: Never
-  containers:
-  - name: client
-    image: amsy810/tools:v2.0
-    command: ["sh", "-c", {loop!r}]
-""")
+    """A pod on ``node`` that requests ``target`` every 0.1 s, ``count`` times (a bounded loop;
+    knemu.testing_traffic): waits until it has logged its first request."""
+    c.apply(request_loop_pod(name, node, target, count))
     poll(lambda: bool(results(c, name)), 60, f"{name} to report its first request", every_s=0.2)
 
 
-def results(c: LocalCluster, pod: str) -> list[tuple[float, bool, str]]:
-    """(epoch, ok, curl exit code) per logged request of ``pod``."""
-    out = c.knemu("logs", pod, check=False).stdout
-    rows = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[1] in ("ok", "fail"):
-            rows.append((float(parts[0]), parts[1] == "ok", parts[2] if len(parts) > 2 else "0"))
-    return rows
+def results(c: LocalCluster, pod: str) -> list[RequestResult]:
+    """(epoch sent, ok, curl exit code) per logged request of ``pod``."""
+    return parse_request_log(c.knemu("logs", pod, check=False).stdout)
 
 
 def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(cluster: LocalCluster) -> None:
@@ -159,7 +136,7 @@ def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(cluster: Loc
         recovered_at = time.time()
         poll(lambda: any(t > recovered_at + 5 for t, _, _ in results(cluster, "chaos-client")),
              30, "5 s of requests after recovery", every_s=0.2)  # fmt: skip
-        rows = [r for r in results(cluster, "chaos-client") if r[0] >= killed_at]
+        rows = [r for r in results(cluster, "chaos-client") if r.sent_at >= killed_at]
         failures = [(t, rc) for t, ok, rc in rows if not ok]
         window = (max(t for t, _ in failures) - killed_at) if failures else 0.0
         print(f"\n{victim} killed: its endpoints gone from every live table after "

@@ -11,6 +11,12 @@ result is PUT with the live ``resourceVersion`` (a Conflict re-reads and retries
 
 Atomicity: every document is first sent with ``?dryRun=All``; only if all pass is anything
 applied, so a bad document in a multi-document file leaves the cluster unchanged.
+
+Several documents may name the same object (seed 002's directory holds three versions of one
+Service).  kubectl applies documents one after another, so the last one wins; here each such
+document is checked as the step it is in that sequence (its manifest merged, in order, over the
+earlier ones and the live object), and only the final step is written, once, at the place of
+the object's first document (so a namespace still exists before the objects in it).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from knemu.cli.client import ApiClient, Obj, ResourceType, StatusError, resource_for
@@ -50,12 +57,26 @@ class Planned:
     rt: ResourceType
     namespace: str | None
     desired: Obj  # the manifest, normalised, with its last-applied annotation
+    earlier: list[Planned] = field(default_factory=list)  # documents naming it before this one
     live: Obj | None = None
     skip_dry_run: bool = False  # its namespace is created by an earlier document
 
     @property
     def name(self) -> str:
         return str(self.desired["metadata"].get("name", ""))
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.rt.kind, self.namespace, self.name)
+
+    def target(self, live: Obj | None) -> Obj:
+        """The object after applying, in order, the earlier documents and then this one onto
+        ``live`` (None: it does not exist yet) as kubectl would, one apply per document."""
+        state = live
+        for manifest in [*(p.desired for p in self.earlier), self.desired]:
+            state = copy.deepcopy(manifest) if state is None else merged_object(state, manifest)
+        assert state is not None
+        return state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
             plans.append(_plan(doc, args.namespace))
         except KnemuError as exc:
             errors.append(_doc_error(doc, exc.message))
-    errors += _duplicates(plans)
+    _chain(plans)
     errors += _dry_run(client, plans)
     if errors:
         raise ApplyFailed(_ERROR_SEP.join([*errors, "nothing was applied"]))
     suffix = " (server dry run)" if args.dry_run == "server" else ""
-    for plan in plans:
+    for plan in _final_steps(plans):
+        if plan.earlier:
+            _note_repeated(plan)
         action = _action(plan) if suffix else _apply_one(client, plan)
         print(f"{plan.rt.qualified}/{plan.name} {action}{suffix}")
     return 0
@@ -106,21 +129,29 @@ def _plan(doc: Document, ns_flag: str | None) -> Planned:
     return Planned(doc, rt, namespace, _desired(obj, namespace))
 
 
-def _duplicates(plans: list[Planned]) -> list[str]:
-    """One object named by two documents cannot be checked as one atomic change: refuse it."""
-    first: dict[tuple[str, str | None, str], Planned] = {}
-    errors = []
+def _chain(plans: list[Planned]) -> None:
+    """Give each document the earlier documents that name the same object, in order."""
+    previous: dict[tuple[str, str | None, str], Planned] = {}
     for plan in plans:
-        key = (plan.rt.kind, plan.namespace, plan.name)
-        earlier = first.setdefault(key, plan)
-        if earlier is not plan:
-            where = f"{earlier.doc.source} document {earlier.doc.index}"
-            errors.append(
-                _doc_error(
-                    plan.doc, f"the same object is also in {where}; apply them one at a time"
-                )
-            )
-    return errors
+        before = previous.get(plan.key)
+        if before is not None:
+            plan.earlier = [*before.earlier, before]
+        previous[plan.key] = plan
+
+
+def _final_steps(plans: list[Planned]) -> list[Planned]:
+    """The last document of each object, placed where its first document is."""
+    last = {plan.key: plan for plan in plans}
+    return [last[plan.key] for plan in plans if not plan.earlier]
+
+
+def _note_repeated(plan: Planned) -> None:
+    where = ", ".join(f"{p.doc.source} document {p.doc.index}" for p in [*plan.earlier, plan])
+    print(
+        f"{plan.rt.qualified}/{plan.name}: named by {where}; applied in that order, as kubectl "
+        "does: the last one wins",
+        file=sys.stderr,
+    )
 
 
 def _require(obj: Obj) -> None:
@@ -204,7 +235,8 @@ def merged_object(live: Obj, desired: Obj) -> Obj:
     except ValueError:
         last = {}
     out: Obj = merge(live, last, desired)
-    out["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
+    if "resourceVersion" in live["metadata"]:  # not in an earlier manifest of the same object
+        out["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
     if "status" in live:
         out["status"] = live["status"]
     return out
@@ -233,16 +265,15 @@ def _dry_run(client: ApiClient, plans: list[Planned]) -> list[str]:
 def _action(plan: Planned) -> str:
     if plan.live is None:
         return "created"
-    return "unchanged" if merged_object(plan.live, plan.desired) == plan.live else "configured"
+    return "unchanged" if plan.target(plan.live) == plan.live else "configured"
 
 
 def _send(client: ApiClient, plan: Planned, dry_run: bool) -> str:
     action = _action(plan)
     if action == "created":
-        client.create(plan.rt, plan.namespace, plan.desired, dry_run=dry_run)
+        client.create(plan.rt, plan.namespace, plan.target(None), dry_run=dry_run)
     elif action == "configured":
-        assert plan.live is not None
-        client.replace(plan.rt, plan.namespace, merged_object(plan.live, plan.desired), dry_run)
+        client.replace(plan.rt, plan.namespace, plan.target(plan.live), dry_run)
     return action
 
 

@@ -5,494 +5,149 @@ counter name the router uses (truncated, not_ipv4, bad_checksum, bad_vxlan_heade
 raises anything else on any input (the tests fuzz them with hypothesis).  The router's hot path
 reads header fields at fixed offsets instead of decoding into objects; the offsets and the
 checksum helpers it uses are here, next to the RFC sections they implement.
+
+This module is the one import for all of it (``from knemu.proto import wire``; ``wire.X``);
+the code lives in three parts:
+
+* ``wire_checksum``: address conversions, RFC 1071 checksums, RFC 1624 incremental updates;
+* ``wire_codecs``: the header constants and the IPv4/TCP/UDP/ICMP/Ethernet/VXLAN codecs;
+* ``wire_replies``: the RST and ICMP errors the router answers with.
 """
 
 from __future__ import annotations
 
-import struct
-import sys
-from dataclasses import dataclass
-
-from knemu.errors import MalformedPacket as MalformedPacket  # raised by every decoder
-
-# IPv4 (RFC 791 section 3.1) and transport protocol numbers (IANA).
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-IPV4_MIN_HEADER = 20
-IP_FLAG_DF = 0x4000
-IP_FLAG_MF = 0x2000
-IP_FRAG_OFFSET_MASK = 0x1FFF
-
-# TCP flags (RFC 9293 section 3.1).
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_PSH = 0x08
-TCP_ACK = 0x10
-
-# ICMP (RFC 792) types and destination-unreachable codes.
-ICMP_ECHO_REPLY = 0
-ICMP_DEST_UNREACH = 3
-ICMP_ECHO_REQUEST = 8
-ICMP_TIME_EXCEEDED = 11
-ICMP_NET_UNREACH = 0
-ICMP_HOST_UNREACH = 1
-ICMP_PORT_UNREACH = 3
-ICMP_FRAG_NEEDED = 4
-ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
-
-# Ethernet II and VXLAN (RFC 7348 section 5).
-ETHERTYPE_IPV4 = 0x0800
-ETHERNET_HEADER = 14
-VXLAN_HEADER = 8
-VXLAN_FLAG_I = 0x08  # "I" flag: the VNI is valid; every other bit is reserved
-VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-BROADCAST_MAC = b"\xff" * 6
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-# -- addresses ---------------------------------------------------------------------------------
-
-
-def ip_to_bytes(ip: str) -> bytes:
-    """Dotted-quad IPv4 address to 4 bytes; ValueError naming the address if it is not one."""
-    parts = ip.split(".")
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        out = bytes(int(p) for p in parts)
-        if any(not p.isdigit() for p in parts):
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{ip!r} is not an IPv4 address (expected a.b.c.d)") from None
-    return out
-
-
-def bytes_to_ip(raw: bytes | bytearray | memoryview) -> str:
-    return ".".join(str(b) for b in bytes(raw[:4]))
-
-
-def mac_to_bytes(mac: str) -> bytes:
-    """ "02:42:ac:11:00:02" to 6 bytes; ValueError naming the value if it is not a MAC."""
-    try:
-        out = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    except ValueError:
-        out = b""
-    if len(out) != 6:
-        raise ValueError(f"{mac!r} is not a MAC address (expected six hex pairs like 02:42:..)")
-    return out
-
-
-def bytes_to_mac(raw: bytes | bytearray) -> str:
-    return ":".join(f"{b:02x}" for b in bytes(raw[:6]))
-
-
-# -- checksums (RFC 1071, RFC 1624) -----------------------------------------------------------
-
-
-def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The Internet checksum (RFC 1071): one's complement of the one's-complement sum of the
-    16-bit words of ``data`` (odd length padded with a zero byte), plus ``initial``."""
-    raw = bytes(data)
-    if len(raw) % 2:
-        raw += b"\x00"
-    # RFC 1071 section 2(B): the sum is byte-order independent, so add native-order words
-    # and swap the folded result once instead of unpacking big-endian words.
-    total: int = sum(memoryview(raw).cast("H"))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    if _LITTLE_ENDIAN:
-        total = (total >> 8) | ((total & 0xFF) << 8)
-    total += initial
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-_TEN_WORDS = struct.Struct("!10H").unpack_from
-
-
-def ipv4_header_checksum(packet: bytes | bytearray, ihl: int = 20) -> int:
-    """``checksum`` of the IPv4 header at the start of ``packet`` (0 when it is valid).
-
-    The common 20-byte header is summed as ten big-endian words in place, without the copy
-    and cast of the general function: this runs for every packet that arrives from a peer.
-    """
-    if ihl != 20:
-        return checksum(packet[:ihl])
-    total: int = sum(_TEN_WORDS(packet))
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """Unfolded sum of the IPv4 pseudo-header words (RFC 793 section 3.1, RFC 768)."""
-    return (
-        (src[0] << 8 | src[1])
-        + (src[2] << 8 | src[3])
-        + (dst[0] << 8 | dst[1])
-        + (dst[2] << 8 | dst[3])
-        + proto
-        + length
-    )
-
-
-def word_delta(old: bytes, new: bytes) -> int:
-    """The RFC 1624 eqn. 3 term ``sum(~m) + sum(m')`` for replacing ``old`` by ``new``
-    (equal even lengths).  Precompute it once per translation, apply it per packet with
-    ``checksum_adjust``."""
-    total = 0
-    for i in range(0, len(old), 2):
-        total += (~(old[i] << 8 | old[i + 1]) & 0xFFFF) + (new[i] << 8 | new[i + 1])
-    return total
-
-
-def checksum_adjust(hc: int, delta: int) -> int:
-    """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), with ``delta`` from ``word_delta``."""
-    total = (~hc & 0xFFFF) + delta
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-# -- IPv4 (RFC 791) ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IPv4Packet:
-    src: str
-    dst: str
-    proto: int
-    payload: bytes
-    ttl: int = 64
-    ident: int = 0
-    tos: int = 0
-    flags_fragment: int = IP_FLAG_DF
-    options: bytes = b""
-    checksum: int = 0  # as decoded; encode computes it
-
-    @property
-    def header_len(self) -> int:
-        return IPV4_MIN_HEADER + len(self.options)
-
-
-def encode_ipv4(pkt: IPv4Packet) -> bytes:
-    """Serialise with a freshly computed header checksum (RFC 791 section 3.1)."""
-    if len(pkt.options) % 4 or len(pkt.options) > 40:
-        raise ValueError("IPv4 options must be a multiple of 4 bytes and at most 40")
-    ihl = 5 + len(pkt.options) // 4
-    total = ihl * 4 + len(pkt.payload)
-    header = (
-        struct.pack(
-            "!BBHHHBBH4s4s",
-            0x40 | ihl,
-            pkt.tos,
-            total,
-            pkt.ident,
-            pkt.flags_fragment,
-            pkt.ttl,
-            pkt.proto,
-            0,
-            ip_to_bytes(pkt.src),
-            ip_to_bytes(pkt.dst),
-        )
-        + pkt.options
-    )
-    csum = checksum(header)
-    return header[:10] + csum.to_bytes(2, "big") + header[12:] + pkt.payload
-
-
-def decode_ipv4(data: bytes | bytearray, verify: bool = True) -> IPv4Packet:
-    """Parse one IPv4 packet; trailing bytes beyond Total Length (link padding) are ignored."""
-    if len(data) < IPV4_MIN_HEADER:
-        raise MalformedPacket("truncated", f"IPv4 packet of {len(data)} bytes < 20")
-    if data[0] >> 4 != 4:
-        raise MalformedPacket("not_ipv4", f"IP version {data[0] >> 4}, expected 4")
-    ihl = (data[0] & 0x0F) * 4
-    total = data[2] << 8 | data[3]
-    if ihl < IPV4_MIN_HEADER or total < ihl or total > len(data):
-        raise MalformedPacket("truncated", f"IPv4 IHL {ihl} / total length {total} invalid")
-    if verify and checksum(data[:ihl]) != 0:
-        raise MalformedPacket("bad_checksum", "IPv4 header checksum does not verify")
-    return IPv4Packet(
-        src=bytes_to_ip(data[12:16]),
-        dst=bytes_to_ip(data[16:20]),
-        proto=data[9],
-        payload=bytes(data[ihl:total]),
-        ttl=data[8],
-        ident=data[4] << 8 | data[5],
-        tos=data[1],
-        flags_fragment=data[6] << 8 | data[7],
-        options=bytes(data[IPV4_MIN_HEADER:ihl]),
-        checksum=data[10] << 8 | data[11],
-    )
-
-
-def ip_packet(
-    src: str, dst: str, proto: int, payload: bytes, ttl: int = 64, ident: int = 0
-) -> bytes:
-    """Shorthand: an IPv4 packet with DF set and no options."""
-    return encode_ipv4(
-        IPv4Packet(src=src, dst=dst, proto=proto, payload=payload, ttl=ttl, ident=ident)
-    )
-
-
-# -- transport checksums shared by TCP and UDP -------------------------------------------------
-
-
-def transport_checksum(src: str, dst: str, proto: int, segment: bytes) -> int:
-    """Checksum of a TCP/UDP segment (its checksum field zeroed) with the pseudo-header."""
-    initial = pseudo_header_sum(ip_to_bytes(src), ip_to_bytes(dst), proto, len(segment))
-    return checksum(segment, initial)
-
-
-def transport_checksum_ok(packet: bytes | bytearray) -> bool:
-    """Whether the TCP/UDP checksum of a whole IPv4 packet verifies (UDP 0 = none, RFC 768)."""
-    ip = decode_ipv4(packet)
-    if ip.proto == PROTO_UDP and len(ip.payload) >= 8 and ip.payload[6:8] == b"\0\0":
-        return True
-    initial = pseudo_header_sum(ip_to_bytes(ip.src), ip_to_bytes(ip.dst), ip.proto, len(ip.payload))
-    return checksum(ip.payload, initial) == 0
-
-
-# -- TCP (RFC 9293 section 3.1) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TcpSegment:
-    src_port: int
-    dst_port: int
-    seq: int = 0
-    ack: int = 0
-    flags: int = TCP_SYN
-    window: int = 65535
-    payload: bytes = b""
-    options: bytes = b""
-    urgent: int = 0
-    checksum: int = 0  # as decoded; encode computes it
-
-    @property
-    def seg_len(self) -> int:
-        """SEG.LEN: payload octets plus one for SYN and one for FIN (RFC 9293 3.4)."""
-        return len(self.payload) + bool(self.flags & TCP_SYN) + bool(self.flags & TCP_FIN)
-
-
-def encode_tcp(seg: TcpSegment, src: str, dst: str) -> bytes:
-    """Serialise with the checksum over the IPv4 pseudo-header (RFC 9293 3.1)."""
-    if len(seg.options) % 4 or len(seg.options) > 40:
-        raise ValueError("TCP options must be a multiple of 4 bytes and at most 40")
-    offset = (5 + len(seg.options) // 4) << 12
-    header = struct.pack(
-        "!HHIIHHHH",
-        seg.src_port,
-        seg.dst_port,
-        seg.seq & 0xFFFFFFFF,
-        seg.ack & 0xFFFFFFFF,
-        offset | seg.flags,
-        seg.window,
-        0,
-        seg.urgent,
-    )
-    raw = header + seg.options + seg.payload
-    csum = transport_checksum(src, dst, PROTO_TCP, raw)
-    return raw[:16] + csum.to_bytes(2, "big") + raw[18:]
-
-
-def decode_tcp(data: bytes | bytearray) -> TcpSegment:
-    if len(data) < 20:
-        raise MalformedPacket("truncated", f"TCP segment of {len(data)} bytes < 20")
-    src_port, dst_port, seq, ack, off_flags, window, csum, urgent = struct.unpack(
-        "!HHIIHHHH", bytes(data[:20])
-    )
-    offset = (off_flags >> 12) * 4
-    if offset < 20 or offset > len(data):
-        raise MalformedPacket("truncated", f"TCP data offset {offset} outside the segment")
-    return TcpSegment(
-        src_port=src_port,
-        dst_port=dst_port,
-        seq=seq,
-        ack=ack,
-        flags=off_flags & 0x1FF,
-        window=window,
-        payload=bytes(data[offset:]),
-        options=bytes(data[20:offset]),
-        urgent=urgent,
-        checksum=csum,
-    )
-
-
-def tcp_packet(src: str, dst: str, seg: TcpSegment, ttl: int = 64) -> bytes:
-    """Shorthand: a whole IPv4 packet carrying ``seg``."""
-    return ip_packet(src, dst, PROTO_TCP, encode_tcp(seg, src, dst), ttl=ttl)
-
-
-# -- UDP (RFC 768) -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UdpDatagram:
-    src_port: int
-    dst_port: int
-    payload: bytes = b""
-    checksum: int = 0  # as decoded; 0 means "no checksum"
-
-
-def encode_udp(dgram: UdpDatagram, src: str, dst: str, with_checksum: bool = True) -> bytes:
-    """Serialise; a computed checksum of 0 is sent as 0xFFFF, 0 meaning none (RFC 768)."""
-    raw = struct.pack("!HHHH", dgram.src_port, dgram.dst_port, 8 + len(dgram.payload), 0)
-    raw += dgram.payload
-    if not with_checksum:
-        return raw
-    csum = transport_checksum(src, dst, PROTO_UDP, raw) or 0xFFFF
-    return raw[:6] + csum.to_bytes(2, "big") + raw[8:]
-
-
-def decode_udp(data: bytes | bytearray) -> UdpDatagram:
-    if len(data) < 8:
-        raise MalformedPacket("truncated", f"UDP datagram of {len(data)} bytes < 8")
-    src_port, dst_port, length, csum = struct.unpack("!HHHH", bytes(data[:8]))
-    if length < 8 or length > len(data):
-        raise MalformedPacket("truncated", f"UDP length {length} outside the datagram")
-    return UdpDatagram(src_port, dst_port, bytes(data[8:length]), csum)
-
-
-def udp_packet(
-    src: str, dst: str, sport: int, dport: int, payload: bytes, with_checksum: bool = True
-) -> bytes:
-    """Shorthand: a whole IPv4 packet carrying one UDP datagram."""
-    raw = encode_udp(UdpDatagram(sport, dport, payload), src, dst, with_checksum)
-    return ip_packet(src, dst, PROTO_UDP, raw)
-
-
-# -- ICMP (RFC 792) ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IcmpMessage:
-    type: int
-    code: int
-    rest: bytes = b"\0\0\0\0"  # the 4 bytes after the checksum (id/seq, unused, next-hop MTU)
-    payload: bytes = b""
-    checksum: int = 0  # as decoded
-
-
-def encode_icmp(msg: IcmpMessage) -> bytes:
-    if len(msg.rest) != 4:
-        raise ValueError("ICMP rest-of-header must be 4 bytes")
-    raw = bytes((msg.type, msg.code, 0, 0)) + msg.rest + msg.payload
-    csum = checksum(raw)
-    return raw[:2] + csum.to_bytes(2, "big") + raw[4:]
-
-
-def decode_icmp(data: bytes | bytearray, verify: bool = True) -> IcmpMessage:
-    if len(data) < 8:
-        raise MalformedPacket("truncated", f"ICMP message of {len(data)} bytes < 8")
-    if verify and checksum(data) != 0:
-        raise MalformedPacket("bad_checksum", "ICMP checksum does not verify")
-    return IcmpMessage(data[0], data[1], bytes(data[4:8]), bytes(data[8:]), data[2] << 8 | data[3])
-
-
-# -- Ethernet II and VXLAN (RFC 7348 section 5) ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EthernetFrame:
-    dst: bytes
-    src: bytes
-    ethertype: int
-    payload: bytes
-
-
-def encode_ethernet(frame: EthernetFrame) -> bytes:
-    if len(frame.dst) != 6 or len(frame.src) != 6:
-        raise ValueError("Ethernet addresses must be 6 bytes")
-    return frame.dst + frame.src + frame.ethertype.to_bytes(2, "big") + frame.payload
-
-
-def decode_ethernet(data: bytes | bytearray) -> EthernetFrame:
-    if len(data) < ETHERNET_HEADER:
-        raise MalformedPacket("truncated", f"Ethernet frame of {len(data)} bytes < 14")
-    return EthernetFrame(
-        bytes(data[0:6]), bytes(data[6:12]), data[12] << 8 | data[13], bytes(data[14:])
-    )
-
-
-def vxlan_header(vni: int) -> bytes:
-    """``08 00 00 00 | VNI (24 bits) | 00``: flags with only I set, reserved bits zero."""
-    if not 0 <= vni < 1 << 24:
-        raise ValueError(f"VNI {vni} does not fit in 24 bits")
-    return b"\x08\x00\x00\x00" + vni.to_bytes(3, "big") + b"\x00"
-
-
-def encode_vxlan(vni: int, inner_frame: bytes) -> bytes:
-    """The UDP payload of a VXLAN packet: header then the inner Ethernet frame."""
-    return vxlan_header(vni) + inner_frame
-
-
-def decode_vxlan(data: bytes | bytearray) -> tuple[int, bytes]:
-    """(VNI, inner Ethernet frame).  Reserved bits are ignored on receipt, as RFC 7348 says;
-    the I flag must be set."""
-    if len(data) < VXLAN_HEADER:
-        raise MalformedPacket("truncated", f"VXLAN payload of {len(data)} bytes < 8")
-    if not data[0] & VXLAN_FLAG_I:
-        raise MalformedPacket("bad_vxlan_header", "VXLAN I flag is not set (RFC 7348 section 5)")
-    return int.from_bytes(data[4:7], "big"), bytes(data[8:])
-
-
-# -- replies the router generates -------------------------------------------------------------
-
-
-def tcp_reset_for(packet: bytes | bytearray, ttl: int = 64) -> bytes | None:
-    """The RST a closed port sends for ``packet`` (RFC 9293 section 3.10.7.1), from its
-    destination back to its source; None for a RST (never answer a reset) or a non-TCP packet."""
-    try:
-        ip = decode_ipv4(packet, verify=False)
-        if ip.proto != PROTO_TCP or ip.flags_fragment & IP_FRAG_OFFSET_MASK:
-            return None
-        seg = decode_tcp(ip.payload)
-    except MalformedPacket:
-        return None
-    if seg.flags & TCP_RST:
-        return None
-    if seg.flags & TCP_ACK:
-        reply = TcpSegment(seg.dst_port, seg.src_port, seq=seg.ack, flags=TCP_RST, window=0)
-    else:
-        ack = (seg.seq + seg.seg_len) & 0xFFFFFFFF
-        reply = TcpSegment(seg.dst_port, seg.src_port, ack=ack, flags=TCP_RST | TCP_ACK, window=0)
-    return tcp_packet(ip.dst, ip.src, reply, ttl=ttl)
-
-
-def _may_answer_with_icmp(ip: IPv4Packet) -> bool:
-    """RFC 1122 section 3.2.2 / RFC 1812 section 4.3.2.7: no ICMP error about an ICMP error,
-    a non-first fragment, or a packet from a broadcast, multicast or unspecified source."""
-    if ip.flags_fragment & IP_FRAG_OFFSET_MASK:
-        return False
-    first = int(ip.src.split(".")[0])
-    if ip.src in ("0.0.0.0", "255.255.255.255") or 224 <= first <= 239:
-        return False
-    return not (ip.proto == PROTO_ICMP and ip.payload[:1] and ip.payload[0] in ICMP_ERROR_TYPES)
-
-
-def icmp_error_for(
-    packet: bytes | bytearray, icmp_type: int, code: int, src: str, rest: bytes = b"\0\0\0\0"
-) -> bytes | None:
-    """An ICMP error about ``packet`` from ``src`` back to its source, quoting as much of it as
-    fits in 576 bytes (RFC 1812 section 4.3.2.3; RFC 792 asks for at least header + 8 bytes).
-    None where no error may be sent."""
-    try:
-        ip = decode_ipv4(packet, verify=False)
-    except MalformedPacket:
-        return None
-    if not _may_answer_with_icmp(ip):
-        return None
-    total = packet[2] << 8 | packet[3]
-    quoted = bytes(packet[: min(total, 576 - 28)])
-    body = encode_icmp(IcmpMessage(icmp_type, code, rest, quoted))
-    return ip_packet(src, ip.src, PROTO_ICMP, body)
-
-
-def frag_needed_rest(mtu: int) -> bytes:
-    """Rest-of-header of "fragmentation needed": unused 16 bits, next-hop MTU (RFC 1191)."""
-    return b"\0\0" + mtu.to_bytes(2, "big")
+from knemu.errors import MalformedPacket  # raised by every decoder
+from knemu.proto.wire_checksum import (
+    bytes_to_ip,
+    bytes_to_mac,
+    checksum,
+    checksum_adjust,
+    ip_to_bytes,
+    ipv4_header_checksum,
+    mac_to_bytes,
+    pseudo_header_sum,
+    word_delta,
+)
+from knemu.proto.wire_codecs import (
+    BROADCAST_MAC,
+    ETHERNET_HEADER,
+    ETHERTYPE_IPV4,
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_ERROR_TYPES,
+    ICMP_FRAG_NEEDED,
+    ICMP_HOST_UNREACH,
+    ICMP_NET_UNREACH,
+    ICMP_PORT_UNREACH,
+    ICMP_TIME_EXCEEDED,
+    IP_FLAG_DF,
+    IP_FLAG_MF,
+    IP_FRAG_OFFSET_MASK,
+    IPV4_MIN_HEADER,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    VXLAN_FLAG_I,
+    VXLAN_HEADER,
+    VXLAN_OVERHEAD,
+    EthernetFrame,
+    IcmpMessage,
+    IPv4Packet,
+    TcpSegment,
+    UdpDatagram,
+    decode_ethernet,
+    decode_icmp,
+    decode_ipv4,
+    decode_tcp,
+    decode_udp,
+    decode_vxlan,
+    encode_ethernet,
+    encode_icmp,
+    encode_ipv4,
+    encode_tcp,
+    encode_udp,
+    encode_vxlan,
+    ip_packet,
+    tcp_packet,
+    transport_checksum,
+    transport_checksum_ok,
+    udp_packet,
+    vxlan_header,
+)
+from knemu.proto.wire_replies import (
+    frag_needed_rest,
+    icmp_error_for,
+    tcp_reset_for,
+)
+
+__all__ = [
+    "BROADCAST_MAC",
+    "ETHERNET_HEADER",
+    "ETHERTYPE_IPV4",
+    "ICMP_DEST_UNREACH",
+    "ICMP_ECHO_REPLY",
+    "ICMP_ECHO_REQUEST",
+    "ICMP_ERROR_TYPES",
+    "ICMP_FRAG_NEEDED",
+    "ICMP_HOST_UNREACH",
+    "ICMP_NET_UNREACH",
+    "ICMP_PORT_UNREACH",
+    "ICMP_TIME_EXCEEDED",
+    "IPV4_MIN_HEADER",
+    "IP_FLAG_DF",
+    "IP_FLAG_MF",
+    "IP_FRAG_OFFSET_MASK",
+    "PROTO_ICMP",
+    "PROTO_TCP",
+    "PROTO_UDP",
+    "TCP_ACK",
+    "TCP_FIN",
+    "TCP_PSH",
+    "TCP_RST",
+    "TCP_SYN",
+    "VXLAN_FLAG_I",
+    "VXLAN_HEADER",
+    "VXLAN_OVERHEAD",
+    "EthernetFrame",
+    "IPv4Packet",
+    "IcmpMessage",
+    "MalformedPacket",
+    "TcpSegment",
+    "UdpDatagram",
+    "bytes_to_ip",
+    "bytes_to_mac",
+    "checksum",
+    "checksum_adjust",
+    "decode_ethernet",
+    "decode_icmp",
+    "decode_ipv4",
+    "decode_tcp",
+    "decode_udp",
+    "decode_vxlan",
+    "encode_ethernet",
+    "encode_icmp",
+    "encode_ipv4",
+    "encode_tcp",
+    "encode_udp",
+    "encode_vxlan",
+    "frag_needed_rest",
+    "icmp_error_for",
+    "ip_packet",
+    "ip_to_bytes",
+    "ipv4_header_checksum",
+    "mac_to_bytes",
+    "pseudo_header_sum",
+    "tcp_packet",
+    "tcp_reset_for",
+    "transport_checksum",
+    "transport_checksum_ok",
+    "udp_packet",
+    "vxlan_header",
+    "word_delta",
+]
