@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from knemu.apiserver.rest_codec import (
     BadRequest,
     decode_body,
+    decode_object,
     fields_match,
     json_patch,
     merge_patch,
@@ -153,3 +154,10 @@ def test_status_shape_for_invalid() -> None:
             }
         ],
     }
+
+
+def test_yaml_bodies_with_a_repeated_key_are_bad_requests() -> None:
+    body = b"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  name: b\n"
+    with pytest.raises(KnemuError, match="mapping key 'name' already defined at line 4") as err:
+        decode_object(body, "application/yaml")
+    assert err.value.http_status == 400

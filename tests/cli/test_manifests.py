@@ -16,6 +16,11 @@ from knemu.cli.manifests import (
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SEED_002 = (
+    "myapp-service-clusterip.yaml",
+    "myapp-service-nodeport.yaml",
+    "myapp-service-loadbalancer.yaml",
+)
 
 
 def test_seed_003_manifests_load() -> None:
@@ -91,3 +96,19 @@ def test_non_mapping_document_and_missing_file_and_stdin() -> None:
         load_paths(["/nonexistent/kt-missing.yaml"])
     docs = load_paths(["-"], stdin=io.StringIO("kind: Pod\nmetadata: {name: s}\n---\n"))
     assert [d.label for d in docs] == ["Pod/s"]
+
+
+def test_repeated_keys_are_refused_like_kubectl() -> None:
+    # Seed 002's three Service files concatenated without '---' would be one merged object
+    # under PyYAML's defaults; Kubernetes' reader refuses the repeated key, and so does knemu.
+    text = "".join((EXAMPLES / "seed-002" / n).read_text() for n in SEED_002)
+    with pytest.raises(ManifestError, match=r"-: line \d+, column 1: mapping key 'apiVersion' "
+                       r"already defined at line 1 \(two manifests need a '---' line"):  # fmt: skip
+        parse_documents(text, "-")
+    with pytest.raises(ManifestError, match="mapping key 'app' already defined at line 3"):
+        parse_documents("metadata:\n  labels:\n    app: a\n    app: b\n", "x.yaml")
+    separated = "\n---\n".join((EXAMPLES / "seed-002" / n).read_text() for n in SEED_002)
+    assert len(parse_documents(separated, "-")) == 3
+    # YAML merge keys may repeat "<<" and still work.
+    doc = parse_documents("base: &b {x: 1}\nm:\n  <<: *b\n  y: 2\n", "m.yaml")[0]
+    assert doc.obj["m"] == {"x": 1, "y": 2}

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from knemu import yamlload
 from knemu.apiserver.strategic import strategic_merge_patch
 from knemu.errors import Conflict, FieldError, Invalid, KnemuError, LocalError
 
@@ -67,11 +68,11 @@ def _load_yaml(text: str, what: str) -> Any:
     PyYAML rejects and seed 002's manifests contain, are tolerated by one retry without
     trailing whitespace (block scalars lose theirs: no knemu kind carries such text)."""
     try:
-        return yaml.safe_load(text)
+        return yamlload.safe_load(text)
     except yaml.YAMLError as exc:
         if "\\t" in str(exc):
             try:
-                return yaml.safe_load(_TRAILING_SPACE.sub("", text))
+                return yamlload.safe_load(_TRAILING_SPACE.sub("", text))
             except yaml.YAMLError:
                 pass
         raise BadRequest(f"{what} is not valid YAML: {exc}") from None

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from knemu import yamlload
 from knemu.errors import LocalError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -141,7 +142,7 @@ def _parse_yaml(text: str, source: str) -> list[tuple[int, Any]]:
 
 
 def _load_all(text: str) -> list[tuple[int, Any]]:
-    return [(i, d) for i, d in enumerate(yaml.safe_load_all(text), start=1) if d is not None]
+    return [(i, d) for i, d in enumerate(yamlload.safe_load_all(text), start=1) if d is not None]
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, source: str) -> ManifestError:
