@@ -43,6 +43,16 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
         "eth0",
     ] in cmds
     assert all(cmd[0] == "ip" for cmd in cmds)
+    forwarding = [
+        "ip",
+        "netns",
+        "exec",
+        "knemu-demo-node-1",
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]
+    assert forwarding in cmds
 
 
 @pytest.mark.parametrize(
@@ -115,6 +125,8 @@ def test_nodes_reach_each_other_and_the_host_then_vanish(cluster: Cluster) -> No
     # No default route inside a node: nothing can leave the machine.
     routes = run_ip(["ip", "-n", cluster.node_ns(1), "route"]).stdout
     assert "default" not in routes
+    sysctl = ["ip", "netns", "exec", cluster.node_ns(1), "sysctl", "-n", "net.ipv4.ip_forward"]
+    assert run_ip(sysctl).stdout.strip() == "1"
     running, found = describe_leftovers(cluster)
     assert not running and f"namespace {cluster.node_ns(1)}" in found
     removed = tear_down(cluster)

@@ -11,12 +11,13 @@ Layout (node-N numbering as in DESIGN.md "Address plan"; like Mininet's hosts on
 The bridge lives in its own "switch" namespace rather than in the root namespace: the root
 namespace's firewall (Docker sets ``FORWARD DROP`` and br_netfilter hands bridged frames to it)
 then never sees node-to-node traffic, and nothing of the host's configuration is changed.
-Node namespaces have no default route and no IP forwarding, so cluster traffic cannot leave
-the machine.  Every process is ``knemu apiserver|dns|agent --flags`` (agents under
-``ip netns exec``), started in its own session (process group), carrying the cluster's marker
-in its environment, and recorded with its command line in ``<state>/state.json``; ``down``
-stops them by pid, kills whatever still runs inside the cluster's namespaces, and deletes the
-namespaces (which deletes their links).  ``knemu chaos`` uses the same records to kill and
+Node namespaces forward IP like a node does but have no default route, so cluster traffic
+cannot leave the cluster's subnet, let alone the machine.  Every process is
+``knemu apiserver|dns|agent --flags`` (agents under ``ip netns exec``), started in its own
+session (process group), carrying the cluster's marker in its environment, and recorded with
+its command line in ``<state>/state.json``; ``down`` stops them by pid, kills whatever still
+runs inside the cluster's namespaces, and deletes the namespaces (which deletes their links).
+``knemu chaos`` uses the same records to kill and
 restart components (``kill_namespace_processes``, ``restart_component``).
 """
 

@@ -82,6 +82,9 @@ class Cluster:
                 f"-n {ns} link set lo up",
                 f"-n {ns} addr add {self.node_ip(n)}/{plen} dev eth0",
                 f"-n {ns} link set eth0 up",
+                # A node forwards between its pods and the underlay (a pod reaching another
+                # node's IP, NodePorts): set, not inherited from whatever the host has.
+                f"netns exec {ns} sysctl -qw net.ipv4.ip_forward=1",
             ]
         return [["ip", *line.split()] for line in lines]
 
