@@ -210,6 +210,14 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         'Duplicate value: "http"',
     ),
     (
+        "one hostPort claimed twice in a pod",
+        _container_ports(
+            {"containerPort": 80, "hostPort": 8080}, {"containerPort": 81, "hostPort": 8080}
+        ),
+        "spec.containers[0].ports[1].hostPort",
+        'Duplicate value: "TCP//8080"',
+    ),
+    (
         "unknown containerPort protocol",
         _container_ports({"containerPort": 80, "protocol": "ICMP"}),
         "spec.containers[0].ports[0].protocol",

@@ -54,6 +54,23 @@ def _container_ports(path: str, ports: Any, seen_names: set[str]) -> list[FieldE
     return errs
 
 
+def _unique_host_ports(path: str, containers: Any) -> list[FieldError]:
+    """No two ports of a pod may claim one protocol/hostIP/hostPort (Kubernetes'
+    AccumulateUniqueHostPorts): the node could publish only one of them."""
+    errs: list[FieldError] = []
+    seen: set[str] = set()
+    for i, container in enumerate(as_list(containers)):
+        for j, port in enumerate(as_list(as_map(container).get("ports"))):
+            port = as_map(port)
+            if port.get("hostPort") in (None, 0):
+                continue
+            key = f"{port.get('protocol') or 'TCP'}/{port.get('hostIP') or ''}/{port['hostPort']}"
+            if key in seen:
+                errs.append(duplicate(f"{path}[{i}].ports[{j}].hostPort", key))
+            seen.add(key)
+    return errs
+
+
 def _containers(path: str, containers: Any, names: set[str], ports: set[str]) -> list[FieldError]:
     errs: list[FieldError] = []
     for i, container in enumerate(as_list(containers)):
@@ -125,6 +142,7 @@ def validate_pod_spec(path: str, spec: Any) -> list[FieldError]:
         errs.append(required(f"{path}.containers", "a pod needs at least one container"))
     errs += _containers(f"{path}.initContainers", spec.get("initContainers"), names, set())
     errs += _containers(f"{path}.containers", spec.get("containers"), names, ports)
+    errs += _unique_host_ports(f"{path}.containers", spec.get("containers"))
     policy = spec.get("restartPolicy")
     if policy not in RESTART_POLICIES:
         errs.append(not_supported(f"{path}.restartPolicy", policy, RESTART_POLICIES))
