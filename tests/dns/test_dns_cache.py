@@ -27,8 +27,9 @@ from dns_cluster import (
 )
 
 from knemu.config import DnsConfig
-from knemu.dns.answer import Answerer, Drop, Forward, Outcome, Reply, _cache_key
+from knemu.dns.answer import Answerer, Drop, Forward, Outcome, Reply
 from knemu.dns.view import ClusterView
+from knemu.dns.wire_cache import cache_key as _cache_key
 
 Z = "cluster.local."
 V6_PTR = "2.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.0.d.f.ip6.arpa."
@@ -48,7 +49,7 @@ def cluster() -> ClusterView:
 def uncached(view: ClusterView, config: DnsConfig | None = None) -> Answerer:
     """The parsing path alone: nothing is ever kept."""
     answerer = Answerer(view, config or DnsConfig())
-    answerer.cache_entries = 0
+    answerer.cache.max_entries = 0
     return answerer
 
 
@@ -332,24 +333,25 @@ def test_unusual_queries_take_the_parsing_path() -> None:
 
 def test_flood_of_distinct_names_stays_bounded() -> None:
     answerer = Answerer(fixture_cluster(), DnsConfig())
-    answerer.cache_entries = 100
+    answerer.cache.max_entries = 100
     hot = wire_of(f"web.default.svc.{Z}")
     for i in range(1000):
         answerer.handle(wire_of(f"n{i}.default.svc.{Z}"))
         answerer.handle(hot)  # recently used: survives the flood
         assert answerer.cache_statistics()["entries"] <= 100
     assert answerer.cache_statistics()["entries"] == 100
-    assert hot[2:] and answerer._cache.get(_cache_key(hot, "udp")[0]) is not None  # type: ignore[index]
+    key = _cache_key(hot, "udp")
+    assert key is not None and answerer.cache.get(key[0], answerer.view.generation) is not None
 
 
 def test_default_bound_in_entries_and_bytes() -> None:
     answerer = Answerer(cluster(), DnsConfig())
-    for i in range(answerer.cache_entries + 500):
+    for i in range(answerer.cache.max_entries + 500):
         answerer.handle(wire_of(f"x{i}.{Z}"))
     stats = answerer.cache_statistics()
-    assert stats["entries"] == answerer.cache_entries
-    assert 0 < stats["bytes"] <= answerer.cache_bytes
-    answerer.cache_bytes = 20_000
+    assert stats["entries"] == answerer.cache.max_entries
+    assert 0 < stats["bytes"] <= answerer.cache.max_bytes
+    answerer.cache.max_bytes = 20_000
     for i in range(50):
         answerer.handle(wire_of(BIG, qid=i), "tcp")
         answerer.handle(wire_of(f"y{i}.{Z}"))

@@ -19,39 +19,13 @@ Replies over UDP fit 512 bytes, or the requestor's EDNS payload size (RFC 6891 6
 does not fit is cut at an RRset boundary with TC set (RFC 2181 9), so the client retries over
 TCP, where up to 65535 bytes go out.
 
-Wire cache.  Parsing and rendering through dnspython is most of a query's cost, so replies the
-zone logic builds are kept as bytes, keyed by the query itself minus what a reply merely echoes:
-the transport, the flags word, the question name lower-cased (DNS names compare ignoring ASCII
-case; length octets are <= 63, below "A", so lower-casing cannot touch them), qtype and qclass
-as sent, and the OPT record verbatim (payload size, version, DO bit, options).  Only plain
-queries are keyed (:func:`_cache_key`): QR clear, opcode QUERY, one question whose name has no
-compression pointer, no answer or authority records, and either nothing or exactly one OPT
-record after the question.  Anything else takes the parsing path.  A hit returns the cached
-reply with the query's ID and question bytes copied in: the question sits at offset 12 with the
-same length (checked when the entry is stored), and the reply's other names point into it with
-dnspython's case-insensitive compression, so the reply is the one the parsing path would build
-for this query, byte for byte up to the record order (next paragraph).
-
-Only replies of the zone logic are cached, and only once the view has synced: not forwarded
-answers, not header-only FORMERR/NOTIMP replies, not SERVFAIL before the sync.  Truncated
-replies are, since the transport and the payload size are in the key.  dnspython shuffles the
-records of every RRset it renders (the round robin of CoreDNS's ``loadbalance`` plugin), and a
-hit does the same: the entry keeps a multi-record RRset as its records' bodies (type, class,
-TTL, rdata) between owner fields that stay in place, and a hit joins them in a fresh random
-order.  That is sound for A, AAAA, TXT and SRV, whose rdata holds no compressed name (dnspython
-writes SRV targets uncompressed), so no pointer leads into or out of a body; a reply with any
-other multi-record RRset is not cached.  The cache is dropped whenever the view's
-``generation`` moves (every event and every sync marker), so no answer outlives the view it
-came from, and it is an LRU bounded in entries and in bytes, so a flood of distinct names
-cannot grow memory.
+Wire cache.  Replies the zone logic builds are kept as bytes and reused for the same query
+(``knemu.dns.wire_cache`` explains how, and why that is exact).
 """
 
 from __future__ import annotations
 
 import copy
-import random
-import struct
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.flags
@@ -63,14 +37,13 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
-from dns.rdtypes.IN.SRV import SRV as SrvRdata
 
 from knemu.config import DnsConfig
 from knemu.dns.metrics import DnsMetrics, rcode_label, type_label
 from knemu.dns.view import ClusterView
+from knemu.dns.wire_cache import HEADER_BYTES, Cached, WireCache, cache_key, cut
 from knemu.dns.zone import Zone
 
-HEADER_BYTES = 12
 UDP_MIN_BYTES = 512  # RFC 1035 4.2.1: the limit without EDNS
 UDP_MAX_BYTES = 4096  # cap on what we send over UDP even if a client offers more
 OUR_PAYLOAD_BYTES = 1232  # advertised EDNS payload (DNS flag day 2020: no fragmentation)
@@ -79,17 +52,6 @@ _QR = 0x8000
 _REVERSE = (dns.reversename.ipv4_reverse_domain, dns.reversename.ipv6_reverse_domain)
 ROOT_ZONE = "."
 _NO_CHASE = (dns.rdatatype.CNAME, dns.rdatatype.ANY)
-CACHE_ENTRIES = 10_000  # most replies kept by the wire cache
-CACHE_BYTES = 16 << 20  # most bytes of keys and replies kept (TCP replies reach 64 KiB)
-_CACHE_QUERY_BYTES = 512  # longer queries are not keyed (a plain query is far shorter)
-_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
-_OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
-_SRV_HEAD = struct.Struct("!HHH")  # priority, weight, port
-_TRANSPORT_TAG = {"udp": b"u", "tcp": b"t"}
-# RRsets a hit may shuffle by moving record bodies: no names in the rdata, or uncompressed ones.
-_SHUFFLED_TYPES = frozenset(
-    (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT, dns.rdatatype.SRV)
-)
 
 
 @dataclass(frozen=True)
@@ -124,25 +86,6 @@ class Drop:
 Outcome = Reply | Forward | Drop
 
 
-# A multi-record RRset in a cached reply: the owner field of its records after the first (one
-# compression pointer), and the bodies of all its records in rendered order.
-_Shuffled = tuple[bytes, tuple[bytes, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    """A reply kept by the wire cache, cut around the question it echoes, and its metrics."""
-
-    head: bytes  # reply bytes 2..12: flags and counts (bytes 0..2 are the query's ID)
-    tail: bytes | None  # reply bytes after the question, when no RRset is to be shuffled
-    pieces: tuple[bytes | _Shuffled, ...]  # else: the same bytes, cut around those RRsets
-    rcode: dns.rcode.Rcode
-    zone: str
-    qtype: str  # type label of the request counter
-    response: tuple[str, str, str]  # key of the response counter
-    size: int  # bytes held by this entry and its key
-
-
 class Answerer:
     """Answers DNS queries for one cluster zone from a :class:`ClusterView`."""
 
@@ -154,37 +97,28 @@ class Answerer:
         self.forwarding = bool(config.upstream)
         self.metrics = metrics if metrics is not None else DnsMetrics(f"dns://{config.listen}")
         self._zone_label = self.zone.origin.to_text()
-        self.cache_entries = CACHE_ENTRIES
-        self.cache_bytes = CACHE_BYTES
-        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
-        self._cache_size = 0
-        self._cache_generation = view.generation
+        self.cache = WireCache(view.generation)
 
     # ---- entry points -------------------------------------------------------------------
 
     def handle(self, wire: bytes, proto: str = "udp", family: int = 1) -> Outcome:
         """One query in; a reply, a forward request or a counted drop out.  Never raises."""
-        keyed = _cache_key(wire, proto)
+        keyed = cache_key(wire, proto)
         if keyed is None:
             return self._handle(wire, proto, family, None)
-        if self.view.generation != self._cache_generation:
-            self.clear_cache()
-        cached = self._cache.get(keyed[0])
+        cached = self.cache.get(keyed[0], self.view.generation)
         if cached is None:
             return self._handle(wire, proto, family, keyed)
-        self._cache.move_to_end(keyed[0])
         self.metrics.count_cached(cached.zone, proto, family, cached.qtype, cached.response)
-        tail = cached.tail if cached.tail is not None else _shuffle(cached.pieces)
-        return Reply(wire[:2] + cached.head + wire[HEADER_BYTES : keyed[1]] + tail, cached.rcode)
+        question = wire[HEADER_BYTES : keyed[1]]
+        return Reply(wire[:2] + cached.head + question + cached.after_question(), cached.rcode)
 
     def clear_cache(self) -> None:
         """Forget every cached reply (done by itself whenever the view changes)."""
-        self._cache.clear()
-        self._cache_size = 0
-        self._cache_generation = self.view.generation
+        self.cache.clear(self.view.generation)
 
     def cache_statistics(self) -> dict[str, int]:
-        return {"entries": len(self._cache), "bytes": self._cache_size}
+        return self.cache.statistics()
 
     def _handle(
         self, wire: bytes, proto: str, family: int, keyed: tuple[bytes, int] | None
@@ -344,25 +278,15 @@ class Answerer:
         # does, as the only question, byte for byte (dnspython echoes the name as sent).
         if wire[4:6] != b"\x00\x01" or wire[HEADER_BYTES:end] != query[HEADER_BYTES:end]:
             return
-        size = len(key) + len(wire)
-        if size > self.cache_bytes:
-            return
-        pieces = _cut(wire, end, response)
+        pieces = cut(wire, end, response)
         if pieces is None:
             return
         tail = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else None
         counter = (zone, rcode_label(reply.rcode), "kubernetes")
         qtype = type_label(response.question[0].rdtype)
-        entry = _Cached(wire[2:HEADER_BYTES], tail, pieces, reply.rcode, zone, qtype, counter,
-                        size)  # fmt: skip
-        old = self._cache.pop(key, None)
-        if old is not None:
-            self._cache_size -= old.size
-        self._cache[key] = entry
-        self._cache_size += size
-        while len(self._cache) > self.cache_entries or self._cache_size > self.cache_bytes:
-            _, evicted = self._cache.popitem(last=False)
-            self._cache_size -= evicted.size
+        size = len(key) + len(wire)
+        entry = Cached(wire[2:HEADER_BYTES], tail, pieces, reply.rcode, zone, qtype, counter, size)
+        self.cache.put(key, entry)
 
     def _header_reply(self, qid: int, query_flags: int, rcode: dns.rcode.Rcode) -> Reply:
         """A reply with no sections: all a malformed or unsupported query can get."""
@@ -376,137 +300,6 @@ class Answerer:
     def _drop(self, reason: str) -> Drop:
         self.metrics.count_drop(reason)
         return Drop(reason)
-
-
-def _cache_key(wire: bytes, proto: str) -> tuple[bytes, int] | None:
-    """(cache key, end of the question) of a plain query; None: take the parsing path.
-
-    Reads only the header and walks the question name's labels; the key holds every byte of
-    the query but the ID (the counts are implied by the checks), with the name lower-cased.
-    """
-    tag = _TRANSPORT_TAG.get(proto)
-    size = len(wire)
-    if tag is None or not HEADER_BYTES < size <= _CACHE_QUERY_BYTES:
-        return None
-    if wire[2] & 0xF8 or wire[4:10] != _ONE_QUESTION:  # QR or an opcode; not one question
-        return None
-    pos = HEADER_BYTES
-    while True:
-        if pos >= size:
-            return None
-        length = wire[pos]
-        if length == 0:
-            break
-        if length > 63:  # a compression pointer or an obsolete label type
-            return None
-        pos += length + 1
-    name_end = pos + 1
-    end = name_end + 4  # qtype, qclass
-    additional = wire[10:12]
-    if additional == b"\x00\x00":
-        if end != size:
-            return None
-    elif additional != b"\x00\x01" or wire[end : end + 3] != _OPT_HEAD or size < end + 11:
-        return None
-    elif int.from_bytes(wire[end + 9 : end + 11], "big") != size - end - 11:
-        return None  # the OPT record's data must end the message
-    return tag + wire[2:4] + wire[HEADER_BYTES:name_end].lower() + wire[name_end:], end
-
-
-def _cut(
-    wire: bytes, end: int, response: dns.message.Message
-) -> tuple[bytes | _Shuffled, ...] | None:
-    """The reply after the question as fixed bytes and RRsets to shuffle on each hit; None if
-    the reply cannot be cached (an RRset whose records a hit could not reorder).
-
-    Walks the records as dnspython rendered them: each section's RRsets in order, as many as
-    the header counts (a truncated reply holds a prefix of them); the rest is fixed bytes.
-    """
-    counts = (wire[6:8], wire[8:10], wire[10:12])
-    sections = (response.answer, response.authority, response.additional)
-    pieces: list[bytes | _Shuffled] = []
-    pos = start = end
-    try:
-        for count_bytes, rrsets in zip(counts, sections, strict=True):
-            left = int.from_bytes(count_bytes, "big")
-            for rrset in rrsets:
-                n = len(rrset)
-                if n == 0:
-                    return None  # rendered as one empty record: not something we build
-                if n > left:
-                    break  # truncated here: nothing after it went out
-                left -= n
-                if n == 1:
-                    pos = _skip_record(wire, pos)
-                    continue
-                if rrset.rdtype not in _SHUFFLED_TYPES:
-                    return None
-                pos = _skip_name(wire, pos)  # the first owner stays with the fixed bytes
-                pieces.append(wire[start:pos])
-                bodies: list[bytes] = []
-                owner = b""
-                for i in range(n):
-                    if i:
-                        after = _skip_name(wire, pos)
-                        if i == 1:
-                            owner = wire[pos:after]
-                        if wire[pos:after] != owner or after - pos != 2:
-                            return None  # not one pointer to the first owner: leave it be
-                        pos = after
-                    body_end = pos + 10 + int.from_bytes(wire[pos + 8 : pos + 10], "big")
-                    bodies.append(wire[pos:body_end])
-                    pos = body_end
-                # Kept in the RRset's own order, which dnspython shuffles when it renders.
-                by_rdata = {body[10:]: body for body in bodies}
-                ordered = tuple(by_rdata.get(_rdata_wire(rd), b"") for rd in rrset)
-                if len(by_rdata) != n or b"" in ordered:
-                    return None
-                pieces.append((owner, ordered))
-                start = pos
-    except IndexError:
-        return None
-    if pos > len(wire):
-        return None
-    pieces.append(wire[start:])
-    return tuple(pieces)
-
-
-def _rdata_wire(rd: dns.rdata.Rdata) -> bytes:
-    """The rdata as rendered uncompressed; SRV by hand, as dnspython's renderer is slow."""
-    if isinstance(rd, SrvRdata) and rd.target.is_absolute():
-        target = b"".join(bytes((len(label),)) + label for label in rd.target.labels)
-        return _SRV_HEAD.pack(rd.priority, rd.weight, rd.port) + target
-    return rd.to_wire() or b""  # (bytes: no file given)
-
-
-def _skip_name(wire: bytes, pos: int) -> int:
-    while True:
-        length = wire[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        pos += length + 1
-
-
-def _skip_record(wire: bytes, pos: int) -> int:
-    pos = _skip_name(wire, pos)
-    return pos + 10 + int.from_bytes(wire[pos + 8 : pos + 10], "big")
-
-
-def _shuffle(pieces: tuple[bytes | _Shuffled, ...]) -> bytes:
-    """A cached reply's bytes after the question, each multi-record RRset in a new order (as
-    dnspython's ``random.shuffle`` orders them when it renders)."""
-    out: list[bytes] = []
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            out.append(piece)
-        else:
-            owner, bodies = piece
-            order = list(bodies)
-            random.shuffle(order)
-            out.append(owner.join(order))
-    return b"".join(out)
 
 
 def _udp_limit(query: dns.message.Message) -> int:
