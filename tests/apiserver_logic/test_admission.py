@@ -252,3 +252,12 @@ def test_kind_names_are_normalised(given: str, kind: str) -> None:
     from knemu.apiserver.admission import canonical_kind
 
     assert canonical_kind(given) == kind
+
+
+def test_namespaces_carry_their_name_label_which_users_cannot_change(cluster: Cluster) -> None:
+    ns = cluster.apply({"kind": "Namespace", "metadata": {"name": "team-a", "labels": {"x": "1"}}})
+    assert ns["metadata"]["labels"] == {"x": "1", "kubernetes.io/metadata.name": "team-a"}
+    changed = copy.deepcopy(ns)
+    changed["metadata"]["labels"]["kubernetes.io/metadata.name"] = "other"
+    updated = cluster.admission.admit_update(ns, changed, cluster.now)
+    assert updated["metadata"]["labels"]["kubernetes.io/metadata.name"] == "team-a"

@@ -131,6 +131,11 @@ def default_replica_set(obj: Obj) -> None:
 
 
 def default_namespace(obj: Obj) -> None:
+    # Kubernetes >= 1.21 labels every namespace with its own name (NamespaceDefaultLabelName),
+    # so NetworkPolicy namespaceSelectors can pick namespaces by name; users cannot change it.
+    name = _dict(obj, "metadata").get("name")
+    if isinstance(name, str) and name:
+        _dict(_dict(obj, "metadata"), "labels")["kubernetes.io/metadata.name"] = name
     _dict(obj, "spec").setdefault("finalizers", ["kubernetes"])
     _dict(obj, "status").setdefault("phase", "Active")
 
