@@ -32,6 +32,7 @@ VXLAN_PORT = 4789
 VNI = 1
 POD_MTU_BYTES = 1450
 KUBELET_PORT = 10250
+DEFAULT_AGENT_STATE_DIR = "/run/knemu"
 PROXY_MODES = ("iptables", "ipvs", "userspace")
 IPVS_SCHEDULERS = ("rr", "lc", "sh")
 
@@ -141,8 +142,15 @@ class AgentConfig(_Config):
     ipvs_scheduler: str = "rr"
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
-    state_dir: str = "/run/knemu"
+    state_dir: str = DEFAULT_AGENT_STATE_DIR
+    # Where 10-knemu.conflist goes; empty: /etc/cni/net.d with the default state_dir (the
+    # agent owns its machine or container), else <state_dir>/cni/net.d (knemu up, tests).
+    cni_conf_dir: str = ""
+    host_ports: bool = True  # publish hostPorts (the conflist's portmap plugin)
     netns_prefix: str = "knemu"  # pod namespaces are named <prefix>-<node>-<pod uid prefix>
+    # Enforce NetworkPolicy like Calico (the seed's CNI "policy": {"type": "k8s"}); False: a
+    # flannel-like node that stores policies but forwards everything.
+    network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
 
     def validate(self) -> None:

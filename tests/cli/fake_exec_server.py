@@ -1,4 +1,4 @@
-"""A loopback stand-in for the api-server's pod exec/log proxies (channel protocol v4/v5),
+"""A loopback stand-in for the api-server's pod exec/attach/log proxies (channel protocol v4/v5),
 plus the few REST paths `knemu run` and `knemu get -w` need, with scripted answers.
 
 The real proxies need a node agent with real containers; this fake speaks the same wire
@@ -41,6 +41,7 @@ class FakeExec:
     running_reads: int = 0  # created pods read as Running this many times before they end
     hang_follow: bool = False  # a followed log stays open after its container ended
     reads: int = 0
+    attach_exit_code: int | None = None  # None: no attach endpoint (404, as an older server)
 
 
 def _pod_status(state: FakeExec) -> dict[str, Any]:
@@ -115,6 +116,25 @@ def _app(state: FakeExec) -> web.Application:
         await ws.close()
         return ws
 
+    async def attach_ws(request: web.Request) -> web.StreamResponse:
+        if state.attach_exit_code is None:
+            raise web.HTTPNotFound()
+        state.queries.append(list(request.query.items()))
+        ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"))
+        await ws.prepare(request)
+        await ws.send_bytes(b"\x01attached\n")
+        if request.query.get("stdin") == "true":
+            data = b""
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY or msg.data == bytes([255, 0]):
+                    break
+                data += msg.data[1:]
+            state.stdin_seen.append(data)
+            await ws.send_bytes(b"\x01" + data.upper())
+        await ws.send_bytes(_status(state.attach_exit_code))
+        await ws.close()
+        return ws
+
     async def logs(request: web.Request) -> web.StreamResponse:
         text = f"log of {request.query.get('container')}\nline 2\n"
         if not (state.hang_follow and request.query.get("follow") == "true"):
@@ -186,6 +206,7 @@ def _app(state: FakeExec) -> web.Application:
     base = "/api/v1/namespaces/{ns}/pods/{name}"
     app.router.add_get(base, get_pod)
     app.router.add_get(base + "/exec", exec_ws)
+    app.router.add_get(base + "/attach", attach_ws)
     app.router.add_get(base + "/log", logs)
     return app
 

@@ -265,12 +265,61 @@ def test_endpoint_slice_every_field() -> None:
     ]
 
 
-def test_network_policy_spec_json() -> None:
-    spec = {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"]}
+def test_network_policy_typed() -> None:
+    spec = {
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {}},
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]
+                        },
+                        "podSelector": {"matchLabels": {"role": "api"}},
+                    },
+                    {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+                ],
+                "ports": [
+                    {"port": 5432},
+                    {"protocol": "UDP", "port": "dns"},
+                    {"port": 8000, "endPort": 8100},
+                ],
+            },
+            {},
+        ],
+        "egress": [{"to": [{"namespaceSelector": {}}]}],
+    }
     np = convert.network_policy_to_proto(
-        {"kind": "NetworkPolicy", "metadata": {"name": "deny", "namespace": "x"}, "spec": spec}
+        {"kind": "NetworkPolicy", "metadata": {"name": "db", "namespace": "x"}, "spec": spec}
     )
-    assert json.loads(np.spec_json) == spec and np.metadata.name == "deny"
+    assert np.metadata.name == "db" and list(np.policy_types) == ["Ingress", "Egress"]
+    assert dict(np.pod_selector.match_labels) == {"app": "db"}
+    first, everyone = np.ingress
+    anyone, both, block = first.from_peers
+    # Presence survives: an empty podSelector ("every pod") is not an absent one.
+    assert anyone.HasField("pod_selector") and not anyone.HasField("namespace_selector")
+    assert both.HasField("pod_selector") and both.HasField("namespace_selector")
+    expr = both.namespace_selector.match_expressions[0]
+    assert (expr.key, expr.operator, list(expr.values)) == ("team", "In", ["a"])
+    assert (block.ip_block.cidr, list(block.ip_block.except_cidrs)) == (
+        "10.0.0.0/8",
+        ["10.1.0.0/16"],
+    )
+    assert not block.HasField("pod_selector")
+    ports = [(p.protocol, p.port, p.end_port) for p in first.ports]
+    assert ports == [("", "5432", 0), ("UDP", "dns", 0), ("", "8000", 8100)]
+    assert not everyone.from_peers and not everyone.ports  # a rule allowing everything
+    assert np.egress[0].to_peers[0].HasField("namespace_selector")
+    again = pb.NetworkPolicy.FromString(np.SerializeToString())
+    assert again == np and again.ingress[0].from_peers[0].HasField("pod_selector")
+
+
+def test_namespace_carries_its_labels() -> None:
+    ns = convert.namespace_to_proto({"kind": "Namespace", "metadata": {"name": "prod",
+                                     "labels": {"team": "a"}}})  # fmt: skip
+    assert ns.metadata.name == "prod" and dict(ns.metadata.labels) == {"team": "a"}
 
 
 @pytest.mark.parametrize(
@@ -281,6 +330,7 @@ def test_network_policy_spec_json() -> None:
         ("Service", "service", SERVICE),
         ("EndpointSlice", "endpoint_slice", SLICE),
         ("NetworkPolicy", "network_policy", {"kind": "NetworkPolicy", "spec": {}}),
+        ("Namespace", "namespace", {"kind": "Namespace", "metadata": {"name": "x"}}),
     ],
 )
 def test_to_object_wraps_kind(kind: str, field: str, source: dict[str, Any]) -> None:

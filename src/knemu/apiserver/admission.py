@@ -32,6 +32,7 @@ from knemu.apiserver.validation_apps import (
     validate_deployment,
     validate_replica_set,
 )
+from knemu.apiserver.validation_netpol import validate_network_policy
 from knemu.apiserver.validation_pod import validate_pod, validate_pod_update
 from knemu.apiserver.validation_service import validate_service, validate_service_update
 from knemu.config import ApiServerConfig
@@ -69,7 +70,7 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Event": v.validate_event,
     "Endpoints": v.validate_endpoints,
     "EndpointSlice": v.validate_endpoint_slice,
-    "NetworkPolicy": v.validate_network_policy,
+    "NetworkPolicy": validate_network_policy,
     "Pod": validate_pod,
     "Service": validate_service,
     "Deployment": validate_deployment,

@@ -6,7 +6,7 @@ malformed field becomes the proto default (0, "", False, empty list), never an e
 because one odd object written through REST must not break every watch stream.
 
 Field sources follow the Kubernetes API reference (core/v1 Node, Pod, Service;
-discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy).
+discovery.k8s.io/v1 EndpointSlice; networking.k8s.io/v1 NetworkPolicy; core/v1 Namespace).
 """
 
 from __future__ import annotations
@@ -206,6 +206,7 @@ def _container_to_proto(value: Any) -> pb.Container:
             container_port=_u32(p.get("containerPort")),
             protocol=_str(p.get("protocol")),
             host_port=_u32(p.get("hostPort")),
+            host_ip=_str(p.get("hostIP")),
         )
         for p in map(_map, _list(src.get("ports")))
     ]
@@ -221,6 +222,8 @@ def _container_to_proto(value: Any) -> pb.Container:
         working_dir=_str(src.get("workingDir")),
         has_readiness_probe=isinstance(src.get("readinessProbe"), Mapping),
         has_liveness_probe=isinstance(src.get("livenessProbe"), Mapping),
+        stdin=_bool(src.get("stdin")),
+        stdin_once=_bool(src.get("stdinOnce")),
     )
 
 
@@ -347,13 +350,82 @@ def endpoint_slice_to_proto(obj: Mapping[str, Any]) -> pb.EndpointSlice:
 # ---- NetworkPolicy -------------------------------------------------------------------------
 
 
+# Presence matters here: an absent podSelector/namespaceSelector/ipBlock differs from an
+# empty one (networking.k8s.io/v1 NetworkPolicyPeer), so optional fields are set only when the
+# object has a mapping there (proto3 message fields keep that presence).
+
+
+def _label_selector_to_proto(value: Any) -> pb.LabelSelector:
+    src = _map(value)
+    expressions = [
+        pb.LabelSelectorRequirement(
+            key=_str(e.get("key")), operator=_str(e.get("operator")), values=_strs(e.get("values"))
+        )
+        for e in map(_map, _list(src.get("matchExpressions")))
+    ]
+    return pb.LabelSelector(
+        match_labels=_str_map(src.get("matchLabels")), match_expressions=expressions
+    )
+
+
+def _netpol_peer_to_proto(value: Any) -> pb.NetworkPolicyPeer:
+    src = _map(value)
+    peer = pb.NetworkPolicyPeer()
+    if isinstance(src.get("podSelector"), Mapping):
+        peer.pod_selector.CopyFrom(_label_selector_to_proto(src["podSelector"]))
+    if isinstance(src.get("namespaceSelector"), Mapping):
+        peer.namespace_selector.CopyFrom(_label_selector_to_proto(src["namespaceSelector"]))
+    if isinstance(src.get("ipBlock"), Mapping):
+        block = src["ipBlock"]
+        peer.ip_block.CopyFrom(
+            pb.IPBlock(cidr=_str(block.get("cidr")), except_cidrs=_strs(block.get("except")))
+        )
+    return peer
+
+
+def _netpol_ports_to_proto(value: Any) -> list[pb.NetworkPolicyPort]:
+    return [
+        pb.NetworkPolicyPort(
+            protocol=_str(p.get("protocol")),
+            port=_port_string(p.get("port")),
+            end_port=_u32(p.get("endPort")),
+        )
+        for p in map(_map, _list(value))
+    ]
+
+
 def network_policy_to_proto(obj: Mapping[str, Any]) -> pb.NetworkPolicy:
     spec = _map(obj.get("spec"))
-    try:
-        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        spec_json = "{}"
-    return pb.NetworkPolicy(metadata=meta_to_proto(obj), spec_json=spec_json)
+    ingress = [
+        pb.NetworkPolicyIngressRule(
+            ports=_netpol_ports_to_proto(r.get("ports")),
+            from_peers=[_netpol_peer_to_proto(p) for p in _list(r.get("from"))],
+        )
+        for r in map(_map, _list(spec.get("ingress")))
+    ]
+    egress = [
+        pb.NetworkPolicyEgressRule(
+            ports=_netpol_ports_to_proto(r.get("ports")),
+            to_peers=[_netpol_peer_to_proto(p) for p in _list(r.get("to"))],
+        )
+        for r in map(_map, _list(spec.get("egress")))
+    ]
+    policy = pb.NetworkPolicy(
+        metadata=meta_to_proto(obj),
+        ingress=ingress,
+        egress=egress,
+        policy_types=_strs(spec.get("policyTypes")),
+    )
+    if isinstance(spec.get("podSelector"), Mapping):
+        policy.pod_selector.CopyFrom(_label_selector_to_proto(spec["podSelector"]))
+    return policy
+
+
+# ---- Namespace -----------------------------------------------------------------------------
+
+
+def namespace_to_proto(obj: Mapping[str, Any]) -> pb.Namespace:
+    return pb.Namespace(metadata=meta_to_proto(obj))
 
 
 # ---- dispatch ------------------------------------------------------------------------------
@@ -364,6 +436,7 @@ _WRAPPERS: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
     "Service": ("service", service_to_proto),
     "EndpointSlice": ("endpoint_slice", endpoint_slice_to_proto),
     "NetworkPolicy": ("network_policy", network_policy_to_proto),
+    "Namespace": ("namespace", namespace_to_proto),
 }
 WATCHABLE_KINDS: frozenset[str] = frozenset(_WRAPPERS)
 

@@ -7,6 +7,9 @@ architecture/control-plane-node-communication/#api-server-to-kubelet):
 * ``/api/v1/namespaces/{ns}/pods/{name}/exec``: websocket, relayed frame by frame to the
   agent's ``/exec/{ns}/{pod}/{container}`` (channel protocol ``v4.channel.k8s.io``; the bytes
   are passed through untouched, so ``v5`` clients may close stdin with [255, 0]);
+* ``/api/v1/namespaces/{ns}/pods/{name}/attach``: the same, to ``/attach/...``; a request for
+  stdin to a container without ``stdin: true`` is refused here with the reason, since a
+  refused websocket upgrade reaches most clients without its body;
 * ``/api/v1/namespaces/{ns}/pods/{name}/log``: streamed from ``/containerLogs/...``;
 * ``/api/v1/nodes/{name}/proxy/{path}``: any method, to ``http://{InternalIP}:{port}/{path}``.
 
@@ -35,6 +38,9 @@ AGENT_PROTOCOL = "v4.channel.k8s.io"
 _CONNECT_TIMEOUT_S = 5.0
 # Request headers passed to the agent; hop-by-hop and host headers are not (RFC 9110 7.6.1).
 _FORWARDED_HEADERS = ("Content-Type", "Accept")
+# Boolean query flags passed on to the agent (PodExecOptions, PodAttachOptions; fromStart is
+# knemu's, see node_agent.attach).
+_FLAGS = {"exec": ("stdin", "tty"), "attach": ("stdin", "stdout", "stderr", "tty", "fromStart")}
 
 
 def kubelet_address(node: Obj) -> tuple[str, int]:
@@ -76,6 +82,8 @@ class NodeProxy:
         pods = "/api/v1/namespaces/{ns}/pods/{name}"
         app.router.add_get(pods + "/exec", self._exec)
         app.router.add_post(pods + "/exec", self._exec)
+        app.router.add_get(pods + "/attach", self._attach)
+        app.router.add_post(pods + "/attach", self._attach)
         app.router.add_get(pods + "/log", self._log)
         app.router.add_route("*", "/api/v1/nodes/{name}/proxy", self._node)
         app.router.add_route("*", "/api/v1/nodes/{name}/proxy/{path:.*}", self._node)
@@ -131,15 +139,24 @@ class NodeProxy:
     # ---- handlers --------------------------------------------------------------------------
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
+        return await self._channels(request, "exec")
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        return await self._channels(request, "attach")
+
+    async def _channels(self, request: web.Request, kind: str) -> web.StreamResponse:
+        """exec or attach: upgrade the client, open the agent's websocket, relay both ways."""
         client = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
         try:
             base, node, container = self._pod_target(request)
             if not client.can_prepare(request).ok:
                 raise BadRequest(
-                    "exec needs a websocket upgrade (subprotocol v4.channel.k8s.io or "
-                    "v5.channel.k8s.io); use `knemu exec` or a Kubernetes client"
+                    f"{kind} needs a websocket upgrade (subprotocol v4.channel.k8s.io or "
+                    f"v5.channel.k8s.io); use `knemu {kind}` or a Kubernetes client"
                 )
-            upstream = await self._connect_exec(request, base, node, container)
+            if kind == "attach" and _truthy(request.query.get("stdin")):
+                self._check_stdin(request, container)
+            upstream = await self._connect(request, kind, base, node, container)
         except KnemuError as err:
             return _error(err, "pods", request.match_info["name"])
         try:
@@ -149,22 +166,35 @@ class NodeProxy:
             await upstream.close()
         return client
 
-    async def _connect_exec(
-        self, request: web.Request, base: str, node: str, container: str
+    def _check_stdin(self, request: web.Request, container: str) -> None:
+        """attach -i needs the container to hold its stdin open (core/v1 Container.stdin)."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        pod = self.store.get("Pod", ns, name) or {}
+        specs = (pod.get("spec") or {}).get("containers") or []
+        spec = next((c for c in specs if isinstance(c, dict) and c.get("name") == container), {})
+        if spec.get("stdin") is not True:
+            raise BadRequest(
+                f'cannot attach stdin to container "{container}" of pod "{name}": it was not '
+                "created with stdin: true, so its stdin is /dev/null; attach without -i to "
+                "watch its output, or create the pod with stdin: true"
+            )
+
+    async def _connect(
+        self, request: web.Request, kind: str, base: str, node: str, container: str
     ) -> aiohttp.ClientWebSocketResponse:
-        """Open the agent's exec websocket with the request's command and stdin/tty flags."""
+        """Open the agent's exec or attach websocket with the request's options."""
         ns, name = request.match_info["ns"], request.match_info["name"]
         params = [("command", c) for c in request.query.getall("command", [])]
-        for flag in ("stdin", "tty"):
+        for flag in _FLAGS[kind]:
             if _truthy(request.query.get(flag)):
                 params.append((flag, "1"))
-        url = f"{base}/exec/{ns}/{name}/{container}"
+        url = f"{base}/{kind}/{ns}/{name}/{container}"
         try:
             return await self._client().ws_connect(
                 url, params=params, protocols=(AGENT_PROTOCOL,), max_msg_size=0
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise _refused(node, f"{ns}/{name}", container, exc.status) from None
+            raise _refused(kind, node, f"{ns}/{name}", container, exc.status) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._unreachable(node, base, exc) from None
 
@@ -257,11 +287,13 @@ class _AgentRefused(KnemuError):
     reason = "BadRequest"
 
 
-def _refused(node: str, pod: str, container: str, status: int) -> KnemuError:
-    """The agent answered the exec upgrade with an HTTP error instead of a websocket."""
+def _refused(kind: str, node: str, pod: str, container: str, status: int) -> KnemuError:
+    """The agent answered the exec/attach upgrade with an HTTP error instead of a websocket."""
+    what = "exec in" if kind == "exec" else f"{kind} to"
     err = _AgentRefused(
-        f'node "{node}" refused exec in container "{container}" of pod {pod} (HTTP {status}): '
-        "the container may not be running yet; see `knemu describe pod` and `knemu logs`"
+        f'node "{node}" refused {what} container "{container}" of pod {pod} (HTTP {status}): '
+        "the container may not be running (yet, or any more); see `knemu describe pod` and "
+        "`knemu logs`"
     )
     err.http_status = status if 400 <= status <= 599 else 502
     err.reason = "NotFound" if status == 404 else "BadRequest" if status < 500 else "InternalError"

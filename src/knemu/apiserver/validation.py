@@ -3,8 +3,9 @@
 Errors are ``errors.FieldError(path, message, type)`` worded like
 apimachinery/pkg/util/validation/field (``spec.ports[0].port: Invalid value: 70000: must be
 between 1 and 65535, inclusive``).  The per-kind rules live in validation_pod.py,
-validation_service.py and validation_apps.py; this module holds the shared helpers, metadata
-rules (pkg/apis/core/validation ValidateObjectMeta) and the dispatch table.
+validation_service.py, validation_apps.py and validation_netpol.py; this module holds the
+shared helpers, metadata rules (pkg/apis/core/validation ValidateObjectMeta) and the dispatch
+table.
 """
 
 from __future__ import annotations
@@ -183,15 +184,4 @@ def validate_endpoint_slice(obj: Obj) -> list[FieldError]:
         if port.get("port") is not None:
             errs += check_port(f"ports[{i}].port", port.get("port"))
         errs += check_protocol(f"ports[{i}].protocol", port.get("protocol"))
-    return errs
-
-
-def validate_network_policy(obj: Obj) -> list[FieldError]:
-    errs = check_metadata(obj, naming.dns1123_subdomain)
-    spec = as_map(obj.get("spec"))
-    if not isinstance(spec.get("podSelector"), Mapping):
-        errs.append(required("spec.podSelector", "use {} to select every pod in the namespace"))
-    for i, ptype in enumerate(as_list(spec.get("policyTypes"))):
-        if ptype not in ("Ingress", "Egress"):
-            errs.append(not_supported(f"spec.policyTypes[{i}]", ptype, ("Egress", "Ingress")))
     return errs

@@ -45,6 +45,10 @@ class FlagExtra:
     help: str = ""
 
 
+CNI_CONF_DIR_HELP = (
+    "where 10-knemu.conflist goes (empty: /etc/cni/net.d with the default --state-dir, "
+    "else STATE_DIR/cni/net.d)"
+)
 # Extra names and help for some fields; every other field still gets its --field-name flag.
 FLAG_EXTRAS: dict[str, FlagExtra] = {
     "data_dir": FlagExtra(help="where the SQLite store lives (survives restarts)"),
@@ -60,6 +64,9 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),
     "dns_upstream": FlagExtra(help="HOST:PORT of knemu dns, where pod DNS queries go"),
     "seed": FlagExtra(help="seed for random choices (iptables mode, faults)"),
+    "network_policy": FlagExtra(help="enforce NetworkPolicy like Calico (--no-...: like flannel)"),
+    "cni_conf_dir": FlagExtra(help=CNI_CONF_DIR_HELP),
+    "host_ports": FlagExtra(help="publish pods' hostPorts (the CNI portmap plugin)"),
     "zone": FlagExtra(help="the cluster domain served"),
     "upstream": FlagExtra(help="HOST:PORT for names outside the zone (empty: REFUSED)"),
     "pods_mode": FlagExtra(choices=("insecure", "verified", "disabled"), help="CoreDNS pods mode"),

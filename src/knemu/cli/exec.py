@@ -5,7 +5,8 @@ channel protocol of docs/INTERFACES.md (``v4.channel.k8s.io``: the first byte of
 message is the stream, 0 stdin, 1 stdout, 2 stderr, 3 a ``Status`` JSON carrying the exit code;
 stdin is closed with ``[255, 0]`` as in ``v5.channel.k8s.io``).
 
-``knemu run`` and ``knemu logs`` live in ``knemu.cli.run`` and ``knemu.cli.logs``.
+``knemu attach`` (``knemu.cli.attach``) uses the same session over ``.../attach``; ``knemu run``
+and ``knemu logs`` live in ``knemu.cli.run`` and ``knemu.cli.logs``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from knemu.cli.client import REASONS, ApiClient, Obj
 from knemu.cli.logs import PODS, pick_container, write_bytes
 from knemu.errors import LocalError, RemoteError
 
-__all__ = ["exec_add_arguments", "exec_run", "exec_stream", "exit_code_of"]
+__all__ = ["StreamRefused", "exec_add_arguments", "exec_run", "exec_stream", "exit_code_of"]
 
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 CLOSE_STREAM = 255  # v5.channel.k8s.io: [255, channel] closes that channel
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 
-def exit_code_of(status: Obj) -> int:
+class StreamRefused(RemoteError):
+    """The session was not opened (refused upgrade, no connection): nothing was streamed."""
+
+
+def exit_code_of(status: Obj, what: str = "exec") -> int:
     """Exit code from the channel-3 Status (Success -> 0, NonZeroExitCode -> its ExitCode)."""
     if status.get("status") == "Success":
         return 0
@@ -41,7 +46,7 @@ def exit_code_of(status: Obj) -> int:
                 return int(cause.get("message", "1"))
             except ValueError:
                 return 1
-    raise RemoteError(f"exec failed: {status.get('message') or status.get('reason') or status}")
+    raise RemoteError(f"{what} failed: {status.get('message') or status.get('reason') or status}")
 
 
 def exec_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +86,10 @@ def exec_run(args: argparse.Namespace) -> int:
     return asyncio.run(exec_stream(url, query, sys.stdin if args.stdin else None))
 
 
-async def exec_stream(url: str, query: list[tuple[str, str]], stdin: TextIO | None) -> int:
-    """Run one exec session; stdout/stderr go to ours; returns the remote exit code."""
+async def exec_stream(
+    url: str, query: list[tuple[str, str]], stdin: TextIO | None, what: str = "exec"
+) -> int:
+    """Run one exec (or attach) session; stdout/stderr go to ours; the remote exit code."""
     timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
     async with aiohttp.ClientSession() as session:
         try:
@@ -90,17 +97,17 @@ async def exec_stream(url: str, query: list[tuple[str, str]], stdin: TextIO | No
         except aiohttp.WSServerHandshakeError as exc:
             # aiohttp drops the Status body of a refused upgrade; say what usually causes it.
             reason = REASONS.get(exc.status, "Unknown")
-            raise RemoteError(
-                f"exec refused by the api-server (HTTP {exc.status} {reason}): the pod's node "
+            raise StreamRefused(
+                f"{what} refused by the api-server (HTTP {exc.status} {reason}): the pod's node "
                 "agent is unreachable or refused it; check `knemu get nodes` and "
                 "`knemu logs POD`"
             ) from None
         except aiohttp.ClientConnectionError as exc:
-            raise RemoteError(f"cannot reach the api-server for exec at {url}: {exc}") from None
+            raise StreamRefused(f"cannot reach the api-server for {what} at {url}: {exc}") from None
         async with ws:
             feeder = asyncio.create_task(_feed_stdin(ws, stdin)) if stdin else None
             try:
-                return await _pump_output(ws)
+                return await _pump_output(ws, what)
             finally:
                 if feeder:
                     feeder.cancel()
@@ -123,9 +130,12 @@ async def _feed_stdin(ws: aiohttp.ClientWebSocketResponse, stdin: TextIO) -> Non
 def _read_stdin(
     stdin: TextIO, loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes]
 ) -> None:
-    source = getattr(stdin, "buffer", None)
+    read1 = getattr(getattr(stdin, "buffer", None), "read1", None)  # bytes as they come
     while True:
-        chunk = source.read1(65536) if source is not None else stdin.read(65536).encode()
+        try:
+            chunk = read1(65536) if read1 is not None else stdin.read(65536).encode()
+        except (OSError, ValueError):  # stdin closed or unreadable: for the remote side, EOF
+            chunk = b""
         put = chunks.put(chunk)
         try:
             asyncio.run_coroutine_threadsafe(put, loop).result()
@@ -138,7 +148,7 @@ def _read_stdin(
             return
 
 
-async def _pump_output(ws: aiohttp.ClientWebSocketResponse) -> int:
+async def _pump_output(ws: aiohttp.ClientWebSocketResponse, what: str) -> int:
     sinks: dict[int, TextIO] = {STDOUT: sys.stdout, STDERR: sys.stderr}
     async for msg in ws:
         if msg.type == aiohttp.WSMsgType.BINARY:
@@ -150,7 +160,7 @@ async def _pump_output(ws: aiohttp.ClientWebSocketResponse) -> int:
         if not data:
             continue
         if data[0] == STATUS:
-            return exit_code_of(json.loads(data[1:] or b"{}"))
+            return exit_code_of(json.loads(data[1:] or b"{}"), what)
         if data[0] in sinks:
             write_bytes(sinks[data[0]], data[1:])
-    raise RemoteError("the exec stream ended without an exit status (the node went away?)")
+    raise RemoteError(f"the {what} stream ended without an exit status (the node went away?)")

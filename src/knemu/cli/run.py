@@ -1,20 +1,30 @@
 """``knemu run``: create a pod as ``kubectl run`` does and, with ``-i``, attach to it.
 
 The pod is the one kubectl would create for the same flags
-(https://kubernetes.io/docs/reference/kubectl/generated/kubectl_run/).  Attached, the command
-waits for the pod by watching it, streams its output until it ends and exits with its
-container's exit code; a pod that does not start says why (waiting reason, conditions,
-warning events).
+(https://kubernetes.io/docs/reference/kubectl/generated/kubectl_run/); with ``-i`` its
+container has ``stdin: true, stdinOnce: true``.  Attached, the command waits for the pod by
+watching it, then attaches (``knemu.cli.attach``): our stdin goes to the container's and is
+closed when ours ends, so ``echo x | knemu run -i ... -- cat`` sees EOF; its output streams
+from the start of its run; the command exits with the container's exit code.  A container
+that ended before the attach could be made has its logs printed instead, as kubectl falls
+back to logs.  A pod that does not start says why (waiting reason, conditions, warning
+events).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
+from knemu.cli.attach import attach_stream
 from knemu.cli.client import ApiClient, Obj, StatusError, resolve_kind
+from knemu.cli.exec import StreamRefused
 from knemu.cli.logs import PODS, container_ended, container_state, follow_until_ended, stream_logs
 from knemu.errors import LocalError
+
+log = logging.getLogger(__name__)
+ENDED_S = 2.0  # after a refused attach, how long the container's end may take to be reported
 
 
 def run_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +33,9 @@ def run_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="container image (see DESIGN: workloads)")
     parser.add_argument("--restart", choices=("Always", "OnFailure", "Never"), default="Always")
     parser.add_argument("--rm", action="store_true", help="delete the pod when it ends (needs -i)")
-    parser.add_argument("-i", "--stdin", action="store_true", help="attach: stream its output")
+    parser.add_argument(
+        "-i", "--stdin", action="store_true", help="attach: pass stdin, stream its output"
+    )
     parser.add_argument("-t", "--tty", action="store_true", help="accepted; knemu has no TTYs")
     parser.add_argument(
         "--command",
@@ -114,6 +126,20 @@ def _attach(client: ApiClient, namespace: str, created: Obj, timeout_s: float) -
     if pod is None:
         raise LocalError(_pending_reason(client, namespace, name, timeout_s))
     container = created["spec"]["containers"][0]["name"]
+    if not container_ended(container)(pod):
+        try:
+            return attach_stream(client, namespace, name, container, True, from_start=True)
+        except StreamRefused as exc:  # nothing was streamed: the logs have all of it
+            log.info("couldn't attach to pod/%s, falling back to streaming logs: %s", name, exc)
+            # Usually it ended between our read and the attach: its status says so at once.
+            ended = client.wait_for(PODS, namespace, name, container_ended(container), ENDED_S)
+            pod = ended or pod
+    return _logs_until_ended(client, namespace, pod, container)
+
+
+def _logs_until_ended(client: ApiClient, namespace: str, pod: Obj, container: str) -> int:
+    """Print the container's output until it ends; its exit code from the pod's status."""
+    name = pod["metadata"]["name"]
     if container_ended(container)(pod):
         stream_logs(client, namespace, name, container, follow=False)
     else:

@@ -3,10 +3,11 @@
 Start-up (``Agent.start``): register with the api-server (name, identity, underlay IP, VTEP MAC,
 VXLAN and kubelet ports) and learn the podCIDR; create the host TUN ``knemu0`` (10.244.N.1);
 build the router; open the underlay socket, the DNS forwarder (kube-dns is a node-local service,
-docs/INTERFACES.md "Pod DNS"), the NodePort proxy and the kubelet HTTP API; then watch Nodes,
-Pods, Services and EndpointSlices.  Nodes become router peers, Services plus EndpointSlices
-become service rules and NodePort listeners, Pods bound here are run by the PodRuntime and
-attached to the router through their TUN fds.
+docs/INTERFACES.md "Pod DNS"), the NodePort proxy and the kubelet HTTP API; write the CNI
+conflist it implements (``cni``); then watch Nodes, Pods, Services and EndpointSlices.  Nodes
+become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
+Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
+and their hostPorts are published on the node IP (``agent_hostports``).
 
 While the api-server is away the data plane keeps forwarding with the last tables: the
 informer reconnects on its own, lease renewals and status reports are retried.  SIGTERM drains:
@@ -27,7 +28,9 @@ from typing import Any
 from knemu.config import AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent import agent_tables as tables
+from knemu.node_agent import cni
 from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.agent_netpol import POLICY_KINDS, PolicySync
 from knemu.node_agent.agent_pods import PodSync
 from knemu.node_agent.dnsproxy import DnsForwarder
 from knemu.node_agent.faults import Impairments
@@ -75,7 +78,9 @@ class Agent:
         self.underlay: UnderlayEndpoint | None = None
         self.dns: DnsForwarder | None = None
         self.nodeports: NodePortProxy | None = None
+        self.cni: cni.CniConfig | None = None
         self.pods: PodSync
+        self.policy: PolicySync | None = None  # None: NetworkPolicy not enforced (flannel-like)
         self.informer: Informer | None = None
         self.api: KubeletApi | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -121,17 +126,22 @@ class Agent:
         entry, backends = tables.dns_service(plan.address)
         self.router.set_service(entry.key, entry, backends)
         self.nodeports = NodePortProxy(self.underlay_ip)
+        if self.config.network_policy:
+            self.policy = PolicySync(self.router, self.name, plan.address)
         self.pods = PodSync(self, plan.address)
+        self.cni = cni.install(self.config, self.name, node.pod_cidr, plan.address)
         self.api = KubeletApi(self)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
+        kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
         self.informer = Informer(
-            self.client, WATCHED_KINDS, f"agent/{self.name}", self._on_watch,
+            self.client, kinds, f"agent/{self.name}", self._on_watch,
             self.pods.on_synced, seed=self.config.seed,
         )  # fmt: skip
         self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
         self._spawn("nodeports", self._sync_nodeports)
+        self._spawn("hostports", lambda: self.pods.hostports.run(self.underlay_ip))
         self._spawn("reports", self.pods.run_reporters)
         log.info("node %s up: podCIDR %s, underlay %s", self.name, node.pod_cidr, self.underlay_ip)
         self.pods.record("Node", "", self.name, "Normal", "Starting",
@@ -147,6 +157,8 @@ class Agent:
                 await self.pods.stop_all()
         for name in list(self._tasks):
             await self._cancel(name)
+        if hasattr(self, "pods"):
+            await self.pods.hostports.close()
         if self.api is not None:
             await self.api.stop()
         for closer in (self.nodeports, self.dns):
@@ -281,6 +293,8 @@ class Agent:
     # -- watched objects -> tables ----------------------------------------------------------
 
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
+        if self.policy is not None:
+            self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
         if kind == "Node":
             self._apply_node(type_, obj)
         elif kind == "Service":

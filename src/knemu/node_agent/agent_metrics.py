@@ -62,9 +62,12 @@ def render(agent: Agent) -> str:
     if agent.dns is not None:
         for field, value in asdict(agent.dns.relay.stats).items():
             w.add("knemu_dns_forwarder_total", "counter", value, {**node, "what": field})
-    if agent.nodeports is not None:
-        s = agent.nodeports.stats
+    hostports = getattr(agent.pods, "hostports", None)  # test fakes may lack it
+    for family, proxy in (("nodeport", agent.nodeports), ("hostport", hostports)):
+        if proxy is None:
+            continue
         for field in ("connections", "connect_failures", "datagrams", "bind_failures"):
-            w.add("knemu_nodeport_total", "counter", getattr(s, field), {**node, "what": field})
+            value = getattr(proxy.stats, field)
+            w.add(f"knemu_{family}_total", "counter", value, {**node, "what": field})
     w.add("knemu_pod_events_dropped_total", "counter", agent.pods.events_dropped, node)
     return "\n".join(w.lines) + "\n"

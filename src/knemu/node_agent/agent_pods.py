@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from knemu.errors import KnemuError, LocalError, RemoteError
 from knemu.node_agent import agent_tables as tables
 from knemu.node_agent.adapters import TunPort
+from knemu.node_agent.agent_hostports import HostPorts
 from knemu.node_agent.pods import PodHandle, PodRuntime, PodStatus
+from knemu.node_agent.portmap import NODE_PORTS_REASON
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff
 
@@ -40,6 +42,8 @@ class PodSync:
         )  # fmt: skip
         self.ports: dict[str, TunPort] = {}
         self.handles: dict[str, PodHandle] = {}
+        self.hostports = HostPorts(self._on_event, agent.config.host_ports)
+        self._rejected: dict[str, str] = {}  # pod key -> uid refused at admission
         self.synced = False
         self._dirty: set[str] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -58,7 +62,10 @@ class PodSync:
         assert informer is not None
         mine = [p for p in informer.list("Pod") if p.node_name == self.agent.name]
         if not self.synced:
+            # Admission in creation order, as the kubelet's HandlePodAdditions sorts them.
+            mine.sort(key=lambda p: p.metadata.creation_timestamp)
             wanted = [p for p in mine if tables.should_start(p, self.agent.name)]
+            wanted = [p for p in wanted if self._admit(p)]
             for handle in await self.runtime.adopt_or_clean(wanted):
                 self._attach(handle)
             self.synced = True
@@ -97,7 +104,14 @@ class PodSync:
         ):
             await self._stop(key)
             have = None
+        if pod is None or not tables.should_start(pod, self.agent.name):
+            # Gone, elsewhere or finished: its host ports are free again (the scheduler
+            # counts only active pods' ports too).
+            self.hostports.release(key)
+            self._rejected.pop(key, None)
         if have is None and pod is not None and tables.should_start(pod, self.agent.name):
+            if not self._admit(pod):
+                return
             try:
                 handle = await self.runtime.start_pod(pod)
             except KnemuError as exc:
@@ -105,6 +119,24 @@ class PodSync:
                 return
             self._backoff.pop(key, None)
             self._attach(handle)
+
+    def _admit(self, pod: pb.Pod) -> bool:
+        """The kubelet's admission (lifecycle.predicateAdmitHandler), for host ports: a pod
+        whose hostPort another pod here holds is rejected, phase Failed, never retried."""
+        key, uid = f"{pod.metadata.namespace}/{pod.metadata.name}", pod.metadata.uid
+        if self._rejected.get(key) == uid:
+            return False
+        clash = self.hostports.admit(pod)
+        if clash is None:
+            return True
+        self._rejected[key] = uid
+        self._on_event(key, "Warning", NODE_PORTS_REASON, clash.message)
+        self._on_status(PodStatus(
+            namespace=pod.metadata.namespace, name=pod.metadata.name, uid=uid,
+            node_name=self.agent.name, phase="Failed", reason=NODE_PORTS_REASON,
+            message=f"Pod was rejected: {clash.message}",
+        ))  # fmt: skip
+        return False
 
     def _schedule_retry(self, key: str, why: str) -> None:
         backoff = self._backoff.setdefault(key, Backoff(1.0, 30.0, self.agent.config.seed))
@@ -120,14 +152,22 @@ class PodSync:
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
         self.agent.router.add_local_pod(handle.ip, handle.key)
+        policy = getattr(self.agent, "policy", None)
+        if policy is not None:  # policed from the pod's first packet
+            policy.set_local_pod(handle.key, handle.ip)
         port.start()
+        self.hostports.attach(handle.key, handle.ip)
 
     async def _stop(self, key: str) -> None:
         handle = self.handles.pop(key)
+        self.hostports.release(key)  # stop publishing before the pod's address goes away
         port = self.ports.pop(key, None)
         if port is not None:
             port.close()  # detach before the runtime closes the fd
         self.agent.router.remove_local_pod(handle.ip)
+        policy = getattr(self.agent, "policy", None)
+        if policy is not None:
+            policy.set_local_pod(key, None)
         self._statuses.pop(key, None)
         await self.runtime.stop_pod(key)
 

@@ -102,6 +102,22 @@ class CtHalf:
         self.l4_delta = word_delta(key, new)
 
 
+def tcp_transition(state: str, flags: int, reply: bool, t: CtTimeouts) -> tuple[str, float] | None:
+    """The next (state, timeout) of a TCP flow after a segment with ``flags`` in the original
+    (``reply`` False) or reply direction, or None when nothing changes (nf_conntrack_proto_tcp,
+    simplified).  Shared by the NAT table and the network-policy connection table."""
+    if flags & TCP_RST:
+        return CLOSE, t.tcp_close_s
+    if flags & TCP_FIN:
+        return FIN_WAIT, t.tcp_fin_s
+    if reply and state == SYN_SENT:  # SYN-ACK (or a simultaneous open's SYN)
+        return ESTABLISHED, t.tcp_established_s
+    if flags & _SYN_ACK == TCP_SYN and not reply and state in (FIN_WAIT, CLOSE):
+        # A new connection reusing the tuple (TIME_WAIT reuse): track it afresh.
+        return SYN_SENT, t.tcp_syn_sent_s
+    return None
+
+
 def _tuple_dict(key: bytes) -> dict[str, object]:
     return {
         "src": bytes_to_ip(key[0:4]),
@@ -172,17 +188,10 @@ class Conntrack:
         return entry
 
     def tcp_update(self, entry: CtEntry, flags: int, reply: bool) -> None:
-        """State change on SYN/FIN/RST or the first reply (nf_conntrack_proto_tcp, simplified)."""
-        t = self.timeouts
-        if flags & TCP_RST:
-            entry.state, entry.timeout = CLOSE, t.tcp_close_s
-        elif flags & TCP_FIN:
-            entry.state, entry.timeout = FIN_WAIT, t.tcp_fin_s
-        elif reply and entry.state == SYN_SENT:  # SYN-ACK (or a simultaneous open's SYN)
-            entry.state, entry.timeout = ESTABLISHED, t.tcp_established_s
-        elif flags & _SYN_ACK == TCP_SYN and not reply and entry.state in (FIN_WAIT, CLOSE):
-            # A new connection reusing the tuple (TIME_WAIT reuse): track it afresh.
-            entry.state, entry.timeout = SYN_SENT, t.tcp_syn_sent_s
+        """State change on SYN/FIN/RST or the first reply (see ``tcp_transition``)."""
+        change = tcp_transition(entry.state, flags, reply, self.timeouts)
+        if change is not None:
+            entry.state, entry.timeout = change
 
     def remove(self, entry: CtEntry) -> None:
         table = self.tables[entry.proto]

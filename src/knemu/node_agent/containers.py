@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.node_agent import probes
+from knemu.node_agent.container_stdin import ContainerStdin
 from knemu.node_agent.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -48,6 +49,11 @@ def container_env(
     for var in container.env:
         env[var.name] = expand_vars(var.value, env)
     return env
+
+
+def exit_code(returncode: int) -> int:
+    """A negative returncode is death by signal: report 128+N like a container runtime."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 @dataclass
@@ -78,8 +84,7 @@ class ContainerCore:
         self, returncode: int, now: float, reason: str = "", message: str = ""
     ) -> float | None:
         """Record an exit; return the delay before the restart, or None when it stays dead."""
-        # A negative returncode is death by signal: report 128+N like a container runtime.
-        self.exit_code = 128 - returncode if returncode < 0 else returncode
+        self.exit_code = exit_code(returncode)
         self.state = "terminated"
         self.reason = reason or ("Completed" if self.exit_code == 0 else "Error")
         self.message = message
@@ -174,6 +179,8 @@ class Runner:
             self.env = {**env, "PYTHONPATH": package_root()}
         self._on_change, self._on_event = on_change, on_event
         self.process: asyncio.subprocess.Process | None = None
+        self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
+        self.log_start = 0  # log file offset where the current run's output begins
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
@@ -235,13 +242,8 @@ class Runner:
                 f'Container image "{self.spec.image}" already present on machine ({what})',
             )  # fmt: skip
         self._on_event("Normal", "Created", f"Created container {self.spec.name}")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(self.log_path, "ab") as log:
-                self.process = await spawn_in_pod(
-                    self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                )  # fmt: skip
+            self.process = await self._spawn()
         except OSError as exc:
             message = f"cannot start container {self.spec.name}: {exc}"
             self._on_event("Warning", "Failed", message)
@@ -256,6 +258,31 @@ class Runner:
         finally:
             self._stop_probes()
             self.ready = False
+            if self.stdin is not None:
+                self.stdin.close()  # stdin "remains closed until the container is restarted"
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        """Start one run: output appended to the log file; stdin a pipe the agent holds for
+        attach when the spec asks for it (``stdin: true``), else /dev/null."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stdin_fd: int | None = None
+        if self.spec.stdin:
+            self.stdin, stdin_fd = await ContainerStdin.open(self.spec.stdin_once)
+        try:
+            with open(self.log_path, "ab") as log:
+                self.log_start = log.tell()
+                return await spawn_in_pod(
+                    self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
+                    stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                    stdout=log, stderr=log,
+                )  # fmt: skip
+        except OSError:
+            if self.stdin is not None:
+                self.stdin.close()
+            raise
+        finally:
+            if stdin_fd is not None:
+                os.close(stdin_fd)  # the process has its copy; EOF must follow our end only
 
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""

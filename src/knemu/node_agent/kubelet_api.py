@@ -4,9 +4,11 @@
   every binary websocket message starts with its channel byte, 0 stdin, 1 stdout, 2 stderr,
   3 status; the client closes stdin with [255, 0] (the v5 CLOSE signal).  The final status is
   the metav1.Status JSON that kubelet sends on channel 3.
+* ``/attach`` joins a container's running process over the same protocol (``kubelet_attach``).
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
+* ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
 
@@ -75,11 +77,13 @@ class KubeletApi:
         r.add_get("/metrics", self._metrics)
         r.add_get("/exec/{ns}/{pod}/{container}", self._exec)
         r.add_post("/exec/{ns}/{pod}/{container}", self._exec)
+        r.add_get("/attach/{ns}/{pod}/{container}", self._attach)
         r.add_get("/containerLogs/{ns}/{pod}/{container}", self._logs)
         r.add_get("/flows", self._flows)
         r.add_post("/flows/record", self._flows_record)
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
+        r.add_get("/cni", self._cni)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -123,7 +127,20 @@ class KubeletApi:
         snap = self.agent.router.table_snapshot()
         snap["node"] = self.agent.name
         snap["impairments"] = self.agent.faults.describe()
+        policy = getattr(self.agent, "policy", None)  # None: this node does not enforce
+        snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
+        hostports = getattr(self.agent.pods, "hostports", None)  # test fakes may lack it
+        if hostports is not None:
+            snap["host_ports"] = hostports.table.snapshot()
         return web.json_response(snap, dumps=lambda o: json.dumps(o, default=str))
+
+    async def _cni(self, request: web.Request) -> web.Response:
+        """The conflist this node wrote (``cni`` module), byte for byte."""
+        conf = getattr(self.agent, "cni", None)
+        if conf is None:
+            return error_response(NotFound(f"node {self.agent.name} has no CNI config yet: "
+                                           "its agent is still starting; try again"))  # fmt: skip
+        return web.Response(text=conf.text, content_type="application/json")
 
     # -- chaos ----------------------------------------------------------------------------------
 
@@ -232,6 +249,11 @@ class KubeletApi:
                 proc.kill()
                 await proc.wait()
         return ws
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        from knemu.node_agent.kubelet_attach import serve_attach  # it imports this module
+
+        return await serve_attach(request, self.agent.pods.runtime)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info

@@ -1,15 +1,24 @@
-"""Userspace NodePort proxy, kube-proxy "userspace" mode style.
+"""Ports published on the node's own IP: NodePorts (kube-proxy) and hostPorts (CNI portmap).
 
-For every (protocol, nodePort) of a NodePort/LoadBalancer service the agent listens on the
-node's underlay IP and relays each client to ClusterIP:port.  The kernel routes the ClusterIP
-(10.96.0.0/12) into the node's host TUN, so the relayed connection goes through the router:
-service DNAT, backend choice and encapsulation happen exactly as for pod traffic, and the
-backend sees the node's gateway address 10.244.N.1 as the client (the SNAT that
-``externalTrafficPolicy: Cluster`` implies; https://kubernetes.io/docs/concepts/services-networking/service/#nodeport).
+Both are the same mechanism here, a userspace relay in the style of kube-proxy's "userspace"
+mode: the agent listens on ``listen_ip:listen_port`` and relays each client to
+``target_ip:target_port``.  The target is routed by the node's kernel into the host TUN, so the
+relayed connection goes through the router like pod traffic, and the far end sees the node's
+gateway address 10.244.N.1 as the client.
 
-``plan`` is the sans-I/O part (which listeners to open and close); ``NodePortProxy`` owns the
-sockets.  A service whose endpoints are gone makes the router answer the inner connect with a
-RST, so the outer client is closed at once rather than left hanging.
+* NodePort: for every (protocol, nodePort) of a NodePort/LoadBalancer service, the node IP is
+  relayed to ClusterIP:port; service DNAT and backend choice happen in the router (the SNAT that
+  ``externalTrafficPolicy: Cluster`` implies;
+  https://kubernetes.io/docs/concepts/services-networking/service/#nodeport).
+* hostPort: for every container port with a ``hostPort``, hostIP:hostPort is relayed to
+  podIP:containerPort, which the portmap plugin does with an iptables DNAT
+  (https://www.cni.dev/plugins/current/meta/portmap/; the table of who holds which host port is
+  ``portmap.PortMapTable``).  Unlike portmap, the pod sees the node's gateway as the client.
+
+``plan`` is the sans-I/O part (which listeners to open and close); ``PortProxy`` owns the
+sockets for a set of ``Relay``s and ``NodePortProxy`` maps NodePort rules onto it.  A service
+whose endpoints are gone (or a pod that no longer listens) makes the router answer the inner
+connect with a RST, so the outer client is reset at once rather than left hanging.
 """
 
 from __future__ import annotations
@@ -21,13 +30,31 @@ import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 log = logging.getLogger(__name__)
 
 UDP_IDLE_S = 30.0  # forget a UDP client after this long without traffic
 CONNECT_TIMEOUT_S = 10.0
 MAX_UDP_SESSIONS = 4096
+RELAYED_PROTOCOLS = ("TCP", "UDP")  # SCTP has no asyncio transport; it is not relayed
+
+
+@dataclass(frozen=True, order=True)
+class Relay:
+    """One published port: ``listen_ip:listen_port/protocol`` -> ``target_ip:target_port``."""
+
+    protocol: str  # "TCP" | "UDP"
+    listen_ip: str
+    listen_port: int
+    target_ip: str
+    target_port: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.listen_ip}:{self.listen_port}/{self.protocol} -> "
+            f"{self.target_ip}:{self.target_port}"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -37,20 +64,25 @@ class NodePortRule:
     cluster_ip: str
     port: int
 
+    def relay(self, listen_ip: str) -> Relay:
+        return Relay(self.protocol, listen_ip, self.node_port, self.cluster_ip, self.port)
+
 
 @dataclass
-class NodePortStatistics:
+class ProxyStatistics:
     connections: int = 0
     connect_failures: int = 0
     datagrams: int = 0
     bind_failures: int = 0
     sessions_evicted: int = 0
+    # (protocol, port) -> why it cannot be listened on, while that lasts
     bind_errors: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
-def plan(
-    current: Iterable[NodePortRule], desired: Iterable[NodePortRule]
-) -> tuple[list[NodePortRule], list[NodePortRule]]:
+R = TypeVar("R", Relay, NodePortRule)
+
+
+def plan(current: Iterable[R], desired: Iterable[R]) -> tuple[list[R], list[R]]:
     """(to_close, to_open): a changed target closes the old listener before opening anew."""
     cur, want = set(current), set(desired)
     return sorted(cur - want), sorted(want - cur)
@@ -70,10 +102,10 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 class _UdpListener(asyncio.DatagramProtocol):
-    """One nodePort/UDP: a connected upstream socket per client address."""
+    """One published UDP port: a connected upstream socket per client address."""
 
-    def __init__(self, rule: NodePortRule, stats: NodePortStatistics) -> None:
-        self.rule = rule
+    def __init__(self, relay: Relay, stats: ProxyStatistics) -> None:
+        self.relay = relay
         self._stats = stats
         self.transport: asyncio.DatagramTransport | None = None
         self._sessions: dict[tuple[str, int], tuple[asyncio.DatagramTransport, float]] = {}
@@ -112,11 +144,11 @@ class _UdpListener(asyncio.DatagramProtocol):
         reply = _UdpReply(self, client)
         try:
             upstream, _ = await loop.create_datagram_endpoint(
-                lambda: reply, remote_addr=(self.rule.cluster_ip, self.rule.port)
+                lambda: reply, remote_addr=(self.relay.target_ip, self.relay.target_port)
             )
         except OSError as exc:
             self._stats.connect_failures += 1
-            log.info("nodePort %d/UDP: cannot reach %s: %s", self.rule.node_port, self.rule, exc)
+            log.info("%s: cannot reach the target: %s", self.relay, exc)
             self._opening.pop(client, None)
             return
         self._sessions[client] = (upstream, loop.time())
@@ -160,70 +192,72 @@ class _UdpReply(asyncio.DatagramProtocol):
         self._listener.reply(data, self._client)
 
 
-class NodePortProxy:
-    """Listeners on ``listen_ip`` for every NodePortRule given to ``apply``."""
+class PortProxy:
+    """Listeners for every ``Relay`` given to ``apply``; ``kind`` names them in logs."""
 
-    def __init__(self, listen_ip: str) -> None:
-        self.listen_ip = listen_ip
-        self.stats = NodePortStatistics()
-        self._tcp: dict[NodePortRule, asyncio.Server] = {}
-        self._udp: dict[NodePortRule, _UdpListener] = {}
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "nodePort" | "hostPort"
+        self.stats = ProxyStatistics()
+        self._tcp: dict[Relay, asyncio.Server] = {}
+        self._udp: dict[Relay, _UdpListener] = {}
         self._conns: set[asyncio.Task[None]] = set()
 
     @property
-    def rules(self) -> set[NodePortRule]:
+    def relays(self) -> set[Relay]:
         return set(self._tcp) | set(self._udp)
 
-    async def apply(self, desired: Iterable[NodePortRule]) -> None:
-        to_close, to_open = plan(self.rules, desired)
-        for rule in to_close:
-            self._close_rule(rule)
-        for rule in to_open:
+    async def apply(self, desired: Iterable[Relay]) -> dict[Relay, str]:
+        """Open and close listeners until they match ``desired``; returns the relays that
+        could not be opened (why, per relay).  They are tried again on the next ``apply``."""
+        failed: dict[Relay, str] = {}
+        to_close, to_open = plan(self.relays, desired)
+        for relay in to_close:
+            self._close_relay(relay)
+        for relay in to_open:
             try:
-                await self._open_rule(rule)
+                await self._open_relay(relay)
             except OSError as exc:
                 # Another process holds the port (a real kube-proxy reports the same:
                 # "can't open port"); keep serving the other ports.
+                failed[relay] = str(exc)
                 self.stats.bind_failures += 1
-                self.stats.bind_errors[(rule.protocol, rule.node_port)] = str(exc)
-                log.warning(
-                    "nodePort %s/%d: cannot listen on %s (%s); free the port or pick another",
-                    rule.protocol,
-                    rule.node_port,
-                    self.listen_ip,
-                    exc,
-                )
+                self.stats.bind_errors[(relay.protocol, relay.listen_port)] = str(exc)
+                log.warning("%s %s/%d: cannot listen on %s (%s); free the port or pick another",
+                            self.kind, relay.protocol, relay.listen_port, relay.listen_ip,
+                            exc)  # fmt: skip
+        return failed
 
-    async def _open_rule(self, rule: NodePortRule) -> None:
-        if rule.protocol == "UDP":
+    async def _open_relay(self, relay: Relay) -> None:
+        if relay.protocol == "UDP":
             loop = asyncio.get_running_loop()
-            listener = _UdpListener(rule, self.stats)
+            listener = _UdpListener(relay, self.stats)
             await loop.create_datagram_endpoint(
-                lambda: listener, local_addr=(self.listen_ip, rule.node_port)
+                lambda: listener, local_addr=(relay.listen_ip, relay.listen_port)
             )
-            self._udp[rule] = listener
-        elif rule.protocol == "TCP":
+            self._udp[relay] = listener
+        elif relay.protocol == "TCP":
             server = await asyncio.start_server(
-                lambda r, w: self._relay_tcp(rule, r, w),
-                self.listen_ip,
-                rule.node_port,
+                lambda r, w: self._relay_tcp(relay, r, w),
+                relay.listen_ip,
+                relay.listen_port,
                 reuse_address=True,
             )
-            self._tcp[rule] = server
+            self._tcp[relay] = server
         else:
-            log.warning("nodePort %d: protocol %s is not proxied", rule.node_port, rule.protocol)
-        self.stats.bind_errors.pop((rule.protocol, rule.node_port), None)
+            log.warning("%s %d: protocol %s is not relayed (only TCP and UDP are)",
+                        self.kind, relay.listen_port, relay.protocol)  # fmt: skip
+        self.stats.bind_errors.pop((relay.protocol, relay.listen_port), None)
 
-    def _close_rule(self, rule: NodePortRule) -> None:
-        server = self._tcp.pop(rule, None)
+    def _close_relay(self, relay: Relay) -> None:
+        server = self._tcp.pop(relay, None)
         if server is not None:
             server.close()
-        listener = self._udp.pop(rule, None)
+        listener = self._udp.pop(relay, None)
         if listener is not None:
             listener.close()
 
     async def _relay_tcp(
-        self, rule: NodePortRule, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, relay: Relay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -231,7 +265,7 @@ class NodePortProxy:
         self.stats.connections += 1
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(rule.cluster_ip, rule.port), CONNECT_TIMEOUT_S
+                asyncio.open_connection(relay.target_ip, relay.target_port), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError):
             self.stats.connect_failures += 1
@@ -248,13 +282,31 @@ class NodePortProxy:
                 self._conns.discard(task)
 
     async def close(self) -> None:
-        for rule in list(self.rules):
-            self._close_rule(rule)
+        for relay in list(self.relays):
+            self._close_relay(relay)
         for task in list(self._conns):
             task.cancel()
         for task in list(self._conns):
             with contextlib.suppress(BaseException):
                 await task
+
+
+class NodePortProxy:
+    """kube-proxy's NodePort listeners: every NodePortRule on ``listen_ip`` (the node IP)."""
+
+    def __init__(self, listen_ip: str) -> None:
+        self.listen_ip = listen_ip
+        self._proxy = PortProxy("nodePort")
+
+    @property
+    def stats(self) -> ProxyStatistics:
+        return self._proxy.stats
+
+    async def apply(self, desired: Iterable[NodePortRule]) -> None:
+        await self._proxy.apply(rule.relay(self.listen_ip) for rule in desired)
+
+    async def close(self) -> None:
+        await self._proxy.close()
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -16,6 +16,7 @@ Public API (H7's agent calls it)::
     rt.pods() -> list[PodHandle]
     proc = await rt.exec("ns/name", "container", argv, stdin=False)
     rt.log_path("ns/name", "container") -> Path
+    rt.runner("ns/name", "container") -> Runner   # attach: its process, stdin and log
     await rt.adopt_or_clean(pods)        # agent restart: clean leftovers, re-create ``pods``
     rt.status("ns/name") -> PodStatus | None
 
@@ -185,6 +186,13 @@ class PodRuntime:
 
     def _log_dir(self, key: str, uid: str) -> Path:
         return self._state_dir / "pods" / f"{key.replace('/', '_')}_{uid.replace('-', '')[:8]}"
+
+    def runner(self, key: str, container: str) -> Runner:
+        """The container's runner (attach reaches its process, stdin and log through it)."""
+        p = self._pods.get(key)
+        if p is None:
+            raise NotFound(f"pod {key} is not running on node {self.node_name}; check its node")
+        return self._runner(p, container)
 
     def _runner(self, p: _Pod, container: str) -> Runner:
         for r in p.runners:

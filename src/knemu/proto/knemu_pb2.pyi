@@ -4,9 +4,10 @@ isort:skip_file
 The contract between the api-server and its watchers (node agents, the DNS component).
 
 The api-server stores Kubernetes-shaped JSON objects; over gRPC it hands out typed views of
-the four kinds the data plane needs (Node, Pod, Service, EndpointSlice), with room for
-NetworkPolicy.  Field names follow the Kubernetes API (core/v1, discovery.k8s.io/v1) in
-snake_case; units are in the names (`_s` seconds).
+the kinds the data plane needs (Node, Pod, Service, EndpointSlice, NetworkPolicy and the
+Namespace labels its namespaceSelectors match).  Field names follow the Kubernetes API
+(core/v1, discovery.k8s.io/v1, networking.k8s.io/v1) in snake_case; units are in the names
+(`_s` seconds).
 
 Watch semantics (like the Kubernetes watch cache):
   * since_resource_version == 0: a snapshot of every object of the requested kinds as ADDED
@@ -201,11 +202,14 @@ class ContainerPort(_message.Message):
     CONTAINER_PORT_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
     HOST_PORT_FIELD_NUMBER: _builtins.int
+    HOST_IP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     container_port: _builtins.int
     protocol: _builtins.str
     """TCP | UDP | SCTP"""
     host_port: _builtins.int
+    host_ip: _builtins.str
+    """hostIP: the node address hostPort is published on; "" = all"""
     def __init__(
         self,
         *,
@@ -213,10 +217,11 @@ class ContainerPort(_message.Message):
         container_port: _builtins.int = ...,
         protocol: _builtins.str = ...,
         host_port: _builtins.int = ...,
+        host_ip: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "host_port", b"host_port", "name", b"name", "protocol", b"protocol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "host_ip", b"host_ip", "host_port", b"host_port", "name", b"name", "protocol", b"protocol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -351,11 +356,18 @@ class Container(_message.Message):
     WORKING_DIR_FIELD_NUMBER: _builtins.int
     HAS_READINESS_PROBE_FIELD_NUMBER: _builtins.int
     HAS_LIVENESS_PROBE_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    STDIN_ONCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
     has_readiness_probe: _builtins.bool
     has_liveness_probe: _builtins.bool
+    stdin: _builtins.bool
+    """stdin: the agent holds the container's stdin open for `attach`; stdin_once: it is
+    closed when the first attached client's stdin ends (core/v1 Container.stdinOnce).
+    """
+    stdin_once: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -382,10 +394,12 @@ class Container(_message.Message):
         working_dir: _builtins.str = ...,
         has_readiness_probe: _builtins.bool = ...,
         has_liveness_probe: _builtins.bool = ...,
+        stdin: _builtins.bool = ...,
+        stdin_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "stdin", b"stdin", "stdin_once", b"stdin_once", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -785,25 +799,269 @@ class EndpointSlice(_message.Message):
 Global___EndpointSlice: _TypeAlias = EndpointSlice  # noqa: Y015
 
 @_typing.final
-class NetworkPolicy(_message.Message):
-    """---- NetworkPolicy (room for it: the spec travels as JSON until the data plane enforces it)"""
+class Namespace(_message.Message):
+    """---- Namespace (metadata only: its labels are what namespaceSelectors match) ------------"""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     METADATA_FIELD_NUMBER: _builtins.int
-    SPEC_JSON_FIELD_NUMBER: _builtins.int
-    spec_json: _builtins.str
     @_builtins.property
     def metadata(self) -> Global___ObjectMeta: ...
     def __init__(
         self,
         *,
         metadata: Global___ObjectMeta | None = ...,
-        spec_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "spec_json", b"spec_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Namespace: _TypeAlias = Namespace  # noqa: Y015
+
+@_typing.final
+class LabelSelectorRequirement(_message.Message):
+    """---- NetworkPolicy (networking.k8s.io/v1) -------------------------------------------------
+    Optional message fields (pod_selector, namespace_selector, ip_block) carry presence:
+    an absent selector and an empty one ({}, "everything") differ, as in the Kubernetes API.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    operator: _builtins.str
+    """In | NotIn | Exists | DoesNotExist"""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "operator", b"operator", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelSelectorRequirement: _TypeAlias = LabelSelectorRequirement  # noqa: Y015
+
+@_typing.final
+class LabelSelector(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MatchLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MATCH_LABELS_FIELD_NUMBER: _builtins.int
+    MATCH_EXPRESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def match_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def match_expressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelSelectorRequirement]: ...
+    def __init__(
+        self,
+        *,
+        match_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        match_expressions: _abc.Iterable[Global___LabelSelectorRequirement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_expressions", b"match_expressions", "match_labels", b"match_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelSelector: _TypeAlias = LabelSelector  # noqa: Y015
+
+@_typing.final
+class IPBlock(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIDR_FIELD_NUMBER: _builtins.int
+    EXCEPT_CIDRS_FIELD_NUMBER: _builtins.int
+    cidr: _builtins.str
+    @_builtins.property
+    def except_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`except` (a Python keyword)"""
+
+    def __init__(
+        self,
+        *,
+        cidr: _builtins.str = ...,
+        except_cidrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "except_cidrs", b"except_cidrs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IPBlock: _TypeAlias = IPBlock  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyPeer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POD_SELECTOR_FIELD_NUMBER: _builtins.int
+    NAMESPACE_SELECTOR_FIELD_NUMBER: _builtins.int
+    IP_BLOCK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pod_selector(self) -> Global___LabelSelector: ...
+    @_builtins.property
+    def namespace_selector(self) -> Global___LabelSelector: ...
+    @_builtins.property
+    def ip_block(self) -> Global___IPBlock: ...
+    def __init__(
+        self,
+        *,
+        pod_selector: Global___LabelSelector | None = ...,
+        namespace_selector: Global___LabelSelector | None = ...,
+        ip_block: Global___IPBlock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ip_block", b"ip_block", "namespace_selector", b"namespace_selector", "pod_selector", b"pod_selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_block", b"ip_block", "namespace_selector", b"namespace_selector", "pod_selector", b"pod_selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyPeer: _TypeAlias = NetworkPolicyPeer  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyPort(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    END_PORT_FIELD_NUMBER: _builtins.int
+    protocol: _builtins.str
+    """TCP | UDP | SCTP ("" = TCP, the API default)"""
+    port: _builtins.str
+    """number or named container port ("" = every port)"""
+    end_port: _builtins.int
+    """0 = a single port"""
+    def __init__(
+        self,
+        *,
+        protocol: _builtins.str = ...,
+        port: _builtins.str = ...,
+        end_port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_port", b"end_port", "port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyPort: _TypeAlias = NetworkPolicyPort  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyIngressRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    FROM_PEERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPort]: ...
+    @_builtins.property
+    def from_peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPeer]:
+        """`from` (empty = every source)"""
+
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[Global___NetworkPolicyPort] | None = ...,
+        from_peers: _abc.Iterable[Global___NetworkPolicyPeer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_peers", b"from_peers", "ports", b"ports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyIngressRule: _TypeAlias = NetworkPolicyIngressRule  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyEgressRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    TO_PEERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPort]: ...
+    @_builtins.property
+    def to_peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPeer]:
+        """`to` (empty = every destination)"""
+
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[Global___NetworkPolicyPort] | None = ...,
+        to_peers: _abc.Iterable[Global___NetworkPolicyPeer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "to_peers", b"to_peers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyEgressRule: _TypeAlias = NetworkPolicyEgressRule  # noqa: Y015
+
+@_typing.final
+class NetworkPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    POD_SELECTOR_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    EGRESS_FIELD_NUMBER: _builtins.int
+    POLICY_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def metadata(self) -> Global___ObjectMeta: ...
+    @_builtins.property
+    def pod_selector(self) -> Global___LabelSelector: ...
+    @_builtins.property
+    def ingress(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyIngressRule]: ...
+    @_builtins.property
+    def egress(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyEgressRule]: ...
+    @_builtins.property
+    def policy_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ingress | Egress ("" list: the API's defaulting)"""
+
+    def __init__(
+        self,
+        *,
+        metadata: Global___ObjectMeta | None = ...,
+        pod_selector: Global___LabelSelector | None = ...,
+        ingress: _abc.Iterable[Global___NetworkPolicyIngressRule] | None = ...,
+        egress: _abc.Iterable[Global___NetworkPolicyEgressRule] | None = ...,
+        policy_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "pod_selector", b"pod_selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["egress", b"egress", "ingress", b"ingress", "metadata", b"metadata", "pod_selector", b"pod_selector", "policy_types", b"policy_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -820,6 +1078,7 @@ class Object(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     ENDPOINT_SLICE_FIELD_NUMBER: _builtins.int
     NETWORK_POLICY_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def node(self) -> Global___Node: ...
     @_builtins.property
@@ -830,6 +1089,8 @@ class Object(_message.Message):
     def endpoint_slice(self) -> Global___EndpointSlice: ...
     @_builtins.property
     def network_policy(self) -> Global___NetworkPolicy: ...
+    @_builtins.property
+    def namespace(self) -> Global___Namespace: ...
     def __init__(
         self,
         *,
@@ -838,12 +1099,13 @@ class Object(_message.Message):
         service: Global___Service | None = ...,
         endpoint_slice: Global___EndpointSlice | None = ...,
         network_policy: Global___NetworkPolicy | None = ...,
+        namespace: Global___Namespace | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint_slice", b"endpoint_slice", "kind", b"kind", "network_policy", b"network_policy", "node", b"node", "pod", b"pod", "service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint_slice", b"endpoint_slice", "kind", b"kind", "namespace", b"namespace", "network_policy", b"network_policy", "node", b"node", "pod", b"pod", "service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_slice", b"endpoint_slice", "kind", b"kind", "network_policy", b"network_policy", "node", b"node", "pod", b"pod", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_slice", b"endpoint_slice", "kind", b"kind", "namespace", b"namespace", "network_policy", b"network_policy", "node", b"node", "pod", b"pod", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["node", "pod", "service", "endpoint_slice", "network_policy"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["node", "pod", "service", "endpoint_slice", "network_policy", "namespace"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -861,7 +1123,7 @@ class WatchRequest(_message.Message):
     """who is watching, for logs and metrics ("agent/node-1", "dns")"""
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """"Node", "Pod", "Service", "EndpointSlice", "NetworkPolicy" """
+        """"Node", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "Namespace" """
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ KIND_OF_FIELD = {
     "service": "Service",
     "endpoint_slice": "EndpointSlice",
     "network_policy": "NetworkPolicy",
+    "namespace": "Namespace",
 }
 WATCHABLE_KINDS = frozenset(KIND_OF_FIELD.values())
 
@@ -131,7 +132,7 @@ class Change:
 
     type: str
     kind: str
-    obj: Any  # pb.Node | pb.Pod | pb.Service | pb.EndpointSlice | pb.NetworkPolicy
+    obj: Any  # pb.Node | pb.Pod | pb.Service | pb.EndpointSlice | pb.NetworkPolicy | pb.Namespace
     old: Any | None
 
 

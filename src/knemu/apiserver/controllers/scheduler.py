@@ -3,9 +3,11 @@
 Filters, in the order kube-scheduler reports them
 (https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/):
 NodeUnschedulable (spec.unschedulable), NodeAffinity (nodeSelector and required node affinity
-terms), TaintToleration (NoSchedule/NoExecute taints the pod does not tolerate) and node
-readiness.  Score: the node running the fewest pods wins (spreading, like
-NodeResourcesBalancedAllocation on identical nodes), ties broken by node number.
+terms), TaintToleration (NoSchedule/NoExecute taints the pod does not tolerate), node
+readiness and NodePorts (a hostPort that an active pod on the node already holds, for the same
+protocol and an overlapping hostIP, 0.0.0.0 overlapping every address).  Score: the node
+running the fewest pods wins (spreading, like NodeResourcesBalancedAllocation on identical
+nodes), ties broken by node number.
 A pod with spec.nodeName set was placed by its author and is never touched.
 
 A pod that fits nowhere stays Pending with condition PodScheduled=False, reason
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from knemu.apiserver import labels
@@ -26,6 +29,10 @@ from knemu.apiserver.nodes import condition, is_ready, set_condition
 from knemu.errors import LocalError, NotFound
 
 _NUMBER = re.compile(r"(\d+)")
+ALL_ADDRESSES = "0.0.0.0"
+NO_FREE_PORTS = "node(s) didn't have free ports for the requested pod ports"  # nodeports.ErrReason
+
+HostPort = tuple[str, str, int]  # (protocol, hostIP, hostPort)
 
 
 def node_order(node_name: str) -> tuple[Any, ...]:
@@ -68,8 +75,34 @@ def _affinity_matches(pod: Obj, node_labels: dict[str, str]) -> bool:
     return False
 
 
-def filter_reason(pod: Obj, node: Obj) -> str | None:
-    """Why ``pod`` cannot go to ``node`` (kube-scheduler's wording), or None if it fits."""
+def host_ports(pod: Obj) -> list[HostPort]:
+    """The pod's hostPorts with the API defaults (protocol TCP, hostIP 0.0.0.0), as the
+    NodePorts plugin reads them (framework.HostPortInfo sanitizes the same way)."""
+    found: dict[HostPort, None] = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in (container or {}).get("ports") or []:
+            number = (port or {}).get("hostPort")
+            if isinstance(number, int) and number > 0:
+                found[(port.get("protocol") or "TCP", port.get("hostIP") or ALL_ADDRESSES,
+                       number)] = None  # fmt: skip
+    return list(found)
+
+
+def ports_clash(a: HostPort, b: HostPort) -> bool:
+    """framework.HostPortInfo.CheckConflict: same protocol and port, overlapping addresses."""
+    if (a[0], a[2]) != (b[0], b[2]):
+        return False
+    return ALL_ADDRESSES in (a[1], b[1]) or a[1] == b[1]
+
+
+def ports_fit(wanted: Iterable[HostPort], used: Iterable[HostPort]) -> bool:
+    held = list(used)
+    return not any(ports_clash(w, u) for w in wanted for u in held)
+
+
+def filter_reason(pod: Obj, node: Obj, used_ports: Iterable[HostPort] = ()) -> str | None:
+    """Why ``pod`` cannot go to ``node`` (kube-scheduler's wording), or None if it fits.
+    ``used_ports``: the host ports the active pods on ``node`` hold."""
     if (node.get("spec") or {}).get("unschedulable"):
         return "node(s) were unschedulable"
     node_labels = {str(k): str(v) for k, v in (meta(node).get("labels") or {}).items()}
@@ -80,6 +113,8 @@ def filter_reason(pod: Obj, node: Obj) -> str | None:
             return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
     if not is_ready(node):
         return "node(s) were not ready"
+    if not ports_fit(host_ports(pod), used_ports):
+        return NO_FREE_PORTS
     return None
 
 
@@ -105,18 +140,30 @@ class Scheduler:
             return
         nodes = sorted(self._ctx.list("Node"), key=lambda n: node_order(name(n)))
         load = Counter(str((p.get("spec") or {}).get("nodeName")) for p in pods if is_active(p))
+        used: dict[str, list[HostPort]] = {}
+        for p in pods:
+            bound = (p.get("spec") or {}).get("nodeName")
+            if bound and is_active(p):
+                used.setdefault(str(bound), []).extend(host_ports(p))
         for pod in sorted(pending, key=lambda p: str(meta(p).get("creationTimestamp", ""))):
             if (pod.get("spec") or {}).get(
                 "schedulerName", "default-scheduler"
             ) != "default-scheduler":
                 continue  # another scheduler's pod
-            self._schedule(pod, nodes, load, now)
+            self._schedule(pod, nodes, load, used, now)
 
-    def _schedule(self, pod: Obj, nodes: list[Obj], load: Counter[str], now: float) -> None:
+    def _schedule(
+        self,
+        pod: Obj,
+        nodes: list[Obj],
+        load: Counter[str],
+        used: dict[str, list[HostPort]],
+        now: float,
+    ) -> None:
         reasons: Counter[str] = Counter()
         fits = []
         for node in nodes:
-            reason = filter_reason(pod, node)
+            reason = filter_reason(pod, node, used.get(name(node), ()))
             if reason is None:
                 fits.append(node)
             else:
@@ -126,6 +173,7 @@ class Scheduler:
             return
         best = min(fits, key=lambda n: (load[name(n)], node_order(name(n))))
         load[name(best)] += 1
+        used.setdefault(name(best), []).extend(host_ports(pod))  # the next pod sees them
         self._bind(pod, name(best), now)
 
     def _bind(self, pod: Obj, node_name: str, now: float) -> None:

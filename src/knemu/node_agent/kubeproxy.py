@@ -1,0 +1,187 @@
+"""kube-proxy's half of the node router: the service table and conntrack, their control calls
+and timers, and the decisions about a flow's first packet to a service.
+
+``Router`` (``knemu.node_agent.router``, whose docstring describes the whole pipeline) adds the
+per-packet path on top; this class holds what that path consults: ``services`` (the kube-proxy
+rules, ``service_table``), ``conntrack`` (DNAT entries and their reverse), the first fragments
+of translated datagrams, and the NetworkPolicy gate while some local pod is isolated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from knemu.errors import ConfigError
+from knemu.node_agent import events as ev
+from knemu.node_agent.conntrack import Conntrack, CtHalf, CtTimeouts
+from knemu.node_agent.netpol_gate import PolicyGate
+from knemu.node_agent.routing import LocalNode, Output, RouteTable, net_mask
+from knemu.node_agent.service_table import Backend, CompiledPort, ServiceEntry, ServiceTable
+from knemu.proto import wire
+
+FRAGMENT_S = 30.0  # net.ipv4.ipfrag_time
+_NAT_PORT_TRIES = 16
+
+
+class KubeProxy(RouteTable):
+    """Services, conntrack and their timers for one node's router."""
+
+    def __init__(
+        self,
+        node: LocalNode,
+        proxy_mode: str = "iptables",
+        ipvs_scheduler: str = "rr",
+        seed: int = 0,
+        flow_sink: Callable[[ev.FlowEvent], None] | None = None,
+        timeouts: CtTimeouts | None = None,
+    ) -> None:
+        super().__init__(node, flow_sink)
+        self._gw = wire.ip_to_bytes(node.gateway_ip)
+        self._vni = self._vxlan[4:7]
+        self._local_net = self._own_prefix
+        self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
+        self._cluster_net = net_mask(node.cluster_cidr, f"node {node.name} cluster_cidr")
+        self.services = ServiceTable(proxy_mode, ipvs_scheduler, seed)
+        self.conntrack = Conntrack(timeouts)
+        self.services.active_of = self.conntrack.active
+        # First fragments of translated datagrams: (src, dst, IP ID, proto) -> (half, time).
+        self._fragments: dict[bytes, tuple[CtHalf, float]] = {}
+        self._policy: PolicyGate | None = None  # None while no local pod is isolated
+
+    def set_policy_gate(self, gate: PolicyGate | None) -> None:
+        """Enforce NetworkPolicy through ``gate``; None (no local pod isolated) costs the
+        packet path nothing but one check."""
+        self._policy = gate
+
+    def set_service(
+        self, key: str, entry: ServiceEntry, backends: dict[str, list[Backend]]
+    ) -> None:
+        """Install/replace a service; flush conntrack of backends that left (module doc)."""
+        if entry.key != key:
+            raise ConfigError(f"set_service({key!r}): entry.key is {entry.key!r}; they must match")
+        try:
+            gone, unusable = self.services.set_service(entry, backends, (self.node.underlay_ip,))
+        except ValueError as exc:
+            raise ConfigError(f"service {key}: {exc}") from None
+        self.conntrack.flush_backends(gone | unusable, wire.PROTO_UDP, key)
+        self.conntrack.mark_dead(gone, wire.PROTO_TCP, key)
+
+    def remove_service(self, key: str) -> None:
+        """Remove a service's rules (its VIP then answers ICMP unreachable, see above)."""
+        gone = self.services.remove_service(key)
+        self.conntrack.flush_backends(gone, wire.PROTO_UDP, key)
+        self.conntrack.mark_dead(gone, wire.PROTO_TCP, key)
+
+    def next_backend(
+        self, service_port: str, failed_ip: str, failed_port: int, client_ip: str, now: float
+    ) -> tuple[str, int] | None:
+        """Userspace-mode retry (kube-proxy's userspace proxier tries the next endpoint when a
+        connection fails): another usable backend of ``service_port`` ("ns/name:port"), or
+        None.  The ClientIP affinity moves to it."""
+        service = service_port.split(":", 1)[0]
+        cp = next((c for c in self.services.ports.get(service, []) if c.key == service_port), None)
+        if cp is None:
+            return None
+        failed = wire.ip_to_bytes(failed_ip) + failed_port.to_bytes(2, "big")
+        chosen = self.services.next_backend(cp, failed, wire.ip_to_bytes(client_ip), now)
+        return None if chosen is None else (chosen.backend.ip, chosen.backend.port)
+
+    # -- timers and introspection --------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Drop conntrack entries and ClientIP affinities idle past their timeouts."""
+        self.conntrack.expire(now)
+        self.services.expire_affinity(now)
+        if self._policy is not None:
+            self._policy.expire(now)
+        # Linux gives up on reassembly after ipfrag_time (30 s); so do we.
+        stale = [k for k, (_, t) in self._fragments.items() if now - t > FRAGMENT_S]
+        for key in stale:
+            del self._fragments[key]
+
+    def next_timer(self) -> float | None:
+        """When ``expire`` next has something to do (None: nothing pending)."""
+        frag = min((t for _, t in self._fragments.values()), default=None)
+        candidates = (
+            self.conntrack.next_deadline(),
+            self.services.next_affinity_deadline(),
+            None if frag is None else frag + FRAGMENT_S,
+        )
+        times = [t for t in candidates if t is not None]
+        return min(times) if times else None
+
+    def statistics(self) -> dict[str, int]:
+        """Counters; drops are ``drop_<reason>``.  Includes ``conntrack_entries``."""
+        out = dict(self._stats)
+        out["conntrack_entries"] = len(self.conntrack)
+        return out
+
+    def table_snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable peers, local pods, services with backends, conntrack, counters."""
+        return {
+            "node": self.node.name,
+            "proxy_mode": self.services.mode,
+            **self.routes_snapshot(),
+            "services": self.services.snapshot(),
+            "conntrack": [e.to_dict() for e in self.conntrack.entries()],
+            "counters": self.statistics(),
+        }
+
+    # -- a flow's first packet, and flows whose backend left ---------------------------------
+
+    def _new_flow(
+        self,
+        rule: CompiledPort,
+        key: bytes,
+        pkt: bytes,
+        ihl: int,
+        origin: str,
+        via: Any,
+        now: float,
+    ) -> CtHalf | Output | None:
+        """kube-proxy for the first packet of a flow to a service address."""
+        client = bytes(key[:4])
+        backend = self.services.pick(rule, client, now)
+        if backend is None:
+            return self._refuse("no_endpoints", pkt, origin, via, now, rule.key)
+        # Masquerade to the gateway (kube-proxy's KUBE-MARK-MASQ) when the reply would not
+        # come back through us otherwise: hairpin (a pod reaching itself through its service)
+        # and clients outside the cluster CIDR, e.g. the node's own kernel using its node IP.
+        net, mask = self._cluster_net
+        masq = backend.ip == client or int.from_bytes(client, "big") & mask != net
+        src = self._gw if masq else client
+        proto = pkt[9]
+        syn = proto == 6 and pkt[ihl + 13] & (wire.TCP_SYN | wire.TCP_ACK) == wire.TCP_SYN
+        sport = int.from_bytes(key[8:10], "big")
+        for attempt in range(_NAT_PORT_TRIES):
+            # Another flow already owns this reply tuple (the client reused a source port
+            # towards another service with the same backend): like Linux NAT, pick another
+            # source port for the translated flow; the reply is mapped back to the original.
+            port = sport if not attempt else 32768 + (sport + attempt * 7919) % 28232
+            translated = src + backend.ip + port.to_bytes(2, "big") + backend.port
+            entry = self.conntrack.create(proto, bytes(key), translated, rule.key, now, syn)
+            if entry is not None:
+                break
+        else:
+            return self._drop("nat_collision", pkt, origin, now)
+        if masq:
+            self._stats["snat"] += 1
+        return entry.fwd
+
+    def _deny(self, pkt: bytes, half: CtHalf | None, origin: str, now: float) -> Output | None:
+        """NetworkPolicy said no: drop (the client times out).  The NAT entry the packet just
+        created is forgotten, as Linux never confirms the conntrack entry of a dropped packet."""
+        if half is not None and not half.reply and not half.entry.replied:
+            self.conntrack.remove(half.entry)
+        return self._drop("policy_denied", pkt, origin, now)
+
+    def _dead_flow(
+        self, half: CtHalf, pkt: bytes, origin: str, via: Any, now: float
+    ) -> Output | None:
+        """A packet of a TCP flow whose backend left: reset the client, forget the flow."""
+        entry = half.entry
+        if half.reply:
+            return self._drop("stale_backend", pkt, origin, now)
+        self.conntrack.remove(entry)
+        return self._refuse("stale_backend", pkt, origin, via, now, entry.service)
