@@ -110,6 +110,14 @@ class LocalCluster:
         return self.knemu("down", "--name", self.name, "--state-dir", str(self.state_root),
                           timeout_s=120, check=False)  # fmt: skip
 
+    def down_and_check(self) -> None:
+        """``knemu down``, then check it left no namespace, state directory or process."""
+        self.down()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"knemu-{self.name}-" not in left, "knemu down left namespaces behind"
+        assert not (self.state_root / f"cluster-{self.name}").exists()
+        assert not cluster_processes(self), "knemu down left processes behind"
+
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=10) as resp:
             return json.loads(resp.read())
@@ -154,6 +162,20 @@ class LocalCluster:
 
     def node_names(self) -> list[str]:
         return sorted(n["metadata"]["name"] for n in self.get("/api/v1/nodes")["items"])
+
+
+def cluster_processes(c: LocalCluster) -> list[int]:
+    """Pids whose environment carries this cluster's marker (set by `knemu up`)."""
+    marker = f"KNEMU_LOCAL_CLUSTER={c.state_root / f'cluster-{c.name}'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def _is_ready(pod: dict[str, Any]) -> bool:

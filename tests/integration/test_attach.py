@@ -21,7 +21,6 @@ from collections.abc import Iterator
 
 import pytest
 from localcluster_helpers import LocalCluster, poll
-from test_local_cluster import cluster_processes
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -53,10 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.up()
         yield c
     finally:
-        c.down()
-        assert cluster_processes(c) == []
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"knemu-{c.name}-" not in left
+        c.down_and_check()
 
 
 def pod_names(c: LocalCluster) -> set[str]:

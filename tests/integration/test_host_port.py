@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 from localcluster_helpers import LocalCluster, poll, tools_pod
-from test_local_cluster import cluster_processes
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -57,11 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(1, selector="app=hp-web")
         yield c
     finally:
-        c.down()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"knemu-{c.name}-" not in left, "knemu down left namespaces behind"
-        assert not (c.state_root / f"cluster-{c.name}").exists()
-        assert not cluster_processes(c), "knemu down left processes behind"
+        c.down_and_check()
 
 
 def curl_from_node(c: LocalCluster, node: int, url: str) -> subprocess.CompletedProcess[str]:

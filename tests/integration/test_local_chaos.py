@@ -8,7 +8,6 @@ a renewal, eviction 10 s later.  All traffic stays inside the cluster's namespac
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from localcluster_helpers import LocalCluster, poll
-from test_local_cluster import FROM, cluster_processes, wait_backends
+from test_local_cluster import FROM, wait_backends
 
 from knemu.testing_traffic import RequestResult, parse_request_log, request_loop_pod
 
@@ -39,11 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         wait_backends(c, SERVICE, 3)
         yield c
     finally:
-        c.down()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"knemu-{c.name}-" not in left, "knemu down left namespaces behind"
-        assert not (c.state_root / f"cluster-{c.name}").exists()
-        assert not cluster_processes(c), "knemu down left processes behind"
+        c.down_and_check()
 
 
 def chaos(c: LocalCluster, *args: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from localcluster_helpers import REPO, LocalCluster, poll, tools_pod
+from localcluster_helpers import cluster_processes as cluster_processes  # TEMP re-export
 
 from knemu.node_agent.sandbox import netns_name
 
@@ -39,25 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(3, selector="app=sample-app")
         yield c
     finally:
-        c.down()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"knemu-{c.name}-" not in left, "knemu down left namespaces behind"
-        assert not (c.state_root / f"cluster-{c.name}").exists()
-        assert not cluster_processes(c), "knemu down left processes behind"
-
-
-def cluster_processes(c: LocalCluster) -> list[int]:
-    """Pids whose environment carries this cluster's marker (set by `knemu up`)."""
-    marker = f"KNEMU_LOCAL_CLUSTER={c.state_root / f'cluster-{c.name}'}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+        c.down_and_check()
 
 
 def pod_ip(c: LocalCluster, name: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from localcluster_helpers import REPO, LocalCluster, poll
-from test_local_cluster import FROM, cluster_processes, wait_backends
+from test_local_cluster import FROM, wait_backends
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -85,10 +85,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         wait_backends(c, f"{NS}/web", 1)
         yield c
     finally:
-        c.down()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"knemu-{c.name}-" not in left, "knemu down left namespaces behind"
-        assert not cluster_processes(c), "knemu down left processes behind"
+        c.down_and_check()
 
 
 def web_ip(c: LocalCluster) -> str:
