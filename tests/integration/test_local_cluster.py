@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from localcluster_helpers import REPO, LocalCluster, poll, tools_pod
-from localcluster_helpers import cluster_processes as cluster_processes  # TEMP re-export
 
 from knemu.node_agent.sandbox import netns_name
 

@@ -82,6 +82,23 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
     for key in ("containers", "initContainers"):
         for container in _list(spec, key):
             default_container(container)
+    if spec.get("hostNetwork") is True:
+        default_host_network_ports(spec)
+
+
+def default_host_network_ports(spec: dict[str, Any]) -> None:
+    """A hostNetwork pod's ports are the node's: hostPort defaults to containerPort, as
+    Kubernetes' SetDefaults_PodSpec does, so the scheduler's NodePorts filter and the
+    kubelet's admission keep two such pods wanting one port apart."""
+    for key in ("containers", "initContainers"):
+        for container in _list(spec, key):
+            if not isinstance(container, dict):
+                continue
+            for port in _list(container, "ports"):
+                if not isinstance(port, dict) or port.get("containerPort") is None:
+                    continue
+                if port.get("hostPort") in (None, 0):
+                    port["hostPort"] = port["containerPort"]
 
 
 def default_tolerations(spec: dict[str, Any], toleration_s: float) -> None:

@@ -71,6 +71,20 @@ def _unique_host_ports(path: str, containers: Any) -> list[FieldError]:
     return errs
 
 
+def _host_network_ports(path: str, containers: Any) -> list[FieldError]:
+    """A hostNetwork pod listens on the node's ports themselves, so a hostPort other than its
+    containerPort could never be honoured (Kubernetes' validateHostNetwork)."""
+    errs: list[FieldError] = []
+    for i, container in enumerate(as_list(containers)):
+        for j, port in enumerate(as_list(as_map(container).get("ports"))):
+            port = as_map(port)
+            host = port.get("hostPort")
+            if host not in (None, 0) and host != port.get("containerPort"):
+                why = "must match `containerPort` when `hostNetwork` is true"
+                errs.append(invalid(f"{path}[{i}].ports[{j}].hostPort", host, why))
+    return errs
+
+
 def _containers(path: str, containers: Any, names: set[str], ports: set[str]) -> list[FieldError]:
     errs: list[FieldError] = []
     for i, container in enumerate(as_list(containers)):
@@ -143,6 +157,9 @@ def validate_pod_spec(path: str, spec: Any) -> list[FieldError]:
     errs += _containers(f"{path}.initContainers", spec.get("initContainers"), names, set())
     errs += _containers(f"{path}.containers", spec.get("containers"), names, ports)
     errs += _unique_host_ports(f"{path}.containers", spec.get("containers"))
+    if spec.get("hostNetwork") is True:
+        for key in ("initContainers", "containers"):
+            errs += _host_network_ports(f"{path}.{key}", spec.get(key))
     policy = spec.get("restartPolicy")
     if policy not in RESTART_POLICIES:
         errs.append(not_supported(f"{path}.restartPolicy", policy, RESTART_POLICIES))

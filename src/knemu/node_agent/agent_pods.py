@@ -39,6 +39,8 @@ class PodSync:
         self.runtime = PodRuntime(
             agent.config, agent.name, agent.router.node.pod_cidr, gateway_ip,
             self._on_status, self._on_event,
+            # hostNetwork pods' IP; without one (fakes) plan_network refuses them by name
+            node_ip=getattr(agent, "underlay_ip", ""),
         )  # fmt: skip
         self.ports: dict[str, TunPort] = {}
         self.handles: dict[str, PodHandle] = {}
@@ -148,6 +150,11 @@ class PodSync:
         self._retry[key] = asyncio.get_running_loop().call_later(delay, self.kick, key)
 
     def _attach(self, handle: PodHandle) -> None:
+        if handle.host_network:
+            # The node's own namespace and IP: no TUN to read, no route, no policy, and its
+            # ports are bound by its processes themselves (nothing for portmap to publish).
+            self.handles[handle.key] = handle
+            return
         port = TunPort(handle.tun_fd, self.agent.from_pod(handle.key), name=handle.tun_name)
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
@@ -164,10 +171,11 @@ class PodSync:
         port = self.ports.pop(key, None)
         if port is not None:
             port.close()  # detach before the runtime closes the fd
-        self.agent.router.remove_local_pod(handle.ip)
         policy = getattr(self.agent, "policy", None)
-        if policy is not None:
-            policy.set_local_pod(key, None)
+        if not handle.host_network:
+            self.agent.router.remove_local_pod(handle.ip)
+            if policy is not None:
+                policy.set_local_pod(key, None)
         self._statuses.pop(key, None)
         await self.runtime.stop_pod(key)
 

@@ -38,6 +38,7 @@ class KubeProxy(RouteTable):
     ) -> None:
         super().__init__(node, flow_sink)
         self._gw = wire.ip_to_bytes(node.gateway_ip)
+        self._own = (self._gw, wire.ip_to_bytes(node.underlay_ip))  # the node's own addresses
         self._vni = self._vxlan[4:7]
         self._local_net = self._own_prefix
         self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
@@ -151,6 +152,11 @@ class KubeProxy(RouteTable):
         net, mask = self._cluster_net
         masq = backend.ip == client or int.from_bytes(client, "big") & mask != net
         src = self._gw if masq else client
+        if backend.ip in self._own and (client == self._gw or masq):
+            # The node's kernel reaching a service the node itself backs (kube-dns' node-local
+            # forwarder, a hostNetwork pod here): from a node address the reply would stay in
+            # the kernel, never un-NATed; from the service address it comes back through us.
+            src = bytes(key[4:8])
         proto = pkt[9]
         syn = proto == 6 and pkt[ihl + 13] & (wire.TCP_SYN | wire.TCP_ACK) == wire.TCP_SYN
         sport = int.from_bytes(key[8:10], "big")

@@ -22,7 +22,8 @@ Public API (H7's agent calls it)::
 
 State under ``config.state_dir``: ``ipam-<node>.json`` (addresses by pod uid),
 ``sandboxes-<node>.json`` (netns -> pause pid, for cleaning up after a crash) and
-``pods/<ns>_<name>_<uid8>/<container>.log``.
+``pods/<ns>_<name>_<uid8>/<container>.log``.  A hostNetwork pod (``sandbox_host``) has no
+address and no TUN: its handle carries the node's IP and ``tun_fd`` -1.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.config import DNS_SERVICE_IP, AgentConfig
-from knemu.errors import Exhausted, KnemuError, LocalError, NotFound
-from knemu.node_agent import ipam, resolv, sandbox
+from knemu.errors import KnemuError, LocalError, NotFound
+from knemu.node_agent import ipam, resolv, sandbox, sandbox_host
 from knemu.node_agent.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -48,6 +49,7 @@ from knemu.node_agent.containers import (
     container_env,
     spawn_in_pod,
 )
+from knemu.node_agent.sandbox_host import NetworkPlan
 from knemu.proto import knemu_pb2 as pb
 
 __all__ = ["ContainerStatus", "PodHandle", "PodRuntime", "PodStatus", "pod_phase"]
@@ -98,6 +100,7 @@ class PodHandle:
     tun_name: str  # name the TUN had in the node netns; it is "eth0" inside the pod
     netns: str  # named netns: /run/netns/<netns>
     pause_pid: int
+    host_network: bool = False  # the node's namespace: ip is the node's, no TUN (tun_fd -1)
 
 
 def pod_phase(statuses: Iterable[ContainerStatus], restart_policy: str) -> str:
@@ -147,8 +150,9 @@ class PodRuntime:
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         max_grace_s: float = 10.0,
+        node_ip: str = "",
     ) -> None:
-        self.config, self.node_name = config, node_name
+        self.config, self.node_name, self.node_ip = config, node_name, node_ip
         self.pod_cidr, self.gateway_ip = pod_cidr, gateway_ip
         self._on_status, self._on_event = on_status, on_event
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -212,16 +216,18 @@ class PodRuntime:
                 return existing.handle
             if existing is not None:  # same name, new uid: the old pod is gone
                 await self._stop(existing)
-            ip = self._allocate(pod, key)
-            try:
-                box = await self._create_sandbox(pod, ip)
+            try:  # IPAM exhaustion too: a clear event and a Pending pod (seed 002)
+                plan = sandbox_host.plan_network(pod, self.node_name, self.node_ip)
+                ip = plan.pod_ip or self._allocate(key, pod.metadata.uid)
+                box = await self._create_sandbox(pod, plan, ip)
             except KnemuError as exc:
                 self._release(pod.metadata.uid)
                 self._fail(pod, "FailedCreatePodSandBox", exc.message)
                 raise
             handle = PodHandle(
-                key, pod.metadata.uid, ip, box.tun_fd, box.tun_name, box.netns, box.pause_pid
-            )
+                key, pod.metadata.uid, ip, box.tun_fd, box.tun_name, box.netns, box.pause_pid,
+                box.host_network,
+            )  # fmt: skip
             p = _Pod(pod, handle, box)
             self._pods[key] = p
             self._records[box.netns] = (box.pause_pid, box.start_ticks)
@@ -230,12 +236,8 @@ class PodRuntime:
             self._report(p)
             return handle
 
-    def _allocate(self, pod: pb.Pod, key: str) -> str:
-        try:
-            ip = self.ipam.allocate(key, pod.metadata.uid)
-        except Exhausted as exc:  # seed 002: a clear event and a Pending pod
-            self._fail(pod, "FailedCreatePodSandBox", exc.message)
-            raise
+    def _allocate(self, key: str, uid: str) -> str:
+        ip = self.ipam.allocate(key, uid)
         ipam.save(self.ipam, self._ipam_path)
         return ip
 
@@ -253,9 +255,8 @@ class PodRuntime:
             )
         )  # fmt: skip
 
-    async def _create_sandbox(self, pod: pb.Pod, ip: str) -> sandbox.Sandbox:
-        meta = pod.metadata
-        hostname = sandbox.pod_hostname(meta.name, pod.hostname)
+    async def _create_sandbox(self, pod: pb.Pod, plan: NetworkPlan, ip: str) -> sandbox.Sandbox:
+        meta, hostname = pod.metadata, plan.hostname
         dns_config = resolv.DnsConfig(
             tuple(pod.dns_config.nameservers),
             tuple(pod.dns_config.searches),
@@ -269,13 +270,17 @@ class PodRuntime:
             )  # fmt: skip
         except ValueError as exc:
             raise LocalError(f"pod {meta.namespace}/{meta.name}: {exc}") from None
+        netns = sandbox.netns_name(self.config.netns_prefix, self.node_name, meta.uid)
+        if plan.host_network:
+            return await sandbox_host.create_host_sandbox(
+                netns=netns, hostname=hostname, node_ip=ip, resolv_conf=conf.render()
+            )
         hosts = resolv.pod_hosts_file(
             pod_ip=ip, hostname=hostname, subdomain=pod.subdomain, namespace=meta.namespace,
             cluster_domain=self.config.cluster_domain,
         )  # fmt: skip
         return await sandbox.create_sandbox(
-            netns=sandbox.netns_name(self.config.netns_prefix, self.node_name, meta.uid),
-            hostname=hostname, tun_name=sandbox.tun_name_for(meta.uid), pod_ip=ip,
+            netns=netns, hostname=hostname, tun_name=sandbox.tun_name_for(meta.uid), pod_ip=ip,
             mtu=self.config.pod_mtu_bytes, resolv_conf=conf.render(), hosts=hosts,
         )  # fmt: skip
 

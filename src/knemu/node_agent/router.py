@@ -327,7 +327,9 @@ class Router(KubeProxy):
             code = wire.ICMP_PORT_UNREACH if dst in self.services.vips else wire.ICMP_NET_UNREACH
             return self._answer("no_service", pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now)
         net, mask = self._cluster_net
-        if addr & mask == net or origin is FROM_HOST:
+        # From the host only a service flow DNATed to the node's own IP (a hostNetwork
+        # backend here) goes back to the host; anything else would loop.
+        if addr & mask == net or (origin is FROM_HOST and dst != self._own[1]):
             return self._drop("no_route", pkt, origin, now)
         return _TO_HOST  # outside the cluster: the node's own stack routes it, as on a real node
 

@@ -26,7 +26,9 @@ exec`` from a shell fails with "Invalid argument") and to the next agent.  So na
 sides see it.  Leftovers are also found by the pause pid recorded in the state dir.
 
 Teardown closes the TUN fd (which deletes the device), kills every process in the namespace,
-deletes the name and the ``/etc/netns`` directory.
+deletes the name and the ``/etc/netns`` directory.  A hostNetwork pod (``sandbox_host``) has
+no namespace of its own: its name points at the node's, so teardown kills the processes of its
+UTS namespace instead and never "every process in the namespace" (that would be the node).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ _PAUSE_SCRIPT = (
     "for f in all default; do echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done "
     "2>/dev/null; echo ready; exec sleep infinity"
 )
+# A hostNetwork pod's pause: its own UTS namespace only; the node's IPv6 settings stay as they are.
+_HOST_PAUSE_SCRIPT = 'hostname "$1" || exit 1; echo ready; exec sleep infinity'
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Sandbox:
     pod_ip: str
     pause: asyncio.subprocess.Process | None = field(default=None, repr=False)
     start_ticks: int = 0  # the pause process's start time (/proc/PID/stat), against pid reuse
+    host_network: bool = False  # shares the node's network namespace (sandbox_host)
 
     @property
     def netns_path(self) -> str:
@@ -183,7 +188,7 @@ async def create_sandbox(
     sandbox = Sandbox(netns, hostname, 0, -1, tun_name, pod_ip)
     try:
         write_etc_files(netns, resolv_conf, hosts)
-        sandbox.pause = await _start_pause(hostname)
+        sandbox.pause = await start_pause(hostname)
         sandbox.pause_pid = sandbox.pause.pid
         sandbox.start_ticks = process_start_ticks(sandbox.pause_pid) or 0
         await run_netns_cmd("attach", netns, str(sandbox.pause_pid), what="netns attach")
@@ -214,9 +219,12 @@ def _eth0_batch(tun_name: str, pod_ip: str, mtu: int) -> str:
     )
 
 
-async def _start_pause(hostname: str) -> asyncio.subprocess.Process:
+async def start_pause(hostname: str, host_network: bool = False) -> asyncio.subprocess.Process:
+    """The pause process: new UTS (and, unless ``host_network``, network) namespaces."""
+    unshare = ["unshare", "--uts"] if host_network else ["unshare", "--net", "--uts"]
+    script = _HOST_PAUSE_SCRIPT if host_network else _PAUSE_SCRIPT
     proc = await asyncio.create_subprocess_exec(
-        "unshare", "--net", "--uts", "sh", "-c", _PAUSE_SCRIPT, "pause", hostname,
+        *unshare, "sh", "-c", script, "pause", hostname,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -258,7 +266,10 @@ async def destroy_sandbox(sandbox: Sandbox) -> None:
 async def clean_netns(netns: str) -> None:
     """Remove a (possibly leftover) pod namespace: its processes, its name, its /etc files."""
     if (NETNS_RUN_DIR / netns).exists():
-        for pid in await netns_pids(netns):
+        # A hostNetwork pod's name points at the node's own namespace: its processes are
+        # the node's (the agent's among them), so only the name goes.
+        own = _same_namespace(str(NETNS_RUN_DIR / netns), "/proc/self/ns/net")
+        for pid in [] if own else await netns_pids(netns):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(PodRuntimeError):
@@ -292,28 +303,49 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def _same_namespace(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def pod_namespace_kind(pause_pid: int) -> str | None:
+    """Which of the pause process's namespaces tells its pod's processes apart: ``net``, or
+    ``uts`` for a hostNetwork pod (whose network namespace is the agent's own); None when
+    both are the agent's (nothing may be killed) or the process is gone."""
+    for kind in ("net", "uts"):
+        if not os.path.exists(f"/proc/{pause_pid}/ns/{kind}"):
+            return None
+        if not _same_namespace(f"/proc/{pause_pid}/ns/{kind}", f"/proc/self/ns/{kind}"):
+            return kind
+    return None
+
+
 def kill_netns_processes(pause_pid: int, start_ticks: int) -> list[int]:
-    """SIGKILL every process in the network namespace of ``pause_pid``; returns their pids.
+    """SIGKILL every process in the pod namespace of ``pause_pid``; returns their pids.
 
     Works without the namespace's name (which may be bound in another mount namespace, see
-    the module docstring) by comparing /proc/*/ns/net.  Does nothing if ``pause_pid`` is no
-    longer the process that started at ``start_ticks`` or shares the agent's own namespace.
+    the module docstring) by comparing /proc/*/ns/net (/proc/*/ns/uts for a hostNetwork pod).
+    Does nothing if ``pause_pid`` is no longer the process that started at ``start_ticks`` or
+    shares both namespaces with the agent.
     """
     if start_ticks and process_start_ticks(pause_pid) != start_ticks:
         return []
-    try:
-        target = os.stat(f"/proc/{pause_pid}/ns/net")
-        own = os.stat("/proc/self/ns/net")
-    except OSError:
+    kind = pod_namespace_kind(pause_pid)
+    if kind is None:
         return []
-    if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
+    try:
+        target = os.stat(f"/proc/{pause_pid}/ns/{kind}")
+    except OSError:
         return []
     killed = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            st = os.stat(f"/proc/{entry}/ns/net")
+            st = os.stat(f"/proc/{entry}/ns/{kind}")
             if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))
