@@ -85,7 +85,7 @@ async def _serve(cpu: int, cache: bool) -> None:
     config = DnsConfig(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0")
     async with DnsServer(config, watch=False) as server:
         if not cache:
-            server.answerer.cache_entries = 0  # every query takes the parsing path
+            server.answerer.cache.max_entries = 0  # every query takes the parsing path
         _synthetic_view(server)
         print(server.udp_address[1], flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF

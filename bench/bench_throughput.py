@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 UNDERLAY = ("192.168.250.1", "192.168.250.2")
@@ -137,7 +138,7 @@ def kernel_vxlan(ns: dict[str, str]) -> Iterator[tuple[str, str]]:
             sh("ip", "-n", ns[f"n{i}"], "link", "del", "kbvx", check=False)
 
 
-def iperf(client_ns: str, server_ns: str, server_ip: str, args: list[str]) -> dict:
+def iperf(client_ns: str, server_ns: str, server_ip: str, args: list[str]) -> dict[str, Any]:
     server = subprocess.Popen(
         ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-J"],
         stdout=subprocess.PIPE,
@@ -151,7 +152,8 @@ def iperf(client_ns: str, server_ns: str, server_ip: str, args: list[str]) -> di
                 break
             time.sleep(0.05)
         out = sh("ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-J", *args)
-        return json.loads(out.stdout)
+        report: dict[str, Any] = json.loads(out.stdout)
+        return report
     finally:
         server.kill()
         server.wait()

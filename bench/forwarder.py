@@ -26,7 +26,9 @@ BATCH = 64
 
 
 def plumb_pod(tun_name: str, pod_ns: str, pod_ip: str, mtu: int) -> None:
-    run = lambda *a: subprocess.run(a, check=True)  # noqa: E731
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True)
+
     run("ip", "link", "set", tun_name, "netns", pod_ns)
     run("ip", "-n", pod_ns, "link", "set", tun_name, "name", "eth0")
     run("ip", "-n", pod_ns, "link", "set", "eth0", "mtu", str(mtu), "up")
