@@ -139,6 +139,11 @@ def test_a_cluster_ip_service_selects_it(cluster: LocalCluster) -> None:
         assert answered(out), f"{client}: {out.stdout}{out.stderr}"
         out = cluster.exec(client, "curl -s -m 5 http://hn-svc/")
         assert answered(out), f"{client} by name: {out.stdout}{out.stderr}"
+    # The node itself on node-3 (what a hostNetwork pod there would use): the flow crosses the
+    # overlay to node-2's host and back, un-NATed on node-3.
+    out = in_node(cluster, 3, "curl", "-s", "-m", "5", f"http://{ip}/")
+    assert answered(out), f"node-3: {out.stdout}{out.stderr}"
+    assert FROM.search(out.stdout).group(2) == "10.244.3.1"  # type: ignore[union-attr]
 
 
 def test_dns_policy_decides_its_resolv_conf(cluster: LocalCluster) -> None:

@@ -8,11 +8,11 @@ through the router to be un-NATed instead of staying inside the kernel.
 
 from __future__ import annotations
 
-from knemu.node_agent.router import OUT_HOST, OUT_POD
+from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
 from knemu.node_agent.service_table import Backend
 from knemu.proto import wire
 
-from ._cluster import POD_A, VIP, pair, syn, tcp, valid, web
+from ._cluster import POD_A, UNDERLAY2, VIP, pair, syn, tcp, valid, web
 
 NODE_1 = "192.168.59.11"
 GW_1 = "10.244.1.1"
@@ -56,3 +56,31 @@ def test_the_node_reaching_a_pod_backend_keeps_its_address() -> None:
     out = p.r1.handle_host(syn(GW_1, VIP, 43000, 80), 1.0)
     assert out is not None and out[:2] == (OUT_POD, "a")
     assert valid(out[2]).src == GW_1
+
+
+def test_the_node_reaches_a_host_network_backend_on_another_node_over_the_overlay() -> None:
+    p = pair()
+    p.set_service(*web([Backend(UNDERLAY2, 8090, True)]))
+    for client, sport in ((GW_1, 44000), (NODE_1, 45000)):
+        out = p.r1.handle_host(syn(client, VIP, sport, 80), 1.0)
+        assert out is not None and out[0] == OUT_UNDERLAY and out[1][0] == UNDERLAY2, client
+        at_node_2 = p.underlay(out, 1.0)  # node-2's router hands it to node-2's host
+        assert at_node_2 is not None and at_node_2[0] == OUT_HOST
+        ip = valid(at_node_2[2])
+        seg = wire.decode_tcp(ip.payload)
+        # masqueraded to node-1's gateway, which node-2 routes back through the overlay
+        assert (ip.src, ip.dst, seg.dst_port) == (GW_1, UNDERLAY2, 8090), client
+        reply = tcp(UNDERLAY2, GW_1, 8090, seg.src_port, wire.TCP_SYN | wire.TCP_ACK)
+        back = p.underlay(p.r2.handle_host(reply, 1.1), 1.1)
+        assert back is not None and back[0] == OUT_HOST
+        rip = valid(back[2])
+        rseg = wire.decode_tcp(rip.payload)
+        assert (rip.src, rseg.src_port, rip.dst, rseg.dst_port) == (VIP, 80, client, sport)
+
+
+def test_the_host_sending_to_a_node_ip_outside_any_service_is_still_dropped() -> None:
+    p = pair()
+    # The kernel routes another node's IP out of its underlay interface, never into the host
+    # TUN; if such a packet shows up anyway it is not a translated flow and must not loop.
+    out = p.r1.handle_host(syn(GW_1, "192.168.59.99", 46000, 80), 1.0)
+    assert out is None and p.r1.statistics()["drop_no_route"] == 1

@@ -230,9 +230,12 @@ class Router(KubeProxy):
                 kind = OUT_UNDERLAY
             else:
                 miss = self._unrouted(pkt, dst, origin, via, now)
-                if miss is not _TO_HOST:
+                if isinstance(miss, Peer):
+                    to, kind = miss, OUT_UNDERLAY
+                elif miss is not _TO_HOST:
                     return miss
-                kind = OUT_HOST
+                else:
+                    kind = OUT_HOST
         if self._policy is not None and not self._policy.admit(
             pkt, ihl, dst, half, origin, kind is OUT_POD, now
         ):
@@ -315,7 +318,9 @@ class Router(KubeProxy):
 
     # -- refusals, answers and drops -----------------------------------------------------------
 
-    def _unrouted(self, pkt: bytes, dst: bytes, origin: str, via: Any, now: float) -> Output | None:
+    def _unrouted(
+        self, pkt: bytes, dst: bytes, origin: str, via: Any, now: float
+    ) -> Output | Peer | None:
         """No pod, gateway or peer route: decide by which range ``dst`` is in."""
         if dst[: len(self._local_net)] == self._local_net:
             return self._drop("unknown_pod", pkt, origin, now)
@@ -327,8 +332,15 @@ class Router(KubeProxy):
             code = wire.ICMP_PORT_UNREACH if dst in self.services.vips else wire.ICMP_NET_UNREACH
             return self._answer("no_service", pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now)
         net, mask = self._cluster_net
-        # From the host only a service flow DNATed to the node's own IP (a hostNetwork
-        # backend here) goes back to the host; anything else would loop.
+        if origin is FROM_HOST and addr & mask != net:
+            # The node itself (or a hostNetwork pod) reaching a service whose backend is
+            # another node's IP (a hostNetwork pod there): the flow, masqueraded to our
+            # gateway, crosses the overlay to that node, whose router hands it to its host;
+            # the reply comes back the same way to be un-NATed here.  A flow DNATed to our
+            # own node IP goes back to the host; anything else from the host would loop.
+            peer = self._peer_by_ip.get(wire.bytes_to_ip(dst))
+            if peer is not None:
+                return peer
         if addr & mask == net or (origin is FROM_HOST and dst != self._own[1]):
             return self._drop("no_route", pkt, origin, now)
         return _TO_HOST  # outside the cluster: the node's own stack routes it, as on a real node
