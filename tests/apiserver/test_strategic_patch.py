@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from knemu.apiserver.rest_codec import STRATEGIC_PATCH, apply_patch
 from knemu.apiserver.strategic import BadPatch, strategic_merge_patch

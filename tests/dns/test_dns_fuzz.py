@@ -12,8 +12,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 from dns_cluster import fixture_cluster
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
 
 from knemu.config import DnsConfig
 from knemu.dns.answer import Answerer, Drop, Forward, Reply

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dns_cluster import endpoint, endpoint_slice, pod, service
-from hypothesis import example, given, seed, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, seed, settings, strategies as st
 
 from knemu.dns.view import ClusterView
 

@@ -13,8 +13,7 @@ import pytest
 from grpc_stack import NOW, Stack, close_stack, make_stack, pod, service
 
 from knemu import errors
-from knemu.proto import knemu_pb2 as pb
-from knemu.proto import knemu_pb2_grpc as pb_grpc
+from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 from knemu.testing import wait_for
 
 T = pb.WatchEvent

@@ -12,8 +12,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from knemu.node_agent.dnsproxy import DnsForwarder, QueryRelay, servfail
 

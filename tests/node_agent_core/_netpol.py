@@ -9,8 +9,7 @@ import yaml
 
 from knemu.apiserver import convert
 from knemu.node_agent.netpol import PolicyEngine
-from knemu.proto import knemu_pb2 as pb
-from knemu.proto import wire
+from knemu.proto import knemu_pb2 as pb, wire
 
 NODE = "node-1"
 GW = "10.244.1.1"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from knemu.errors import MalformedPacket
 from knemu.node_agent.service_table import Backend

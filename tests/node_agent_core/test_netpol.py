@@ -8,8 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from knemu.node_agent.netpol import PolicyEngine
 from knemu.proto import knemu_pb2 as pb

@@ -12,8 +12,7 @@ from knemu.node_agent.events import FlowDropped
 from knemu.node_agent.netpol_gate import PolicyGate
 from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
 from knemu.node_agent.service_table import Backend
-from knemu.proto import knemu_pb2 as pb
-from knemu.proto import wire
+from knemu.proto import knemu_pb2 as pb, wire
 
 from ._cluster import POD_A, POD_B, POD_C, POD_D, VIP, Pair, pair, syn, tcp, web
 from ._netpol import DENY_EGRESS, DENY_INGRESS, namespace, pod, policy

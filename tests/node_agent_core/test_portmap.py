@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from knemu.node_agent.nodeport import Relay
 from knemu.node_agent.portmap import (

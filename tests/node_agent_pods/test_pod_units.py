@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from knemu.errors import ConfigError, Exhausted
 from knemu.node_agent import containers, ipam, probes, resolv, sandbox, workloads

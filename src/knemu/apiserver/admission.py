@@ -22,8 +22,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from knemu.apiserver import ipam, naming
-from knemu.apiserver import validation as v
+from knemu.apiserver import ipam, naming, validation as v
 from knemu.apiserver.admission_defaults import apply_defaults
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.store import CLUSTER_SCOPED_KINDS, Store

@@ -15,6 +15,22 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from knemu.apiserver.convert_fields import (
+    condition_true as _condition_true,
+    field_bool as _bool,
+    field_list as _list,
+    field_map as _map,
+    field_str as _str,
+    field_str_map as _str_map,
+    field_strs as _strs,
+    field_u32 as _u32,
+    meta_to_proto,
+    port_string as _port_string,
+)
+from knemu.apiserver.convert_netpol import (
+    namespace_to_proto as namespace_to_proto,
+    network_policy_to_proto as network_policy_to_proto,
+)
 from knemu.errors import LocalError
 from knemu.proto import knemu_pb2 as pb
 
@@ -24,102 +40,6 @@ from knemu.proto import knemu_pb2 as pb
 FLANNEL_BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 VXLAN_PORT_ANNOTATION = "knemu.dev/vxlan-port"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # discovery.k8s.io/v1 EndpointSlice
-_UINT32_MAX = (1 << 32) - 1
-_INT64_MAX = (1 << 63) - 1
-
-
-# ---- total accessors: wrong type or missing -> default ------------------------------------
-
-
-def _utf8(text: str) -> str:
-    # proto3 strings must be valid UTF-8, but JSON escapes can decode to lone surrogates.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    if isinstance(value, str):
-        return _utf8(value)
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, int | float):
-        return str(value)
-    return ""
-
-
-def _int(value: Any, maximum: int = _INT64_MAX, minimum: int = 0) -> int:
-    """Integers and decimal strings (resourceVersion is a string) -> int, clamped."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 20:
-            return 0  # not a plain decimal ("²" is a digit to isdigit), or absurdly long
-        value = int(text)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        return 0
-    return max(minimum, min(maximum, value))
-
-
-def _u32(value: Any) -> int:
-    return _int(value, _UINT32_MAX)
-
-
-def _bool(value: Any, default: bool = False) -> bool:
-    return value if isinstance(value, bool) else default
-
-
-def _strs(value: Any) -> list[str]:
-    return [_str(v) for v in _list(value)]
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    return {_utf8(k): _str(v) for k, v in _map(value).items() if isinstance(k, str)}
-
-
-def _port_string(value: Any) -> str:
-    """IntOrString (ports, targetPort) as text: 8080 -> "8080", "http" -> "http"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _str(value) if isinstance(value, str) else ""
-
-
-def _condition_true(status: Mapping[str, Any], condition: str) -> bool:
-    for cond in _list(status.get("conditions")):
-        cond = _map(cond)
-        if cond.get("type") == condition:
-            return cond.get("status") == "True"
-    return False
-
-
-# ---- shared --------------------------------------------------------------------------------
-
-
-def meta_to_proto(obj: Mapping[str, Any]) -> pb.ObjectMeta:
-    meta = _map(obj.get("metadata"))
-    return pb.ObjectMeta(
-        name=_str(meta.get("name")),
-        namespace=_str(meta.get("namespace")),
-        uid=_str(meta.get("uid")),
-        resource_version=_int(meta.get("resourceVersion")),
-        labels=_str_map(meta.get("labels")),
-        annotations=_str_map(meta.get("annotations")),
-        deleting=meta.get("deletionTimestamp") is not None,
-        creation_timestamp=_str(meta.get("creationTimestamp")),
-    )
 
 
 # ---- Node ----------------------------------------------------------------------------------
@@ -345,87 +265,6 @@ def endpoint_slice_to_proto(obj: Mapping[str, Any]) -> pb.EndpointSlice:
         endpoints=[_endpoint_to_proto(e) for e in _list(obj.get("endpoints"))],
         ports=ports,
     )
-
-
-# ---- NetworkPolicy -------------------------------------------------------------------------
-
-
-# Presence matters here: an absent podSelector/namespaceSelector/ipBlock differs from an
-# empty one (networking.k8s.io/v1 NetworkPolicyPeer), so optional fields are set only when the
-# object has a mapping there (proto3 message fields keep that presence).
-
-
-def _label_selector_to_proto(value: Any) -> pb.LabelSelector:
-    src = _map(value)
-    expressions = [
-        pb.LabelSelectorRequirement(
-            key=_str(e.get("key")), operator=_str(e.get("operator")), values=_strs(e.get("values"))
-        )
-        for e in map(_map, _list(src.get("matchExpressions")))
-    ]
-    return pb.LabelSelector(
-        match_labels=_str_map(src.get("matchLabels")), match_expressions=expressions
-    )
-
-
-def _netpol_peer_to_proto(value: Any) -> pb.NetworkPolicyPeer:
-    src = _map(value)
-    peer = pb.NetworkPolicyPeer()
-    if isinstance(src.get("podSelector"), Mapping):
-        peer.pod_selector.CopyFrom(_label_selector_to_proto(src["podSelector"]))
-    if isinstance(src.get("namespaceSelector"), Mapping):
-        peer.namespace_selector.CopyFrom(_label_selector_to_proto(src["namespaceSelector"]))
-    if isinstance(src.get("ipBlock"), Mapping):
-        block = src["ipBlock"]
-        peer.ip_block.CopyFrom(
-            pb.IPBlock(cidr=_str(block.get("cidr")), except_cidrs=_strs(block.get("except")))
-        )
-    return peer
-
-
-def _netpol_ports_to_proto(value: Any) -> list[pb.NetworkPolicyPort]:
-    return [
-        pb.NetworkPolicyPort(
-            protocol=_str(p.get("protocol")),
-            port=_port_string(p.get("port")),
-            end_port=_u32(p.get("endPort")),
-        )
-        for p in map(_map, _list(value))
-    ]
-
-
-def network_policy_to_proto(obj: Mapping[str, Any]) -> pb.NetworkPolicy:
-    spec = _map(obj.get("spec"))
-    ingress = [
-        pb.NetworkPolicyIngressRule(
-            ports=_netpol_ports_to_proto(r.get("ports")),
-            from_peers=[_netpol_peer_to_proto(p) for p in _list(r.get("from"))],
-        )
-        for r in map(_map, _list(spec.get("ingress")))
-    ]
-    egress = [
-        pb.NetworkPolicyEgressRule(
-            ports=_netpol_ports_to_proto(r.get("ports")),
-            to_peers=[_netpol_peer_to_proto(p) for p in _list(r.get("to"))],
-        )
-        for r in map(_map, _list(spec.get("egress")))
-    ]
-    policy = pb.NetworkPolicy(
-        metadata=meta_to_proto(obj),
-        ingress=ingress,
-        egress=egress,
-        policy_types=_strs(spec.get("policyTypes")),
-    )
-    if isinstance(spec.get("podSelector"), Mapping):
-        policy.pod_selector.CopyFrom(_label_selector_to_proto(spec["podSelector"]))
-    return policy
-
-
-# ---- Namespace -----------------------------------------------------------------------------
-
-
-def namespace_to_proto(obj: Mapping[str, Any]) -> pb.Namespace:
-    return pb.Namespace(metadata=meta_to_proto(obj))
 
 
 # ---- dispatch ------------------------------------------------------------------------------

@@ -26,8 +26,7 @@ from knemu.apiserver.store import Store, StoredEvent
 from knemu.apiserver.watch import Subscription, WatchHub
 from knemu.config import Timings
 from knemu.errors import Gone, KnemuError, Unavailable
-from knemu.proto import knemu_pb2 as pb
-from knemu.proto import knemu_pb2_grpc as pb_grpc
+from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from knemu.apiserver import labels
-from knemu.apiserver import rest_resources as resources
+from knemu.apiserver import labels, rest_resources as resources
 from knemu.apiserver.rest_codec import (
     BadRequest,
     Obj,

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from knemu.cli.client import ApiClient, Obj, ResourceType, StatusError, resolve_kind
-from knemu.cli.jsonpath import JsonPathError, evaluate, parse_path
-from knemu.cli.jsonpath import render as render_template
+from knemu.cli.jsonpath import JsonPathError, evaluate, parse_path, render as render_template
 from knemu.cli.printers import (
     NONE,
     TableOptions,

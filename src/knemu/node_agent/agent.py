@@ -27,8 +27,7 @@ from typing import Any
 
 from knemu.config import AgentConfig
 from knemu.errors import ConfigError, KnemuError
-from knemu.node_agent import agent_tables as tables
-from knemu.node_agent import cni
+from knemu.node_agent import agent_tables as tables, cni
 from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
 from knemu.node_agent.agent_netpol import POLICY_KINDS, PolicySync
 from knemu.node_agent.agent_pods import PodSync

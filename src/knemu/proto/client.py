@@ -20,8 +20,7 @@ import grpc
 
 from knemu import errors
 from knemu.config import KUBELET_PORT, VXLAN_PORT
-from knemu.proto import knemu_pb2 as pb
-from knemu.proto import knemu_pb2_grpc as pb_grpc
+from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 from knemu.proto.state import (
     WATCHABLE_KINDS,
     Change,
