@@ -66,6 +66,8 @@ def service_entry(svc: pb.Service) -> ServiceEntry:
         ),
         session_affinity_timeout_s=affinity,
         external_ips=tuple(dict.fromkeys((*svc.external_ips, *svc.load_balancer_ips))),
+        # KEP-2086: ClusterIP traffic only to this node's endpoints; unset means Cluster.
+        internal_local=svc.internal_traffic_policy == "Local",
     )
 
 

@@ -39,11 +39,15 @@ class KubeProxy(RouteTable):
         super().__init__(node, flow_sink)
         self._gw = wire.ip_to_bytes(node.gateway_ip)
         self._own = (self._gw, wire.ip_to_bytes(node.underlay_ip))  # the node's own addresses
+        # The NodePort relay connects from the node IP (nodeport.py); nothing else on the node
+        # does (its routes to the cluster use the gateway), so that source marks external
+        # traffic, which internalTrafficPolicy does not cover.
+        self._external_client = self._own[1]
         self._vni = self._vxlan[4:7]
         self._local_net = self._own_prefix
         self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
         self._cluster_net = net_mask(node.cluster_cidr, f"node {node.name} cluster_cidr")
-        self.services = ServiceTable(proxy_mode, ipvs_scheduler, seed)
+        self.services = ServiceTable(proxy_mode, ipvs_scheduler, seed, node.name)
         self.conntrack = Conntrack(timeouts)
         self.services.active_of = self.conntrack.active
         # First fragments of translated datagrams: (src, dst, IP ID, proto) -> (half, time).
@@ -84,8 +88,11 @@ class KubeProxy(RouteTable):
         cp = next((c for c in self.services.ports.get(service, []) if c.key == service_port), None)
         if cp is None:
             return None
+        client = wire.ip_to_bytes(client_ip)
+        if cp.external is not None and client == self._external_client:
+            cp = cp.external
         failed = wire.ip_to_bytes(failed_ip) + failed_port.to_bytes(2, "big")
-        chosen = self.services.next_backend(cp, failed, wire.ip_to_bytes(client_ip), now)
+        chosen = self.services.next_backend(cp, failed, client, now)
         return None if chosen is None else (chosen.backend.ip, chosen.backend.port)
 
     # -- timers and introspection --------------------------------------------------------------
@@ -143,8 +150,14 @@ class KubeProxy(RouteTable):
     ) -> CtHalf | Output | None:
         """kube-proxy for the first packet of a flow to a service address."""
         client = bytes(key[:4])
+        if rule.external is not None and client == self._external_client:
+            rule = rule.external  # NodePort traffic relayed by this node: see __init__
         backend = self.services.pick(rule, client, now)
         if backend is None:
+            if rule.no_local:
+                # internalTrafficPolicy Local with endpoints only elsewhere: kube-proxy DROPs
+                # ("has no local endpoints"), so the client times out instead of being reset.
+                return self._drop("no_local_endpoints", pkt, origin, now)
             return self._refuse("no_endpoints", pkt, origin, via, now, rule.key)
         # Masquerade to the gateway (kube-proxy's KUBE-MARK-MASQ) when the reply would not
         # come back through us otherwise: hairpin (a pod reaching itself through its service)

@@ -9,7 +9,9 @@ gateway address 10.244.N.1 as the client.
 * NodePort: for every (protocol, nodePort) of a NodePort/LoadBalancer service, the node IP is
   relayed to ClusterIP:port; service DNAT and backend choice happen in the router (the SNAT that
   ``externalTrafficPolicy: Cluster`` implies;
-  https://kubernetes.io/docs/concepts/services-networking/service/#nodeport).
+  https://kubernetes.io/docs/concepts/services-networking/service/#nodeport).  The relayed
+  connection leaves from the node IP, which marks it external for the router: a service's
+  ``internalTrafficPolicy: Local`` does not restrict its NodePort (KEP-2086).
 * hostPort: for every container port with a ``hostPort``, hostIP:hostPort is relayed to
   podIP:containerPort, which the portmap plugin does with an iptables DNAT
   (https://www.cni.dev/plugins/current/meta/portmap/; the table of who holds which host port is
@@ -104,9 +106,10 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 class _UdpListener(asyncio.DatagramProtocol):
     """One published UDP port: a connected upstream socket per client address."""
 
-    def __init__(self, relay: Relay, stats: ProxyStatistics) -> None:
+    def __init__(self, relay: Relay, stats: ProxyStatistics, source: str | None = None) -> None:
         self.relay = relay
         self._stats = stats
+        self._source = None if source is None else (source, 0)
         self.transport: asyncio.DatagramTransport | None = None
         self._sessions: dict[tuple[str, int], tuple[asyncio.DatagramTransport, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -144,7 +147,9 @@ class _UdpListener(asyncio.DatagramProtocol):
         reply = _UdpReply(self, client)
         try:
             upstream, _ = await loop.create_datagram_endpoint(
-                lambda: reply, remote_addr=(self.relay.target_ip, self.relay.target_port)
+                lambda: reply,
+                remote_addr=(self.relay.target_ip, self.relay.target_port),
+                local_addr=self._source,
             )
         except OSError as exc:
             self._stats.connect_failures += 1
@@ -195,8 +200,9 @@ class _UdpReply(asyncio.DatagramProtocol):
 class PortProxy:
     """Listeners for every ``Relay`` given to ``apply``; ``kind`` names them in logs."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, from_listen_ip: bool = False) -> None:
         self.kind = kind  # "nodePort" | "hostPort"
+        self._from_listen_ip = from_listen_ip  # upstream connections leave from listen_ip
         self.stats = ProxyStatistics()
         self._tcp: dict[Relay, asyncio.Server] = {}
         self._udp: dict[Relay, _UdpListener] = {}
@@ -230,7 +236,8 @@ class PortProxy:
     async def _open_relay(self, relay: Relay) -> None:
         if relay.protocol == "UDP":
             loop = asyncio.get_running_loop()
-            listener = _UdpListener(relay, self.stats)
+            source = relay.listen_ip if self._from_listen_ip else None
+            listener = _UdpListener(relay, self.stats, source)
             await loop.create_datagram_endpoint(
                 lambda: listener, local_addr=(relay.listen_ip, relay.listen_port)
             )
@@ -265,7 +272,12 @@ class PortProxy:
         self.stats.connections += 1
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(relay.target_ip, relay.target_port), CONNECT_TIMEOUT_S
+                asyncio.open_connection(
+                    relay.target_ip,
+                    relay.target_port,
+                    local_addr=(relay.listen_ip, 0) if self._from_listen_ip else None,
+                ),
+                CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError):
             self.stats.connect_failures += 1
@@ -296,7 +308,7 @@ class NodePortProxy:
 
     def __init__(self, listen_ip: str) -> None:
         self.listen_ip = listen_ip
-        self._proxy = PortProxy("nodePort")
+        self._proxy = PortProxy("nodePort", from_listen_ip=True)
 
     @property
     def stats(self) -> ProxyStatistics:

@@ -12,7 +12,8 @@ packet goes through the same pipeline:
    un-NATed too (nf_conntrack's RELATED);
 3. kube-proxy: the first packet of a flow to a service address picks a backend
    (``service_table``), creates the entry and is rewritten, or is refused at once (TCP RST /
-   ICMP port unreachable from the service address) when no endpoint is usable;
+   ICMP port unreachable from the service address) when no endpoint is usable, or dropped
+   (``no_local_endpoints``) when ``internalTrafficPolicy: Local`` leaves none on this node;
 4. route on the (rewritten) destination: a local pod by its IP, the node itself (gateway,
    node IP, anything outside the cluster) to the host TUN, another node's podCIDR by its prefix
    (a dict keyed by the first octets: the flannel/Calico route table) to VXLAN (RFC 7348);

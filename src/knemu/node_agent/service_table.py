@@ -16,6 +16,14 @@ Endpoint selection follows Kubernetes: ready endpoints; if there are none, endpo
 serving and terminating (KEP-1669, "ProxyTerminatingEndpoints"); if none either, the service
 refuses new connections at once.  ``sessionAffinity: ClientIP`` pins a client IP to a backend
 for ``session_affinity_timeout_s`` after its last use (Kubernetes default 10800 s).
+
+``internalTrafficPolicy: Local`` (KEP-2086; https://kubernetes.io/docs/concepts/services-
+networking/service-traffic-policy/) is applied when a service is compiled, not per packet: the
+ClusterIP rules of such a port get a ``CompiledPort`` whose usable backends are this node's own
+(the fallback above applies among them), and its ``external`` twin with every usable backend
+serves the external addresses (nodePorts, externalIPs, LoadBalancer IPs) that the policy does
+not cover.  A port with usable endpoints elsewhere but none here has ``no_local`` set: kube-proxy
+drops such traffic ("has no local endpoints") where it rejects a service with none at all.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ class ServiceEntry:
     ports: tuple[ServicePortEntry, ...]
     session_affinity_timeout_s: float = 0.0  # 0: sessionAffinity None
     external_ips: tuple[str, ...] = ()
+    internal_local: bool = False  # internalTrafficPolicy: Local
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,10 @@ class CompiledPort:
     all_backends: dict[bytes, CompiledBackend] = field(default_factory=dict)  # by wire ip+port
     rr_next: int = 0
     affinity: dict[bytes, tuple[CompiledBackend, float]] = field(default_factory=dict)
+    # internalTrafficPolicy Local only: the rule external traffic uses (every usable backend),
+    # and whether internal traffic is dropped for want of a local endpoint (module doc).
+    external: CompiledPort | None = None
+    no_local: bool = False
 
 
 def _usable(backends: Iterable[Backend]) -> list[Backend]:
@@ -135,12 +148,19 @@ def _check_port(service: str, port: int, what: str) -> None:
 class ServiceTable:
     """Compiled services: ``rules[proto][ip + port]`` -> CompiledPort, and ``pick``."""
 
-    def __init__(self, proxy_mode: str = "iptables", ipvs_scheduler: str = "rr", seed: int = 0):
+    def __init__(
+        self,
+        proxy_mode: str = "iptables",
+        ipvs_scheduler: str = "rr",
+        seed: int = 0,
+        node_name: str = "",
+    ) -> None:
         if proxy_mode not in ("iptables", "ipvs", "userspace"):
             raise ConfigError(f"proxy_mode {proxy_mode!r}: use iptables, ipvs or userspace")
         if ipvs_scheduler not in ("rr", "lc", "sh"):
             raise ConfigError(f"ipvs_scheduler {ipvs_scheduler!r}: use rr, lc or sh")
         self.mode = proxy_mode
+        self.node_name = node_name  # whose endpoints are local (internalTrafficPolicy)
         self.scheduler = ipvs_scheduler if proxy_mode == "ipvs" else "rr"
         self._rng = random.Random(seed)
         self.rules: dict[int, dict[bytes, CompiledPort]] = {6: {}, 17: {}}
@@ -165,7 +185,7 @@ class ServiceTable:
         left the service entirely, and of those no longer usable for new flows; the router
         flushes conntrack with them.  Raises ConfigError naming the service and field when
         the entry is unusable (unknown protocol, port out of range, no ClusterIP)."""
-        previous = self.ports.get(entry.key, [])
+        previous = list(self._compiled(entry.key))
         old_all = {cb.key for cp in previous for cb in cp.all_backends.values()}
         old_usable = {cb.key for cp in previous for cb in cp.usable}
         # SCTP ports are skipped, not refused: the router only carries TCP and UDP, and the
@@ -174,15 +194,18 @@ class ServiceTable:
         compiled = [self._compile_port(entry, p, backends.get(p.name, [])) for p in ports]
         self._remove_rules(entry.key)
         keys: list[tuple[int, bytes]] = []
-        addresses = [ip_to_bytes(ip) for ip in _v4(*entry.cluster_ips, *entry.external_ips)]
+        internal = [ip_to_bytes(ip) for ip in _v4(*entry.cluster_ips)]
+        external = [ip_to_bytes(ip) for ip in _v4(*entry.external_ips)]
         nodes = [ip_to_bytes(ip) for ip in node_ips]
         for cp, spe in zip(compiled, ports, strict=True):
             port = spe.port.to_bytes(2, "big")
-            rule_keys = [ip + port for ip in addresses]
+            ext_keys = [ip + port for ip in external]
             if spe.node_port:
-                rule_keys += [ip + spe.node_port.to_bytes(2, "big") for ip in nodes]
-            for rule_key in rule_keys:
-                self.rules[cp.proto][rule_key] = cp
+                ext_keys += [ip + spe.node_port.to_bytes(2, "big") for ip in nodes]
+            rules = [(ip + port, cp) for ip in internal]
+            rules += [(k, cp.external or cp) for k in ext_keys]
+            for rule_key, rule in rules:
+                self.rules[cp.proto][rule_key] = rule
                 keys.append((cp.proto, rule_key))
         for _, rule_key in keys:
             self._vip_refs[rule_key[:4]] = self._vip_refs.get(rule_key[:4], 0) + 1
@@ -190,13 +213,14 @@ class ServiceTable:
         self.entries[entry.key] = entry
         self.ports[entry.key] = compiled
         self._keys[entry.key] = keys
-        now_all = {cb.key for cp in compiled for cb in cp.all_backends.values()}
-        now_usable = {cb.key for cp in compiled for cb in cp.usable}
+        now = list(self._compiled(entry.key))
+        now_all = {cb.key for cp in now for cb in cp.all_backends.values()}
+        now_usable = {cb.key for cp in now for cb in cp.usable}
         return old_all - now_all, old_usable - now_usable
 
     def remove_service(self, key: str) -> set[bytes]:
         """Remove a service's rules; returns the keys of every backend it had."""
-        gone = {cb.key for cp in self.ports.get(key, []) for cb in cp.all_backends.values()}
+        gone = {cb.key for cp in self._compiled(key) for cb in cp.all_backends.values()}
         self._remove_rules(key)
         self.entries.pop(key, None)
         self.ports.pop(key, None)
@@ -209,6 +233,31 @@ class ServiceTable:
         backends: list[Backend],
     ) -> CompiledPort:
         proto = _validate(entry, spe)
+        key = f"{entry.key}:{spe.name}"
+        previous = next((p for p in self.ports.get(entry.key, []) if p.key == key), None)
+        if not entry.internal_local:
+            return self._rule(entry, spe, proto, backends, _usable(backends), previous)
+        # internalTrafficPolicy Local: the fallback applies among this node's endpoints only
+        # (kube-proxy CategorizeEndpoints); external traffic keeps the whole service.
+        ext_previous = previous.external if previous is not None else None
+        external = self._rule(entry, spe, proto, backends, _usable(backends), ext_previous)
+        local = _usable(b for b in backends if self._is_local(b))
+        cp = self._rule(entry, spe, proto, backends, local, previous)
+        cp.external = external
+        cp.no_local = not cp.usable and bool(external.usable)
+        return cp
+
+    def _rule(
+        self,
+        entry: ServiceEntry,
+        spe: ServicePortEntry,
+        proto: int,
+        backends: list[Backend],
+        usable: list[Backend],
+        previous: CompiledPort | None,
+    ) -> CompiledPort:
+        """One rule over ``backends`` choosing among ``usable``; keeps ``previous``'s round
+        robin position and the affinities that still point at a usable backend."""
         cp = CompiledPort(
             key=f"{entry.key}:{spe.name}",
             service=entry.key,
@@ -221,11 +270,10 @@ class ServiceTable:
             _check_port(entry.key, b.port, f"backend {b.ip} target port")
             cb = CompiledBackend(b, proto)
             cp.all_backends[cb.wire] = cb
-        usable = {(b.ip, b.port) for b in _usable(backends)}
+        wanted = {(b.ip, b.port) for b in usable}
         cp.usable = [
-            cb for cb in cp.all_backends.values() if (cb.backend.ip, cb.backend.port) in usable
+            cb for cb in cp.all_backends.values() if (cb.backend.ip, cb.backend.port) in wanted
         ]
-        previous = next((p for p in self.ports.get(entry.key, []) if p.key == cp.key), None)
         if previous is not None:
             cp.rr_next = previous.rr_next
             cp.affinity = {
@@ -234,6 +282,17 @@ class ServiceTable:
                 if b.wire in cp.all_backends and cp.all_backends[b.wire] in cp.usable
             }
         return cp
+
+    def _is_local(self, backend: Backend) -> bool:
+        """On this node (EndpointSlice ``nodeName``); an endpoint naming no node is not."""
+        return bool(backend.node_name) and backend.node_name == self.node_name
+
+    def _compiled(self, key: str) -> Iterable[CompiledPort]:
+        """Every rule of a service: its ports and their ``external`` twins."""
+        for cp in self.ports.get(key, []):
+            yield cp
+            if cp.external is not None:
+                yield cp.external
 
     def _remove_rules(self, key: str) -> None:
         for proto, rule_key in self._keys.pop(key, []):
@@ -295,8 +354,8 @@ class ServiceTable:
 
     def expire_affinity(self, now: float) -> None:
         """Forget ClientIP affinities idle for longer than their timeout."""
-        for ports in self.ports.values():
-            for cp in ports:
+        for key in self.ports:
+            for cp in self._compiled(key):
                 if cp.affinity:
                     stale = [c for c, (_, t) in cp.affinity.items() if now - t > cp.affinity_s]
                     for c in stale:
@@ -305,8 +364,8 @@ class ServiceTable:
     def next_affinity_deadline(self) -> float | None:
         deadlines = [
             t + cp.affinity_s
-            for ports in self.ports.values()
-            for cp in ports
+            for key in self.ports
+            for cp in self._compiled(key)
             for (_, t) in cp.affinity.values()
         ]
         return min(deadlines) if deadlines else None
@@ -318,19 +377,28 @@ class ServiceTable:
             entry = self.entries[key]
             ports = []
             for cp in self.ports[key]:
-                usable = {cb.wire for cb in cp.usable}
-                backends = [
-                    {**asdict(cb.backend), "usable": cb.wire in usable}
-                    for cb in cp.all_backends.values()
-                ]
-                ports.append({**asdict(cp.spec), "backends": backends})
+                ports.append({**asdict(cp.spec), **self._port_snapshot(cp)})
             out.append(
                 {
                     "key": key,
                     "cluster_ips": list(entry.cluster_ips),
                     "external_ips": list(entry.external_ips),
                     "session_affinity_timeout_s": entry.session_affinity_timeout_s,
+                    "internal_traffic_policy": "Local" if entry.internal_local else "Cluster",
                     "ports": ports,
                 }
             )
         return out
+
+    def _port_snapshot(self, cp: CompiledPort) -> dict[str, object]:
+        """A port's backends: ``usable`` for the service's new flows (external traffic under
+        internalTrafficPolicy Local), ``usable_internal`` for ClusterIP traffic from here."""
+        internal = {cb.wire for cb in cp.usable}
+        usable = {cb.wire for cb in (cp.external or cp).usable}
+        rows = []
+        for cb in cp.all_backends.values():
+            row = {**asdict(cb.backend), "local": self._is_local(cb.backend)}
+            rows.append(
+                {**row, "usable": cb.wire in usable, "usable_internal": cb.wire in internal}
+            )
+        return {"backends": rows, "no_local_endpoints": cp.no_local}
