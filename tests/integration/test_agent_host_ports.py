@@ -16,7 +16,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from localcluster_helpers import apoll
-from test_agent_pods import FakeClient, FakeInformer, FakeRuntime
+from test_agent_pods import fake_pod_sync
 
 from knemu.config import AgentConfig
 from knemu.node_agent import agent_hostports, cni
@@ -202,24 +202,8 @@ async def test_without_portmap_nothing_is_published_and_the_pod_is_told(pod_port
 
 @pytest.fixture
 async def sync(tmp_path: Path) -> AsyncIterator[PodSync]:
-    router = SimpleNamespace(node=SimpleNamespace(pod_cidr="10.244.1.0/24"), pods={})
-    router.add_local_pod = lambda ip, key: router.pods.__setitem__(ip, key)
-    router.remove_local_pod = lambda ip: router.pods.pop(ip)
-    agent = SimpleNamespace(
-        config=AgentConfig(state_dir=str(tmp_path)), name="node-1", router=router,
-        informer=FakeInformer(), client=FakeClient(), from_pod=lambda key: lambda p, now: None,
-    )  # fmt: skip
-    s = PodSync(agent, "10.244.1.1")  # type: ignore[arg-type]
-    runtime = FakeRuntime()
-    s.runtime = runtime  # type: ignore[assignment]
-    reporter = asyncio.create_task(s.run_reporters())
-    try:
+    async with fake_pod_sync(tmp_path) as s:
         yield s
-    finally:
-        reporter.cancel()
-        await s.stop_all()
-        for sock in runtime.socks:
-            sock.close()
 
 
 async def test_a_clash_on_one_node_is_rejected_like_the_kubelet_does(sync: PodSync) -> None:

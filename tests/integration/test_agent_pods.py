@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,8 +87,9 @@ class FakeClient:
         self.events.append(report)
 
 
-@pytest.fixture
-async def sync(tmp_path: Path) -> AsyncIterator[PodSync]:
+@contextlib.asynccontextmanager
+async def fake_pod_sync(tmp_path: Path) -> AsyncIterator[PodSync]:
+    """A PodSync over a fake runtime, informer, client and router (state in ``tmp_path``)."""
     router = SimpleNamespace(node=SimpleNamespace(pod_cidr="10.244.1.0/24"), pods={})
     router.add_local_pod = lambda ip, key: router.pods.__setitem__(ip, key)
     router.remove_local_pod = lambda ip: router.pods.pop(ip)
@@ -106,6 +108,12 @@ async def sync(tmp_path: Path) -> AsyncIterator[PodSync]:
         await s.stop_all()
         for sock in runtime.socks:
             sock.close()
+
+
+@pytest.fixture
+async def sync(tmp_path: Path) -> AsyncIterator[PodSync]:
+    async with fake_pod_sync(tmp_path) as s:
+        yield s
 
 
 def idle(s: PodSync) -> bool:
