@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,9 +45,12 @@ def test_examples_are_the_seed_manifests_byte_for_byte(filename: str) -> None:
 
 
 def test_generated_protobuf_code_is_current() -> None:
+    # The script runs `python -m grpc_tools.protoc`: the interpreter running these tests.
+    path = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "gen-proto"), "--check"], capture_output=True, text=True
-    )
+        [str(ROOT / "scripts" / "gen-proto"), "--check"],
+        capture_output=True, text=True, env={**os.environ, "PATH": path},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
 
