@@ -7,7 +7,9 @@ service port, read from the Endpoints object (or its EndpointSlices), as in seed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from knemu.cli.client import ApiClient, Obj, resolve_kind
 from knemu.cli.describe_layout import (
@@ -19,7 +21,7 @@ from knemu.cli.describe_layout import (
     map_lines,
     rfc1123,
 )
-from knemu.cli.printers import age_of, endpoints_addresses, node_status, pod_status
+from knemu.cli.printers import age_of, endpoints_addresses, node_status, parse_time, pod_status
 
 Describer = Callable[[ApiClient, Obj, Writer, float], None]
 
@@ -254,7 +256,88 @@ def describe_workload(client: ApiClient, obj: Obj, w: Writer, now: float) -> Non
     conditions_table(w, status.get("conditions") or [])
 
 
+def _selector_text(selector: Any) -> str:
+    """metav1.FormatLabelSelector: ``k=v,k2 in (a,b),!k3``, or ``<none>`` when empty."""
+    selector = selector if isinstance(selector, dict) else {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+        if op in ("In", "NotIn"):
+            parts.append(f"{key} {op.lower()} ({','.join(sorted(values))})")
+        else:
+            parts.append(key if op == "Exists" else f"!{key}")
+    return ",".join(parts) or NONE
+
+
+def _policy_ports(w: Writer, ports: list[Obj]) -> None:
+    if not ports:
+        w.line(2, "To Port: <any> (traffic allowed to all ports)")
+    for port in ports:
+        end = f"-{port['endPort']}" if port.get("endPort") else ""
+        w.line(2, f"To Port: {port.get('port', '<any>')}{end}/{port.get('protocol') or 'TCP'}")
+
+
+def _policy_peers(w: Writer, peers: list[Obj], word: str, unrestricted: str) -> None:
+    if not peers:
+        w.line(2, f"{word}: <any> ({unrestricted})")
+    for peer in peers:
+        w.line(2, f"{word}:")
+        if "namespaceSelector" in peer:
+            w.line(3, f"NamespaceSelector: {_selector_text(peer['namespaceSelector'])}")
+        if "podSelector" in peer:
+            w.line(3, f"PodSelector: {_selector_text(peer['podSelector'])}")
+        if "ipBlock" in peer:
+            block = peer.get("ipBlock") or {}
+            w.line(3, "IPBlock:")
+            w.line(4, f"CIDR: {block.get('cidr', '')}")
+            w.line(4, f"Except: {', '.join(block.get('except') or [])}")
+
+
+def _policy_rules(w: Writer, rules: list[Obj], ingress: bool) -> None:
+    """kubectl's printNetworkPolicySpecIngressFrom / EgressTo."""
+    direction = "ingress" if ingress else "egress"
+    if not rules:
+        w.line(2, f"<none> (Selected pods are isolated for {direction} connectivity)")
+    for i, rule in enumerate(rules):
+        _policy_ports(w, rule.get("ports") or [])
+        if ingress:
+            _policy_peers(w, rule.get("from") or [], "From", "traffic not restricted by source")
+        else:
+            _policy_peers(w, rule.get("to") or [], "To", "traffic not restricted by destination")
+        if i != len(rules) - 1:
+            w.line(2, "----------")
+
+
+def describe_network_policy(client: ApiClient, obj: Obj, w: Writer, now: float) -> None:
+    """As kubectl's NetworkPolicyDescriber: what the policy selects and allows, in words."""
+    spec, meta = obj.get("spec") or {}, obj.get("metadata") or {}
+    w.line(0, "Name:", meta.get("name", ""))
+    w.line(0, "Namespace:", meta.get("namespace", ""))
+    created = parse_time(meta.get("creationTimestamp"))
+    stamp = (
+        NONE
+        if created is None
+        else time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created))
+    )
+    w.line(0, "Created on:", stamp)
+    labels_and_annotations(w, meta)
+    w.line(0, "Spec:")
+    selector = _selector_text(spec.get("podSelector"))
+    if selector == NONE:
+        selector = "<none> (Allowing the specific traffic to all pods in this namespace)"
+    w.line(1, f"PodSelector:     {selector}")
+    types = spec.get("policyTypes") or ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+    for kind, rules in (("Ingress", spec.get("ingress")), ("Egress", spec.get("egress"))):
+        if kind in types:
+            w.line(1, f"Allowing {kind.lower()} traffic:")
+            _policy_rules(w, rules or [], kind == "Ingress")
+        else:
+            w.line(1, f"Not affecting {kind.lower()} traffic")
+    w.line(1, f"Policy Types: {', '.join(types)}")
+
+
 DESCRIBERS: dict[str, Describer] = {
+    "NetworkPolicy": describe_network_policy,
     "Service": describe_service,
     "Pod": describe_pod,
     "Node": describe_node,
