@@ -10,6 +10,8 @@ architecture/control-plane-node-communication/#api-server-to-kubelet):
 * ``/api/v1/namespaces/{ns}/pods/{name}/attach``: the same, to ``/attach/...``; a request for
   stdin to a container without ``stdin: true`` is refused here with the reason, since a
   refused websocket upgrade reaches most clients without its body;
+* ``/api/v1/namespaces/{ns}/pods/{name}/portforward?ports=P[,P...]``: websocket, relayed to
+  the agent's ``/portForward/{ns}/{pod}?port=P`` (framing in ``knemu.portforward_frames``);
 * ``/api/v1/namespaces/{ns}/pods/{name}/log``: streamed from ``/containerLogs/...``;
 * ``/api/v1/nodes/{name}/proxy/{path}``: any method, to ``http://{InternalIP}:{port}/{path}``.
 
@@ -30,6 +32,7 @@ from knemu.apiserver.rest_codec import BadRequest, Obj, status_failure
 from knemu.apiserver.store import Store
 from knemu.config import KUBELET_PORT
 from knemu.errors import KnemuError, NotFound, Unavailable
+from knemu.portforward_frames import MAX_MESSAGE, PORTFORWARD_PROTOCOLS, parse_ports
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class NodeProxy:
         app.router.add_get(pods + "/attach", self._attach)
         app.router.add_post(pods + "/attach", self._attach)
         app.router.add_get(pods + "/log", self._log)
+        app.router.add_get(pods + "/portforward", self._portforward)
+        app.router.add_post(pods + "/portforward", self._portforward)
         app.router.add_route("*", "/api/v1/nodes/{name}/proxy", self._node)
         app.router.add_route("*", "/api/v1/nodes/{name}/proxy/{path:.*}", self._node)
         app.on_cleanup.append(self._close)
@@ -108,18 +113,24 @@ class NodeProxy:
         ip, port = kubelet_address(node)
         return f"http://{_host(ip)}:{port}"
 
-    def _pod_target(self, request: web.Request) -> tuple[str, str, str]:
-        """(agent base URL, node name, container) for a pod request."""
+    def _pod(self, request: web.Request) -> tuple[Obj, str]:
+        """The pod of a request and its node's name; refused if it is not on a node."""
         ns, name = request.match_info["ns"], request.match_info["name"]
         pod = self.store.get("Pod", ns, name)
         if pod is None:
             raise NotFound(f'pods "{name}" not found in namespace {ns!r}')
-        spec = pod.get("spec") or {}
-        node = spec.get("nodeName")
+        node = (pod.get("spec") or {}).get("nodeName")
         if not node:
             raise BadRequest(
                 f'pod "{name}" is not scheduled to a node yet; wait until it is Running'
             )
+        return pod, str(node)
+
+    def _pod_target(self, request: web.Request) -> tuple[str, str, str]:
+        """(agent base URL, node name, container) for a pod request."""
+        name = request.match_info["name"]
+        pod, node = self._pod(request)
+        spec = pod.get("spec") or {}
         names = [c.get("name") for c in spec.get("containers") or [] if isinstance(c, dict)]
         container = request.query.get("container") or (names[0] if names else "")
         if container not in names:
@@ -127,7 +138,7 @@ class NodeProxy:
                 f'container "{container}" is not valid for pod "{name}": choose one of '
                 f"{', '.join(str(n) for n in names) or '(none)'}"
             )
-        return self._node_base(node), str(node), str(container)
+        return self._node_base(node), node, str(container)
 
     @staticmethod
     def _unreachable(node: str, base: str, exc: BaseException) -> Unavailable:
@@ -159,6 +170,40 @@ class NodeProxy:
             upstream = await self._connect(request, kind, base, node, container)
         except KnemuError as err:
             return _error(err, "pods", request.match_info["name"])
+        try:
+            await client.prepare(request)
+            await _relay(client, upstream)
+        finally:
+            await upstream.close()
+        return client
+
+    async def _portforward(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade the client, open the agent's port-forward websocket, relay both ways."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        client = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS, max_msg_size=MAX_MESSAGE)
+        try:
+            ports = parse_ports(
+                request.query.getall("ports", []) + request.query.getall("port", [])
+            )
+            _, node = self._pod(request)
+            base = self._node_base(node)
+            if not client.can_prepare(request).ok:
+                raise BadRequest(
+                    "portforward needs a websocket upgrade (subprotocol v4.channel.k8s.io); "
+                    "use `knemu port-forward` or a Kubernetes client"
+                )
+            url = f"{base}/portForward/{ns}/{name}"
+            params = [("port", str(p)) for p in ports]
+            try:
+                upstream = await self._client().ws_connect(
+                    url, params=params, protocols=(AGENT_PROTOCOL,), max_msg_size=MAX_MESSAGE
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                raise _refused("portforward", node, f"{ns}/{name}", "", exc.status) from None
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise self._unreachable(node, base, exc) from None
+        except KnemuError as err:
+            return _error(err, "pods", name)
         try:
             await client.prepare(request)
             await _relay(client, upstream)
@@ -270,8 +315,8 @@ async def _pipe(src: Any, dst: Any) -> None:
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
     """Relay both ways; when either side finishes, close the other."""
     tasks = {
-        asyncio.create_task(_pipe(upstream, client), name="exec-agent-to-client"),
-        asyncio.create_task(_pipe(client, upstream), name="exec-client-to-agent"),
+        asyncio.create_task(_pipe(upstream, client), name="stream-agent-to-client"),
+        asyncio.create_task(_pipe(client, upstream), name="stream-client-to-agent"),
     }
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -290,10 +335,11 @@ class _AgentRefused(KnemuError):
 def _refused(kind: str, node: str, pod: str, container: str, status: int) -> KnemuError:
     """The agent answered the exec/attach upgrade with an HTTP error instead of a websocket."""
     what = "exec in" if kind == "exec" else f"{kind} to"
+    target = f'container "{container}" of pod {pod}' if container else f"pod {pod}"
     err = _AgentRefused(
-        f'node "{node}" refused {what} container "{container}" of pod {pod} (HTTP {status}): '
-        "the container may not be running (yet, or any more); see `knemu describe pod` and "
-        "`knemu logs`"
+        f'node "{node}" refused {what} {target} (HTTP {status}): the '
+        f"{'container' if container else 'pod'} may not be running (yet, or any more); see "
+        "`knemu describe pod` and `knemu logs`"
     )
     err.http_status = status if 400 <= status <= 599 else 502
     err.reason = "NotFound" if status == 404 else "BadRequest" if status < 500 else "InternalError"

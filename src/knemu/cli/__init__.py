@@ -59,6 +59,7 @@ TABLE: tuple[Command, ...] = (
     Command("attach", "attach", "attach_", "attach to a running container's main process"),
     Command("run", "run", "run_", "start a pod and attach to it", split_command=True),
     Command("logs", "logs", "logs_", "print a container's output"),
+    Command("port-forward", "portforward", "port_forward_", "forward local ports to a pod"),
     Command("flows", "observe", "flows_", "stream flow events from the nodes", _OWN),
     Command("trace", "observe", "trace_", "follow one probe hop by hop", _OWN),
     Command("cni", "cni", "cni_", "show a node's CNI network config (conflist)", _OWN),

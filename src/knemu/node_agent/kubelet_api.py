@@ -5,6 +5,7 @@
   3 status; the client closes stdin with [255, 0] (the v5 CLOSE signal).  The final status is
   the metav1.Status JSON that kubelet sends on channel 3.
 * ``/attach`` joins a container's running process over the same protocol (``kubelet_attach``).
+* ``/portForward`` forwards TCP to a pod's ports (``kubelet_portforward``).
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
@@ -78,6 +79,7 @@ class KubeletApi:
         r.add_get("/exec/{ns}/{pod}/{container}", self._exec)
         r.add_post("/exec/{ns}/{pod}/{container}", self._exec)
         r.add_get("/attach/{ns}/{pod}/{container}", self._attach)
+        r.add_get("/portForward/{ns}/{pod}", self._port_forward)
         r.add_get("/containerLogs/{ns}/{pod}/{container}", self._logs)
         r.add_get("/flows", self._flows)
         r.add_post("/flows/record", self._flows_record)
@@ -254,6 +256,11 @@ class KubeletApi:
         from knemu.node_agent.kubelet_attach import serve_attach  # it imports this module
 
         return await serve_attach(request, self.agent.pods.runtime)
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        from knemu.node_agent.kubelet_portforward import serve_portforward  # imports this module
+
+        return await serve_portforward(request, self.agent.pods.handles, self.agent.name)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
