@@ -116,6 +116,14 @@ class Unavailable(RemoteError):
     """A peer (api-server, agent, DNS) cannot be reached."""
 
 
+class TooManyRequests(RemoteError):
+    """A bounded resource (streams, connections) is full; retry when some have ended."""
+
+    http_status = 429
+    reason = "TooManyRequests"
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
 class PodRuntimeError(KnemuError):
     """The node could not build or tear down a pod sandbox (netns, TUN, processes)."""
 

@@ -16,7 +16,7 @@ from knemu.errors import NotFound
 from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
 from knemu.node_agent.faults import Impairments
 from knemu.node_agent.flows import FlowLog
-from knemu.node_agent.kubelet_api import KubeletApi, exit_status, tail_lines
+from knemu.node_agent.kubelet_api import MAX_STREAMS, KubeletApi, exit_status, tail_lines
 
 
 class FakeRuntime:
@@ -114,6 +114,24 @@ async def test_exec_unknown_pod_is_a_status_404(api: tuple[KubeletApi, str, Any]
     ):
         assert r.status == 404
         assert "not running" in (await r.json())["message"]
+
+
+async def test_streams_are_bounded_and_counted_back_down(
+    api: tuple[KubeletApi, str, Any],
+) -> None:
+    server, base, _ = api
+    cmd = [("command", "true")]
+    await asyncio.wait_for(exec_ws(base, cmd, None), 10)
+    assert server.open_streams == 0  # the finished exec gave its slot back
+    server.open_streams = MAX_STREAMS
+    try:
+        for path in ("exec/default/web/main?command=ls", "portForward/default/web?port=80"):
+            async with aiohttp.ClientSession() as s, s.get(f"{base}/{path}") as r:
+                assert r.status == 429
+                body = await r.json()
+                assert body["reason"] == "TooManyRequests" and "retry" in body["message"]
+    finally:
+        server.open_streams = 0
 
 
 async def test_logs_tail_and_healthz(api: tuple[KubeletApi, str, Any]) -> None:

@@ -19,23 +19,26 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from knemu.errors import KnemuError, LocalError, NotFound
+from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
 from knemu.node_agent import agent_trace
 from knemu.node_agent.events import FlowEvent
 
 if TYPE_CHECKING:
     from knemu.node_agent.agent import Agent
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 EXEC_PROTOCOLS = ("v4.channel.k8s.io", "v5.channel.k8s.io", "channel.k8s.io")
 STDIN, STDOUT, STDERR, STATUS, CLOSE = 0, 1, 2, 3, 255
 FOLLOW_QUEUE = 10_000  # events buffered per /flows follower; beyond that they are dropped
 LOG_POLL_S = 0.2  # how often a followed log file is checked for new bytes
+MAX_STREAMS = 256  # exec, attach and port-forward websockets open at once; more get 429
 
 
 def status_body(exc: KnemuError) -> dict[str, Any]:
@@ -71,15 +74,16 @@ class KubeletApi:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._runner: web.AppRunner | None = None
+        self.open_streams = 0
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self._healthz)
         r.add_get("/metrics", self._metrics)
-        r.add_get("/exec/{ns}/{pod}/{container}", self._exec)
-        r.add_post("/exec/{ns}/{pod}/{container}", self._exec)
-        r.add_get("/attach/{ns}/{pod}/{container}", self._attach)
-        r.add_get("/portForward/{ns}/{pod}", self._port_forward)
+        r.add_get("/exec/{ns}/{pod}/{container}", self._bounded(self._exec))
+        r.add_post("/exec/{ns}/{pod}/{container}", self._bounded(self._exec))
+        r.add_get("/attach/{ns}/{pod}/{container}", self._bounded(self._attach))
+        r.add_get("/portForward/{ns}/{pod}", self._bounded(self._port_forward))
         r.add_get("/containerLogs/{ns}/{pod}/{container}", self._logs)
         r.add_get("/flows", self._flows)
         r.add_post("/flows/record", self._flows_record)
@@ -232,6 +236,24 @@ class KubeletApi:
         return web.json_response(result, dumps=lambda o: json.dumps(o, default=str))
 
     # -- exec and logs --------------------------------------------------------------------------
+
+    def _bounded(self, handler: Handler) -> Handler:
+        """``handler`` with at most MAX_STREAMS of the node's streams open at once: each holds
+        processes, pipes or sockets, so a flood of them is refused instead of exhausting fds."""
+
+        async def bounded(request: web.Request) -> web.StreamResponse:
+            if self.open_streams >= MAX_STREAMS:
+                return error_response(TooManyRequests(
+                    f"node {self.agent.name} already serves {MAX_STREAMS} exec/attach/"
+                    "port-forward streams; retry when some have ended"
+                ))  # fmt: skip
+            self.open_streams += 1
+            try:
+                return await handler(request)
+            finally:
+                self.open_streams -= 1
+
+        return bounded
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
