@@ -11,11 +11,11 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import pytest
-from localcluster_helpers import apoll
+from localcluster_helpers import apoll, echo_server
 from test_agent_pods import fake_pod_sync
 
 from knemu.config import AgentConfig
@@ -45,34 +45,11 @@ def web_pod(name: str, host_port: int, container_port: int, protocol: str = "TCP
     )  # fmt: skip
 
 
-class UdpEcho(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"pod:" + data, addr)
-
-
-async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(1024):
-        writer.write(b"pod:" + data)
-        await writer.drain()
-    writer.close()
-
-
 @pytest.fixture
 async def pod_port() -> AsyncIterator[int]:
     """The 'container port': TCP and UDP echo on one loopback port."""
-    loop = asyncio.get_running_loop()
-    tcp = await asyncio.start_server(tcp_echo, NODE_IP, 0)
-    port = int(tcp.sockets[0].getsockname()[1])
-    udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=(NODE_IP, port))
-    try:
+    async with echo_server(NODE_IP, b"pod:") as port:
         yield port
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()
 
 
 class Events:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from typing import cast
 
 import pytest
+from localcluster_helpers import echo_server
 
 from knemu.node_agent.nodeport import NodePortProxy, NodePortRule, plan
 
@@ -27,33 +27,10 @@ def test_plan_closes_changed_rules_before_opening_them() -> None:
     assert plan([a], [a]) == ([], [])
 
 
-class UdpEcho(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"echo:" + data, addr)
-
-
-async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(1024):
-        writer.write(b"echo:" + data)
-        await writer.drain()
-    writer.close()
-
-
 @pytest.fixture
 async def backend() -> AsyncIterator[int]:
-    loop = asyncio.get_running_loop()
-    tcp = await asyncio.start_server(tcp_echo, "127.0.0.1", 0)
-    port = tcp.sockets[0].getsockname()[1]
-    udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", port))
-    try:
+    async with echo_server("127.0.0.1", b"echo:") as port:
         yield port
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ The node's address comes from its Node object: ``status.addresses`` (type Intern
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -33,6 +32,7 @@ from knemu.apiserver.store import Store
 from knemu.config import KUBELET_PORT
 from knemu.errors import KnemuError, NotFound, Unavailable
 from knemu.portforward_frames import MAX_MESSAGE, PORTFORWARD_PROTOCOLS, parse_ports
+from knemu.tasks import until_first_done
 
 log = logging.getLogger(__name__)
 
@@ -314,16 +314,10 @@ async def _pipe(src: Any, dst: Any) -> None:
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
     """Relay both ways; when either side finishes, close the other."""
-    tasks = {
-        asyncio.create_task(_pipe(upstream, client), name="stream-agent-to-client"),
-        asyncio.create_task(_pipe(client, upstream), name="stream-client-to-agent"),
-    }
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await until_first_done(
+        ("stream-agent-to-client", _pipe(upstream, client)),
+        ("stream-client-to-agent", _pipe(client, upstream)),
+    )
     await client.close()
     await upstream.close()
 

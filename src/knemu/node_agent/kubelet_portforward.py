@@ -30,6 +30,7 @@ from knemu.portforward_frames import (
     parse_ports,
     port_prefix,
 )
+from knemu.tasks import until_first_done
 
 DIAL_TIMEOUT_S = 5.0
 
@@ -94,16 +95,10 @@ async def _pump(ws: web.WebSocketResponse, streams: dict[int, Streams]) -> None:
     if not streams:
         return
     writers = {i: w for i, (_, w) in streams.items()}
-    tasks: set[asyncio.Task[None]] = {
-        asyncio.create_task(_all_to_client(ws, streams), name="portforward to client"),
-        asyncio.create_task(_to_pods(ws, writers), name="portforward to pods"),
-    }
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await until_first_done(
+        ("portforward to client", _all_to_client(ws, streams)),
+        ("portforward to pods", _to_pods(ws, writers)),
+    )
 
 
 async def _all_to_client(ws: web.WebSocketResponse, streams: dict[int, Streams]) -> None:
