@@ -96,6 +96,7 @@ async def fake_pod_sync(tmp_path: Path) -> AsyncIterator[PodSync]:
     agent = SimpleNamespace(
         config=AgentConfig(state_dir=str(tmp_path)), name="node-1", router=router,
         informer=FakeInformer(), client=FakeClient(), from_pod=lambda key: lambda p, now: None,
+        underlay_ip="192.168.59.11", policy=None,
     )  # fmt: skip
     s = PodSync(agent, "10.244.1.1")  # type: ignore[arg-type]
     runtime = FakeRuntime()

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from knemu.errors import NotFound
+from knemu.node_agent.agent_hostports import HostPorts
 from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
 from knemu.node_agent.faults import Impairments
 from knemu.node_agent.flows import FlowLog
@@ -53,8 +54,9 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[KubeletApi, str, Any]]:
     log.write_text("one\ntwo\nthree\n")
     agent = SimpleNamespace(
         name="node-1", router=FakeRouter(), faults=Impairments(seed=1), flows=FlowLog(),
-        pods=SimpleNamespace(runtime=FakeRuntime(log), handles={}, ports={}, events_dropped=0),
-        host_port=None, underlay=None, dns=None, nodeports=None,
+        pods=SimpleNamespace(runtime=FakeRuntime(log), handles={}, ports={}, events_dropped=0,
+                             hostports=HostPorts(lambda *event: None)),
+        host_port=None, underlay=None, dns=None, nodeports=None, policy=None, cni=None,
     )  # fmt: skip
     server = KubeletApi(agent)  # type: ignore[arg-type]
     await server.start("127.0.0.1", 0)

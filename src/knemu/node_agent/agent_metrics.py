@@ -62,8 +62,7 @@ def render(agent: Agent) -> str:
     if agent.dns is not None:
         for field, value in asdict(agent.dns.relay.stats).items():
             w.add("knemu_dns_forwarder_total", "counter", value, {**node, "what": field})
-    hostports = getattr(agent.pods, "hostports", None)  # test fakes may lack it
-    for family, proxy in (("nodeport", agent.nodeports), ("hostport", hostports)):
+    for family, proxy in (("nodeport", agent.nodeports), ("hostport", agent.pods.hostports)):
         if proxy is None:
             continue
         for field in ("connections", "connect_failures", "datagrams", "bind_failures"):

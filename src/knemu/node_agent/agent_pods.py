@@ -40,7 +40,7 @@ class PodSync:
             agent.config, agent.name, agent.router.node.pod_cidr, gateway_ip,
             self._on_status, self._on_event,
             # hostNetwork pods' IP; without one (fakes) plan_network refuses them by name
-            node_ip=getattr(agent, "underlay_ip", ""),
+            node_ip=agent.underlay_ip,
         )  # fmt: skip
         self.ports: dict[str, TunPort] = {}
         self.handles: dict[str, PodHandle] = {}
@@ -159,7 +159,7 @@ class PodSync:
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
         self.agent.router.add_local_pod(handle.ip, handle.key)
-        policy = getattr(self.agent, "policy", None)
+        policy = self.agent.policy
         if policy is not None:  # policed from the pod's first packet
             policy.set_local_pod(handle.key, handle.ip)
         port.start()
@@ -171,7 +171,7 @@ class PodSync:
         port = self.ports.pop(key, None)
         if port is not None:
             port.close()  # detach before the runtime closes the fd
-        policy = getattr(self.agent, "policy", None)
+        policy = self.agent.policy
         if not handle.host_network:
             self.agent.router.remove_local_pod(handle.ip)
             if policy is not None:

@@ -133,16 +133,14 @@ class KubeletApi:
         snap = self.agent.router.table_snapshot()
         snap["node"] = self.agent.name
         snap["impairments"] = self.agent.faults.describe()
-        policy = getattr(self.agent, "policy", None)  # None: this node does not enforce
+        policy = self.agent.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
-        hostports = getattr(self.agent.pods, "hostports", None)  # test fakes may lack it
-        if hostports is not None:
-            snap["host_ports"] = hostports.table.snapshot()
+        snap["host_ports"] = self.agent.pods.hostports.table.snapshot()
         return web.json_response(snap, dumps=lambda o: json.dumps(o, default=str))
 
     async def _cni(self, request: web.Request) -> web.Response:
         """The conflist this node wrote (``cni`` module), byte for byte."""
-        conf = getattr(self.agent, "cni", None)
+        conf = self.agent.cni
         if conf is None:
             return error_response(NotFound(f"node {self.agent.name} has no CNI config yet: "
                                            "its agent is still starting; try again"))  # fmt: skip
