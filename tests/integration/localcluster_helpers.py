@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -177,6 +177,19 @@ def cluster_processes(c: LocalCluster) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@contextlib.contextmanager
+def local_cluster(
+    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables"
+) -> Iterator[LocalCluster]:
+    """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
+    c = LocalCluster(state_root, nodes, proxy_mode)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down_and_check()
 
 
 def _is_ready(pod: dict[str, Any]) -> bool:

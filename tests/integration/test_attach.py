@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, poll
+from localcluster_helpers import LocalCluster, local_cluster, poll
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -47,12 +47,8 @@ def stdin_pod(name: str, script: str, stdin: bool = True, once: bool = False) ->
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"), nodes=2)
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state"), nodes=2) as c:
         yield c
-    finally:
-        c.down_and_check()
 
 
 def pod_names(c: LocalCluster) -> set[str]:

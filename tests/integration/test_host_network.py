@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, poll, tools_pod
+from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -65,9 +65,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply(tools_pod("tools-1", "node-1"))
         c.apply(tools_pod("tools-2", "node-2"))
         c.apply(WEB)
@@ -76,8 +74,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(1, selector="app=hn-web")
         c.wait_ready(1, selector="role=hn-dns")
         yield c
-    finally:
-        c.down_and_check()
 
 
 def in_node(c: LocalCluster, node: int, *argv: str) -> subprocess.CompletedProcess[str]:

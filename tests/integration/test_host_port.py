@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, poll, tools_pod
+from localcluster_helpers import LocalCluster, local_cluster, poll, tools_pod
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -46,17 +46,13 @@ def web(name: str, placement: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply(tools_pod("tools-1", "node-1"))
         # through the scheduler, which may put it on node-2 only
         c.apply(web("hp-web", "nodeSelector: {kubernetes.io/hostname: node-2}"))
         c.wait_ready(1, selector="role=tools")
         c.wait_ready(1, selector="app=hp-web")
         yield c
-    finally:
-        c.down_and_check()
 
 
 def curl_from_node(c: LocalCluster, node: int, url: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcluster_helpers import LocalCluster, poll
+from localcluster_helpers import LocalCluster, local_cluster, poll
 from test_local_cluster import FROM, wait_backends
 
 from knemu.testing_traffic import RequestResult, parse_request_log, request_loop_pod
@@ -29,16 +29,12 @@ MARGIN_S = 8.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply_file("examples/sample-deployment.yaml")
         c.apply_file("examples/sample-clusterip.yaml")
         c.wait_ready(3, selector="app=sample-app")
         wait_backends(c, SERVICE, 3)
         yield c
-    finally:
-        c.down_and_check()
 
 
 def chaos(c: LocalCluster, *args: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, poll, tools_pod
+from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
 
 from knemu.node_agent.sandbox import netns_name
 
@@ -28,9 +28,7 @@ FROM = re.compile(r"From=(\S+)\s+ClientIP=(\S+)")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         for n in range(1, c.nodes + 1):
             c.apply(tools_pod(f"tools-{n}", f"node-{n}"))
         c.apply_file("examples/sample-deployment.yaml")
@@ -38,8 +36,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(c.nodes, selector="role=tools")
         c.wait_ready(3, selector="app=sample-app")
         yield c
-    finally:
-        c.down_and_check()
 
 
 def pod_ip(c: LocalCluster, name: str) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, poll
+from localcluster_helpers import REPO, LocalCluster, local_cluster, poll
 from test_local_cluster import FROM, wait_backends
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -70,9 +70,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n")
         c.apply(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {OTHER_NS}\n"
                 "  labels:\n    team: frontend\n")  # fmt: skip
@@ -84,8 +82,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(1, namespace=OTHER_NS)
         wait_backends(c, f"{NS}/web", 1)
         yield c
-    finally:
-        c.down_and_check()
 
 
 def web_ip(c: LocalCluster) -> str:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, poll
+from localcluster_helpers import LocalCluster, local_cluster, poll
 from test_local_cluster import FROM, wait_backends
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -43,9 +43,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply_file("examples/sample-deployment.yaml")
         c.apply_file("examples/sample-clusterip.yaml")
         c.apply(tools_manifest(CLIENT))
@@ -53,8 +51,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.wait_ready(1, selector="role=dns-tools")
         wait_backends(c, f"default/{SVC}", 3)
         yield c
-    finally:
-        c.down_and_check()
 
 
 def run_in(c: LocalCluster, pod: str, script: str) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import IO
 
 import pytest
-from localcluster_helpers import LocalCluster
+from localcluster_helpers import LocalCluster, local_cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -56,15 +56,11 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"), nodes=2)
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state"), nodes=2) as c:
         c.apply(WEB.format(name="web", node="node-2") + "---\n" + SERVICE)
         c.apply(WEB.format(name="web-b", node="node-1"))
         c.wait_ready(2, selector="app=pf-web")
         yield c
-    finally:
-        c.down_and_check()
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from localcluster_helpers import LocalCluster, poll, tools_pod
+from localcluster_helpers import LocalCluster, local_cluster, poll, tools_pod
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -26,9 +26,7 @@ SERVICE = "default/local-web"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("knemu-state"))
-    try:
-        c.up()
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
         c.apply(tools_pod("tools-1", "node-1"))
         c.apply(tools_pod("tools-3", "node-3"))
         c.apply_file("examples/service-internal-traffic-local.yaml")
@@ -37,8 +35,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         poll(lambda: all(len(usable(c.table(n))) == 2 for n in ("node-1", "node-3")), 60,
              "both endpoints in node-1's and node-3's tables")  # fmt: skip
         yield c
-    finally:
-        c.down_and_check()
 
 
 def service_of(table: dict[str, Any]) -> dict[str, Any]:
