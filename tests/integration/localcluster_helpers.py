@@ -77,6 +77,7 @@ class LocalCluster:
         net = ipaddress.ip_network(self.subnet)
         self.host_ip = str(net.network_address + 1)
         self.server = f"http://{self.host_ip}:6443"
+        self.kubeconfig = state_root / f"kubeconfig-{self.name}"
 
     def node_ip(self, n: int) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
@@ -88,6 +89,7 @@ class LocalCluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO / "src")
         env["KNEMU_SERVER"] = self.server
+        env["KUBECONFIG"] = str(self.kubeconfig)  # never the user's own ~/.kube/config
         return env
 
     def knemu(self, *args: str, timeout_s: float = 60, check: bool = True,
@@ -118,6 +120,8 @@ class LocalCluster:
         assert f"knemu-{self.name}-" not in left, "knemu down left namespaces behind"
         assert not (self.state_root / f"cluster-{self.name}").exists()
         assert not cluster_processes(self), "knemu down left processes behind"
+        if self.kubeconfig.exists():
+            assert f"knemu-{self.name}" not in self.kubeconfig.read_text(), "kubeconfig left"
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=10) as resp:

@@ -66,6 +66,7 @@ TABLE: tuple[Command, ...] = (
     Command("chaos", "chaos", "", "break nodes and links on purpose", _OWN),
     Command("up", "local", "up_", "start a local cluster in network namespaces", _OWN),
     Command("down", "local", "down_", "stop the local cluster", _OWN),
+    Command("kubeconfig", "kubeconfig", "kubeconfig_", "print a kubeconfig for kubectl", _OWN),
     Command("apiserver", "components", "apiserver_", "run the api-server", _OWN),
     Command("agent", "components", "agent_", "run a node agent", _OWN),
     Command("dns", "components", "dns_", "run the cluster DNS", _OWN),

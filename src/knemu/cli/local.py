@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from knemu.cli import kubeconfig
 from knemu.cli.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
@@ -131,6 +132,15 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    kubeconfig_argument(parser)
+
+
+def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig to add the cluster to (default $KUBECONFIG or ~/.kube/config)",
+    )
 
 
 def up_run(args: argparse.Namespace) -> int:
@@ -139,10 +149,15 @@ def up_run(args: argparse.Namespace) -> int:
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         bring_up(cluster, args.proxy_mode, args.timeout)
+        config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
+        kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
+        state = load_state(cluster) or {}
+        save_state(cluster, {**state, "kubeconfig": str(config_path)})
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     print(cluster.summary())
+    print(kubeconfig.usage(config_path, cluster.name))
     return 0
 
 
@@ -332,12 +347,17 @@ def log_tail(cluster: Cluster, role: str, lines: int = 15) -> str:
 def down_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs are")
+    kubeconfig_argument(parser)
 
 
 def down_run(args: argparse.Namespace) -> int:
     try:
         cluster = Cluster(args.name, DEFAULT_SUBNET, 0, args.state_dir)
+        recorded = (load_state(cluster) or {}).get("kubeconfig")
         removed = tear_down(cluster)
+        config_path = Path(args.kubeconfig or recorded or kubeconfig.default_path())
+        if kubeconfig.remove_from(config_path, cluster.name):
+            removed.append(f"context {kubeconfig.entry_name(cluster.name)} in {config_path}")
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
