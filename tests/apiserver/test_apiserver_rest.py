@@ -434,3 +434,20 @@ async def test_watch_bookmarks_carry_the_latest_resource_version(rest: RestEnv) 
         "type": "BOOKMARK",
         "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "2"}},
     }
+
+
+async def test_openapi_endpoints(rest: RestEnv) -> None:
+    status, v2 = await rest.call("GET", "/openapi/v2")
+    assert status == 200 and "io.k8s.api.core.v1.Pod" in v2["definitions"]
+    proto = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    async with rest.http.get(rest.base + "/openapi/v2", headers={"Accept": proto}) as resp:
+        assert resp.headers["Content-Type"].endswith("spec.v2.v1.0+protobuf")
+        assert (await resp.read())[:5] == b"\x0a\x032.0"
+    _, disc = await rest.call("GET", "/openapi/v3")
+    url = disc["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    async with rest.http.get(rest.base + url) as resp:
+        assert resp.headers["Cache-Control"] == "public, immutable"
+        doc = await resp.json()
+    assert "io.k8s.api.apps.v1.Deployment" in doc["components"]["schemas"]
+    status, missing = await rest.call("GET", "/openapi/v3/apis/nope/v1")
+    assert status == 404 and missing["reason"] == "NotFound"

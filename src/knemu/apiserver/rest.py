@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver import rest_resources as resources
+from knemu.apiserver import rest_openapi, rest_resources as resources
 from knemu.apiserver.rest_codec import (
     APPLY_PATCH,
     BadRequest,
@@ -117,6 +117,7 @@ class RestApi:
         app.router.add_get("/version", self._version)
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, self._health)
+        rest_openapi.add_routes(app)
         app.router.add_route("*", "/api/{version}/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)
 
