@@ -451,3 +451,32 @@ async def test_openapi_endpoints(rest: RestEnv) -> None:
     assert "io.k8s.api.apps.v1.Deployment" in doc["components"]["schemas"]
     status, missing = await rest.call("GET", "/openapi/v3/apis/nope/v1")
     assert status == 404 and missing["reason"] == "NotFound"
+
+
+TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+
+
+async def test_table_responses_and_categories(rest: RestEnv) -> None:
+    await rest.call("POST", PODS, json=pod("a"))
+    status, table = await rest.call("GET", PODS, headers=TABLE)
+    assert status == 200 and table["kind"] == "Table"
+    assert table["metadata"]["resourceVersion"]
+    assert [r["cells"][0] for r in table["rows"]] == ["a"]
+    _, one = await rest.call("GET", PODS + "/a", headers=TABLE)
+    assert one["kind"] == "Table" and len(one["rows"]) == 1
+    status, bad = await rest.call("GET", PODS + "?includeObject=All", headers=TABLE)
+    assert status == 400 and "includeObject" in bad["message"]
+    _, plain = await rest.call("GET", PODS)
+    assert plain["kind"] == "PodList"
+    _, core = await rest.call("GET", "/api/v1")
+    pods = next(r for r in core["resources"] if r["name"] == "pods")
+    assert pods["categories"] == ["all"]
+
+
+async def test_table_watch(rest: RestEnv) -> None:
+    await rest.call("POST", PODS, json=pod("a"))
+    url = rest.base + PODS + "?watch=true&timeoutSeconds=1"
+    async with rest.http.get(url, headers=TABLE) as resp:
+        first = json.loads(await resp.content.readline())
+    assert first["type"] == "ADDED" and first["object"]["kind"] == "Table"
+    assert first["object"]["rows"][0]["cells"][0] == "a"

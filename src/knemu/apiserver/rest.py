@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver import rest_openapi, rest_resources as resources
+from knemu.apiserver import rest_openapi, rest_resources as resources, tables
 from knemu.apiserver.rest_codec import (
     APPLY_PATCH,
     BadRequest,
@@ -183,7 +183,16 @@ class RestApi:
     async def _get(self, request: web.Request, t: Target) -> web.StreamResponse:
         if request.query.get("watch") in ("true", "1") and not t.sub:
             return await self._list(request, t)
-        return _json(self._lookup(t))
+        return _json(self._as_table(request, t, [self._lookup(t)]) or self._lookup(t))
+
+    def _as_table(self, request: web.Request, t: Target, items: list[Obj]) -> Obj | None:
+        """The objects as a meta.k8s.io Table when the client asks for one (tables.py)."""
+        version = tables.requested_version(request.headers.get("Accept", ""))
+        if version is None or t.sub:
+            return None
+        include = request.query.get("includeObject", "PartialObjectMetadata")
+        return tables.table(t.res.kind, items, self.clock(), version=version,
+                            include_object=include)  # fmt: skip
 
     def _selected(self, request: web.Request, t: Target) -> list[Obj]:
         filt = watch_filter(request, t)
@@ -199,6 +208,9 @@ class RestApi:
                 t.res.group_version,
                 watch_filter(request, t),
                 self.watch_check_s,
+                tables.watch_transform(
+                    request.headers.get("Accept", ""), request.query, self.clock
+                ),
             )
         query = request.query
         items, extra = paginate(
@@ -206,7 +218,10 @@ class RestApi:
         )
         body = object_list(t.res.group_version, t.res.list_kind, items, self.store.resource_version)
         body["metadata"].update(extra)
-        return _json(body)
+        table = self._as_table(request, t, items)
+        if table is not None:
+            table["metadata"] = body["metadata"]
+        return _json(table or body)
 
     # ---- writes ----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class Resource:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()  # "status", "scale"
+    categories: tuple[str, ...] = ()  # "all": listed by `kubectl get all`, as upstream
 
     @property
     def group_version(self) -> str:
@@ -65,6 +66,8 @@ class Resource:
                 "shortNames": list(self.short_names),
             }
         ]
+        if self.categories:
+            entries[0]["categories"] = list(self.categories)
         for sub in self.subresources:
             entry: dict[str, Any] = {
                 "name": f"{self.plural}/{sub}",
@@ -79,15 +82,18 @@ class Resource:
         return entries
 
 
+_ALL = ("all",)
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",)),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",)),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",)),
-    Resource("", "v1", "services", "Service", True, ("svc",), ("status",)),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",), _ALL),
+    Resource("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL),
     Resource("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     Resource("", "v1", "events", "Event", True, ("ev",)),
-    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
-    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale")),
+    Resource(
+        "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
+    ),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), _ALL),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
 )
