@@ -1,0 +1,126 @@
+"""The real kubectl against a local cluster: kubeconfig, apply with validation, explain,
+server-side tables, ``get all``.
+
+kubectl runs as a subprocess with the kubeconfig ``knemu up`` wrote (in the test's temporary
+directory, never ~/.kube/config) and its own discovery cache.  Skips only when kubectl is not
+on PATH (CI has it, so there the suite runs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from localcluster_helpers import REPO, LocalCluster, local_cluster
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH (install it to run these)"),
+]
+
+
+class Kubectl:
+    def __init__(self, cluster: LocalCluster, cache: Path) -> None:
+        self.cluster, self.cache = cluster, cache
+
+    def __call__(
+        self, *args: str, check: bool = True, input_text: str | None = None, timeout_s: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), "--cache-dir",
+                str(self.cache), *args]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, input=input_text,
+                              timeout=timeout_s, check=False)  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} -> {proc.returncode}\n"
+                                 f"{proc.stdout}\n{proc.stderr}")  # fmt: skip
+        return proc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path_factory.mktemp("knemu-state"), nodes=2) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def kubectl(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(cluster, tmp_path_factory.mktemp("kube-cache"))
+
+
+def _header(out: str) -> list[str]:
+    return out.splitlines()[0].split()
+
+
+def test_up_wrote_a_kubeconfig_kubectl_uses_right_away(
+    cluster: LocalCluster, kubectl: Kubectl
+) -> None:
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    assert config["current-context"] == f"knemu-{cluster.name}"
+    assert config["clusters"][0]["cluster"]["server"] == cluster.server
+    out = kubectl("get", "nodes").stdout
+    assert _header(out) == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert sorted(line.split()[1] for line in out.splitlines()[1:]) == ["Ready", "Ready"]
+
+
+def test_apply_the_seed_deployment_then_tables(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(REPO / "examples/sample-deployment.yaml"),
+            "-f", str(REPO / "examples/sample-clusterip.yaml"))  # fmt: skip
+    cluster.wait_ready(3, selector="app=sample-app")
+    pods = kubectl("get", "pods", "-l", "app=sample-app", "-o", "wide").stdout
+    assert _header(pods)[:6] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]
+    rows = [line.split() for line in pods.splitlines()[1:]]
+    assert len(rows) == 3 and all(r[1] == "1/1" and r[2] == "Running" for r in rows)
+    assert all(r[5].startswith("10.244.") and r[6].startswith("node-") for r in rows)
+    svc = kubectl("get", "svc", "sample-clusterip").stdout
+    assert _header(svc)[:5] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
+    assert "8080/TCP" in svc
+    labels = kubectl("get", "deploy", "-A", "--show-labels").stdout
+    assert _header(labels)[0] == "NAMESPACE" and _header(labels)[-1] == "LABELS"
+    everything = kubectl("get", "all").stdout
+    for kind in ("pod/", "service/sample-clusterip", "deployment.apps/sample-deployment",
+                 "replicaset.apps/sample-deployment-"):  # fmt: skip
+        assert kind in everything, everything
+
+
+def test_client_side_validation_reports_unknown_and_mistyped_fields(kubectl: Kubectl) -> None:
+    manifest = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad}
+spec:
+  replicas: "three"
+  selector: {matchLabels: {app: bad}}
+  template:
+    metadata: {labels: {app: bad}}
+    spec:
+      containers:
+      - {name: c, image: nginx, imagePort: 80}
+"""
+    proc = kubectl("apply", "-f", "-", input_text=manifest, check=False)
+    assert proc.returncode == 1
+    assert 'unknown field "imagePort" in io.k8s.api.core.v1.Container' in proc.stderr
+    assert "ValidationError(Deployment.spec.replicas): invalid type" in proc.stderr
+    assert "bad" not in kubectl("get", "deploy", "-o", "name").stdout
+
+
+def test_explain_fields_and_recursive(kubectl: Kubectl) -> None:
+    out = kubectl("explain", "deployment.spec.strategy").stdout
+    assert "rollingUpdate" in out and "Recreate, RollingUpdate" in out
+    rec = kubectl("explain", "pods.spec.containers", "--recursive").stdout
+    assert "containerPort" in rec and "readinessProbe" in rec
+    svc = kubectl("explain", "service.spec.type").stdout
+    assert "How the Service is exposed" in svc
+
+
+def test_apply_changes_merge_strategically(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    manifest = (REPO / "examples/sample-deployment.yaml").read_text()
+    kubectl("apply", "-f", "-", input_text=manifest.replace("replicas: 3", "replicas: 2"))
+    replicas = kubectl("get", "deploy", "sample-deployment", "-o",
+                       "jsonpath={.spec.replicas}").stdout  # fmt: skip
+    assert replicas == "2"
