@@ -318,6 +318,41 @@ def _netpol_row(np: Obj, now: float, wide: bool) -> list[str]:
     return [join_labels(selector), age_of(_meta(np).get("creationTimestamp"), now)]
 
 
+def _data_count(obj: Obj) -> int:
+    return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
+
+
+def _config_map_row(cm: Obj, now: float, wide: bool) -> list[str]:
+    return [str(_data_count(cm)), age_of(_meta(cm).get("creationTimestamp"), now)]
+
+
+def _secret_row(secret: Obj, now: float, wide: bool) -> list[str]:
+    return [
+        str(secret.get("type") or "Opaque"),
+        str(_data_count(secret)),
+        age_of(_meta(secret).get("creationTimestamp"), now),
+    ]
+
+
+def _service_account_row(sa: Obj, now: float, wide: bool) -> list[str]:
+    return [str(len(sa.get("secrets") or [])), age_of(_meta(sa).get("creationTimestamp"), now)]
+
+
+def _lease_row(lease: Obj, now: float, wide: bool) -> list[str]:
+    holder = _spec(lease).get("holderIdentity") or ""
+    return [str(holder), age_of(_meta(lease).get("creationTimestamp"), now)]
+
+
+def _replication_controller_row(rc: Obj, now: float, wide: bool) -> list[str]:
+    row = _replicaset_row(rc, now, False)
+    if not wide:
+        return row
+    containers = ((_spec(rc).get("template") or {}).get("spec") or {}).get("containers") or []
+    names = ",".join(c.get("name", "") for c in containers) or NONE
+    images = ",".join(c.get("image", "") for c in containers) or NONE
+    return [*row, names, images, join_labels(_spec(rc).get("selector"))]
+
+
 @dataclass(frozen=True)
 class TableSpec:
     columns: tuple[str, ...]  # after NAME
@@ -351,4 +386,11 @@ TABLES: dict[str, TableSpec] = {
     "Namespace": TableSpec(("STATUS", "AGE"), (), _namespace_row),
     "Event": TableSpec(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), (), _event_row),
     "NetworkPolicy": TableSpec(("POD-SELECTOR", "AGE"), (), _netpol_row),
+    "ConfigMap": TableSpec(("DATA", "AGE"), (), _config_map_row),
+    "Secret": TableSpec(("TYPE", "DATA", "AGE"), (), _secret_row),
+    "ServiceAccount": TableSpec(("SECRETS", "AGE"), (), _service_account_row),
+    "Lease": TableSpec(("HOLDER", "AGE"), (), _lease_row),
+    "ReplicationController": TableSpec(
+        ("DESIRED", "CURRENT", "READY", "AGE"), _WORKLOAD_WIDE, _replication_controller_row
+    ),
 }

@@ -41,6 +41,7 @@ async def test_discovery_documents(rest: RestEnv) -> None:
     _, groups = await rest.call("GET", "/apis")
     assert {g["name"] for g in groups["groups"]} == {
         "apps",
+        "coordination.k8s.io",
         "discovery.k8s.io",
         "networking.k8s.io",
     }

@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from knemu.apiserver import ipam, naming, validation as v
+from knemu.apiserver import ipam, naming, validation as v, validation_config as cfg
 from knemu.apiserver.admission_defaults import apply_defaults
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.store import CLUSTER_SCOPED_KINDS, Store
@@ -50,6 +50,7 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "ReplicaSet": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    **cfg.API_VERSIONS,
 }
 # kubectl's short names and plurals (kubectl api-resources).
 _SHORT_NAMES = {
@@ -62,6 +63,7 @@ _SHORT_NAMES = {
     "deploy": "Deployment",
     "rs": "ReplicaSet",
     "netpol": "NetworkPolicy",
+    **cfg.SHORT_NAMES,
 }
 VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Namespace": v.validate_namespace,
@@ -74,12 +76,14 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Service": validate_service,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    **cfg.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
+    **cfg.UPDATE_VALIDATORS,
 }
 
 
@@ -161,6 +165,7 @@ class Admission:
         self._check_namespace(obj)
         self._reset_status(obj)
         apply_defaults(obj, self._config.timings.eviction_toleration_s)
+        cfg.apply_defaults(obj)
         self._raise_if(obj, validate(obj))
         self._allocate(obj, None, now)
         return obj
@@ -177,6 +182,7 @@ class Admission:
             raise Invalid(kind, name, [v.invalid("metadata.name", name, detail)])
         self._carry_allocations(old, new)
         apply_defaults(new, self._config.timings.eviction_toleration_s)
+        cfg.apply_defaults(new)
         errs = validate(new)
         if kind in UPDATE_VALIDATORS:
             errs += UPDATE_VALIDATORS[kind](old, new)

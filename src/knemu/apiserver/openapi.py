@@ -24,6 +24,7 @@ from typing import Any
 
 from knemu.apiserver import rest_resources as resources
 from knemu.apiserver.openapi_types import META, META_TYPES, Schema
+from knemu.apiserver.openapi_types_config import CONFIG_TYPES
 from knemu.apiserver.openapi_types_core import CORE_TYPES
 from knemu.apiserver.openapi_types_groups import GROUP_TYPES
 from knemu.apiserver.rest_resources import Resource
@@ -45,7 +46,7 @@ _V2_REF, _V3_REF = "#/definitions/", "#/components/schemas/"
 
 def definitions() -> dict[str, Schema]:
     """Every schema by its upstream name."""
-    return {**META_TYPES, **CORE_TYPES, **GROUP_TYPES}
+    return {**META_TYPES, **CORE_TYPES, **CONFIG_TYPES, **GROUP_TYPES}
 
 
 def definition_name(res: Resource) -> str | None:

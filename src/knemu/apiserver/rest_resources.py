@@ -90,6 +90,20 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL),
     Resource("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     Resource("", "v1", "events", "Event", True, ("ev",)),
+    Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
+    Resource("", "v1", "secrets", "Secret", True),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
+    Resource(
+        "",
+        "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        True,
+        ("rc",),
+        ("status",),
+        _ALL,
+    ),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource(
         "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
     ),
