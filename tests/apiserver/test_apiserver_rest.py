@@ -41,6 +41,8 @@ async def test_discovery_documents(rest: RestEnv) -> None:
     _, groups = await rest.call("GET", "/apis")
     assert {g["name"] for g in groups["groups"]} == {
         "apps",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
         "coordination.k8s.io",
         "discovery.k8s.io",
         "networking.k8s.io",
@@ -481,3 +483,25 @@ async def test_table_watch(rest: RestEnv) -> None:
         first = json.loads(await resp.content.readline())
     assert first["type"] == "ADDED" and first["object"]["kind"] == "Table"
     assert first["object"]["rows"][0]["cells"][0] == "a"
+
+
+async def test_reviews_are_answered_not_stored(rest: RestEnv) -> None:
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    review = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+              "spec": {"resourceAttributes": {"verb": "delete", "resource": "pods"}}}  # fmt: skip
+    status, body = await rest.call("POST", path, json=review)
+    assert status == 201 and body["status"]["allowed"] is True
+    assert "does not authorize" in body["status"]["reason"]
+    status, bad = await rest.call("POST", path, json={**review, "spec": {}})
+    assert status == 422 and bad["details"]["causes"][0]["field"] == "spec"
+    assert (await rest.call("GET", path))[0] == 405
+    _, who = await rest.call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                             json={"kind": "SelfSubjectReview"})  # fmt: skip
+    assert who["status"]["userInfo"]["username"] == "knemu-admin"
+    _, rules = await rest.call("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                               json={"spec": {"namespace": "default"}})  # fmt: skip
+    assert rules["status"]["resourceRules"][0]["verbs"] == ["*"]
+    _, authz = await rest.call("GET", "/apis/authorization.k8s.io/v1")
+    assert {r["name"]: r["verbs"] for r in authz["resources"]}["selfsubjectaccessreviews"] == [
+        "create"
+    ]

@@ -83,6 +83,8 @@ def v2_paths(res: Resource) -> dict[str, Any]:
     one, many = _V2_REF + name, _V2_REF + name + "List"
     base = _prefix(res) + ("/namespaces/{namespace}" if res.namespaced else "") + "/" + res.plural
     ident = res.kind + ("Namespaced" if res.namespaced else "")
+    if "list" not in res.verbs:  # a review: POST only
+        return {base: {"post": _operation(res, "post", one, "create" + ident)}}
     patch = _operation(res, "patch", one, "patch" + ident)
     patch["consumes"] = list(PATCH_TYPES)
     return {

@@ -111,3 +111,51 @@ CONFIG_TYPES.update(
 CONFIG_TYPES[COORDINATION + "LeaseList"] = list_of(
     COORDINATION + "Lease", "coordination.k8s.io", "v1", "LeaseList"
 )
+
+AUTHORIZATION = "io.k8s.api.authorization.v1."
+AUTHENTICATION = "io.k8s.api.authentication.v1."
+_REVIEW_STATUS = free("Filled in by the server: here everything is allowed (see its reason).")
+
+CONFIG_TYPES.update(
+    {
+        AUTHORIZATION + "SelfSubjectAccessReview": top(
+            "Checks whether the current user can perform an action.",
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            {
+                "spec": obj(
+                    "The action being checked: exactly one of the two attributes.",
+                    {
+                        "resourceAttributes": free(
+                            "namespace, verb, group, resource, subresource, "
+                            "name of a resource request."
+                        ),
+                        "nonResourceAttributes": free("path and verb of a non-resource request."),
+                    },
+                ),
+                "status": _REVIEW_STATUS,
+            },
+        ),
+        AUTHORIZATION + "SelfSubjectRulesReview": top(
+            "Enumerates the actions the current user can perform within a namespace.",
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            {
+                "spec": obj(
+                    "The namespace to evaluate rules for.",
+                    {"namespace": string("Namespace to evaluate rules for.")},
+                ),
+                "status": _REVIEW_STATUS,
+            },
+        ),
+        AUTHENTICATION + "SelfSubjectReview": top(
+            "Returns the user attributes the api-server gives the request.",
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            {"status": free("userInfo: username and groups.")},
+        ),
+    }
+)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver import rest_openapi, rest_resources as resources, tables
+from knemu.apiserver import rest_openapi, rest_resources as resources, rest_reviews, tables
 from knemu.apiserver.rest_codec import (
     APPLY_PATCH,
     BadRequest,
@@ -118,6 +118,7 @@ class RestApi:
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, self._health)
         rest_openapi.add_routes(app)
+        rest_reviews.add_routes(app)
         app.router.add_route("*", "/api/{version}/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)
 

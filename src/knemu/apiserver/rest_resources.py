@@ -41,6 +41,7 @@ class Resource:
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()  # "status", "scale"
     categories: tuple[str, ...] = ()  # "all": listed by `kubectl get all`, as upstream
+    verbs: tuple[str, ...] = _ALL_VERBS  # ("create",): a review answered, never stored
 
     @property
     def group_version(self) -> str:
@@ -62,7 +63,7 @@ class Resource:
                 "singularName": self.singular,
                 "namespaced": self.namespaced,
                 "kind": self.kind,
-                "verbs": list(_ALL_VERBS),
+                "verbs": list(self.verbs),
                 "shortNames": list(self.short_names),
             }
         ]
@@ -104,6 +105,30 @@ RESOURCES: tuple[Resource, ...] = (
         _ALL,
     ),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        False,
+        verbs=("create",),
+    ),
+    Resource(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        False,
+        verbs=("create",),
+    ),
     Resource(
         "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
     ),
