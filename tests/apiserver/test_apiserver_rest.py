@@ -45,6 +45,7 @@ async def test_discovery_documents(rest: RestEnv) -> None:
         "authorization.k8s.io",
         "coordination.k8s.io",
         "discovery.k8s.io",
+        "metrics.k8s.io",
         "networking.k8s.io",
     }
     _, apps = await rest.call("GET", "/apis/apps/v1")

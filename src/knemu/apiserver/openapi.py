@@ -83,22 +83,23 @@ def v2_paths(res: Resource) -> dict[str, Any]:
     one, many = _V2_REF + name, _V2_REF + name + "List"
     base = _prefix(res) + ("/namespaces/{namespace}" if res.namespaced else "") + "/" + res.plural
     ident = res.kind + ("Namespaced" if res.namespaced else "")
-    if "list" not in res.verbs:  # a review: POST only
-        return {base: {"post": _operation(res, "post", one, "create" + ident)}}
     patch = _operation(res, "patch", one, "patch" + ident)
     patch["consumes"] = list(PATCH_TYPES)
-    return {
-        base: {
-            "get": _operation(res, "list", many, "list" + ident),
-            "post": _operation(res, "post", one, "create" + ident),
-        },
-        base + "/{name}": {
-            "get": _operation(res, "get", one, "read" + ident),
-            "put": _operation(res, "put", one, "replace" + ident),
-            "patch": patch,
-            "delete": _operation(res, "delete", one, "delete" + ident),
-        },
+    collection = {
+        "get": ("list", _operation(res, "list", many, "list" + ident)),
+        "post": ("create", _operation(res, "post", one, "create" + ident)),
     }
+    item = {
+        "get": ("get", _operation(res, "get", one, "read" + ident)),
+        "put": ("update", _operation(res, "put", one, "replace" + ident)),
+        "patch": ("patch", patch),
+        "delete": ("delete", _operation(res, "delete", one, "delete" + ident)),
+    }
+    paths = {
+        path: {method: op for method, (verb, op) in ops.items() if verb in res.verbs}
+        for path, ops in ((base, collection), (base + "/{name}", item))
+    }
+    return {path: ops for path, ops in paths.items() if ops}
 
 
 @functools.cache

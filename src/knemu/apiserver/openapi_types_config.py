@@ -159,3 +159,45 @@ CONFIG_TYPES.update(
         ),
     }
 )
+
+METRICS = "io.k8s.metrics.pkg.apis.metrics.v1beta1."
+_USAGE = string_map("cpu (nanocores, n) and memory (Ki) used, measured from /proc.")
+_WINDOW = string("The interval the CPU rate was measured over.")
+
+CONFIG_TYPES.update(
+    {
+        METRICS + "NodeMetrics": top(
+            "The resource usage of a node: all processes of its agent and pods.",
+            "metrics.k8s.io",
+            "v1beta1",
+            "NodeMetrics",
+            {"timestamp": _MICROTIME, "window": _WINDOW, "usage": _USAGE},
+        ),
+        METRICS + "PodMetrics": top(
+            "The resource usage of a pod's containers.",
+            "metrics.k8s.io",
+            "v1beta1",
+            "PodMetrics",
+            {
+                "timestamp": _MICROTIME,
+                "window": _WINDOW,
+                "containers": array(
+                    obj(
+                        "One container's usage.",
+                        {
+                            "name": string("Container name."),
+                            "usage": _USAGE,
+                        },
+                    ),
+                    "Per-container usage.",
+                ),
+            },
+        ),
+        METRICS + "NodeMetricsList": list_of(
+            METRICS + "NodeMetrics", "metrics.k8s.io", "v1beta1", "NodeMetricsList"
+        ),
+        METRICS + "PodMetricsList": list_of(
+            METRICS + "PodMetrics", "metrics.k8s.io", "v1beta1", "PodMetricsList"
+        ),
+    }
+)

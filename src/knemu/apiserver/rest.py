@@ -37,6 +37,7 @@ from knemu.apiserver.rest_codec import (
     status_failure,
     status_success,
 )
+from knemu.apiserver.rest_metrics import MetricsApi
 from knemu.apiserver.rest_paths import Target, delete_options, parse_target, watch_filter
 from knemu.apiserver.rest_watch import serve_watch
 from knemu.apiserver.store import Store
@@ -61,6 +62,18 @@ class Admitter(Protocol):
     def admit_create(self, obj: Obj, now: float) -> Obj: ...
 
     def admit_update(self, old: Obj, new: Obj, now: float) -> Obj: ...
+
+
+# The APIResource verb of a request on the main resource (subresources have their own).
+_VERBS = {
+    ("collection", "GET"): "list",
+    ("collection", "POST"): "create",
+    ("collection", "DELETE"): "deletecollection",
+    ("object", "GET"): "get",
+    ("object", "PUT"): "update",
+    ("object", "PATCH"): "patch",
+    ("object", "DELETE"): "delete",
+}
 
 
 def _dry_run(request: web.Request) -> bool:
@@ -119,6 +132,7 @@ class RestApi:
             app.router.add_get(path, self._health)
         rest_openapi.add_routes(app)
         rest_reviews.add_routes(app)
+        MetricsApi(self.store).add_routes(app)
         app.router.add_route("*", "/api/{version}/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)
 
@@ -132,6 +146,9 @@ class RestApi:
             target = parse_target(group_version, info["tail"])
             shape = target.sub or ("object" if target.name else "collection")
             handler = self._handlers.get((shape, request.method))
+            verb = _VERBS.get((shape, request.method))
+            if verb is not None and verb not in target.res.verbs:
+                handler = None  # e.g. a write to the metrics API or to a review
             if handler is None:
                 raise MethodNotAllowed(
                     f"{request.method} is not supported on {request.path}; see the verbs in "

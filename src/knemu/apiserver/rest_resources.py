@@ -105,6 +105,8 @@ RESOURCES: tuple[Resource, ...] = (
         _ALL,
     ),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Resource("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, verbs=("get", "list")),
+    Resource("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, verbs=("get", "list")),
     Resource(
         "authorization.k8s.io",
         "v1",

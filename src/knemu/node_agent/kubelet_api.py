@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
 from knemu.node_agent import agent_trace
 from knemu.node_agent.events import FlowEvent
+from knemu.node_agent.kubelet_stats import StatsApi
 
 if TYPE_CHECKING:
     from knemu.node_agent.agent import Agent
@@ -90,6 +91,8 @@ class KubeletApi:
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
+        stats = StatsApi(lambda: agent.pods.runtime, lambda: agent.name)
+        r.add_get("/stats/summary", stats.handle)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)

@@ -198,6 +198,13 @@ class PodRuntime:
             raise NotFound(f"pod {key} is not running on node {self.node_name}; check its node")
         return self._runner(p, container)
 
+    def container_pids(self, key: str) -> dict[str, int]:
+        """Each running container's process id (the root of its process tree), by name."""
+        p = self._pods.get(key)
+        runners = p.runners if p else []
+        return {r.spec.name: r.process.pid for r in runners
+                if r.process is not None and r.process.returncode is None}  # fmt: skip
+
     def _runner(self, p: _Pod, container: str) -> Runner:
         for r in p.runners:
             if r.spec.name == container or not container:
