@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from knemu.apiserver import ipam, naming
@@ -87,7 +88,16 @@ def _check_inputs(internal_ip: str, vtep_mac: str, vxlan_port: int, kubelet_port
 class NodeRegistry:
     """Registration, in-memory leases, pod status reports (see the module docstring)."""
 
-    def __init__(self, store: Store, config: ApiServerConfig, recorder: EventRecorder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ApiServerConfig,
+        recorder: EventRecorder,
+        capacity: Mapping[str, str] | None = None,
+    ) -> None:
+        # cpu and memory of the machine the nodes run on (they share it: namespaces or
+        # containers of one host), for status.capacity and `kubectl top nodes` percentages
+        self._capacity = {"pods": "110", **(capacity or {})}
         self._store = store
         self._config = config
         self._recorder = recorder
@@ -235,8 +245,8 @@ class NodeRegistry:
             {"type": "Hostname", "address": name},
         ]
         status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": kubelet_port}}
-        status.setdefault("capacity", {"pods": "110"})
-        status.setdefault("allocatable", {"pods": "110"})
+        status["capacity"] = {**(status.get("capacity") or {}), **self._capacity}
+        status["allocatable"] = {**(status.get("allocatable") or {}), **self._capacity}
         status["nodeInfo"] = {
             "kubeletVersion": "knemu",
             "kubeProxyVersion": "knemu",
