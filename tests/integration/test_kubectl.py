@@ -124,3 +124,37 @@ def test_apply_changes_merge_strategically(cluster: LocalCluster, kubectl: Kubec
     replicas = kubectl("get", "deploy", "sample-deployment", "-o",
                        "jsonpath={.spec.replicas}").stdout  # fmt: skip
     assert replicas == "2"
+
+
+def test_config_maps_secrets_service_accounts_and_leases(kubectl: Kubectl) -> None:
+    kubectl("create", "configmap", "cfg", "--from-literal=a=1", "--from-literal=b=2")
+    kubectl("create", "secret", "generic", "sec", "--from-literal=pw=hunter2")
+    out = kubectl("get", "cm,secret").stdout
+    assert "configmap/cfg" in out and "secret/sec" in out and "Opaque" in out
+    pw = kubectl("get", "secret", "sec", "-o", "jsonpath={.data.pw}").stdout
+    assert pw == "aHVudGVyMg=="  # base64 of hunter2
+    bad = kubectl("apply", "-f", "-", check=False, input_text=(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {'a b': x}\n"))  # fmt: skip
+    assert bad.returncode == 1 and "a valid config key must consist of" in bad.stderr
+    assert "default" in kubectl("get", "serviceaccount", "default", "-o", "name").stdout
+    leases = kubectl("get", "lease", "-n", "kube-node-lease").stdout
+    assert _header(leases) == ["NAME", "HOLDER", "AGE"] and "node-1" in leases
+    assert "HolderIdentity:  node-1" in kubectl("describe", "node", "node-1").stdout
+
+
+def test_auth_can_i_and_whoami(kubectl: Kubectl) -> None:
+    assert kubectl("auth", "can-i", "delete", "pods").stdout.strip() == "yes"
+    assert "knemu-admin" in kubectl("auth", "whoami").stdout
+    assert "*.*" in kubectl("auth", "can-i", "--list").stdout
+
+
+def test_top_shows_real_usage(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    ready = cluster.wait_ready(2, selector="app=sample-app")  # 2: scaled down by apply above
+    nodes = kubectl("top", "nodes").stdout.splitlines()
+    assert _header("\n".join(nodes))[:3] == ["NAME", "CPU(cores)", "CPU%"]
+    memory = {line.split()[0]: line.split()[3] for line in nodes[1:]}
+    assert set(memory) == {"node-1", "node-2"}
+    assert all(m.endswith("Mi") and int(m[:-2]) > 10 for m in memory.values()), memory
+    pods = kubectl("top", "pods", "-l", "app=sample-app").stdout.splitlines()
+    assert len(pods) == 1 + len(ready)  # each with its process's real memory
+    assert all(int(line.split()[2].removesuffix("Mi")) > 0 for line in pods[1:])
