@@ -238,6 +238,9 @@ def test_rollback_makes_the_old_replicaset_the_newest_revision(cluster: Cluster)
     assert sets[first]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert sets[first]["spec"]["replicas"] == 3
     assert {p["spec"]["containers"][0]["image"] for p in cluster.pods()} == {"nginx:1.16"}
+    deploy = cluster.store.get("Deployment", "default", "sample-deployment")
+    assert deploy is not None  # the Deployment names its newest revision, as upstream
+    assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
 
 def test_revision_history_limit_deletes_old_replicasets(cluster: Cluster) -> None:
