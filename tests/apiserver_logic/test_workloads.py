@@ -327,3 +327,15 @@ def test_paused_deployment_does_not_roll_out(cluster: Cluster) -> None:
     cluster.store.update(cluster.admission.admit_update(deploy, deploy, cluster.now), cluster.now)
     cluster.tick()
     assert len(cluster.pods()) == 3
+
+
+def test_a_null_template_creation_timestamp_is_the_same_template(cluster: Cluster) -> None:
+    _three_nodes(cluster)
+    _deploy(cluster)
+    cluster.tick()
+    deploy = cluster.store.get("Deployment", "default", "sample-deployment")
+    assert deploy is not None
+    deploy["spec"]["template"]["metadata"]["creationTimestamp"] = None  # as kubectl sends it
+    cluster.store.update(cluster.admission.admit_update(deploy, deploy, cluster.now), cluster.now)
+    cluster.tick()
+    assert len(cluster.store.list("ReplicaSet", "default")) == 1
