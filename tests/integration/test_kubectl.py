@@ -158,3 +158,28 @@ def test_top_shows_real_usage(cluster: LocalCluster, kubectl: Kubectl) -> None:
     pods = kubectl("top", "pods", "-l", "app=sample-app").stdout.splitlines()
     assert len(pods) == 1 + len(ready)  # each with its process's real memory
     assert all(int(line.split()[2].removesuffix("Mi")) > 0 for line in pods[1:])
+
+
+def test_rollout_history_and_undo(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("create", "deployment", "undo", "--image=nginx:1.16", "--replicas=1")
+    for image in ("nginx:1.17", "nginx:1.18"):
+        kubectl("set", "image", "deploy/undo", f"nginx={image}")
+        kubectl("rollout", "status", "deploy/undo", "--timeout=60s", timeout_s=90)
+    detail = kubectl("rollout", "history", "deploy/undo", "--revision", "2").stdout
+    assert "nginx:1.17" in detail
+    kubectl("rollout", "undo", "deploy/undo")  # back to revision 2, which becomes 4
+    kubectl("rollout", "status", "deploy/undo", "--timeout=60s", timeout_s=90)
+    revisions = kubectl("rollout", "history", "deploy/undo").stdout.split()
+    assert [r for r in revisions if r.isdigit()] == ["1", "3", "4"]
+    kubectl("rollout", "undo", "deploy/undo", "--to-revision", "1")
+    image = kubectl(
+        "get",
+        "deploy",
+        "undo",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0]"
+        ".image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    )
+    assert image.stdout == "nginx:1.16 5"
+    missing = kubectl("rollout", "undo", "deploy/undo", "--to-revision", "9", check=False)
+    assert missing.returncode == 1 and "unable to find specified revision 9" in missing.stderr
