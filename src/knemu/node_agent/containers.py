@@ -181,6 +181,8 @@ class Runner:
         self.process: asyncio.subprocess.Process | None = None
         self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
         self.log_start = 0  # log file offset where the current run's output begins
+        self.previous_start: int | None = None  # ... and the previous run's (logs -p)
+        self.runs = 0
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
@@ -270,6 +272,9 @@ class Runner:
             self.stdin, stdin_fd = await ContainerStdin.open(self.spec.stdin_once)
         try:
             with open(self.log_path, "ab") as log:
+                if self.runs:
+                    self.previous_start = self.log_start
+                self.runs += 1
                 self.log_start = log.tell()
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,

@@ -20,7 +20,6 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -28,6 +27,7 @@ from aiohttp import WSMsgType, web
 from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
 from knemu.node_agent import agent_trace
 from knemu.node_agent.events import FlowEvent
+from knemu.node_agent.kubelet_logs import serve_logs
 from knemu.node_agent.kubelet_stats import StatsApi
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EXEC_PROTOCOLS = ("v4.channel.k8s.io", "v5.channel.k8s.io", "channel.k8s.io")
 STDIN, STDOUT, STDERR, STATUS, CLOSE = 0, 1, 2, 3, 255
 FOLLOW_QUEUE = 10_000  # events buffered per /flows follower; beyond that they are dropped
-LOG_POLL_S = 0.2  # how often a followed log file is checked for new bytes
 MAX_STREAMS = 256  # exec, attach and port-forward websockets open at once; more get 429
 
 
@@ -60,15 +59,6 @@ def exit_status(code: int) -> bytes:
         "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }).encode()  # fmt: skip
-
-
-def tail_lines(data: bytes, lines: int | None) -> bytes:
-    if lines is None:
-        return data
-    if lines <= 0:
-        return b""
-    parts = data.splitlines(keepends=True)
-    return b"".join(parts[-lines:])
 
 
 class KubeletApi:
@@ -289,47 +279,16 @@ class KubeletApi:
         m = request.match_info
         key = f"{m['ns']}/{m['pod']}"
         try:
-            path = self.agent.pods.runtime.log_path(key, m["container"])
-            lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
+            runner = self.agent.pods.runtime.runner(key, m["container"])
+            return await serve_logs(request, runner, m["pod"], runner.spec.name,
+                                    lambda: key in self.agent.pods.handles)  # fmt: skip
         except KnemuError as exc:
             return error_response(exc)
-        except ValueError:
-            return error_response(LocalError("tailLines must be a number"))
-        follow = request.query.get("follow") in ("1", "true")
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
-        offset = await _send_file(resp, path, lines)
-        while follow and key in self.agent.pods.handles:
-            await asyncio.sleep(LOG_POLL_S)  # tail -f: the log is a plain file
-            offset = await _send_from(resp, path, offset)
-        await resp.write_eof()
-        return resp
 
 
 def _offer(queue: asyncio.Queue[FlowEvent], event: FlowEvent) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses events, not the router
         queue.put_nowait(event)
-
-
-async def _send_file(resp: web.StreamResponse, path: Path, lines: int | None) -> int:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    await resp.write(tail_lines(data, lines))
-    return len(data)
-
-
-async def _send_from(resp: web.StreamResponse, path: Path, offset: int) -> int:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return offset
-    if data:
-        await resp.write(data)
-    return offset + len(data)
 
 
 async def _bridge(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process) -> None:
