@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from localcluster_helpers import REPO, LocalCluster, local_cluster
+from localcluster_helpers import REPO, LocalCluster, local_cluster, poll
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [
@@ -183,3 +183,17 @@ def test_rollout_history_and_undo(cluster: LocalCluster, kubectl: Kubectl) -> No
     assert image.stdout == "nginx:1.16 5"
     missing = kubectl("rollout", "undo", "deploy/undo", "--to-revision", "9", check=False)
     assert missing.returncode == 1 and "unable to find specified revision 9" in missing.stderr
+
+
+def test_logs_options(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("run", "logger", "--image=tools", "--restart=Never", "--command", "--",
+            "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 3600")  # fmt: skip
+    cluster.wait_ready(1, selector="run=logger")
+    poll(lambda: "line5" in kubectl("logs", "logger").stdout, 30, "the pod's output")
+    assert kubectl("logs", "logger", "--tail", "2").stdout == "line4\nline5\n"
+    assert kubectl("logs", "logger", "--limit-bytes", "3").stdout == "lin"
+    previous = kubectl("logs", "logger", "-p", check=False)
+    assert previous.returncode == 1
+    assert 'previous terminated container "logger" in pod "logger" not found' in previous.stderr
+    stamped = kubectl("logs", "logger", "--timestamps", check=False)
+    assert stamped.returncode == 1 and "per-line times" in stamped.stderr
