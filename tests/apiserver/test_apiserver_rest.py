@@ -225,12 +225,25 @@ async def test_patches(rest: RestEnv) -> None:
 async def test_apply_patch_creates_then_updates(rest: RestEnv) -> None:
     body = json.dumps(pod("ssa"))
     hdr = {"Content-Type": "application/apply-patch+yaml"}
-    status, created = await rest.call("PATCH", PODS + "/ssa", data=body, headers=hdr)
+    url = PODS + "/ssa?fieldManager=me"
+    status, created = await rest.call("PATCH", url, data=body, headers=hdr)
     assert status == 201 and created["metadata"]["name"] == "ssa"
-    status, updated = await rest.call(
-        "PATCH", PODS + "/ssa", data='{"spec": {"hostname": "q"}}', headers=hdr
-    )
+    assert created["metadata"]["managedFields"][0]["manager"] == "me"
+    again = pod("ssa", hostname="q")
+    status, updated = await rest.call("PATCH", url, data=json.dumps(again), headers=hdr)
     assert status == 200 and updated["spec"]["hostname"] == "q"
+    status, missing = await rest.call("PATCH", PODS + "/ssa", data=body, headers=hdr)
+    assert status == 422 and missing["details"]["causes"][0]["field"] == "fieldManager"
+    other = pod("ssa", hostname="z")
+    status, conflict = await rest.call(
+        "PATCH", PODS + "/ssa?fieldManager=you", data=json.dumps(other), headers=hdr
+    )
+    assert status == 409 and conflict["reason"] == "Conflict"
+    assert conflict["message"].endswith('conflict with "me" using v1: .spec.hostname')
+    status, forced = await rest.call(
+        "PATCH", PODS + "/ssa?fieldManager=you&force=true", data=json.dumps(other), headers=hdr
+    )
+    assert status == 200 and forced["spec"]["hostname"] == "z"
 
 
 async def test_dry_run_stores_nothing(rest: RestEnv) -> None:

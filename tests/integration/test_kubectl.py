@@ -197,3 +197,39 @@ def test_logs_options(cluster: LocalCluster, kubectl: Kubectl) -> None:
     assert 'previous terminated container "logger" in pod "logger" not found' in previous.stderr
     stamped = kubectl("logs", "logger", "--timestamps", check=False)
     assert stamped.returncode == 1 and "per-line times" in stamped.stderr
+
+
+def test_server_side_apply_conflicts_force_and_removal(kubectl: Kubectl) -> None:
+    def manifest(replicas: int, labels: str) -> str:
+        return f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ssa
+  labels: {{{labels}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: ssa}}}}
+  template:
+    metadata: {{labels: {{app: ssa}}}}
+    spec:
+      containers: [{{name: web, image: nginx}}]
+"""
+
+    kubectl("apply", "--server-side", "--field-manager", "alice", "-f", "-",
+            input_text=manifest(1, "app: ssa, team: a"))  # fmt: skip
+    clash = kubectl("apply", "--server-side", "--field-manager", "bob", "-f", "-", check=False,
+                    input_text=manifest(3, "app: ssa, team: a"))  # fmt: skip
+    assert clash.returncode == 1
+    assert 'conflict with "alice"' in clash.stderr and ".spec.replicas" in clash.stderr
+    kubectl("apply", "--server-side", "--field-manager", "bob", "--force-conflicts", "-f", "-",
+            input_text=manifest(3, "app: ssa, team: a"))  # fmt: skip
+    assert kubectl("get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}").stdout == "3"
+    managers = kubectl("get", "deploy", "ssa", "--show-managed-fields", "-o",
+                       "jsonpath={.metadata.managedFields[*].manager}").stdout.split()  # fmt: skip
+    assert "alice" in managers and "bob" in managers
+    # alice and bob both set team; once neither does, it goes
+    for who in ("alice", "bob"):
+        kubectl("apply", "--server-side", "--field-manager", who, "--force-conflicts", "-f", "-",
+                input_text=manifest(3, "app: ssa"))  # fmt: skip
+    labels = kubectl("get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}").stdout
+    assert "team" not in labels and "ssa" in labels

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver import rest_openapi, rest_resources as resources, rest_reviews, tables
+from knemu.apiserver import rest_openapi, rest_resources as resources, rest_reviews, ssa, tables
+from knemu.apiserver.naming import rfc3339
 from knemu.apiserver.rest_codec import (
     APPLY_PATCH,
     BadRequest,
@@ -42,7 +43,7 @@ from knemu.apiserver.rest_paths import Target, delete_options, parse_target, wat
 from knemu.apiserver.rest_watch import serve_watch
 from knemu.apiserver.store import Store
 from knemu.apiserver.watch import WatchHub
-from knemu.errors import AlreadyExists, KnemuError, LocalError, NotFound
+from knemu.errors import AlreadyExists, FieldError, Invalid, KnemuError, LocalError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,9 @@ class RestApi:
         """Common tail of PUT and PATCH: split status, admit, store (unless dryRun)."""
         # The resourceVersion the client sent is its precondition (optimistic concurrency).
         sent_rv = new.get("metadata", {}).get("resourceVersion")
+        managed = old.get("metadata", {}).get("managedFields")
+        if managed and "managedFields" not in new.get("metadata", {}):
+            new["metadata"]["managedFields"] = managed  # a plain update keeps field owners
         if t.sub == "status":
             merged = copy.deepcopy(old)
             merged["status"] = new.get("status", {})
@@ -318,13 +322,8 @@ class RestApi:
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "")
         old = self.store.get(t.res.kind, t.namespace or "", t.name)
-        if old is None and ctype.startswith(APPLY_PATCH) and not t.sub:
-            # Server-side apply creates what does not exist yet.
-            obj = apply_patch({}, raw, ctype)
-            obj.setdefault("kind", t.res.kind)
-            obj.setdefault("apiVersion", t.res.group_version)
-            self._check_identity(obj.setdefault("metadata", {}), t)
-            return self._do_create(request, t, obj)
+        if ctype.startswith(APPLY_PATCH) and not t.sub:
+            return self._server_side_apply(request, t, old, raw)
         if old is None:
             old = self._lookup(t)
         patched = apply_patch(old, raw, ctype)
@@ -333,6 +332,26 @@ class RestApi:
         patched["kind"] = t.res.kind
         self._check_identity(patched["metadata"], t)
         return self._update(request, t, old, patched)
+
+    def _server_side_apply(
+        self, request: web.Request, t: Target, old: Obj | None, raw: bytes
+    ) -> web.Response:
+        """Apply with field management (ssa.py); creates what does not exist yet."""
+        manager = request.query.get("fieldManager", "")
+        if not manager:  # as ValidatePatchOptions answers
+            detail = "is required for apply patch: name who applies (kubectl sends one)"
+            raise Invalid("PatchOptions.meta.k8s.io", "",
+                          [FieldError("fieldManager", f"Required value: {detail}",
+                                      "FieldValueRequired")])  # fmt: skip
+        config = decode_object(raw, APPLY_PATCH)
+        force = request.query.get("force") in ("true", "1")
+        obj = ssa.apply(old or {}, config, manager, force, rfc3339(self.clock()))
+        obj["kind"] = t.res.kind
+        obj.setdefault("apiVersion", t.res.group_version)
+        self._check_identity(obj.setdefault("metadata", {}), t)
+        if old is None:
+            return self._do_create(request, t, obj)
+        return self._update(request, t, old, obj)
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         old = self._lookup(t)
