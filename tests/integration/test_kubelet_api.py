@@ -18,7 +18,7 @@ from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
 from knemu.node_agent.faults import Impairments
 from knemu.node_agent.flows import FlowLog
 from knemu.node_agent.kubelet_api import MAX_STREAMS, KubeletApi, exit_status
-from knemu.node_agent.kubelet_logs import LogOptions, select
+from knemu.node_agent.kubelet_logs import LogIndex, LogOptions, select
 
 
 class FakeRuntime:
@@ -44,8 +44,10 @@ class FakeRuntime:
         """A container that ran twice: "one\n" was its first run's output."""
         if key != "default/web":
             raise NotFound(f"pod {key} is not running on node node-1")
-        return SimpleNamespace(log_path=self.logs, log_start=4, previous_start=0,
-                               spec=SimpleNamespace(name=container))  # fmt: skip
+        return SimpleNamespace(
+            log_path=self.logs, log_start=4, previous_start=0, log_index=LogIndex(),
+            spec=SimpleNamespace(name=container),
+        )  # fmt: skip
 
 
 class FakeRouter:
@@ -158,8 +160,8 @@ async def test_logs_tail_and_healthz(api: tuple[KubeletApi, str, Any]) -> None:
             assert await r.text() == "two\nt"
         async with s.get(f"{base}/containerLogs/default/web/main?limitBytes=0") as r:
             assert r.status == 400 and "limitBytes" in (await r.json())["message"]
-        async with s.get(f"{base}/containerLogs/default/web/main?timestamps=true") as r:
-            assert r.status == 400 and "per-line times" in (await r.json())["message"]
+        async with s.get(f"{base}/containerLogs/default/web/main?sinceTime=never") as r:
+            assert r.status == 400 and "sinceTime" in (await r.json())["message"]
         async with s.get(f"{base}/healthz") as r:
             assert await r.text() == "ok"
 

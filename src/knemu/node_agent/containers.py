@@ -21,12 +21,14 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.node_agent import probes
 from knemu.node_agent.container_stdin import ContainerStdin
+from knemu.node_agent.kubelet_logs import LogIndex
 from knemu.node_agent.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -36,6 +38,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BACKOFF_INITIAL_S = 10.0  # kubelet: 10 s, doubled per restart, capped at 5 minutes
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0  # a container that ran 10 minutes restarts without back-off
+LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, kubelet_logs)
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
@@ -182,6 +185,8 @@ class Runner:
         self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
         self.log_start = 0  # log file offset where the current run's output begins
         self.previous_start: int | None = None  # ... and the previous run's (logs -p)
+        self.log_index = LogIndex()  # when the log grew (logs --timestamps, --since)
+        self._log_watch: asyncio.Task[None] | None = None
         self.runs = 0
         self.ready = False
         self._task: asyncio.Task[None] | None = None
@@ -189,9 +194,20 @@ class Runner:
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
             self._supervise(), name=f"container {self.pod.key}/{self.spec.name}"
         )
+        self._log_watch = loop.create_task(
+            self._watch_log(), name=f"log index {self.pod.key}/{self.spec.name}"
+        )
+
+    async def _watch_log(self) -> None:
+        """Record when the log file grows: the kubelet_logs times of its lines."""
+        while True:
+            with contextlib.suppress(OSError):
+                self.log_index.observe(self.log_path.stat().st_size, time.time())
+            await asyncio.sleep(LOG_WATCH_S)
 
     def status(self) -> ContainerStatus:
         c = self.core
@@ -401,6 +417,8 @@ class Runner:
             _killpg(proc.pid, signal.SIGKILL)  # the leader and anything it left behind
             await proc.wait()
         self._stop_probes()
+        if self._log_watch is not None:
+            self._log_watch.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,16 +6,22 @@ The log file holds every run of the container; each run's start offset is known
 (``Runner.log_start``, ``previous_start``), so the current run's output is served, or with
 ``previous=true`` the one before it (400 when there was none, worded as the kubelet words
 it).  ``tailLines`` keeps the last lines, ``limitBytes`` stops after that many bytes (also
-when following).  The output is not recorded with per-line times, so ``timestamps``,
-``sinceSeconds`` and ``sinceTime`` are refused with that reason rather than ignored.
-``plan_logs`` and ``select`` are pure; ``serve_logs`` streams.
+when following).  The container writes the file itself (so it survives an agent restart);
+the agent watches the file grow (``LogIndex``, every ``Runner.LOG_WATCH_S``) and a line's
+time for ``timestamps``, ``sinceSeconds`` and ``sinceTime`` is when the agent first saw it:
+within that interval of when it was written (DEVIATION: the kubelet's CRI log records the
+write time).  ``plan_logs``, ``LogIndex`` and ``select`` are pure; ``serve_logs`` streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import datetime
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +30,7 @@ from aiohttp import web
 from knemu.errors import LocalError
 
 POLL_S = 0.2  # how often a followed log file is checked for new bytes
-_UNRECORDED = ("timestamps", "sinceSeconds", "sinceTime")
+INDEX_ENTRIES = 100_000  # growth records kept per container (older bytes: the oldest's time)
 
 
 class BadLogRequest(LocalError):
@@ -38,6 +44,36 @@ class LogOptions:
     previous: bool = False
     tail_lines: int | None = None
     limit_bytes: int | None = None
+    timestamps: bool = False
+    since: float | None = None  # seconds since the epoch (sinceTime, or now - sinceSeconds)
+
+
+@dataclass
+class LogIndex:
+    """When each stretch of a log file was first seen: (start offset, wall time) entries."""
+
+    entries: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=INDEX_ENTRIES))
+    size: int = 0
+
+    def observe(self, size: int, now: float) -> None:
+        if size > self.size:
+            self.entries.append((self.size, now))
+        self.size = size
+
+    def time_of(self, offset: int) -> float | None:
+        """When the byte at ``offset`` was first seen (None: not yet)."""
+        starts = [start for start, _ in self.entries]
+        i = bisect.bisect_right(starts, offset) - 1
+        if i >= 0:
+            return self.entries[i][1]
+        return self.entries[0][1] if self.entries else None
+
+
+def rfc3339_nano(t: float) -> str:
+    """Go's time.RFC3339Nano in UTC, as the kubelet prefixes lines (trailing zeros dropped)."""
+    moment = datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+    fraction = f"{moment.microsecond:06d}000".rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 def _flag(value: str | None) -> bool:
@@ -57,24 +93,51 @@ def _positive(query: Mapping[str, str], name: str, minimum: int) -> int | None:
     return value
 
 
-def plan_logs(query: Mapping[str, str]) -> LogOptions:
-    for name in _UNRECORDED:
-        if query.get(name) not in (None, "", "false", "0"):
+def plan_logs(query: Mapping[str, str], now: float) -> LogOptions:
+    seconds = _positive(query, "sinceSeconds", 1)
+    since_time = query.get("sinceTime")
+    if seconds is not None and since_time:
+        raise BadLogRequest("at most one of sinceTime or sinceSeconds may be specified")
+    since = None if seconds is None else now - seconds
+    if since_time:
+        try:
+            since = datetime.datetime.fromisoformat(since_time.replace("Z", "+00:00")).timestamp()
+        except ValueError:
             raise BadLogRequest(
-                f"{name} is not supported by knemu's kubelet yet: container output is not "
-                "recorded with per-line times; use tailLines or limitBytes instead"
-            )
+                f"sinceTime {since_time!r} is not an RFC 3339 time (e.g. 2024-05-01T10:00:00Z)"
+            ) from None
     return LogOptions(
         follow=_flag(query.get("follow")),
         previous=_flag(query.get("previous")),
         tail_lines=_positive(query, "tailLines", 0),
         limit_bytes=_positive(query, "limitBytes", 1),
+        timestamps=_flag(query.get("timestamps")),
+        since=since,
     )
 
 
-def select(data: bytes, start: int, end: int | None, opts: LogOptions) -> bytes:
-    """The bytes of one run (``data[start:end]``), tailed and limited."""
-    out = data[start:end]
+def stamp_lines(data: bytes, base: int, index: LogIndex, opts: LogOptions, now: float) -> bytes:
+    """Lines of ``data`` (which starts at file offset ``base``) since ``opts.since``, each
+    prefixed with its time when ``opts.timestamps``."""
+    if not opts.timestamps and opts.since is None:
+        return data
+    out, offset = [], base
+    for line in data.splitlines(keepends=True):
+        seen = index.time_of(offset)
+        seen = now if seen is None else seen
+        offset += len(line)
+        if opts.since is not None and seen < opts.since:
+            continue
+        out.append((rfc3339_nano(seen).encode() + b" " if opts.timestamps else b"") + line)
+    return b"".join(out)
+
+
+def select(
+    data: bytes, start: int, end: int | None, opts: LogOptions,
+    index: LogIndex | None = None, now: float = 0.0,
+) -> bytes:  # fmt: skip
+    """The bytes of one run (``data[start:end]``): since, stamped, tailed and limited."""
+    out = stamp_lines(data[start:end], start, index or LogIndex(), opts, now)
     if opts.tail_lines is not None:
         out = b"".join(out.splitlines(keepends=True)[-opts.tail_lines :] if opts.tail_lines else [])
     if opts.limit_bytes is not None:
@@ -88,6 +151,7 @@ class RunSource(Protocol):
     log_path: Path
     log_start: int
     previous_start: int | None
+    log_index: LogIndex
 
 
 def run_range(
@@ -106,13 +170,13 @@ async def serve_logs(
     running: Callable[[], bool],
 ) -> web.StreamResponse:  # fmt: skip
     """Raises BadLogRequest before anything is sent; then streams."""
-    opts = plan_logs(request.query)
+    opts = plan_logs(request.query, time.time())
     start, end = run_range(runner, opts, pod, container)
     try:
         data = runner.log_path.read_bytes()
     except FileNotFoundError:
         data = b""
-    first = select(data, start, end, opts)
+    first = select(data, start, end, opts, runner.log_index, time.time())
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     await resp.write(first)
@@ -120,8 +184,9 @@ async def serve_logs(
     offset = len(data)
     while opts.follow and not opts.previous and running() and budget != 0:
         await asyncio.sleep(POLL_S)  # tail -f: the log is a plain file
-        chunk = _read_from(runner.log_path, offset)
-        offset += len(chunk)
+        raw = _read_from(runner.log_path, offset)
+        chunk = stamp_lines(raw, offset, runner.log_index, opts, time.time())
+        offset += len(raw)
         if budget is not None:
             chunk, budget = chunk[:budget], max(0, budget - len(chunk))
         if chunk:
