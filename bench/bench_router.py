@@ -19,7 +19,7 @@ import gc
 import time
 from collections.abc import Callable
 
-from knemu.apiserver import convert
+from knemu.apiserver.grpc_api import convert
 from knemu.node_agent.agent_netpol import PolicySync
 from knemu.node_agent.router import LocalNode, Router
 from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry

@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import FieldError, Invalid
 
 NOW = 1_700_000_000.0

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from apiserver_helpers import NOW, FakeAdmission, RestEnv
 
-from knemu.apiserver.proxy import NodeProxy
-from knemu.apiserver.rest import RestApi
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.rest.handlers import RestApi
+from knemu.apiserver.rest.proxy import NodeProxy
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.watch_hub import WatchHub
 
 
 @pytest.fixture

@@ -7,17 +7,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from knemu.apiserver.rest_codec import (
-    BadRequest,
-    decode_body,
-    decode_object,
-    fields_match,
-    json_patch,
-    merge_patch,
-    parse_field_selector,
-    status_failure,
-)
-from knemu.apiserver.rest_paths import parse_target
+from knemu.apiserver.rest.bodies import decode_body, decode_object
+from knemu.apiserver.rest.patches import json_patch, merge_patch
+from knemu.apiserver.rest.paths import parse_target
+from knemu.apiserver.rest.selectors import fields_match, parse_field_selector
+from knemu.apiserver.rest.status import BadRequest, status_failure
 from knemu.errors import FieldError, Invalid, KnemuError, NotFound
 
 json_values = st.recursive(

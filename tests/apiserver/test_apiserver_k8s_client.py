@@ -18,7 +18,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from knemu.apiserver.server import ApiServer
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from apiserver_helpers import NOW, RestEnv
 from kubernetes import client
 from kubernetes.stream import stream
 
-from knemu.apiserver.proxy import kubelet_address
+from knemu.apiserver.rest.proxy import kubelet_address
 from knemu.errors import Unavailable
 
 SUCCESS = b'\x03{"status":"Success"}'

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from knemu.apiserver import rest_resources as resources
+from knemu.apiserver.rest import resources
 from knemu.apiserver.server import ApiServer, serve
 from knemu.config import ApiServerConfig, Timings
 from knemu.proto.client import ClusterClient

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from knemu.apiserver.store import Store, StoredEvent, rfc3339
+from knemu.apiserver.storage.store import Store, StoredEvent, rfc3339
 from knemu.errors import AlreadyExists, Conflict, Gone, Invalid, NotFound
 
 NOW = 1_700_000_000.0
@@ -186,7 +186,7 @@ def test_restart_keeps_objects_rv_and_history(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from knemu.apiserver.store import Store
+    from knemu.apiserver.storage.store import Store
     store = Store(sys.argv[1])
     for i in range(100000):
         store.create({"kind": "ConfigMap", "metadata": {"name": f"o{i}", "namespace": "d"}}, 0.0)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from knemu.apiserver.rest_codec import STRATEGIC_PATCH, apply_patch
-from knemu.apiserver.strategic import BadPatch, strategic_merge_patch
+from knemu.apiserver.rest.patches import STRATEGIC_PATCH, apply_patch
+from knemu.apiserver.rest.strategic import BadPatch, strategic_merge_patch
 
 POD: dict[str, Any] = {
     "metadata": {"name": "web", "labels": {"app": "web"}, "finalizers": ["a"]},

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from knemu.apiserver import builtins
-from knemu.apiserver.admission import Admission
+from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

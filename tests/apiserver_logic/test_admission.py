@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
 from knemu.errors import Exhausted, Invalid
 
@@ -153,7 +153,7 @@ def test_node_port_exhaustion_is_explicit() -> None:
     store = Store(":memory:")
     try:
         from knemu.apiserver import builtins
-        from knemu.apiserver.admission import Admission
+        from knemu.apiserver.admission.pipeline import Admission
 
         adm = Admission(store, ApiServerConfig(node_port_min=30000, node_port_max=30001))
         builtins.bootstrap(store, adm, 0)
@@ -176,7 +176,7 @@ def test_cluster_ip_exhaustion_is_explicit() -> None:
     store = Store(":memory:")
     try:
         from knemu.apiserver import builtins
-        from knemu.apiserver.admission import Admission
+        from knemu.apiserver.admission.pipeline import Admission
 
         adm = Admission(store, ApiServerConfig(service_cidr="10.96.0.0/28"))
         builtins.bootstrap(store, adm, 0)
@@ -249,7 +249,7 @@ def test_every_seed_manifest_is_admitted(cluster: Cluster) -> None:
     ],
 )
 def test_kind_names_are_normalised(given: str, kind: str) -> None:
-    from knemu.apiserver.admission import canonical_kind
+    from knemu.apiserver.admission.pipeline import canonical_kind
 
     assert canonical_kind(given) == kind
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from knemu.apiserver import labels
+from knemu.apiserver.meta import labels
 from knemu.errors import LocalError
 
 CASES = [

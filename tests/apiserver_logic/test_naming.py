@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from knemu.apiserver import naming
+from knemu.apiserver.meta import naming
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,7 @@ def test_after_an_apiserver_restart_every_node_counts_as_renewed(cluster: Cluste
 
 
 def test_kubernetes_timings_give_pods_300_seconds(cluster: Cluster) -> None:
-    from knemu.apiserver.admission import Admission
+    from knemu.apiserver.admission.pipeline import Admission
 
     admission = Admission(cluster.store, ApiServerConfig(timings=Timings.kubernetes()))
     pod = admission.admit_create(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from knemu.apiserver import builtins
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 
 from .conftest import T0, Cluster
 
@@ -69,7 +69,7 @@ def test_bootstrap_objects(cluster: Cluster) -> None:
 
 def test_bootstrap_is_idempotent_across_restarts(tmp_path: object) -> None:
     path = f"{tmp_path}/store.db"
-    from knemu.apiserver.admission import Admission
+    from knemu.apiserver.admission.pipeline import Admission
     from knemu.config import ApiServerConfig
 
     store = Store(path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from knemu.apiserver import naming
 from knemu.apiserver.controllers.deployment import surge_and_unavailable
+from knemu.apiserver.meta import naming
 
 from .conftest import Cluster, load_yaml
 
@@ -65,11 +65,11 @@ def test_pod_names_are_repeatable_with_the_same_seed(cluster: Cluster) -> None:
     assert len(set(first)) == 3
     # A second cluster with the same seed names its pods identically.
     from knemu.apiserver import builtins
-    from knemu.apiserver.admission import Admission
+    from knemu.apiserver.admission.pipeline import Admission
     from knemu.apiserver.controllers import ControllerManager
     from knemu.apiserver.nodes import NodeRegistry
     from knemu.apiserver.recorder import EventRecorder
-    from knemu.apiserver.store import Store
+    from knemu.apiserver.storage.store import Store
 
     store = Store(":memory:")
     try:

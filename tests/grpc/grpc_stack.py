@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 
-from knemu.apiserver.grpc_service import bound_port, start_grpc_server
+from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.config import ApiServerConfig
 from knemu.proto.client import ClusterClient
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from knemu.apiserver import convert
+from knemu.apiserver.grpc_api import convert
 from knemu.errors import LocalError
 from knemu.proto import knemu_pb2 as pb
 

@@ -199,7 +199,7 @@ async def test_shutdown_ends_streams_without_relist(stack: Stack) -> None:
 
 
 async def test_port_in_use_is_unavailable_naming_the_address(stack: Stack) -> None:
-    from knemu.apiserver.grpc_service import start_grpc_server
+    from knemu.apiserver.grpc_api.service import start_grpc_server
 
     with pytest.raises(errors.Unavailable, match=rf"cannot listen on {stack.target}.*grpc_listen"):
         await start_grpc_server(stack.target, stack.store, stack.hub, stack.registry)

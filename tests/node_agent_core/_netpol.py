@@ -1,5 +1,5 @@
 """Helpers for the NetworkPolicy tests: objects written as Kubernetes YAML, converted exactly as
-the api-server converts them for the watch (``knemu.apiserver.convert``)."""
+the api-server converts them for the watch (``knemu.apiserver.grpc_api.convert``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from knemu.apiserver import convert
+from knemu.apiserver.grpc_api import convert
 from knemu.node_agent.netpol import PolicyEngine
 from knemu.proto import knemu_pb2 as pb, wire
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from knemu.apiserver.convert import pod_to_proto
+from knemu.apiserver.grpc_api.convert import pod_to_proto
 from knemu.errors import LocalError
 from knemu.node_agent.attach import AttachOptions, StdinCore, check_attach
 from knemu.node_agent.containers import ContainerCore, exit_code

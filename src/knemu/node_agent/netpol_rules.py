@@ -14,7 +14,7 @@ https://kubernetes.io/docs/concepts/services-networking/network-policies/ descri
   no port at all means every port of that protocol;
 * ``policyTypes`` defaults to Ingress, plus Egress when the policy has egress rules.
 
-Things the API server rejects (validation_netpol.py) but that an old stored object may still
+Things the API server rejects (validation/netpol.py) but that an old stored object may still
 carry compile to matchers that match nothing, so a policy never allows more than it says.
 """
 

@@ -8,9 +8,9 @@ The order follows kube-apiserver's request pipeline
 2. check the namespace exists (the NamespaceLifecycle plugin: NotFound, create it first);
 3. reset status on create (status belongs to controllers and nodes); on update the caller
    has already split spec and status (REST: main resource vs /status subresource);
-4. default (admission_defaults.py) and validate (validation*.py), raising errors.Invalid with
+4. default (defaults.py) and validate (the validation package), raising errors.Invalid with
    every field error at once;
-5. allocate: ClusterIP and NodePorts for Services (ipam.py).
+5. allocate: ClusterIP and NodePorts for Services (knemu.apiserver.ipam).
 
 Admission never writes the object itself; the caller stores what it returns.
 """
@@ -22,18 +22,20 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from knemu.apiserver import ipam, naming, validation as v
-from knemu.apiserver.admission_defaults import apply_defaults
+from knemu.apiserver import ipam
+from knemu.apiserver.admission.defaults import apply_defaults
+from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import CLUSTER_SCOPED_KINDS, Store
-from knemu.apiserver.validation_apps import (
+from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
+from knemu.apiserver.validation import common as v
+from knemu.apiserver.validation.apps import (
     validate_apps_update,
     validate_deployment,
     validate_replica_set,
 )
-from knemu.apiserver.validation_netpol import validate_network_policy
-from knemu.apiserver.validation_pod import validate_pod, validate_pod_update
-from knemu.apiserver.validation_service import validate_service, validate_service_update
+from knemu.apiserver.validation.netpol import validate_network_policy
+from knemu.apiserver.validation.pod import validate_pod, validate_pod_update
+from knemu.apiserver.validation.service import validate_service, validate_service_update
 from knemu.config import ApiServerConfig
 from knemu.errors import FieldError, Invalid, NotFound
 

@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from knemu.apiserver import naming
-from knemu.apiserver.validation import (
+from knemu.apiserver.meta import naming
+from knemu.apiserver.validation.common import (
     Obj,
     as_list,
     check_labels,

@@ -11,16 +11,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from knemu.apiserver import labels, rest_resources as resources
-from knemu.apiserver.rest_codec import (
-    BadRequest,
-    Obj,
-    decode_object,
-    fields_match,
-    parse_field_selector,
-)
-from knemu.apiserver.rest_resources import Resource
-from knemu.apiserver.rest_watch import WatchFilter
+from knemu.apiserver.meta import labels
+from knemu.apiserver.rest import resources
+from knemu.apiserver.rest.bodies import decode_object
+from knemu.apiserver.rest.resources import Resource
+from knemu.apiserver.rest.selectors import fields_match, parse_field_selector
+from knemu.apiserver.rest.status import BadRequest, Obj
+from knemu.apiserver.rest.watch import WatchFilter
 from knemu.errors import NotFound
 
 

@@ -5,7 +5,7 @@ DNS-1035 label; a multi-port Service names every port, uniquely; targetPort is a
 or an IANA_SVC_NAME naming a container port; nodePort only for NodePort/LoadBalancer;
 ExternalName needs spec.externalName and no clusterIP; headless (clusterIP: None) only for
 type ClusterIP; sessionAffinity ClientIP timeouts lie in (0, 86400].  The nodePort range and
-clusterIP conflicts are checked during allocation (ipam.py).
+clusterIP conflicts are checked during allocation (knemu.apiserver.ipam).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from knemu.apiserver import naming
-from knemu.apiserver.validation import (
+from knemu.apiserver.meta import naming
+from knemu.apiserver.validation.common import (
     Obj,
     as_list,
     as_map,

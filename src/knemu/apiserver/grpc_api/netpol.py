@@ -1,6 +1,6 @@
 """NetworkPolicy and Namespace (networking.k8s.io/v1, core/v1) -> protobuf, for the watch.
 
-Part of ``knemu.apiserver.convert``; pure and total like the rest of it.
+Part of ``knemu.apiserver.grpc_api.convert``; pure and total like the rest of it.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from knemu.apiserver.convert_fields import (
+from knemu.apiserver.grpc_api.fields import (
     field_list as _list,
     field_map as _map,
     field_str as _str,

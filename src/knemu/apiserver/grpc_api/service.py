@@ -3,8 +3,8 @@
 A thin asyncio adapter: Watch turns a WatchHub subscription into the stream described in
 knemu.proto's header (snapshot or backlog, SYNCED, live events in resourceVersion order, and
 RELIST then end of stream for a watcher that is too far behind), converting stored JSON with
-``knemu.apiserver.convert``; the unary calls delegate to the NodeRegistry.  Every knemu error
-becomes the gRPC status its class names (``errors.KnemuError.grpc_code``).
+``knemu.apiserver.grpc_api.convert``; the unary calls delegate to the NodeRegistry.  Every
+knemu error becomes the gRPC status its class names (``errors.KnemuError.grpc_code``).
 
 A watcher that stops reading is bounded twice: HTTP/2 flow control stops our writes once its
 window is full, and meanwhile its hub queue overflows, is dropped and unsubscribed; when the
@@ -21,9 +21,9 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from google.protobuf import json_format
 
-from knemu.apiserver.convert import WATCHABLE_KINDS, node_to_proto, to_object
-from knemu.apiserver.store import Store, StoredEvent
-from knemu.apiserver.watch import Subscription, WatchHub
+from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
+from knemu.apiserver.storage.store import Store, StoredEvent
+from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.config import Timings
 from knemu.errors import Gone, KnemuError, Unavailable
 from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
@@ -104,7 +104,6 @@ class ClusterService(pb_grpc.ClusterServicer):
         self._hub = hub
         self._registry = registry
         self._timings = timings
-        self.active_watches = 0
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
@@ -124,12 +123,10 @@ class ClusterService(pb_grpc.ClusterServicer):
         except Gone as exc:
             yield _relist(exc.message, self._store.resource_version)
             return
-        self.active_watches += 1
         try:
             async for event in _stream(sub):
                 yield event
         finally:
-            self.active_watches -= 1
             sub.close()
             log.info("watch %s: ended", who)
 
@@ -248,7 +245,6 @@ async def start_grpc_server(
         ) from None
     await server.start()
     server.bound_port = port
-    server.knemu_service = service
     log.info("gRPC service knemu.v1.Cluster listening on %s (port %d)", listen, port)
     return server
 
@@ -257,8 +253,3 @@ def bound_port(server: grpc.aio.Server) -> int:
     """The TCP port a server made by start_grpc_server listens on."""
     port: int = server.bound_port
     return port
-
-
-def service_of(server: grpc.aio.Server) -> ClusterService:
-    service: ClusterService = server.knemu_service
-    return service

@@ -2,8 +2,8 @@
 
 Errors are ``errors.FieldError(path, message, type)`` worded like
 apimachinery/pkg/util/validation/field (``spec.ports[0].port: Invalid value: 70000: must be
-between 1 and 65535, inclusive``).  The per-kind rules live in validation_pod.py,
-validation_service.py, validation_apps.py and validation_netpol.py; this module holds the
+between 1 and 65535, inclusive``).  The per-kind rules live in pod.py,
+service.py, apps.py and netpol.py of this package; this module holds the
 shared helpers, metadata rules (pkg/apis/core/validation ValidateObjectMeta) and the dispatch
 table.
 """
@@ -14,11 +14,10 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard
 
-from knemu.apiserver import naming
+from knemu.apiserver.meta import naming
 from knemu.errors import FieldError
 
 Obj = dict[str, Any]
-Validator = Callable[[Obj], list[FieldError]]
 
 
 # ---- field.Error constructors ----------------------------------------------------------------

@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from knemu.apiserver.rest_codec import BadRequest, Obj, status_failure
-from knemu.apiserver.store import Store
+from knemu.apiserver.rest.status import BadRequest, Obj, status_failure
+from knemu.apiserver.storage.store import Store
 from knemu.config import KUBELET_PORT
 from knemu.errors import KnemuError, NotFound, Unavailable
 from knemu.portforward_frames import MAX_MESSAGE, PORTFORWARD_PROTOCOLS, parse_ports

@@ -19,7 +19,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
-from knemu.apiserver.store import Store, StoredEvent
+from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.errors import Gone
 
 

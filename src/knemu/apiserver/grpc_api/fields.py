@@ -1,4 +1,4 @@
-"""Total accessors for converting stored Kubernetes JSON to protobuf (``knemu.apiserver.convert``):
+"""Total accessors for converting stored Kubernetes JSON to protobuf (``grpc_api.convert``):
 a missing field or one of the wrong type gives the proto default, never an exception."""
 
 from __future__ import annotations

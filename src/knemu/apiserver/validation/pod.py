@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from knemu.apiserver import naming
-from knemu.apiserver.validation import (
+from knemu.apiserver.meta import naming
+from knemu.apiserver.validation.common import (
     Obj,
     as_list,
     as_map,

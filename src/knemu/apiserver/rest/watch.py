@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from knemu.apiserver.rest_codec import BadRequest, status_failure
-from knemu.apiserver.store import StoredEvent
-from knemu.apiserver.watch import Subscription, WatchHub
+from knemu.apiserver.rest.status import BadRequest, status_failure
+from knemu.apiserver.storage.store import StoredEvent
+from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.errors import Gone, KnemuError
 
 Obj = dict[str, Any]

@@ -3,7 +3,7 @@
 Follows "Kubernetes API Concepts" (https://kubernetes.io/docs/reference/using-api/
 api-concepts/): resources live under ``/api/v1`` (core) and ``/apis/{group}/{version}``,
 namespaced ones under ``.../namespaces/{ns}/{plural}``; errors are ``Status`` objects; lists
-carry the store's resourceVersion so a client can watch from it (``rest_watch.py``).
+carry the store's resourceVersion so a client can watch from it (``rest.watch``).
 
 Writes go through admission (normalise, default, validate, allocate) before the store.  The
 ``status`` subresource follows the upstream split: a write to the main resource keeps the
@@ -21,26 +21,27 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver import rest_resources as resources
-from knemu.apiserver.rest_codec import (
-    APPLY_PATCH,
-    BadRequest,
-    MethodNotAllowed,
-    Obj,
-    apply_patch,
+from knemu.apiserver.rest import resources
+from knemu.apiserver.rest.bodies import (
     check_preconditions,
     decode_object,
     object_list,
-    paginate,
     scale_of,
     selector_text,
+)
+from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
+from knemu.apiserver.rest.paths import Target, delete_options, parse_target, watch_filter
+from knemu.apiserver.rest.selectors import paginate
+from knemu.apiserver.rest.status import (
+    BadRequest,
+    MethodNotAllowed,
+    Obj,
     status_failure,
     status_success,
 )
-from knemu.apiserver.rest_paths import Target, delete_options, parse_target, watch_filter
-from knemu.apiserver.rest_watch import serve_watch
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.rest.watch import serve_watch
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import AlreadyExists, KnemuError, LocalError, NotFound
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Forbidden(LocalError):
 
 
 class Admitter(Protocol):
-    """What the REST layer needs from ``knemu.apiserver.admission.Admission``."""
+    """What the REST layer needs from ``knemu.apiserver.admission.pipeline.Admission``."""
 
     def admit_create(self, obj: Obj, now: float) -> Obj: ...
 
@@ -386,10 +387,3 @@ class RestApi:
 def _not_served(request: web.Request) -> web.Response:
     err = NotFound(f"the server could not find the requested resource {request.path}")
     return _json(status_failure(err), 404)
-
-
-def make_app(store: Store, hub: WatchHub, admission: Admitter, **kwargs: Any) -> web.Application:
-    """An aiohttp application serving the REST API (no proxies: see ``proxy.add_routes``)."""
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    RestApi(store, hub, admission, **kwargs).add_routes(app)
-    return app

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from knemu.apiserver import labels, naming
-from knemu.apiserver.validation import (
+from knemu.apiserver.meta import labels, naming
+from knemu.apiserver.validation.common import (
     Obj,
     as_map,
     check_labels,
@@ -23,7 +23,7 @@ from knemu.apiserver.validation import (
     not_supported,
     required,
 )
-from knemu.apiserver.validation_pod import validate_pod_spec
+from knemu.apiserver.validation.pod import validate_pod_spec
 from knemu.errors import FieldError, LocalError
 
 _PERCENT = re.compile(r"(\d+)%")

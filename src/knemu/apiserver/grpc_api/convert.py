@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from knemu.apiserver.convert_fields import (
+from knemu.apiserver.grpc_api.fields import (
     condition_true as _condition_true,
     field_bool as _bool,
     field_list as _list,
@@ -27,7 +27,7 @@ from knemu.apiserver.convert_fields import (
     meta_to_proto,
     port_string as _port_string,
 )
-from knemu.apiserver.convert_netpol import (
+from knemu.apiserver.grpc_api.netpol import (
     namespace_to_proto as namespace_to_proto,
     network_policy_to_proto as network_policy_to_proto,
 )
