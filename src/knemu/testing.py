@@ -1,6 +1,7 @@
 """Test helpers shipped in the package (used by the CLI's tests and the integration tests).
 
-* ``wait_for(predicate, timeout_s)``: poll a condition with a deadline, never a bare sleep.
+* ``wait_for(predicate, timeout_s)``: poll a condition with a deadline, never a bare sleep
+  (``wait_until``: the same without an event loop).
 * ``apiserver_process(tmp_path, **config)``: the api-server in a subprocess on free loopback
   ports, to SIGKILL and restart on the same data; ``apiserver_inprocess``: in this loop.
 * ``FakeNode(grpc_target, name)``: a node without a data plane that registers (VTEP MAC, IP in
@@ -67,6 +68,23 @@ async def wait_for(
             name = what or getattr(predicate, "__name__", repr(predicate))
             raise TimeoutError(f"timed out after {timeout_s} s waiting for {name}")
         await asyncio.sleep(interval_s)
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float = 10.0,
+    *,
+    what: str = "",
+    interval_s: float = POLL_INTERVAL_S,
+) -> Any:
+    """``wait_for`` for code without an event loop (tests driving the synchronous CLI)."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := predicate()):
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__name__", repr(predicate))
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {name}")
+        time.sleep(interval_s)
+    return result
 
 
 def free_port(host: str = "127.0.0.1") -> int:

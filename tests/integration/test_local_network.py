@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from localcluster_helpers import unique_name, unique_subnet
 
-from knemu.cli.local import (
+from knemu.cli.commands.local import (
     Cluster,
     check_subnet_free,
     describe_leftovers,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from knemu.cli import observe
+from knemu.cli.commands import observe
 
 HOP_1 = {"time": 10.0, "node": "node-1", "point": "from-pod", "verdict": "TRANSLATED",
          "summary": "TCP 10.244.1.5:40000 -> 10.96.0.20:8080", "nat": "dnat",
