@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import knemu
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
@@ -264,7 +265,7 @@ def child_env(state_dir: Path) -> dict[str, str]:
     """Children import knemu from wherever this process did (PYTHONPATH=src in a tree) and
     carry a marker naming the cluster, so ``down`` only ever signals its own processes."""
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parents[2])
+    here = str(Path(knemu.__file__).resolve().parents[1])  # the directory holding knemu/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     env[MARKER_ENV] = str(state_dir)
     return env
