@@ -14,7 +14,7 @@ import pytest
 from apiserver_helpers import NOW, RestEnv
 from test_apiserver_proxy import UPGRADE, free_port, node, pod
 
-from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.portforward_frames import ClientDecoder, close_frame, frame, port_prefix
 
 PATH = "/api/v1/namespaces/default/pods/{}/portforward"

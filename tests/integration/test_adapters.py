@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from knemu.node_agent.adapters import RECEIVE, SEND, TunPort, UnderlayEndpoint
-from knemu.node_agent.faults import Impairments
+from knemu.node_agent.dataplane.adapters import RECEIVE, SEND, TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.faults import Impairments
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:

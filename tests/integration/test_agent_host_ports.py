@@ -19,10 +19,10 @@ from localcluster_helpers import apoll, echo_server
 from test_agent_pods import fake_pod_sync
 
 from knemu.config import AgentConfig
-from knemu.node_agent import agent_hostports, cni
-from knemu.node_agent.agent_hostports import HostPorts
-from knemu.node_agent.agent_pods import PodSync
-from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.cni import conflist as cni, hostports as agent_hostports
+from knemu.node_agent.cni.hostports import HostPorts
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.proto import knemu_pb2 as pb
 
 NODE_IP = "127.0.0.1"

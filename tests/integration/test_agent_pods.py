@@ -15,8 +15,8 @@ from localcluster_helpers import apoll
 
 from knemu.config import AgentConfig
 from knemu.errors import Exhausted, Invalid, Unavailable
-from knemu.node_agent.agent_pods import PodSync
-from knemu.node_agent.pods import PodHandle, PodStatus
+from knemu.node_agent.kubelet.pod_sync import PodSync
+from knemu.node_agent.runtime.pods import PodHandle, PodStatus
 from knemu.proto import knemu_pb2 as pb
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from knemu.node_agent import agent_tables as t
-from knemu.node_agent.nodeport import NodePortRule
-from knemu.node_agent.service_table import Backend
+from knemu.node_agent.dataplane import tables as t
+from knemu.node_agent.kubeproxy.nodeport import NodePortRule
+from knemu.node_agent.kubeproxy.service_table import Backend
 from knemu.proto import knemu_pb2 as pb
 
 

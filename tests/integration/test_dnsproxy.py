@@ -14,7 +14,7 @@ import dns.rrset
 import pytest
 from hypothesis import given, strategies as st
 
-from knemu.node_agent.dnsproxy import DnsForwarder, QueryRelay, servfail
+from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder, QueryRelay, servfail
 
 
 def query(qid: int, name: str = "web.default.svc.cluster.local.") -> bytes:

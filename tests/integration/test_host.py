@@ -12,7 +12,7 @@ import pytest
 from localcluster_helpers import REPO
 
 from knemu.errors import ConfigError
-from knemu.node_agent.host import configure_commands, host_plan
+from knemu.node_agent.dataplane.host import configure_commands, host_plan
 
 
 def test_plan_of_node_3() -> None:
@@ -39,7 +39,7 @@ def netns() -> Iterator[str]:
 
 SCRIPT = """
 import asyncio, subprocess
-from knemu.node_agent.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.host import HostInterface, host_plan
 async def main():
     host = await HostInterface.create(host_plan("10.244.7.0/24"))
     print(subprocess.run(["ip", "-o", "addr", "show", "knemu0"], capture_output=True,

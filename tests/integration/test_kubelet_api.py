@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 
 from knemu.errors import NotFound
-from knemu.node_agent.agent_hostports import HostPorts
+from knemu.node_agent.cni.hostports import HostPorts
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
-from knemu.node_agent.faults import Impairments
-from knemu.node_agent.flows import FlowLog
-from knemu.node_agent.kubelet_api import MAX_STREAMS, KubeletApi, exit_status, tail_lines
+from knemu.node_agent.kubelet.api import MAX_STREAMS, KubeletApi, exit_status, tail_lines
 
 
 class FakeRuntime:

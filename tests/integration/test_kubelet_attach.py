@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 
 from knemu.errors import NotFound
-from knemu.node_agent.container_stdin import ContainerStdin
-from knemu.node_agent.containers import ContainerCore
-from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.runtime.containers import ContainerCore
+from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.proto import knemu_pb2 as pb
 
 READER = "echo before; while read x; do echo got $x; echo err $x >&2; done; echo eof; exit 5"

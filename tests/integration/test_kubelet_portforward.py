@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.portforward_frames import ClientDecoder, Received, close_frame, frame, port_prefix
 
 PROTOCOLS = ("v4.channel.k8s.io",)

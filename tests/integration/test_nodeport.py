@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from localcluster_helpers import echo_server
 
-from knemu.node_agent.nodeport import NodePortProxy, NodePortRule, plan
+from knemu.node_agent.kubeproxy.nodeport import NodePortProxy, NodePortRule, plan
 
 
 def free_port(kind: int) -> int:

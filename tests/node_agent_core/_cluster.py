@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from knemu.node_agent.dataplane.router import OUT_UNDERLAY, LocalNode, Output, Router
 from knemu.node_agent.events import FlowEvent
-from knemu.node_agent.router import OUT_UNDERLAY, LocalNode, Output, Router
-from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry
+from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import wire
 
 MAC1 = "02:00:00:00:00:01"

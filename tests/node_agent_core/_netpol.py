@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from knemu.apiserver import convert
-from knemu.node_agent.netpol import PolicyEngine
+from knemu.node_agent.policy.engine import PolicyEngine
 from knemu.proto import knemu_pb2 as pb, wire
 
 NODE = "node-1"

@@ -8,8 +8,8 @@ import pytest
 
 from knemu.apiserver.convert import pod_to_proto
 from knemu.errors import LocalError
-from knemu.node_agent.attach import AttachOptions, StdinCore, check_attach
-from knemu.node_agent.containers import ContainerCore, exit_code
+from knemu.node_agent.runtime.attach_rules import AttachOptions, StdinCore, check_attach
+from knemu.node_agent.runtime.containers import ContainerCore, exit_code
 
 
 def test_options_from_query() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from knemu.node_agent.faults import Impairments
-from knemu.node_agent.router import OUT_POD, OUT_UNDERLAY
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY
 from knemu.proto import wire
 
 from ._cluster import POD_A, POD_B, UNDERLAY1, Pair, pair

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from knemu.config import AgentConfig
-from knemu.node_agent import cni
+from knemu.node_agent.cni import conflist as cni
 
 
 def build(config: AgentConfig | None = None) -> dict[str, Any]:

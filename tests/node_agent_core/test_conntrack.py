@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from knemu.node_agent.conntrack import (
+from knemu.node_agent.kubeproxy.conntrack import (
     CLOSE,
     ESTABLISHED,
     FIN_WAIT,

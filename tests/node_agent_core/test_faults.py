@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from knemu.errors import Invalid
-from knemu.node_agent.faults import Impairments, ImpairmentSpec
+from knemu.node_agent.dataplane.faults import Impairments, ImpairmentSpec
 
 DATA = bytes(range(100))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from knemu.node_agent.dataplane.flows import FlowLog
+from knemu.node_agent.dataplane.router import Router
 from knemu.node_agent.events import FlowDropped, FlowEvent, FlowForwarded
-from knemu.node_agent.flows import FlowLog
-from knemu.node_agent.router import Router
 
 from ._cluster import POD_A, POD_B, node, pair, syn
 

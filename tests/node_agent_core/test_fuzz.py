@@ -7,7 +7,7 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from knemu.errors import MalformedPacket
-from knemu.node_agent.service_table import Backend
+from knemu.node_agent.kubeproxy.service_table import Backend
 from knemu.proto import wire
 
 from ._cluster import MAC1, MAC2, POD_A, POD_C, UNDERLAY2, VIP, Pair, pair, syn, valid, web

@@ -8,8 +8,8 @@ through the router to be un-NATed instead of staying inside the kernel.
 
 from __future__ import annotations
 
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
-from knemu.node_agent.service_table import Backend
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
+from knemu.node_agent.kubeproxy.service_table import Backend
 from knemu.proto import wire
 
 from ._cluster import POD_A, UNDERLAY2, VIP, pair, syn, tcp, valid, web

@@ -23,7 +23,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 SCRIPT = r"""
 import socket, sys, time
-from knemu.node_agent.router import OUT_POD, OUT_UNDERLAY, LocalNode, Router
+from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY, LocalNode, Router
 from knemu.proto import wire
 
 kernel_mac = sys.argv[1]

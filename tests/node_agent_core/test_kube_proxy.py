@@ -6,9 +6,9 @@ import collections
 
 import pytest
 
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
 from knemu.node_agent.events import FlowRefused, FlowTranslated
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
-from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry
+from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import wire
 
 from ._cluster import POD_A, POD_B, POD_C, POD_D, VIP, node, pair, syn, tcp, valid, web

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from knemu.node_agent.netpol import PolicyEngine
+from knemu.node_agent.policy.engine import PolicyEngine
 from knemu.proto import knemu_pb2 as pb
 
 from ._netpol import (

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from knemu.node_agent import agent_tables
-from knemu.node_agent.agent_netpol import PolicySync
+from knemu.node_agent.dataplane import tables as agent_tables
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
 from knemu.node_agent.events import FlowDropped
-from knemu.node_agent.netpol_gate import PolicyGate
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
-from knemu.node_agent.service_table import Backend
+from knemu.node_agent.kubeproxy.service_table import Backend
+from knemu.node_agent.policy.gate import PolicyGate
+from knemu.node_agent.policy.sync import PolicySync
 from knemu.proto import knemu_pb2 as pb, wire
 
 from ._cluster import POD_A, POD_B, POD_C, POD_D, VIP, Pair, pair, syn, tcp, web

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from knemu.node_agent.nodeport import Relay
-from knemu.node_agent.portmap import (
+from knemu.node_agent.cni.portmap import (
     ALL_ADDRESSES,
     Clash,
     HostPort,
@@ -13,6 +12,7 @@ from knemu.node_agent.portmap import (
     PortMapTable,
     requested,
 )
+from knemu.node_agent.kubeproxy.nodeport import Relay
 from knemu.proto import knemu_pb2 as pb
 
 NODE_IP = "192.168.59.12"

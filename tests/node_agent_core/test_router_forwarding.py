@@ -8,8 +8,8 @@ import json
 import pytest
 
 from knemu.errors import ConfigError
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
 from knemu.node_agent.events import FlowDropped, FlowForwarded
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
 from knemu.proto import wire
 
 from ._cluster import (

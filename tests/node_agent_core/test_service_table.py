@@ -7,8 +7,8 @@ import json
 import pytest
 
 from knemu.errors import ConfigError
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
-from knemu.node_agent.service_table import (
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
+from knemu.node_agent.kubeproxy.service_table import (
     Backend,
     ServiceEntry,
     ServicePortEntry,

@@ -12,10 +12,15 @@ import collections
 import json
 from dataclasses import replace
 
-from knemu.node_agent import agent_tables as t
+from knemu.node_agent.dataplane import tables as t
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
 from knemu.node_agent.events import FlowDropped, FlowRefused
-from knemu.node_agent.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
-from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry, ServiceTable
+from knemu.node_agent.kubeproxy.service_table import (
+    Backend,
+    ServiceEntry,
+    ServicePortEntry,
+    ServiceTable,
+)
 from knemu.proto import knemu_pb2 as pb, wire
 
 from ._cluster import POD_A, POD_B, POD_C, POD_D, UNDERLAY1, VIP, node, pair, syn, valid, web

@@ -10,8 +10,8 @@ import pytest
 from pods_helpers import Harness
 
 from knemu.config import AgentConfig
-from knemu.node_agent import sandbox
-from knemu.node_agent.pods import PodRuntime
+from knemu.node_agent.runtime import sandbox
+from knemu.node_agent.runtime.pods import PodRuntime
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from knemu.node_agent.pods import PodRuntime, PodStatus
+from knemu.node_agent.runtime.pods import PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
 
 T = TypeVar("T")

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from knemu.errors import LocalError
-from knemu.node_agent import resolv, sandbox, sandbox_host
+from knemu.node_agent.cni import resolv
+from knemu.node_agent.runtime import host_sandbox as sandbox_host, sandbox
 from knemu.proto import knemu_pb2 as pb
 
 NODE_RESOLV = resolv.ResolvConf(("192.168.59.1",), ("lab.example",), ())

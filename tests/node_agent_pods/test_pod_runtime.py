@@ -14,8 +14,8 @@ import pytest
 from pods_helpers import Harness, alive, run, wait_for
 
 from knemu.errors import Exhausted, LocalError, NotFound, PodRuntimeError
-from knemu.node_agent import sandbox
-from knemu.node_agent.pods import PodRuntime
+from knemu.node_agent.runtime import sandbox
+from knemu.node_agent.runtime.pods import PodRuntime
 from knemu.proto import knemu_pb2 as pb
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -349,7 +349,7 @@ def _src() -> str:
 _CRASHING_AGENT = """
 import asyncio, os, sys
 from knemu.config import AgentConfig
-from knemu.node_agent.pods import PodRuntime
+from knemu.node_agent.runtime.pods import PodRuntime
 from knemu.proto import knemu_pb2 as pb
 
 async def main():

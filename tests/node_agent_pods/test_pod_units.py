@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from knemu.errors import ConfigError, Exhausted
-from knemu.node_agent import containers, ipam, probes, resolv, sandbox, workloads
-from knemu.node_agent.containers import ContainerCore, ContainerStatus
-from knemu.node_agent.pods import PodStatus, pod_phase
+from knemu.node_agent.cni import ipam, resolv
+from knemu.node_agent.runtime import containers, probes, sandbox, workloads
+from knemu.node_agent.runtime.containers import ContainerCore, ContainerStatus
+from knemu.node_agent.runtime.pods import PodStatus, pod_phase
 from knemu.proto import knemu_pb2 as pb
 
 # ---- IPAM ---------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def test_run_netns_mount_tags() -> None:
 
 
 def test_access_log_line_is_nginx_combined_format() -> None:
-    from knemu.node_agent.workloads import Request, access_log_line
+    from knemu.node_agent.runtime.workloads import Request, access_log_line
 
     req = Request("GET", "/x?y=1", "HTTP/1.1", {"user-agent": "curl/7.88.1"})
     line = access_log_line(req, "10.244.1.3", 200, 42)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from knemu.node_agent import workloads
+from knemu.node_agent.runtime import workloads
 
 pytestmark = pytest.mark.timeout(30)
 

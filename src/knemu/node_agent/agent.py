@@ -27,17 +27,18 @@ from typing import Any
 
 from knemu.config import AgentConfig
 from knemu.errors import ConfigError, KnemuError
-from knemu.node_agent import agent_tables as tables, cni
-from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
-from knemu.node_agent.agent_netpol import POLICY_KINDS, PolicySync
-from knemu.node_agent.agent_pods import PodSync
-from knemu.node_agent.dnsproxy import DnsForwarder
-from knemu.node_agent.faults import Impairments
-from knemu.node_agent.flows import FlowLog
-from knemu.node_agent.host import HostInterface, host_plan
-from knemu.node_agent.kubelet_api import KubeletApi
-from knemu.node_agent.nodeport import NodePortProxy
-from knemu.node_agent.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.cni import conflist as cni
+from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
+from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.pod_sync import PodSync
+from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
+from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
+from knemu.node_agent.policy.sync import POLICY_KINDS, PolicySync
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff, ClusterClient, Informer
 

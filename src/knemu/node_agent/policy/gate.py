@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from knemu.node_agent.conntrack import (
+from knemu.node_agent.events import POINT_FROM_HOST, POINT_FROM_POD, PROTO_NAMES
+from knemu.node_agent.kubeproxy.conntrack import (
     ESTABLISHED,
     SYN_SENT,
     UDP,
@@ -48,8 +49,7 @@ from knemu.node_agent.conntrack import (
     reverse,
     tcp_transition,
 )
-from knemu.node_agent.events import POINT_FROM_HOST, POINT_FROM_POD, PROTO_NAMES
-from knemu.node_agent.netpol import PolicyEngine
+from knemu.node_agent.policy.engine import PolicyEngine
 from knemu.proto import wire
 
 MAX_CONNECTIONS = 65536  # like nf_conntrack_max on a small node; the oldest entry goes first

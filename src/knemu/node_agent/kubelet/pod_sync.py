@@ -16,11 +16,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from knemu.errors import KnemuError, LocalError, RemoteError
-from knemu.node_agent import agent_tables as tables
-from knemu.node_agent.adapters import TunPort
-from knemu.node_agent.agent_hostports import HostPorts
-from knemu.node_agent.pods import PodHandle, PodRuntime, PodStatus
-from knemu.node_agent.portmap import NODE_PORTS_REASON
+from knemu.node_agent.cni.hostports import HostPorts
+from knemu.node_agent.cni.portmap import NODE_PORTS_REASON
+from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane.adapters import TunPort
+from knemu.node_agent.runtime.pods import PodHandle, PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff
 

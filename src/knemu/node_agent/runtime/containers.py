@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knemu.node_agent import probes
-from knemu.node_agent.container_stdin import ContainerStdin
-from knemu.node_agent.workloads import expand_vars, package_root, plan_container
+from knemu.node_agent.runtime import probes
+from knemu.node_agent.runtime.stdin import ContainerStdin
+from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)

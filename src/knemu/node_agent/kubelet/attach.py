@@ -18,10 +18,7 @@ from typing import Protocol
 from aiohttp import WSMsgType, web
 
 from knemu.errors import KnemuError
-from knemu.node_agent.attach import AttachOptions, check_attach
-from knemu.node_agent.container_stdin import ContainerStdin
-from knemu.node_agent.containers import ContainerCore, exit_code
-from knemu.node_agent.kubelet_api import (
+from knemu.node_agent.kubelet.api import (
     CLOSE,
     EXEC_PROTOCOLS,
     STATUS,
@@ -29,6 +26,9 @@ from knemu.node_agent.kubelet_api import (
     error_response,
     exit_status,
 )
+from knemu.node_agent.runtime.attach_rules import AttachOptions, check_attach
+from knemu.node_agent.runtime.containers import ContainerCore, exit_code
+from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.proto import knemu_pb2 as pb
 
 ATTACH_POLL_S = 0.05  # how often a session looks for new output in the log file

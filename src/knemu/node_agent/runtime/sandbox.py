@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.errors import PodRuntimeError
-from knemu.node_agent import tun
+from knemu.node_agent.dataplane import tun
 
 NETNS_RUN_DIR = Path("/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")

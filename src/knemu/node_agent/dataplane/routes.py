@@ -16,7 +16,7 @@ from typing import Any
 from knemu.config import CLUSTER_CIDR, SERVICE_CIDR
 from knemu.errors import ConfigError
 from knemu.node_agent import events as ev
-from knemu.node_agent.conntrack import CtHalf
+from knemu.node_agent.kubeproxy.conntrack import CtHalf
 from knemu.proto import wire
 
 OUT_POD = "pod"

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from knemu.node_agent.netpol import PolicyEngine
-from knemu.node_agent.netpol_gate import PolicyGate
-from knemu.node_agent.router import Router
+from knemu.node_agent.dataplane.router import Router
+from knemu.node_agent.policy.engine import PolicyEngine
+from knemu.node_agent.policy.gate import PolicyGate
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)

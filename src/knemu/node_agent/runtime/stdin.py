@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 
-from knemu.node_agent.attach import StdinCore
+from knemu.node_agent.runtime.attach_rules import StdinCore
 
 
 class ContainerStdin:

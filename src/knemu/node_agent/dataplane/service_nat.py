@@ -1,7 +1,7 @@
 """kube-proxy's half of the node router: the service table and conntrack, their control calls
 and timers, and the decisions about a flow's first packet to a service.
 
-``Router`` (``knemu.node_agent.router``, whose docstring describes the whole pipeline) adds the
+``Router`` (``dataplane.router``, whose docstring describes the whole pipeline) adds the
 per-packet path on top; this class holds what that path consults: ``services`` (the kube-proxy
 rules, ``service_table``), ``conntrack`` (DNAT entries and their reverse), the first fragments
 of translated datagrams, and the NetworkPolicy gate while some local pod is isolated.
@@ -14,10 +14,15 @@ from typing import Any
 
 from knemu.errors import ConfigError
 from knemu.node_agent import events as ev
-from knemu.node_agent.conntrack import Conntrack, CtHalf, CtTimeouts
-from knemu.node_agent.netpol_gate import PolicyGate
-from knemu.node_agent.routing import LocalNode, Output, RouteTable, net_mask
-from knemu.node_agent.service_table import Backend, CompiledPort, ServiceEntry, ServiceTable
+from knemu.node_agent.dataplane.routes import LocalNode, Output, RouteTable, net_mask
+from knemu.node_agent.kubeproxy.conntrack import Conntrack, CtHalf, CtTimeouts
+from knemu.node_agent.kubeproxy.service_table import (
+    Backend,
+    CompiledPort,
+    ServiceEntry,
+    ServiceTable,
+)
+from knemu.node_agent.policy.gate import PolicyGate
 from knemu.proto import wire
 
 FRAGMENT_S = 30.0  # net.ipv4.ipfrag_time

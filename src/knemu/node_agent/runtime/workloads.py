@@ -2,8 +2,8 @@
 
 Run as real processes inside a pod's namespaces::
 
-    python -m knemu.node_agent.workloads echo  --pod NAME --port 80 [--port 81 ...]
-    python -m knemu.node_agent.workloads nginx --pod NAME --port 80
+    python -m knemu.node_agent.runtime.workloads echo  --pod NAME --port 80 [--port 81 ...]
+    python -m knemu.node_agent.runtime.workloads nginx --pod NAME --port 80
 
 ``echo`` answers every HTTP request with the line the ``amsy810/echo-nginx`` image returns in
 seed 003 (its nginx ``return 200`` of ``$host``, ``$request_uri``, ``$hostname``,
@@ -248,7 +248,15 @@ def plan_container(container: pb.Container, pod_name: str, env: dict[str, str]) 
 
 def _builtin(mode: str, pod_name: str, ports: list[int]) -> ContainerPlan:
     # -S: no site-packages scan; the workloads need only the standard library (smaller, faster).
-    argv = [sys.executable, "-S", "-m", "knemu.node_agent.workloads", mode, "--pod", pod_name]
+    argv = [
+        sys.executable,
+        "-S",
+        "-m",
+        "knemu.node_agent.runtime.workloads",
+        mode,
+        "--pod",
+        pod_name,
+    ]
     for port in sorted(set(ports)):
         argv += ["--port", str(port)]
     return ContainerPlan(tuple(argv), builtin=mode, ports=tuple(sorted(set(ports))))
@@ -353,7 +361,7 @@ async def serve(mode: str, pod: str, ports: list[int], host: str = "0.0.0.0") ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m knemu.node_agent.workloads")
+    parser = argparse.ArgumentParser(prog="python -m knemu.node_agent.runtime.workloads")
     parser.add_argument("mode", choices=["echo", "nginx"])
     parser.add_argument("--pod", required=True, help="pod name reported as From=")
     parser.add_argument("--port", type=int, action="append", help="TCP+UDP port (repeatable)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knemu.errors import LocalError, PodRuntimeError
-from knemu.node_agent import sandbox as sb
+from knemu.node_agent.runtime import sandbox as sb
 from knemu.proto import knemu_pb2 as pb
 
 NODE_HOSTS = Path("/etc/hosts")

@@ -11,7 +11,7 @@ routing decision of its own.
 * ``UnderlayEndpoint`` is the node's VTEP socket, UDP on underlay-IP:4789 (RFC 7348 section 5),
   read the same way (asyncio's datagram transport reads one datagram per wakeup, too few for a
   TCP window arriving in a burst), with enlarged socket buffers.
-  Faults are applied here, on the way out and on the way in (``knemu.node_agent.faults``):
+  Faults are applied here, on the way out and on the way in (``knemu.node_agent.dataplane.faults``):
   the injector says, per datagram, which copies to deliver and when; delayed copies are
   scheduled with ``loop.call_at`` so nothing ever sleeps.
 """
@@ -128,7 +128,7 @@ class TunPort:
 
 
 class Impairment(Protocol):
-    """The fault injector as the underlay sees it (``knemu.node_agent.faults.Impairments``).
+    """The fault injector as the underlay sees it (``dataplane.faults.Impairments``).
 
     ``apply`` returns (time, payload) for each copy to deliver: ``[]`` drops the datagram, one
     entry at ``now`` passes it, two duplicate it; payloads may come back corrupted.

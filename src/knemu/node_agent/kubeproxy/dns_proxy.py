@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from knemu.errors import ConfigError
-from knemu.node_agent.nodeport import pipe
+from knemu.node_agent.kubeproxy.nodeport import pipe
 
 log = logging.getLogger(__name__)
 

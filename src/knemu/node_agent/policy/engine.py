@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from knemu.node_agent.netpol_rules import (
+from knemu.node_agent.policy.rules import (
     NAMESPACE_NAME_LABEL,
     CompiledPolicy,
     IPBlockMatch,

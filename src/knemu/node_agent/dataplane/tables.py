@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from knemu.config import DNS_SERVICE_IP
-from knemu.node_agent.nodeport import NodePortRule
-from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry
+from knemu.node_agent.kubeproxy.nodeport import NodePortRule
+from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import knemu_pb2 as pb
 
 DNS_SERVICE_KEY = "kube-system/kube-dns"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from knemu.config import CLUSTER_CIDR, POD_MTU_BYTES, SERVICE_CIDR
 from knemu.errors import ConfigError
-from knemu.node_agent.tun import close_tun, open_tun
+from knemu.node_agent.dataplane.tun import close_tun, open_tun
 
 log = logging.getLogger(__name__)
 

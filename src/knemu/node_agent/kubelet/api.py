@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
-from knemu.node_agent import agent_trace
+from knemu.node_agent.dataplane import trace as agent_trace
 from knemu.node_agent.events import FlowEvent
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class KubeletApi:
         return web.Response(text="ok")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        from knemu.node_agent.agent_metrics import render
+        from knemu.node_agent.kubelet.metrics import render
 
         return web.Response(text=render(self.agent), content_type="text/plain", charset="utf-8")
 
@@ -273,12 +273,12 @@ class KubeletApi:
         return ws
 
     async def _attach(self, request: web.Request) -> web.StreamResponse:
-        from knemu.node_agent.kubelet_attach import serve_attach  # it imports this module
+        from knemu.node_agent.kubelet.attach import serve_attach  # it imports this module
 
         return await serve_attach(request, self.agent.pods.runtime)
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
-        from knemu.node_agent.kubelet_portforward import serve_portforward  # imports this module
+        from knemu.node_agent.kubelet.port_forward import serve_portforward  # imports this module
 
         return await serve_portforward(request, self.agent.pods.handles, self.agent.name)
 

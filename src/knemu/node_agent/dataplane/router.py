@@ -46,9 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 from knemu.node_agent import events as ev
-from knemu.node_agent.conntrack import CLOSE, FIN_WAIT, CtHalf
-from knemu.node_agent.kubeproxy import KubeProxy
-from knemu.node_agent.routing import (
+from knemu.node_agent.dataplane.routes import (
     ETH_IPV4,
     FROM_HOST,
     FROM_POD,
@@ -61,6 +59,8 @@ from knemu.node_agent.routing import (
     Output,
     Peer,
 )
+from knemu.node_agent.dataplane.service_nat import KubeProxy
+from knemu.node_agent.kubeproxy.conntrack import CLOSE, FIN_WAIT, CtHalf
 from knemu.proto import wire
 from knemu.proto.wire import checksum_adjust as _adjust
 

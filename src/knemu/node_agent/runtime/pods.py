@@ -38,8 +38,9 @@ from pathlib import Path
 
 from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
-from knemu.node_agent import ipam, resolv, sandbox, sandbox_host
-from knemu.node_agent.containers import (
+from knemu.node_agent.cni import ipam, resolv
+from knemu.node_agent.runtime import host_sandbox as sandbox_host, sandbox
+from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
     ContainerCore,
@@ -49,7 +50,7 @@ from knemu.node_agent.containers import (
     container_env,
     spawn_in_pod,
 )
-from knemu.node_agent.sandbox_host import NetworkPlan
+from knemu.node_agent.runtime.host_sandbox import NetworkPlan
 from knemu.proto import knemu_pb2 as pb
 
 __all__ = ["ContainerStatus", "PodHandle", "PodRuntime", "PodStatus", "pod_phase"]
