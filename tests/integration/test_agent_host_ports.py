@@ -10,18 +10,16 @@ import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 import pytest
+from kubelet_helpers import make_kubelet_api
 from localcluster_helpers import apoll, echo_server
 from test_agent_pods import fake_pod_sync
 
 from knemu.config import AgentConfig
 from knemu.node_agent.cni import conflist as cni, hostports as agent_hostports
 from knemu.node_agent.cni.hostports import HostPorts
-from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.proto import knemu_pb2 as pb
 
@@ -184,7 +182,7 @@ async def sync(tmp_path: Path) -> AsyncIterator[PodSync]:
 
 
 async def test_a_clash_on_one_node_is_rejected_like_the_kubelet_does(sync: PodSync) -> None:
-    informer, runtime, client = sync.agent.informer, sync.runtime, sync.agent.client
+    informer, runtime, client = sync.cache, sync.runtime, sync.client
     informer.put(web_pod("first", 8088, 80))
     await sync.on_synced()
     informer.put(web_pod("second", 8088, 8080))
@@ -204,7 +202,7 @@ async def test_a_clash_on_one_node_is_rejected_like_the_kubelet_does(sync: PodSy
 
 
 async def test_ports_are_freed_when_the_pod_goes_and_taken_by_the_next(sync: PodSync) -> None:
-    informer, runtime = sync.agent.informer, sync.runtime
+    informer, runtime = sync.cache, sync.runtime
     informer.put(web_pod("first", 8088, 80))
     await sync.on_synced()
     del informer.pods[("default", "first")]
@@ -219,7 +217,7 @@ async def test_ports_are_freed_when_the_pod_goes_and_taken_by_the_next(sync: Pod
 async def test_a_finished_pod_frees_its_port_and_one_never_started_does_too(
     sync: PodSync,
 ) -> None:
-    informer, runtime = sync.agent.informer, sync.runtime
+    informer, runtime = sync.cache, sync.runtime
     informer.put(web_pod("job", 9000, 80))
     await sync.on_synced()
     done = web_pod("job", 9000, 80)
@@ -247,15 +245,15 @@ def conf(tmp_path: Path) -> Iterator[cni.CniConfig]:
 
 
 async def test_cni_is_served_byte_for_byte(conf: cni.CniConfig) -> None:
-    agent: Any = SimpleNamespace(name="node-1", cni=None)
-    server = KubeletApi(agent)
+    served: list[cni.CniConfig] = []
+    server = make_kubelet_api(cni=lambda: served[0] if served else None)
     await server.start(NODE_IP, 0)
     base = f"http://{NODE_IP}:{server.port}"
     try:
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{base}/cni") as r:
                 assert r.status == 404 and "still starting" in (await r.json())["message"]
-            agent.cni = conf
+            served.append(conf)
             async with s.get(f"{base}/cni") as r:
                 assert r.status == 200 and r.content_type == "application/json"
                 text = await r.text()

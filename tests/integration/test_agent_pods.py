@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -87,18 +86,30 @@ class FakeClient:
         self.events.append(report)
 
 
+class FakeNetwork:
+    """The router as PodSync plugs pods into it: pod IP -> key."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, str] = {}
+
+    def receiver(self, key: str) -> Callable[[bytes, float], None]:
+        return lambda packet, now: None
+
+    def plug(self, key: str, ip: str) -> None:
+        self.pods[ip] = key
+
+    def unplug(self, key: str, ip: str) -> None:
+        self.pods.pop(ip)
+
+
 @contextlib.asynccontextmanager
 async def fake_pod_sync(tmp_path: Path) -> AsyncIterator[PodSync]:
     """A PodSync over a fake runtime, informer, client and router (state in ``tmp_path``)."""
-    router = SimpleNamespace(node=SimpleNamespace(pod_cidr="10.244.1.0/24"), pods={})
-    router.add_local_pod = lambda ip, key: router.pods.__setitem__(ip, key)
-    router.remove_local_pod = lambda ip: router.pods.pop(ip)
-    agent = SimpleNamespace(
-        config=AgentConfig(state_dir=str(tmp_path)), name="node-1", router=router,
-        informer=FakeInformer(), client=FakeClient(), from_pod=lambda key: lambda p, now: None,
-        underlay_ip="192.168.59.11", policy=None,
+    network = FakeNetwork()
+    s = PodSync(
+        AgentConfig(state_dir=str(tmp_path)), "node-1", "10.244.1.0/24", "10.244.1.1",
+        "192.168.59.11", FakeInformer(), FakeClient(), network,
     )  # fmt: skip
-    s = PodSync(agent, "10.244.1.1")  # type: ignore[arg-type]
     runtime = FakeRuntime()
     s.runtime = runtime  # type: ignore[assignment]
     reporter = asyncio.create_task(s.run_reporters())
@@ -122,27 +133,25 @@ def idle(s: PodSync) -> bool:
 
 
 async def test_first_sync_adopts_then_changes_converge(sync: PodSync) -> None:
-    informer, runtime = sync.agent.informer, sync.runtime
+    informer, runtime = sync.cache, sync.runtime
     informer.put(pod("a"))
     informer.put(pod("elsewhere", node="node-2"))
     informer.put(pod("done", phase="Succeeded"))
     sync.kick("default/a")  # before the first sync: ignored, the sync adopts
     await sync.on_synced()
     assert runtime.started == ["default/a@uid-a"]
-    assert set(sync.ports) == {"default/a"} and sync.agent.router.pods == {
-        "10.244.1.2": "default/a"
-    }
+    assert set(sync.ports) == {"default/a"} and sync.network.pods == {"10.244.1.2": "default/a"}
     informer.put(pod("b"))
     sync.kick("default/b")
     await apoll(lambda: "default/b" in sync.handles and idle(sync), 5, "pod b started")
     del informer.pods[("default", "a")]
     sync.kick("default/a")
     await apoll(lambda: runtime.stopped == ["default/a"] and idle(sync), 5, "pod a stopped")
-    assert "default/a" not in sync.ports and "10.244.1.2" not in sync.agent.router.pods
+    assert "default/a" not in sync.ports and "10.244.1.2" not in sync.network.pods
 
 
 async def test_a_new_uid_replaces_the_pod_and_finished_pods_are_kept(sync: PodSync) -> None:
-    informer, runtime = sync.agent.informer, sync.runtime
+    informer, runtime = sync.cache, sync.runtime
     informer.put(pod("a", uid="one"))
     await sync.on_synced()
     informer.put(pod("a", uid="two"))
@@ -157,7 +166,7 @@ async def test_a_new_uid_replaces_the_pod_and_finished_pods_are_kept(sync: PodSy
 
 
 async def test_failed_start_is_retried_with_backoff(sync: PodSync) -> None:
-    informer, runtime = sync.agent.informer, sync.runtime
+    informer, runtime = sync.cache, sync.runtime
     await sync.on_synced()
     runtime.failures["default/full"] = 1
     informer.put(pod("full"))
@@ -167,7 +176,7 @@ async def test_failed_start_is_retried_with_backoff(sync: PodSync) -> None:
 
 
 async def test_reports_survive_an_outage_and_rejected_ones_are_dropped(sync: PodSync) -> None:
-    client = sync.agent.client
+    client = sync.client
     client.down = 2
     sync._on_status(PodStatus("default", "rejected", "u0", "node-1", "Running"))
     sync._on_status(PodStatus("default", "a", "u1", "node-1", "Pending"))

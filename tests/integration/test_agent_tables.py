@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from knemu.node_agent.dataplane import tables as t
-from knemu.node_agent.kubeproxy.nodeport import NodePortRule
+from knemu.node_agent.kubelet import pod_sync
+from knemu.node_agent.kubeproxy.relays import NodePortRule
 from knemu.node_agent.kubeproxy.service_table import Backend
 from knemu.proto import knemu_pb2 as pb
 
@@ -91,9 +92,9 @@ def test_peers_skip_self_and_incomplete_nodes() -> None:
 def test_pod_decisions() -> None:
     pod = pb.Pod(metadata=pb.ObjectMeta(name="p", namespace="default"), node_name="node-1",
                  phase="Running")  # fmt: skip
-    assert t.wants_pod(pod, "node-1") and t.should_start(pod, "node-1")
-    assert not t.wants_pod(pod, "node-2")
+    assert pod_sync.wants_pod(pod, "node-1") and pod_sync.should_start(pod, "node-1")
+    assert not pod_sync.wants_pod(pod, "node-2")
     pod.phase = "Succeeded"
-    assert t.wants_pod(pod, "node-1") and not t.should_start(pod, "node-1")
+    assert pod_sync.wants_pod(pod, "node-1") and not pod_sync.should_start(pod, "node-1")
     pod.metadata.deleting = True
-    assert not t.wants_pod(pod, "node-1")
+    assert not pod_sync.wants_pod(pod, "node-1")

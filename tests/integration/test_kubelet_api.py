@@ -11,13 +11,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kubelet_helpers import make_kubelet_api
 
 from knemu.errors import NotFound
 from knemu.node_agent.cni.hostports import HostPorts
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
-from knemu.node_agent.kubelet.api import MAX_STREAMS, KubeletApi, exit_status, tail_lines
+from knemu.node_agent.kubelet import metrics
+from knemu.node_agent.kubelet.api import MAX_STREAMS, KubeletApi, tail_lines
+from knemu.node_agent.kubelet.responses import exit_status
 
 
 class FakeRuntime:
@@ -52,13 +55,21 @@ class FakeRouter:
 async def api(tmp_path: Path) -> AsyncIterator[tuple[KubeletApi, str, Any]]:
     log = tmp_path / "c.log"
     log.write_text("one\ntwo\nthree\n")
-    agent = SimpleNamespace(
-        name="node-1", router=FakeRouter(), faults=Impairments(seed=1), flows=FlowLog(),
-        pods=SimpleNamespace(runtime=FakeRuntime(log), handles={}, ports={}, events_dropped=0,
-                             hostports=HostPorts(lambda *event: None)),
-        host_port=None, underlay=None, dns=None, nodeports=None, policy=None, cni=None,
-    )  # fmt: skip
-    server = KubeletApi(agent)  # type: ignore[arg-type]
+    router, faults, flows = FakeRouter(), Impairments(seed=1), FlowLog()
+    pods = SimpleNamespace(runtime=FakeRuntime(log), handles={})
+    hostports = HostPorts(lambda *event: None)
+
+    def table() -> dict[str, Any]:
+        return {**router.table_snapshot(), "node": "node-1"}
+
+    def text() -> str:
+        return metrics.render(
+            "node-1", router.statistics(), 0, {}, faults.statistics(), flows.statistics(),
+            None, {"hostport": hostports.stats}, 0,
+        )  # fmt: skip
+
+    server = make_kubelet_api(pods, flows=flows, faults=faults, table=table, metrics=text)
+    agent = SimpleNamespace(flows=flows, faults=faults, pods=pods)
     await server.start("127.0.0.1", 0)
     try:
         yield server, f"http://127.0.0.1:{server.port}", agent

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kubelet_helpers import make_kubelet_api
 
 from knemu.errors import NotFound
-from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.runtime.containers import ContainerCore
 from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.proto import knemu_pb2 as pb
@@ -70,8 +70,7 @@ Make = Callable[..., Awaitable[FakeRunner]]
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[tuple[str, Make]]:
     runtime = FakeRuntime()
-    agent = SimpleNamespace(name="node-1", pods=SimpleNamespace(runtime=runtime))
-    server = KubeletApi(agent)  # type: ignore[arg-type]
+    server = make_kubelet_api(SimpleNamespace(handles={}, runtime=runtime))
     await server.start("127.0.0.1", 0)
 
     async def make(pod: str, script: str = READER, stdin: bool = True, once: bool = False

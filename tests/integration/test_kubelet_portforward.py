@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+from kubelet_helpers import make_kubelet_api
 
-from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.portforward_frames import ClientDecoder, Received, close_frame, frame, port_prefix
 
 PROTOCOLS = ("v4.channel.k8s.io",)
@@ -43,8 +43,7 @@ async def _upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 async def env() -> AsyncIterator[tuple[str, int]]:
     echo = await asyncio.start_server(_upper, "127.0.0.1", 0)
     handles = {"default/web": SimpleNamespace(ip="127.0.0.1", uid="uid-1")}
-    agent = SimpleNamespace(name="node-1", pods=SimpleNamespace(handles=handles))
-    server = KubeletApi(agent)  # type: ignore[arg-type]
+    server = make_kubelet_api(SimpleNamespace(handles=handles, runtime=None))
     await server.start("127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.port}", echo.sockets[0].getsockname()[1]

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from localcluster_helpers import echo_server
 
-from knemu.node_agent.kubeproxy.nodeport import NodePortProxy, NodePortRule, plan
+from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
+from knemu.node_agent.kubeproxy.relays import NodePortRule, plan
 
 
 def free_port(kind: int) -> int:

@@ -12,7 +12,7 @@ from knemu.node_agent.cni.portmap import (
     PortMapTable,
     requested,
 )
-from knemu.node_agent.kubeproxy.nodeport import Relay
+from knemu.node_agent.kubeproxy.relays import Relay
 from knemu.proto import knemu_pb2 as pb
 
 NODE_IP = "192.168.59.12"

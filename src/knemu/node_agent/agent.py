@@ -4,10 +4,12 @@ Start-up (``Agent.start``): register with the api-server (name, identity, underl
 VXLAN and kubelet ports) and learn the podCIDR; create the host TUN ``knemu0`` (10.244.N.1);
 build the router; open the underlay socket, the DNS forwarder (kube-dns is a node-local service,
 docs/INTERFACES.md "Pod DNS"), the NodePort proxy and the kubelet HTTP API; write the CNI
-conflist it implements (``cni``); then watch Nodes, Pods, Services and EndpointSlices.  Nodes
-become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
+conflist it implements (``cni.conflist``); then watch Nodes, Pods, Services and EndpointSlices.
+Nodes become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
 Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
-and their hostPorts are published on the node IP (``agent_hostports``).
+and their hostPorts are published on the node IP (``cni.hostports``).  ``NodeTables``
+(``dataplane.tables``) turns the watched objects into router calls; the kubelet parts
+(``kubelet``) get the few collaborators they use, never this object.
 
 While the api-server is away the data plane keeps forwarding with the last tables: the
 informer reconnects on its own, lease renewals and status reports are retried.  SIGTERM drains:
@@ -34,10 +36,13 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.dataplane.tables import NodeTables
+from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
 from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
+from knemu.node_agent.kubeproxy.relays import ProxyStatistics
 from knemu.node_agent.policy.sync import POLICY_KINDS, PolicySync
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff, ClusterClient, Informer
@@ -61,6 +66,37 @@ def default_underlay_ip() -> str:
         return str(s.getsockname()[0])
 
 
+class PodLinks:
+    """Plugs a running pod into the data plane (``kubelet.pod_sync.PodNetwork``): its packets
+    go to the router, the router delivers to its IP, NetworkPolicy polices it from the first
+    packet."""
+
+    def __init__(
+        self, router: Router, policy: PolicySync | None, send: Callable[[Output | None], None]
+    ) -> None:
+        self.router = router
+        self.policy = policy
+        self.send = send
+
+    def receiver(self, key: str) -> Callable[[bytes, float], None]:
+        router, send = self.router, self.send
+
+        def feed(packet: bytes, now: float) -> None:
+            send(router.handle_pod(key, packet, now))
+
+        return feed
+
+    def plug(self, key: str, ip: str) -> None:
+        self.router.add_local_pod(ip, key)
+        if self.policy is not None:
+            self.policy.set_local_pod(key, ip)
+
+    def unplug(self, key: str, ip: str) -> None:
+        self.router.remove_local_pod(ip)
+        if self.policy is not None:
+            self.policy.set_local_pod(key, None)
+
+
 class Agent:
     """One node's agent; ``async with Agent(config) as agent`` runs it until the block ends."""
 
@@ -79,16 +115,13 @@ class Agent:
         self.dns: DnsForwarder | None = None
         self.nodeports: NodePortProxy | None = None
         self.cni: cni.CniConfig | None = None
-        self.pods: PodSync
+        self.pods: PodSync | None = None
+        self.tables: NodeTables | None = None
         self.policy: PolicySync | None = None  # None: NetworkPolicy not enforced (flannel-like)
         self.informer: Informer | None = None
         self.api: KubeletApi | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
-        self._peer_names: dict[str, str] = {}  # underlay IP -> node name, for per-peer faults
-        # (namespace, service) -> {slice name: slice}: a service's slices without scanning
-        # every slice of the cluster on each event (10,000 services would make that O(n^2)).
-        self._slices: dict[tuple[str, str], dict[str, pb.EndpointSlice]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -127,24 +160,33 @@ class Agent:
         self.router.set_service(entry.key, entry, backends)
         self.nodeports = NodePortProxy(self.underlay_ip)
         if self.config.network_policy:
-            self.policy = PolicySync(self.router, self.name, plan.address)
-        self.pods = PodSync(self, plan.address)
-        self.cni = cni.install(self.config, self.name, node.pod_cidr, plan.address)
-        self.api = KubeletApi(self)
-        await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
+            self.policy = PolicySync(
+                self.router, self.name, plan.address, self.router.conntrack.timeouts
+            )
         kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
-        self.informer = Informer(
+        informer = self.informer = Informer(
             self.client, kinds, f"agent/{self.name}", self._on_watch,
-            self.pods.on_synced, seed=self.config.seed,
+            self._on_synced, seed=self.config.seed,
         )  # fmt: skip
-        self._spawn("informer", self.informer.run)
+        self.tables = NodeTables(self.name, self.router, informer)
+        pods = self.pods = PodSync(
+            self.config, self.name, node.pod_cidr, plan.address, self.underlay_ip,
+            informer, self.client, PodLinks(self.router, self.policy, self.dispatch),
+        )  # fmt: skip
+        self.cni = cni.install(self.config, self.name, node.pod_cidr, plan.address)
+        self.api = KubeletApi(
+            self.name, pods, self.flows, self.faults, table=self.table_snapshot,
+            metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
+        )  # fmt: skip
+        await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
+        self._spawn("informer", informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
         self._spawn("nodeports", self._sync_nodeports)
-        self._spawn("hostports", lambda: self.pods.hostports.run(self.underlay_ip))
-        self._spawn("reports", self.pods.run_reporters)
+        self._spawn("hostports", lambda: pods.hostports.run(self.underlay_ip))
+        self._spawn("reports", pods.run_reporters)
         log.info("node %s up: podCIDR %s, underlay %s", self.name, node.pod_cidr, self.underlay_ip)
-        self.pods.record("Node", "", self.name, "Normal", "Starting",
+        pods.record("Node", "", self.name, "Normal", "Starting",
                          f"Started knemu agent: podCIDR {node.pod_cidr}, gateway {plan.address}, "
                          f"proxy mode {self.config.proxy_mode}")  # fmt: skip
 
@@ -152,12 +194,12 @@ class Agent:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
         for name in ("informer", "lease"):
             await self._cancel(name)
-        if hasattr(self, "pods"):
+        if self.pods is not None:
             with contextlib.suppress(Exception):
                 await self.pods.stop_all()
         for name in list(self._tasks):
             await self._cancel(name)
-        if hasattr(self, "pods"):
+        if self.pods is not None:
             await self.pods.hostports.close()
         if self.api is not None:
             await self.api.stop()
@@ -260,6 +302,7 @@ class Agent:
             return
         kind, target, data = out
         if kind == OUT_POD:
+            assert self.pods is not None  # pods are plugged in only once PodSync exists
             port = self.pods.ports.get(target)
             if port is not None:
                 port.write(data)
@@ -275,11 +318,9 @@ class Agent:
     def _from_underlay(self, data: bytes, src: tuple[str, int], now: float) -> None:
         self.dispatch(self.router.handle_underlay(data, src, now))
 
-    def from_pod(self, key: str) -> Callable[[bytes, float], None]:
-        def feed(packet: bytes, now: float) -> None:
-            self.dispatch(self.router.handle_pod(key, packet, now))
-
-        return feed
+    def inject_from_pod(self, key: str, packet: bytes, now: float) -> None:
+        """A packet as if pod ``key`` had sent it (``knemu trace`` probes)."""
+        self.dispatch(self.router.handle_pod(key, packet, now))
 
     async def _run_timers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -293,66 +334,51 @@ class Agent:
     # -- watched objects -> tables ----------------------------------------------------------
 
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
+        assert self.tables is not None and self.pods is not None  # made before the informer runs
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if kind == "Node":
-            self._apply_node(type_, obj)
-        elif kind == "Service":
-            self._apply_service(obj.metadata.namespace, obj.metadata.name)
-        elif kind == "EndpointSlice":
-            self._index_slice(type_, obj, old)
-            if old is not None and old.service_name != obj.service_name:
-                self._apply_service(old.metadata.namespace, old.service_name)
-            self._apply_service(obj.metadata.namespace, obj.service_name)
-        elif kind == "Pod":
+        if self.tables.apply(type_, kind, obj, old):
+            self._nodeport_dirty.set()
+        if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
-    def _index_slice(self, type_: str, obj: pb.EndpointSlice, old: pb.EndpointSlice | None) -> None:
-        name = obj.metadata.name
-        for s in (old, obj):
-            if s is not None:
-                group = self._slices.get((s.metadata.namespace, s.service_name))
-                if group is not None:
-                    group.pop(name, None)
-                    if not group:
-                        del self._slices[(s.metadata.namespace, s.service_name)]
-        if type_ != "DELETED":
-            self._slices.setdefault((obj.metadata.namespace, obj.service_name), {})[name] = obj
+    async def _on_synced(self) -> None:
+        assert self.pods is not None
+        await self.pods.on_synced()
 
     def _peer_name(self, ip: str) -> str:
-        return self._peer_names.get(ip, ip)
+        return ip if self.tables is None else self.tables.peer_name(ip)
 
-    def _apply_node(self, type_: str, node: pb.Node) -> None:
-        peer = tables.peer_of(node, self.name)
-        if type_ == "DELETED" or peer is None:
-            if node.metadata.name != self.name:
-                self.router.remove_peer(node.metadata.name)
-                self._peer_names.pop(node.internal_ip, None)
-            return
-        self._peer_names[peer.underlay_ip] = peer.name
-        try:
-            self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
-                                 peer.vxlan_port, peer.ready)  # fmt: skip
-        except ConfigError as exc:
-            log.warning("ignoring node %s: %s", peer.name, exc.message)
+    # -- what the kubelet API serves ---------------------------------------------------------
 
-    def _apply_service(self, namespace: str, name: str) -> None:
-        assert self.informer is not None
-        key = tables.service_key(namespace, name)
-        svc = self.informer.get("Service", namespace, name)
-        self._nodeport_dirty.set()
-        if svc is not None and tables.is_agent_owned(svc):
-            return  # kube-dns stays the node-local forwarder
-        if svc is None or not tables.is_proxied(svc):
-            self.router.remove_service(key)
-            return
-        entry = tables.service_entry(svc)
-        slices = list(self._slices.get((namespace, name), {}).values())
-        try:
-            self.router.set_service(key, entry, tables.backends_of(entry, slices))
-        except ConfigError as exc:
-            log.warning("service %s not proxied: %s", key, exc.message)
-            self.router.remove_service(key)
+    def table_snapshot(self) -> dict[str, Any]:
+        """``GET /table``: the router's tables and what else shapes this node's forwarding."""
+        assert self.pods is not None
+        snap = self.router.table_snapshot()
+        snap["node"] = self.name
+        snap["impairments"] = self.faults.describe()
+        policy = self.policy  # None: this node does not enforce
+        snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
+        snap["host_ports"] = self.pods.hostports.table.snapshot()
+        return snap
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: every part's counters."""
+        assert self.pods is not None
+        ports = {name: port.stats for name, port in self.pods.ports.items()}
+        if self.host_port is not None:
+            ports["host"] = self.host_port.stats
+        if self.underlay is not None:
+            ports["underlay"] = self.underlay.stats
+        proxies: dict[str, ProxyStatistics] = {"hostport": self.pods.hostports.stats}
+        if self.nodeports is not None:
+            proxies = {"nodeport": self.nodeports.stats, **proxies}
+        return metrics.render(
+            self.name, self.router.statistics(), len(self.pods.handles), ports,
+            self.faults.statistics(), self.flows.statistics(),
+            None if self.dns is None else self.dns.relay.stats, proxies,
+            self.pods.events_dropped,
+        )  # fmt: skip
 
     async def _sync_nodeports(self) -> None:
         assert self.informer is not None and self.nodeports is not None

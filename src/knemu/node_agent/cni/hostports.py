@@ -21,7 +21,8 @@ import contextlib
 from collections.abc import Callable
 
 from knemu.node_agent.cni import portmap
-from knemu.node_agent.kubeproxy.nodeport import RELAYED_PROTOCOLS, PortProxy, ProxyStatistics, Relay
+from knemu.node_agent.kubeproxy.nodeport import PortProxy
+from knemu.node_agent.kubeproxy.relays import RELAYED_PROTOCOLS, ProxyStatistics, Relay
 from knemu.proto import knemu_pb2 as pb
 
 RETRY_S = 5.0  # how often a hostPort that another process holds is tried again

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from knemu.node_agent.kubeproxy.nodeport import RELAYED_PROTOCOLS, Relay
+from knemu.node_agent.kubeproxy.relays import RELAYED_PROTOCOLS, Relay
 from knemu.proto import knemu_pb2 as pb
 
 ALL_ADDRESSES = "0.0.0.0"  # hostIP "" (the default) means every address of the node

@@ -10,13 +10,18 @@ else, so they are tested without sockets.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from knemu.config import DNS_SERVICE_IP
-from knemu.node_agent.kubeproxy.nodeport import NodePortRule
+from knemu.errors import ConfigError
+from knemu.node_agent.kubeproxy.relays import NodePortRule
 from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import knemu_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 DNS_SERVICE_KEY = "kube-system/kube-dns"
 DNS_PORT = 53
@@ -152,12 +157,111 @@ def peer_of(node: pb.Node, my_name: str) -> PeerSpec | None:
     )
 
 
-def wants_pod(pod: pb.Pod, my_name: str) -> bool:
-    """Should this node keep ``pod``? Bound here and not being deleted.  A finished pod is kept
-    (not restarted) until it is deleted, so that its logs stay readable, as the kubelet does."""
-    return pod.node_name == my_name and not pod.metadata.deleting
+class RouteSink(Protocol):
+    """What the tables drive: the router's peer routes and service rules."""
+
+    def set_peer(
+        self,
+        name: str,
+        pod_cidr: str,
+        underlay_ip: str,
+        vtep_mac: str,
+        vxlan_port: int = 4789,
+        ready: bool = True,
+    ) -> None: ...
+
+    def remove_peer(self, name: str) -> None: ...
+
+    def set_service(
+        self, key: str, entry: ServiceEntry, backends: dict[str, list[Backend]]
+    ) -> None: ...
+
+    def remove_service(self, key: str) -> None: ...
 
 
-def should_start(pod: pb.Pod, my_name: str) -> bool:
-    """Should this node start ``pod`` when it does not run it? Wanted and not finished."""
-    return wants_pod(pod, my_name) and pod.phase not in ("Succeeded", "Failed")
+class ServiceCache(Protocol):
+    """The watch cache a Service is read from when one of its slices changes."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Any | None: ...
+
+
+class NodeTables:
+    """Watched Nodes, Services and EndpointSlices -> the router's peers and service rules.
+
+    Objects in (``apply``, one informer change at a time), router calls out; no I/O.  Keeps
+    what the router does not: each service's slices (indexed by service, so 10,000 services
+    do not make every event O(n)) and the underlay IP -> node name map the fault injector names
+    peers by."""
+
+    def __init__(self, node_name: str, router: RouteSink, services: ServiceCache) -> None:
+        self.node_name = node_name
+        self.router = router
+        self.services = services
+        self.peer_names: dict[str, str] = {}  # underlay IP -> node name, for per-peer faults
+        # (namespace, service) -> {slice name: slice}
+        self._slices: dict[tuple[str, str], dict[str, pb.EndpointSlice]] = {}
+
+    def apply(self, type_: str, kind: str, obj: Any, old: Any | None) -> bool:
+        """One watch event (ADDED / MODIFIED / DELETED); True when a Service or its endpoints
+        changed, so NodePort listeners may need an update.  Other kinds are ignored."""
+        if kind == "Node":
+            self._apply_node(type_, obj)
+            return False
+        if kind == "Service":
+            self._apply_service(obj.metadata.namespace, obj.metadata.name)
+            return True
+        if kind == "EndpointSlice":
+            self._index_slice(type_, obj, old)
+            if old is not None and old.service_name != obj.service_name:
+                self._apply_service(old.metadata.namespace, old.service_name)
+            self._apply_service(obj.metadata.namespace, obj.service_name)
+            return True
+        return False
+
+    def peer_name(self, ip: str) -> str:
+        """The node name of a peer's underlay IP (the IP itself when unknown)."""
+        return self.peer_names.get(ip, ip)
+
+    def slices_of(self, namespace: str, service: str) -> list[pb.EndpointSlice]:
+        return list(self._slices.get((namespace, service), {}).values())
+
+    def _index_slice(self, type_: str, obj: pb.EndpointSlice, old: pb.EndpointSlice | None) -> None:
+        name = obj.metadata.name
+        for s in (old, obj):
+            if s is not None:
+                group = self._slices.get((s.metadata.namespace, s.service_name))
+                if group is not None:
+                    group.pop(name, None)
+                    if not group:
+                        del self._slices[(s.metadata.namespace, s.service_name)]
+        if type_ != "DELETED":
+            self._slices.setdefault((obj.metadata.namespace, obj.service_name), {})[name] = obj
+
+    def _apply_node(self, type_: str, node: pb.Node) -> None:
+        peer = peer_of(node, self.node_name)
+        if type_ == "DELETED" or peer is None:
+            if node.metadata.name != self.node_name:
+                self.router.remove_peer(node.metadata.name)
+                self.peer_names.pop(node.internal_ip, None)
+            return
+        self.peer_names[peer.underlay_ip] = peer.name
+        try:
+            self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
+                                 peer.vxlan_port, peer.ready)  # fmt: skip
+        except ConfigError as exc:
+            log.warning("ignoring node %s: %s", peer.name, exc.message)
+
+    def _apply_service(self, namespace: str, name: str) -> None:
+        key = service_key(namespace, name)
+        svc = self.services.get("Service", namespace, name)
+        if svc is not None and is_agent_owned(svc):
+            return  # kube-dns stays the node-local forwarder
+        if svc is None or not is_proxied(svc):
+            self.router.remove_service(key)
+            return
+        entry = service_entry(svc)
+        try:
+            self.router.set_service(key, entry, backends_of(entry, self.slices_of(namespace, name)))
+        except ConfigError as exc:
+            log.warning("service %s not proxied: %s", key, exc.message)
+            self.router.remove_service(key)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from knemu.errors import LocalError
+from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import FiveTuple, FlowEvent
 from knemu.proto import wire
 
-if TYPE_CHECKING:
-    from knemu.node_agent.agent import Agent
+# Feed a packet to the router as if pod ``key`` had sent it, and send what comes out.
+Inject = Callable[[str, bytes, float], None]
 
 PROTOCOLS = ("TCP", "UDP", "ICMP")
 TRACE_PAYLOAD = b"knemu-trace"
@@ -95,21 +97,24 @@ def touches(event: FlowEvent, ip: str | None, port: int | None) -> bool:
     return any(t is not None and _side(t, ip, port) for t in tuples)
 
 
-async def run_probe(agent: Agent, probe: Probe, src_ip: str) -> dict[str, Any]:
-    """Inject the probe from ``src_ip`` and collect this node's hops for ``wait_ms``."""
+async def run_probe(
+    flows: FlowLog, inject: Inject, node_name: str, probe: Probe, src_ip: str
+) -> dict[str, Any]:
+    """Inject the probe from ``src_ip`` and collect this node's hops (from ``flows``) for
+    ``wait_ms``."""
     ident = _rng.randrange(40000, 60000)
     port = None if probe.protocol == "ICMP" else ident
     hops: list[FlowEvent] = []
-    token = agent.flows.subscribe(hops.append, lambda e: touches(e, src_ip, port))
+    token = flows.subscribe(hops.append, lambda e: touches(e, src_ip, port))
     loop = asyncio.get_running_loop()
     now = loop.time()
     try:
-        agent.dispatch(agent.router.handle_pod(probe.pod, build_packet(probe, src_ip, ident), now))
+        inject(probe.pod, build_packet(probe, src_ip, ident), now)
         await asyncio.sleep(probe.wait_ms / 1000)  # a collection window, like traceroute's -w
     finally:
-        agent.flows.unsubscribe(token)
+        flows.unsubscribe(token)
     return {
-        "node": agent.name, "time": now, "hops": hops,
+        "node": node_name, "time": now, "hops": hops,
         "probe": {"protocol": probe.protocol, "src_ip": src_ip, "src_port": ident,
                   "dst_ip": probe.dst, "dst_port": probe.port, "pod": probe.pod},
     }  # fmt: skip

@@ -19,46 +19,37 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
+from knemu.node_agent.cni.conflist import CniConfig
 from knemu.node_agent.dataplane import trace as agent_trace
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import FlowEvent
-
-if TYPE_CHECKING:
-    from knemu.node_agent.agent import Agent
+from knemu.node_agent.kubelet.attach import serve_attach
+from knemu.node_agent.kubelet.port_forward import serve_portforward
+from knemu.node_agent.kubelet.responses import (
+    CLOSE,
+    EXEC_PROTOCOLS,
+    STATUS,
+    STDERR,
+    STDIN,
+    STDOUT,
+    error_response,
+    exit_status,
+)
+from knemu.node_agent.runtime.pods import PodHandle, PodRuntime
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-EXEC_PROTOCOLS = ("v4.channel.k8s.io", "v5.channel.k8s.io", "channel.k8s.io")
-STDIN, STDOUT, STDERR, STATUS, CLOSE = 0, 1, 2, 3, 255
 FOLLOW_QUEUE = 10_000  # events buffered per /flows follower; beyond that they are dropped
 LOG_POLL_S = 0.2  # how often a followed log file is checked for new bytes
 MAX_STREAMS = 256  # exec, attach and port-forward websockets open at once; more get 429
-
-
-def status_body(exc: KnemuError) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": exc.message,
-            "reason": exc.reason, "code": exc.http_status}  # fmt: skip
-
-
-def error_response(exc: KnemuError) -> web.Response:
-    return web.json_response(status_body(exc), status=exc.http_status)
-
-
-def exit_status(code: int) -> bytes:
-    """Channel-3 payload kubelet sends when the command ends (remotecommand/errorstream)."""
-    if code == 0:
-        return json.dumps({"metadata": {}, "status": "Success"}).encode()
-    return json.dumps({
-        "metadata": {}, "status": "Failure", "message": f"command terminated with exit code {code}",
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-    }).encode()  # fmt: skip
 
 
 def tail_lines(data: bytes, lines: int | None) -> bytes:
@@ -70,9 +61,41 @@ def tail_lines(data: bytes, lines: int | None) -> bytes:
     return b"".join(parts[-lines:])
 
 
+class RunningPods(Protocol):
+    """The pods this node runs, as the API reads them (``PodSync`` in the agent)."""
+
+    @property
+    def handles(self) -> Mapping[str, PodHandle]: ...
+
+    @property
+    def runtime(self) -> PodRuntime: ...
+
+
 class KubeletApi:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    """The HTTP API over the node's parts it serves.  ``table``, ``metrics`` and ``cni`` are
+    read at request time (the agent composes them); ``inject`` feeds a trace probe to the
+    router as if the pod had sent it."""
+
+    def __init__(
+        self,
+        node_name: str,
+        pods: RunningPods,
+        flows: FlowLog,
+        faults: Impairments,
+        *,
+        table: Callable[[], dict[str, Any]],
+        metrics: Callable[[], str],
+        cni: Callable[[], CniConfig | None],
+        inject: agent_trace.Inject,
+    ) -> None:
+        self.name = node_name
+        self.pods = pods
+        self.flows = flows
+        self.faults = faults
+        self._table_of = table
+        self._metrics_text = metrics
+        self._cni_of = cni
+        self._inject = inject
         self._runner: web.AppRunner | None = None
         self.open_streams = 0
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
@@ -125,32 +148,26 @@ class KubeletApi:
         return web.Response(text="ok")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        from knemu.node_agent.kubelet.metrics import render
-
-        return web.Response(text=render(self.agent), content_type="text/plain", charset="utf-8")
+        text = self._metrics_text()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def _table(self, request: web.Request) -> web.Response:
-        snap = self.agent.router.table_snapshot()
-        snap["node"] = self.agent.name
-        snap["impairments"] = self.agent.faults.describe()
-        policy = self.agent.policy  # None: this node does not enforce
-        snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
-        snap["host_ports"] = self.agent.pods.hostports.table.snapshot()
+        snap = self._table_of()
         return web.json_response(snap, dumps=lambda o: json.dumps(o, default=str))
 
     async def _cni(self, request: web.Request) -> web.Response:
         """The conflist this node wrote (``cni`` module), byte for byte."""
-        conf = self.agent.cni
+        conf = self._cni_of()
         if conf is None:
-            return error_response(NotFound(f"node {self.agent.name} has no CNI config yet: "
+            return error_response(NotFound(f"node {self.name} has no CNI config yet: "
                                            "its agent is still starting; try again"))  # fmt: skip
         return web.Response(text=conf.text, content_type="application/json")
 
     # -- chaos ----------------------------------------------------------------------------------
 
     async def _chaos_list(self, request: web.Request) -> web.Response:
-        return web.json_response({"node": self.agent.name,
-                                  "impairments": self.agent.faults.describe()})  # fmt: skip
+        return web.json_response({"node": self.name,
+                                  "impairments": self.faults.describe()})  # fmt: skip
 
     async def _chaos_add(self, request: web.Request) -> web.Response:
         try:
@@ -158,15 +175,15 @@ class KubeletApi:
         except ValueError:
             return error_response(LocalError("POST /chaos: the body must be a JSON object"))
         try:
-            ident = self.agent.faults.add(body)
+            ident = self.faults.add(body)
         except KnemuError as exc:
             return error_response(exc)
-        body = {"node": self.agent.name, "id": ident, "impairments": self.agent.faults.describe()}
+        body = {"node": self.name, "id": ident, "impairments": self.faults.describe()}
         return web.json_response(body, status=201)
 
     async def _chaos_clear(self, request: web.Request) -> web.Response:
-        removed = self.agent.faults.clear(request.query.get("peer"))
-        return web.json_response({"node": self.agent.name, "removed": removed})
+        removed = self.faults.clear(request.query.get("peer"))
+        return web.json_response({"node": self.name, "removed": removed})
 
     # -- flows and trace ----------------------------------------------------------------------
 
@@ -188,9 +205,9 @@ class KubeletApi:
         except ValueError:
             return error_response(LocalError("POST /flows/record: seconds must be a number"))
         seconds = min(max(seconds, 0.1), 300.0)
-        token = self.agent.flows.subscribe(lambda _event: None)
-        asyncio.get_running_loop().call_later(seconds, self.agent.flows.unsubscribe, token)
-        return web.json_response({"node": self.agent.name, "recording_s": seconds})
+        token = self.flows.subscribe(lambda _event: None)
+        asyncio.get_running_loop().call_later(seconds, self.flows.unsubscribe, token)
+        return web.json_response({"node": self.name, "recording_s": seconds})
 
     async def _flows(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -200,13 +217,13 @@ class KubeletApi:
             return error_response(exc if isinstance(exc, KnemuError) else LocalError(str(exc)))
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        for event in self.agent.flows.recent(limit, match):
+        for event in self.flows.recent(limit, match):
             await resp.write(json.dumps(self.event_dict(event), default=str).encode() + b"\n")
         if request.query.get("follow") not in ("1", "true"):
             await resp.write_eof()
             return resp
         queue: asyncio.Queue[FlowEvent] = asyncio.Queue(FOLLOW_QUEUE)
-        token = self.agent.flows.subscribe(lambda e: _offer(queue, e), match)
+        token = self.flows.subscribe(lambda e: _offer(queue, e), match)
         try:
             while True:
                 event = await queue.get()
@@ -214,7 +231,7 @@ class KubeletApi:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self.agent.flows.unsubscribe(token)
+            self.flows.unsubscribe(token)
         return resp
 
     async def _trace(self, request: web.Request) -> web.Response:
@@ -224,11 +241,11 @@ class KubeletApi:
             return error_response(LocalError("POST /trace: the body must be a JSON object"))
         except KnemuError as exc:
             return error_response(exc)
-        handle = self.agent.pods.handles.get(probe.pod)
+        handle = self.pods.handles.get(probe.pod)
         if handle is None:
-            where = f"pod {probe.pod} does not run on node {self.agent.name}"
+            where = f"pod {probe.pod} does not run on node {self.name}"
             return error_response(NotFound(f"{where}; send the trace to the pod's node"))
-        result = await agent_trace.run_probe(self.agent, probe, handle.ip)
+        result = await agent_trace.run_probe(self.flows, self._inject, self.name, probe, handle.ip)
         result["hops"] = [self.event_dict(e) for e in result["hops"]]
         result["time"] = self.wall(result["time"])
         return web.json_response(result, dumps=lambda o: json.dumps(o, default=str))
@@ -242,7 +259,7 @@ class KubeletApi:
         async def bounded(request: web.Request) -> web.StreamResponse:
             if self.open_streams >= MAX_STREAMS:
                 return error_response(TooManyRequests(
-                    f"node {self.agent.name} already serves {MAX_STREAMS} exec/attach/"
+                    f"node {self.name} already serves {MAX_STREAMS} exec/attach/"
                     "port-forward streams; retry when some have ended"
                 ))  # fmt: skip
             self.open_streams += 1
@@ -259,7 +276,7 @@ class KubeletApi:
         argv = request.query.getall("command", [])
         stdin = request.query.get("stdin") in ("1", "true")
         try:
-            proc = await self.agent.pods.runtime.exec(key, m["container"], argv, stdin)
+            proc = await self.pods.runtime.exec(key, m["container"], argv, stdin)
         except KnemuError as exc:
             return error_response(exc)
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
@@ -273,20 +290,16 @@ class KubeletApi:
         return ws
 
     async def _attach(self, request: web.Request) -> web.StreamResponse:
-        from knemu.node_agent.kubelet.attach import serve_attach  # it imports this module
-
-        return await serve_attach(request, self.agent.pods.runtime)
+        return await serve_attach(request, self.pods.runtime)
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
-        from knemu.node_agent.kubelet.port_forward import serve_portforward  # imports this module
-
-        return await serve_portforward(request, self.agent.pods.handles, self.agent.name)
+        return await serve_portforward(request, self.pods.handles, self.name)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         key = f"{m['ns']}/{m['pod']}"
         try:
-            path = self.agent.pods.runtime.log_path(key, m["container"])
+            path = self.pods.runtime.log_path(key, m["container"])
             lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
         except KnemuError as exc:
             return error_response(exc)
@@ -296,7 +309,7 @@ class KubeletApi:
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         offset = await _send_file(resp, path, lines)
-        while follow and key in self.agent.pods.handles:
+        while follow and key in self.pods.handles:
             await asyncio.sleep(LOG_POLL_S)  # tail -f: the log is a plain file
             offset = await _send_from(resp, path, offset)
         await resp.write_eof()

@@ -18,7 +18,7 @@ from typing import Protocol
 from aiohttp import WSMsgType, web
 
 from knemu.errors import KnemuError
-from knemu.node_agent.kubelet.api import (
+from knemu.node_agent.kubelet.responses import (
     CLOSE,
     EXEC_PROTOCOLS,
     STATUS,

@@ -7,11 +7,14 @@ a ``knemu_`` prefix, ``_total`` for counters, base units, labels for the varying
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from knemu.node_agent.agent import Agent
+from knemu.node_agent.kubeproxy.relays import ProxyStatistics
+
+if TYPE_CHECKING:  # typeshed only: any dataclass instance (port and DNS relay counters)
+    from _typeshed import DataclassInstance
 
 
 def _escape(value: str) -> str:
@@ -36,37 +39,42 @@ class _Writer:
         return [line for family in self.families.values() for line in family]
 
 
-def render(agent: Agent) -> str:
+def render(
+    node_name: str,
+    router: Mapping[str, int],
+    pods: int,
+    ports: Mapping[str, DataclassInstance],
+    faults: Mapping[str, int],
+    flows: Mapping[str, int],
+    dns: DataclassInstance | None,
+    proxies: Mapping[str, ProxyStatistics],
+    pod_events_dropped: int,
+) -> str:
+    """The exposition text of one node's counters, each argument one part's ``statistics()``
+    (``proxies``: the NodePort and hostPort proxies by family name)."""
     w = _Writer()
-    node = {"node": agent.name}
-    for key, value in sorted(agent.router.statistics().items()):
+    node = {"node": node_name}
+    for key, value in sorted(router.items()):
         if key == "conntrack_entries":
             w.add("knemu_conntrack_entries", "gauge", value, node)
         elif key.startswith("drop_"):
             w.add("knemu_router_drops_total", "counter", value, {**node, "reason": key[5:]})
         else:
             w.add("knemu_router_packets_total", "counter", value, {**node, "action": key})
-    w.add("knemu_pods", "gauge", len(agent.pods.handles), node)
-    ports = {name: port.stats for name, port in agent.pods.ports.items()}
-    if agent.host_port is not None:
-        ports["host"] = agent.host_port.stats
-    if agent.underlay is not None:
-        ports["underlay"] = agent.underlay.stats
+    w.add("knemu_pods", "gauge", pods, node)
     for name, stats in sorted(ports.items()):
         for field, value in asdict(stats).items():
             w.add(f"knemu_port_{field}_total", "counter", value, {**node, "port": name})
-    for key, value in sorted(agent.faults.statistics().items()):
+    for key, value in sorted(faults.items()):
         w.add("knemu_fault_datagrams_total", "counter", value, {**node, "result": key})
-    for key, value in sorted(agent.flows.statistics().items()):
+    for key, value in sorted(flows.items()):
         w.add(f"knemu_{key}", "gauge" if key == "flow_subscribers" else "counter", value, node)
-    if agent.dns is not None:
-        for field, value in asdict(agent.dns.relay.stats).items():
+    if dns is not None:
+        for field, value in asdict(dns).items():
             w.add("knemu_dns_forwarder_total", "counter", value, {**node, "what": field})
-    for family, proxy in (("nodeport", agent.nodeports), ("hostport", agent.pods.hostports)):
-        if proxy is None:
-            continue
+    for family, proxy in proxies.items():
         for field in ("connections", "connect_failures", "datagrams", "bind_failures"):
-            value = getattr(proxy.stats, field)
+            value = getattr(proxy, field)
             w.add(f"knemu_{family}_total", "counter", value, {**node, "what": field})
-    w.add("knemu_pod_events_dropped_total", "counter", agent.pods.events_dropped, node)
+    w.add("knemu_pod_events_dropped_total", "counter", pod_events_dropped, node)
     return "\n".join(w.lines) + "\n"

@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from knemu.config import AgentConfig
 from knemu.errors import KnemuError, LocalError, RemoteError
 from knemu.node_agent.cni.hostports import HostPorts
 from knemu.node_agent.cni.portmap import NODE_PORTS_REASON
-from knemu.node_agent.dataplane import tables
 from knemu.node_agent.dataplane.adapters import TunPort
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff
-
-if TYPE_CHECKING:
-    from knemu.node_agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +31,74 @@ MAX_QUEUED_EVENTS = 1000
 REPORT_RETRY_S = 1.0
 
 
+def wants_pod(pod: pb.Pod, my_name: str) -> bool:
+    """Should this node keep ``pod``? Bound here and not being deleted.  A finished pod is kept
+    (not restarted) until it is deleted, so that its logs stay readable, as the kubelet does."""
+    return pod.node_name == my_name and not pod.metadata.deleting
+
+
+def should_start(pod: pb.Pod, my_name: str) -> bool:
+    """Should this node start ``pod`` when it does not run it? Wanted and not finished."""
+    return wants_pod(pod, my_name) and pod.phase not in ("Succeeded", "Failed")
+
+
+class ObjectCache(Protocol):
+    """The informer's cache of watched objects (``proto.client.Informer``)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Any | None: ...
+
+    def list(self, kind: str) -> list[Any]: ...
+
+
+class StatusClient(Protocol):
+    """Where pod statuses and events go (``proto.client.ClusterClient``)."""
+
+    async def report_pod_status(self, report: pb.PodStatusReport) -> Any: ...
+
+    async def record_event(self, report: pb.EventReport) -> Any: ...
+
+
+class PodNetwork(Protocol):
+    """The data plane a running pod's eth0 is plugged into: the router (and the NetworkPolicy
+    engine, which polices a pod from its first packet)."""
+
+    def receiver(self, key: str) -> Callable[[bytes, float], None]:
+        """What to call with each packet the pod sends (read from its TUN)."""
+        ...
+
+    def plug(self, key: str, ip: str) -> None: ...
+
+    def unplug(self, key: str, ip: str) -> None: ...
+
+
 class PodSync:
-    def __init__(self, agent: Agent, gateway_ip: str) -> None:
-        self.agent = agent
+    """The kubelet loop of node ``node_name``: its pods from ``cache``, run by a PodRuntime,
+    plugged into ``network``, their statuses and events sent to ``client``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        node_name: str,
+        pod_cidr: str,
+        gateway_ip: str,
+        node_ip: str,
+        cache: ObjectCache,
+        client: StatusClient,
+        network: PodNetwork,
+    ) -> None:
+        self.name = node_name
+        self.cache = cache
+        self.client = client
+        self.network = network
+        self._seed = config.seed
         self.runtime = PodRuntime(
-            agent.config, agent.name, agent.router.node.pod_cidr, gateway_ip,
-            self._on_status, self._on_event,
+            config, node_name, pod_cidr, gateway_ip, self._on_status, self._on_event,
             # hostNetwork pods' IP; without one (fakes) plan_network refuses them by name
-            node_ip=agent.underlay_ip,
+            node_ip=node_ip,
         )  # fmt: skip
         self.ports: dict[str, TunPort] = {}
         self.handles: dict[str, PodHandle] = {}
-        self.hostports = HostPorts(self._on_event, agent.config.host_ports)
+        self.hostports = HostPorts(self._on_event, config.host_ports)
         self._rejected: dict[str, str] = {}  # pod key -> uid refused at admission
         self.synced = False
         self._dirty: set[str] = set()
@@ -60,13 +114,11 @@ class PodSync:
 
     async def on_synced(self) -> None:
         """First sync: adopt or clean what a previous run left; later syncs re-check all."""
-        informer = self.agent.informer
-        assert informer is not None
-        mine = [p for p in informer.list("Pod") if p.node_name == self.agent.name]
+        mine = [p for p in self.cache.list("Pod") if p.node_name == self.name]
         if not self.synced:
             # Admission in creation order, as the kubelet's HandlePodAdditions sorts them.
             mine.sort(key=lambda p: p.metadata.creation_timestamp)
-            wanted = [p for p in mine if tables.should_start(p, self.agent.name)]
+            wanted = [p for p in mine if should_start(p, self.name)]
             wanted = [p for p in wanted if self._admit(p)]
             for handle in await self.runtime.adopt_or_clean(wanted):
                 self._attach(handle)
@@ -94,24 +146,20 @@ class PodSync:
             del self._workers[key]
 
     async def _converge(self, key: str) -> None:
-        informer = self.agent.informer
-        assert informer is not None
         namespace, name = key.split("/", 1)
-        pod = informer.get("Pod", namespace, name)
+        pod = self.cache.get("Pod", namespace, name)
         have = self.handles.get(key)
         if have is not None and (
-            pod is None
-            or not tables.wants_pod(pod, self.agent.name)
-            or have.uid != pod.metadata.uid
+            pod is None or not wants_pod(pod, self.name) or have.uid != pod.metadata.uid
         ):
             await self._stop(key)
             have = None
-        if pod is None or not tables.should_start(pod, self.agent.name):
+        if pod is None or not should_start(pod, self.name):
             # Gone, elsewhere or finished: its host ports are free again (the scheduler
             # counts only active pods' ports too).
             self.hostports.release(key)
             self._rejected.pop(key, None)
-        if have is None and pod is not None and tables.should_start(pod, self.agent.name):
+        if have is None and pod is not None and should_start(pod, self.name):
             if not self._admit(pod):
                 return
             try:
@@ -135,13 +183,13 @@ class PodSync:
         self._on_event(key, "Warning", NODE_PORTS_REASON, clash.message)
         self._on_status(PodStatus(
             namespace=pod.metadata.namespace, name=pod.metadata.name, uid=uid,
-            node_name=self.agent.name, phase="Failed", reason=NODE_PORTS_REASON,
+            node_name=self.name, phase="Failed", reason=NODE_PORTS_REASON,
             message=f"Pod was rejected: {clash.message}",
         ))  # fmt: skip
         return False
 
     def _schedule_retry(self, key: str, why: str) -> None:
-        backoff = self._backoff.setdefault(key, Backoff(1.0, 30.0, self.agent.config.seed))
+        backoff = self._backoff.setdefault(key, Backoff(1.0, 30.0, self._seed))
         delay = backoff.next_delay_s()
         log.info("pod %s did not start (%s); retrying in %.1f s", key, why, delay)
         old = self._retry.pop(key, None)
@@ -155,13 +203,10 @@ class PodSync:
             # ports are bound by its processes themselves (nothing for portmap to publish).
             self.handles[handle.key] = handle
             return
-        port = TunPort(handle.tun_fd, self.agent.from_pod(handle.key), name=handle.tun_name)
+        port = TunPort(handle.tun_fd, self.network.receiver(handle.key), name=handle.tun_name)
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
-        self.agent.router.add_local_pod(handle.ip, handle.key)
-        policy = self.agent.policy
-        if policy is not None:  # policed from the pod's first packet
-            policy.set_local_pod(handle.key, handle.ip)
+        self.network.plug(handle.key, handle.ip)
         port.start()
         self.hostports.attach(handle.key, handle.ip)
 
@@ -171,11 +216,8 @@ class PodSync:
         port = self.ports.pop(key, None)
         if port is not None:
             port.close()  # detach before the runtime closes the fd
-        policy = self.agent.policy
         if not handle.host_network:
-            self.agent.router.remove_local_pod(handle.ip)
-            if policy is not None:
-                policy.set_local_pod(key, None)
+            self.network.unplug(key, handle.ip)
         self._statuses.pop(key, None)
         await self.runtime.stop_pod(key)
 
@@ -208,7 +250,7 @@ class PodSync:
             self.events_dropped += 1
         self._events.append(pb.EventReport(
             involved_kind=kind, involved_namespace=namespace, involved_name=name, type=type_,
-            reason=reason, message=message, source=f"kubelet/{self.agent.name}",
+            reason=reason, message=message, source=f"kubelet/{self.name}",
         ))  # fmt: skip
         self._wake.set()
 
@@ -230,7 +272,7 @@ class PodSync:
         while self._statuses:
             key, report = next(iter(self._statuses.items()))
             try:
-                await self.agent.client.report_pod_status(report)
+                await self.client.report_pod_status(report)
             except LocalError as exc:
                 log.warning("api-server rejected the status of pod %s: %s", key, exc.message)
             if self._statuses.get(key) is report:
@@ -239,7 +281,7 @@ class PodSync:
     async def _send_events(self) -> None:
         while self._events:
             try:
-                await self.agent.client.record_event(self._events[0])
+                await self.client.record_event(self._events[0])
             except LocalError as exc:
                 log.warning("api-server rejected an event: %s", exc.message)
             self._events.popleft()

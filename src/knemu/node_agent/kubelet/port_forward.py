@@ -18,7 +18,7 @@ from typing import Protocol
 from aiohttp import WSMsgType, web
 
 from knemu.errors import KnemuError, NotFound
-from knemu.node_agent.kubelet.api import error_response
+from knemu.node_agent.kubelet.responses import error_response
 from knemu.portforward_frames import (
     CHUNK,
     MAX_MESSAGE,

@@ -17,10 +17,11 @@ gateway address 10.244.N.1 as the client.
   (https://www.cni.dev/plugins/current/meta/portmap/; the table of who holds which host port is
   ``portmap.PortMapTable``).  Unlike portmap, the pod sees the node's gateway as the client.
 
-``plan`` is the sans-I/O part (which listeners to open and close); ``PortProxy`` owns the
-sockets for a set of ``Relay``s and ``NodePortProxy`` maps NodePort rules onto it.  A service
-whose endpoints are gone (or a pod that no longer listens) makes the router answer the inner
-connect with a RST, so the outer client is reset at once rather than left hanging.
+``relays`` is the sans-I/O part (the relays; ``plan``: which listeners to open and close);
+``PortProxy`` owns the sockets for a set of ``Relay``s and ``NodePortProxy`` maps NodePort rules
+onto it.  A service whose endpoints are gone (or a pod that no longer listens) makes the router
+answer the inner connect with a RST, so the outer client is reset at once rather than left
+hanging.
 """
 
 from __future__ import annotations
@@ -31,63 +32,20 @@ import logging
 import socket
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import cast
+
+from knemu.node_agent.kubeproxy.relays import (
+    NodePortRule,
+    ProxyStatistics,
+    Relay,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
 UDP_IDLE_S = 30.0  # forget a UDP client after this long without traffic
 CONNECT_TIMEOUT_S = 10.0
 MAX_UDP_SESSIONS = 4096
-RELAYED_PROTOCOLS = ("TCP", "UDP")  # SCTP has no asyncio transport; it is not relayed
-
-
-@dataclass(frozen=True, order=True)
-class Relay:
-    """One published port: ``listen_ip:listen_port/protocol`` -> ``target_ip:target_port``."""
-
-    protocol: str  # "TCP" | "UDP"
-    listen_ip: str
-    listen_port: int
-    target_ip: str
-    target_port: int
-
-    def __str__(self) -> str:
-        return (
-            f"{self.listen_ip}:{self.listen_port}/{self.protocol} -> "
-            f"{self.target_ip}:{self.target_port}"
-        )
-
-
-@dataclass(frozen=True, order=True)
-class NodePortRule:
-    protocol: str  # "TCP" | "UDP"
-    node_port: int
-    cluster_ip: str
-    port: int
-
-    def relay(self, listen_ip: str) -> Relay:
-        return Relay(self.protocol, listen_ip, self.node_port, self.cluster_ip, self.port)
-
-
-@dataclass
-class ProxyStatistics:
-    connections: int = 0
-    connect_failures: int = 0
-    datagrams: int = 0
-    bind_failures: int = 0
-    sessions_evicted: int = 0
-    # (protocol, port) -> why it cannot be listened on, while that lasts
-    bind_errors: dict[tuple[str, int], str] = field(default_factory=dict)
-
-
-R = TypeVar("R", Relay, NodePortRule)
-
-
-def plan(current: Iterable[R], desired: Iterable[R]) -> tuple[list[R], list[R]]:
-    """(to_close, to_open): a changed target closes the old listener before opening anew."""
-    cur, want = set(current), set(desired)
-    return sorted(cur - want), sorted(want - cur)
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

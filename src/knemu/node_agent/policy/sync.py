@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from knemu.node_agent.dataplane.router import Router
+from knemu.node_agent.kubeproxy.conntrack import CtTimeouts
 from knemu.node_agent.policy.engine import PolicyEngine
 from knemu.node_agent.policy.gate import PolicyGate
 from knemu.proto import knemu_pb2 as pb
@@ -25,11 +25,25 @@ log = logging.getLogger(__name__)
 POLICY_KINDS = ("NetworkPolicy", "Namespace")  # watched on top of the agent's own kinds
 
 
+class GateSlot(Protocol):
+    """Where the gate goes: the router, which consults it only while it is set."""
+
+    def set_policy_gate(self, gate: PolicyGate | None) -> None: ...
+
+
 class PolicySync:
-    def __init__(self, router: Router, node_name: str, gateway_ip: str) -> None:
+    """``timeouts``: the router's conntrack timeouts (allowed connections expire alike)."""
+
+    def __init__(
+        self,
+        router: GateSlot,
+        node_name: str,
+        gateway_ip: str,
+        timeouts: CtTimeouts | None = None,
+    ) -> None:
         self.router = router
         self.engine = PolicyEngine(node_name, dns_ip=gateway_ip)
-        self.gate = PolicyGate(self.engine, gateway_ip, router.conntrack.timeouts)
+        self.gate = PolicyGate(self.engine, gateway_ip, timeouts or CtTimeouts())
         self.active = False
         self._handlers: dict[str, Callable[[bool, Any], None]] = {
             "NetworkPolicy": self._handle_network_policy,
