@@ -301,12 +301,12 @@ class Agent:
         if out is None:
             return
         kind, target, data = out
-        if kind == OUT_POD:
+        if kind is OUT_POD:
             assert self.pods is not None  # pods are plugged in only once PodSync exists
             port = self.pods.ports.get(target)
             if port is not None:
                 port.write(data)
-        elif kind == OUT_HOST:
+        elif kind is OUT_HOST:
             if self.host_port is not None:
                 self.host_port.write(data)
         elif self.underlay is not None:

@@ -54,12 +54,13 @@ from knemu.node_agent.dataplane.routes import (
     OUT_HOST,
     OUT_POD,
     OUT_UNDERLAY,
-    STAT_OF_OUT,
     LocalNode,
+    OutKind,
     Output,
     Peer,
 )
 from knemu.node_agent.dataplane.service_nat import KubeProxy
+from knemu.node_agent.events import DropReason as Drop
 from knemu.node_agent.kubeproxy.conntrack import CLOSE, FIN_WAIT, CtHalf
 from knemu.proto import wire
 from knemu.proto.wire import checksum_adjust as _adjust
@@ -72,6 +73,7 @@ __all__ = [
     "OUT_POD",
     "OUT_UNDERLAY",
     "LocalNode",
+    "OutKind",
     "Output",
     "Peer",
     "Router",
@@ -91,10 +93,10 @@ class Router(KubeProxy):
             packet = bytes(packet)  # dict keys are sliced from it: bytearray is unhashable
         own = self._pod_ips.get(port_id)
         if own is None:
-            return self._drop("unknown_port", packet, ev.POINT_FROM_POD, now)
+            return self._drop(Drop.UNKNOWN_PORT, packet, ev.POINT_FROM_POD, now)
         if len(packet) >= 20 and packet[0] >> 4 == 4 and packet[12:16] != own:
             # A pod may only send from its own IP (Calico's per-interface RPF check).
-            return self._drop("spoofed_source", packet, ev.POINT_FROM_POD, now)
+            return self._drop(Drop.SPOOFED_SOURCE, packet, ev.POINT_FROM_POD, now)
         return self._process(packet, FROM_POD, port_id, now)
 
     def handle_host(self, packet: bytes | bytearray, now: float) -> Output | None:
@@ -110,21 +112,21 @@ class Router(KubeProxy):
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
         if len(datagram) < 42:  # VXLAN 8 + Ethernet 14 + IPv4 20
-            return self._drop("truncated", b"", ev.POINT_DECAP, now)
+            return self._drop(Drop.TRUNCATED, b"", ev.POINT_DECAP, now)
         if datagram[:8] != self._vxlan:
             if not datagram[0] & wire.VXLAN_FLAG_I:
-                return self._drop("bad_vxlan_header", b"", ev.POINT_DECAP, now)
+                return self._drop(Drop.BAD_VXLAN_HEADER, b"", ev.POINT_DECAP, now)
             if datagram[4:7] != self._vni:
-                return self._drop("wrong_vni", b"", ev.POINT_DECAP, now)
+                return self._drop(Drop.WRONG_VNI, b"", ev.POINT_DECAP, now)
             # Other bits are reserved and MUST be ignored on receipt (RFC 7348 section 5).
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:
-            return self._drop("unknown_peer", b"", ev.POINT_DECAP, now)
+            return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
         dst_mac = datagram[8:14]
         if dst_mac != self._mac and dst_mac != wire.BROADCAST_MAC:
-            return self._drop("wrong_mac", b"", ev.POINT_DECAP, now)
+            return self._drop(Drop.WRONG_MAC, b"", ev.POINT_DECAP, now)
         if datagram[20:22] != ETH_IPV4:
-            return self._drop("not_ipv4", b"", ev.POINT_DECAP, now)
+            return self._drop(Drop.NOT_IPV4, b"", ev.POINT_DECAP, now)
         self._stats["decapsulated"] += 1
         return self._process(datagram[22:], FROM_UNDERLAY, peer, now)
 
@@ -133,24 +135,24 @@ class Router(KubeProxy):
     def _process(self, pkt: bytes, origin: str, via: Any, now: float) -> Output | None:
         n = len(pkt)
         if n < 20:
-            return self._drop("truncated", pkt, origin, now)
+            return self._drop(Drop.TRUNCATED, pkt, origin, now)
         b0 = pkt[0]
         if b0 >> 4 != 4:
-            return self._drop("not_ipv4", pkt, origin, now)
+            return self._drop(Drop.NOT_IPV4, pkt, origin, now)
         ihl = (b0 & 0x0F) << 2
         total = pkt[2] << 8 | pkt[3]
         if ihl < 20 or total < ihl or total > n:
-            return self._drop("truncated", pkt, origin, now)
+            return self._drop(Drop.TRUNCATED, pkt, origin, now)
         if origin is FROM_UNDERLAY and wire.ipv4_header_checksum(pkt, ihl):
             # Pods' and the node's kernels write valid headers; the underlay may corrupt them.
-            return self._drop("bad_checksum", pkt, origin, now)
+            return self._drop(Drop.BAD_CHECKSUM, pkt, origin, now)
         if total != n:
             pkt = pkt[:total]  # link-layer padding
         proto = pkt[9]
         fragment = pkt[6] & 0x1F or pkt[7]
         if (proto == 6 or proto == 17) and not fragment:
             if total < ihl + (20 if proto == 6 else 8):
-                return self._drop("truncated", pkt, origin, now)
+                return self._drop(Drop.TRUNCATED, pkt, origin, now)
             return self._process_ports(pkt, ihl, proto, origin, via, now)
         if fragment and self._fragments:
             # A later fragment has no ports: it follows its first fragment's translation
@@ -247,7 +249,7 @@ class Router(KubeProxy):
         self,
         pkt: bytes,
         ihl: int,
-        kind: str,
+        kind: OutKind,
         to: Any,
         half: CtHalf | None,
         origin: str,
@@ -258,7 +260,9 @@ class Router(KubeProxy):
         NAT, TTL, checksums, each updated incrementally."""
         dec = origin is not FROM_HOST and kind is not OUT_HOST
         if dec and pkt[8] <= 1:
-            return self._answer("ttl_exceeded", pkt, wire.ICMP_TIME_EXCEEDED, 0, origin, via, now)
+            return self._answer(
+                Drop.TTL_EXCEEDED, pkt, wire.ICMP_TIME_EXCEEDED, 0, origin, via, now
+            )
         if kind is OUT_UNDERLAY:
             if len(pkt) > self.node.mtu:
                 return self._too_big(pkt, origin, via, now)
@@ -284,7 +288,7 @@ class Router(KubeProxy):
             buf[o + 11] = hc & 0xFF
         stats = self._stats
         stats["forwarded"] += 1
-        stats[STAT_OF_OUT[kind]] += 1
+        stats[kind.stat] += 1
         if self._forward_sink is not None:
             self._emit_forward(kind, to, bytes(buf[o:]), pkt, half, origin, via, now)
         if kind is OUT_UNDERLAY:
@@ -324,14 +328,16 @@ class Router(KubeProxy):
     ) -> Output | Peer | None:
         """No pod, gateway or peer route: decide by which range ``dst`` is in."""
         if dst[: len(self._local_net)] == self._local_net:
-            return self._drop("unknown_pod", pkt, origin, now)
+            return self._drop(Drop.UNKNOWN_POD, pkt, origin, now)
         addr = int.from_bytes(dst, "big")
         net, mask = self._service_net
         if addr & mask == net:
             # A service CIDR address with no rule for this protocol/port (deleted service,
             # wrong port): refuse at once instead of letting the client time out.
             code = wire.ICMP_PORT_UNREACH if dst in self.services.vips else wire.ICMP_NET_UNREACH
-            return self._answer("no_service", pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now)
+            return self._answer(
+                Drop.NO_SERVICE, pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now
+            )
         net, mask = self._cluster_net
         if origin is FROM_HOST and addr & mask != net:
             # The node itself (or a hostNetwork pod) reaching a service whose backend is
@@ -343,7 +349,7 @@ class Router(KubeProxy):
             if peer is not None:
                 return peer
         if addr & mask == net or (origin is FROM_HOST and dst != self._own[1]):
-            return self._drop("no_route", pkt, origin, now)
+            return self._drop(Drop.NO_ROUTE, pkt, origin, now)
         return _TO_HOST  # outside the cluster: the node's own stack routes it, as on a real node
 
 

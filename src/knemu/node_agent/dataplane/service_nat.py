@@ -15,6 +15,7 @@ from typing import Any
 from knemu.errors import ConfigError
 from knemu.node_agent import events as ev
 from knemu.node_agent.dataplane.routes import LocalNode, Output, RouteTable, net_mask
+from knemu.node_agent.events import DropReason as Drop
 from knemu.node_agent.kubeproxy.conntrack import Conntrack, CtHalf, CtTimeouts
 from knemu.node_agent.kubeproxy.service_table import (
     Backend,
@@ -162,8 +163,8 @@ class KubeProxy(RouteTable):
             if rule.no_local:
                 # internalTrafficPolicy Local with endpoints only elsewhere: kube-proxy DROPs
                 # ("has no local endpoints"), so the client times out instead of being reset.
-                return self._drop("no_local_endpoints", pkt, origin, now)
-            return self._refuse("no_endpoints", pkt, origin, via, now, rule.key)
+                return self._drop(Drop.NO_LOCAL_ENDPOINTS, pkt, origin, now)
+            return self._refuse(Drop.NO_ENDPOINTS, pkt, origin, via, now, rule.key)
         # Masquerade to the gateway (kube-proxy's KUBE-MARK-MASQ) when the reply would not
         # come back through us otherwise: hairpin (a pod reaching itself through its service)
         # and clients outside the cluster CIDR, e.g. the node's own kernel using its node IP.
@@ -188,7 +189,7 @@ class KubeProxy(RouteTable):
             if entry is not None:
                 break
         else:
-            return self._drop("nat_collision", pkt, origin, now)
+            return self._drop(Drop.NAT_COLLISION, pkt, origin, now)
         if masq:
             self._stats["snat"] += 1
         return entry.fwd
@@ -198,7 +199,7 @@ class KubeProxy(RouteTable):
         created is forgotten, as Linux never confirms the conntrack entry of a dropped packet."""
         if half is not None and not half.reply and not half.entry.replied:
             self.conntrack.remove(half.entry)
-        return self._drop("policy_denied", pkt, origin, now)
+        return self._drop(Drop.POLICY_DENIED, pkt, origin, now)
 
     def _dead_flow(
         self, half: CtHalf, pkt: bytes, origin: str, via: Any, now: float
@@ -206,6 +207,6 @@ class KubeProxy(RouteTable):
         """A packet of a TCP flow whose backend left: reset the client, forget the flow."""
         entry = half.entry
         if half.reply:
-            return self._drop("stale_backend", pkt, origin, now)
+            return self._drop(Drop.STALE_BACKEND, pkt, origin, now)
         self.conntrack.remove(entry)
-        return self._refuse("stale_backend", pkt, origin, via, now, entry.service)
+        return self._refuse(Drop.STALE_BACKEND, pkt, origin, via, now, entry.service)
