@@ -43,7 +43,6 @@ def test_check_attach() -> None:
 def test_stdin_core_every_state(once: bool, closed: bool) -> None:
     """Every (stdinOnce, closed) state against a session's end, the only input."""
     core = StdinCore(once=once, closed=closed)
-    assert core.accepts_input() is not closed
     must_close = core.on_session_stdin_ended()
     assert must_close is (once and not closed)  # only the first end, and only with stdinOnce
     assert core.closed is (closed or once)

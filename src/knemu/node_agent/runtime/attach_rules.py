@@ -81,9 +81,6 @@ class StdinCore:
     once: bool
     closed: bool = False
 
-    def accepts_input(self) -> bool:
-        return not self.closed
-
     def on_session_stdin_ended(self) -> bool:
         """A session's stdin ended (its client closed stdin or went away).
 

@@ -79,10 +79,6 @@ class Sandbox:
         """A path to the network namespace that stays valid while the pause process lives."""
         return f"/proc/{self.pause_pid}/ns/net"
 
-    @property
-    def uts_path(self) -> str:
-        return f"/proc/{self.pause_pid}/ns/uts"
-
 
 def netns_name(prefix: str, node: str, uid: str) -> str:
     """``<prefix>-<node>-<uid[:8]>``: unique even when several nodes share one machine."""
