@@ -17,7 +17,7 @@ packet goes through the same pipeline:
 4. route on the (rewritten) destination: a local pod by its IP, the node itself (gateway,
    node IP, anything outside the cluster) to the host TUN, another node's podCIDR by its prefix
    (a dict keyed by the first octets: the flannel/Calico route table) to VXLAN (RFC 7348);
-5. NetworkPolicy, only while some local pod is isolated (``netpol_gate``): a connection's first
+5. NetworkPolicy, only while some local pod is isolated (``policy.gate``): a connection's first
    packet is judged on the final addresses, later ones match its allowed-connection entry;
    a denied packet is dropped (``policy_denied``), as Calico does.
 
@@ -25,7 +25,7 @@ All rewriting happens once, in the output buffer, with RFC 1624 incremental chec
 precomputed per flow; per-packet work is a few dict lookups and does not grow with the number of
 services or pods.  Nothing here raises on packet input.  The state steps 2, 3 and 5 consult,
 their control calls and timers, and a flow's first-packet decisions live in the base class
-``kubeproxy.KubeProxy``; this module is the per-packet path.
+``service_nat.KubeProxy``; this module is the per-packet path.
 
 Choices where Kubernetes leaves room (documented in the table snapshot and tests):
 * A backend that leaves a service: its UDP conntrack entries are deleted at once (as kube-proxy's

@@ -4,8 +4,8 @@
   every binary websocket message starts with its channel byte, 0 stdin, 1 stdout, 2 stderr,
   3 status; the client closes stdin with [255, 0] (the v5 CLOSE signal).  The final status is
   the metav1.Status JSON that kubelet sends on channel 3.
-* ``/attach`` joins a container's running process over the same protocol (``kubelet_attach``).
-* ``/portForward`` forwards TCP to a pod's ports (``kubelet_portforward``).
+* ``/attach`` joins a container's running process over the same protocol (``attach``).
+* ``/portForward`` forwards TCP to a pod's ports (``port_forward``).
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
@@ -156,7 +156,7 @@ class KubeletApi:
         return web.json_response(snap, dumps=lambda o: json.dumps(o, default=str))
 
     async def _cni(self, request: web.Request) -> web.Response:
-        """The conflist this node wrote (``cni`` module), byte for byte."""
+        """The conflist this node wrote (``cni.conflist``), byte for byte."""
         conf = self._cni_of()
         if conf is None:
             return error_response(NotFound(f"node {self.name} has no CNI config yet: "

@@ -15,7 +15,7 @@ gateway address 10.244.N.1 as the client.
 * hostPort: for every container port with a ``hostPort``, hostIP:hostPort is relayed to
   podIP:containerPort, which the portmap plugin does with an iptables DNAT
   (https://www.cni.dev/plugins/current/meta/portmap/; the table of who holds which host port is
-  ``portmap.PortMapTable``).  Unlike portmap, the pod sees the node's gateway as the client.
+  ``cni.portmap.PortMapTable``).  Unlike portmap, the pod sees the node's gateway as the client.
 
 ``relays`` is the sans-I/O part (the relays; ``plan``: which listeners to open and close);
 ``PortProxy`` owns the sockets for a set of ``Relay``s and ``NodePortProxy`` maps NodePort rules

@@ -1,7 +1,7 @@
 """The agent's NetworkPolicy wiring (sans-I/O): watched objects -> policy engine -> router gate.
 
 Like Calico's Felix, the agent watches NetworkPolicies, Namespaces (their labels are what
-namespaceSelectors match) and Pods, keeps the engine (``netpol.PolicyEngine``) current, and
+namespaceSelectors match) and Pods, keeps the engine (``policy.engine.PolicyEngine``) current, and
 gives the router its gate only while some local pod is isolated, so a node without policies
 for its pods pays one check per packet.  Pods running here are also fed by the pod runtime
 (``set_local_pod``) the moment they are wired to the router, before the api-server has their

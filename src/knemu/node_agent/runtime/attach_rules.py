@@ -1,5 +1,5 @@
 """Attach (``kubectl attach``, ``kubectl run -i``): the sans-I/O rules; the websocket adapter
-is ``kubelet_attach``.
+is ``kubelet.attach``.
 
 Attach connects a client to the stdin and output of a container's main process, which is
 already running (unlike exec, which starts a new one).  The container fields that govern it,

@@ -22,7 +22,7 @@ Public API (H7's agent calls it)::
 
 State under ``config.state_dir``: ``ipam-<node>.json`` (addresses by pod uid),
 ``sandboxes-<node>.json`` (netns -> pause pid, for cleaning up after a crash) and
-``pods/<ns>_<name>_<uid8>/<container>.log``.  A hostNetwork pod (``sandbox_host``) has no
+``pods/<ns>_<name>_<uid8>/<container>.log``.  A hostNetwork pod (``host_sandbox``) has no
 address and no TUN: its handle carries the node's IP and ``tun_fd`` -1.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.cni import ipam, resolv
-from knemu.node_agent.runtime import host_sandbox as sandbox_host, sandbox
+from knemu.node_agent.runtime import host_sandbox, sandbox
 from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -218,7 +218,7 @@ class PodRuntime:
             if existing is not None:  # same name, new uid: the old pod is gone
                 await self._stop(existing)
             try:  # IPAM exhaustion too: a clear event and a Pending pod (seed 002)
-                plan = sandbox_host.plan_network(pod, self.node_name, self.node_ip)
+                plan = host_sandbox.plan_network(pod, self.node_name, self.node_ip)
                 ip = plan.pod_ip or self._allocate(key, pod.metadata.uid)
                 box = await self._create_sandbox(pod, plan, ip)
             except KnemuError as exc:
@@ -273,7 +273,7 @@ class PodRuntime:
             raise LocalError(f"pod {meta.namespace}/{meta.name}: {exc}") from None
         netns = sandbox.netns_name(self.config.netns_prefix, self.node_name, meta.uid)
         if plan.host_network:
-            return await sandbox_host.create_host_sandbox(
+            return await host_sandbox.create_host_sandbox(
                 netns=netns, hostname=hostname, node_ip=ip, resolv_conf=conf.render()
             )
         hosts = resolv.pod_hosts_file(

@@ -26,7 +26,7 @@ exec`` from a shell fails with "Invalid argument") and to the next agent.  So na
 sides see it.  Leftovers are also found by the pause pid recorded in the state dir.
 
 Teardown closes the TUN fd (which deletes the device), kills every process in the namespace,
-deletes the name and the ``/etc/netns`` directory.  A hostNetwork pod (``sandbox_host``) has
+deletes the name and the ``/etc/netns`` directory.  A hostNetwork pod (``host_sandbox``) has
 no namespace of its own: its name points at the node's, so teardown kills the processes of its
 UTS namespace instead and never "every process in the namespace" (that would be the node).
 """

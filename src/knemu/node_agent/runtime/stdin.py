@@ -1,5 +1,5 @@
 """The agent's end of a container's stdin pipe (Container ``stdin: true``), held across attach
-sessions; when it closes follows ``attach.StdinCore`` (the stdinOnce rule).
+sessions; when it closes follows ``attach_rules.StdinCore`` (the stdinOnce rule).
 
 The pipe is made here rather than with ``asyncio.subprocess.PIPE`` because asyncio's
 ``Process.wait()`` also waits for every pipe it created to close: a child that inherited the
