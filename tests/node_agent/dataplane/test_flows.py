@@ -45,7 +45,7 @@ def test_subscribers_filters_and_broken_subscriber_removed() -> None:
 def test_router_events_through_the_log_are_json() -> None:
     p = pair()
     log = FlowLog()
-    p.r1._sink = log.append
+    p.r1.verdicts.sink = log.append
     p.r1.handle_pod("a", syn(POD_A, POD_B, 1, 2), 1.0)
     (event,) = log.recent()
     assert isinstance(event, FlowForwarded)
@@ -57,7 +57,7 @@ def test_no_sink_no_events() -> None:
     r = Router(node(1))
     r.add_local_pod(POD_A, "a")
     assert r.handle_pod("a", syn(POD_A, "10.244.1.1", 1, 2), 1.0) is not None
-    assert r._sink is None
+    assert r.verdicts.sink is None and r.statistics()["to_host"] == 1
 
 
 def test_subscriber_may_unsubscribe_while_called() -> None:

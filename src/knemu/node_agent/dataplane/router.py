@@ -24,8 +24,9 @@ packet goes through the same pipeline:
 All rewriting happens once, in the output buffer, with RFC 1624 incremental checksum updates
 precomputed per flow; per-packet work is a few dict lookups and does not grow with the number of
 services or pods.  Nothing here raises on packet input.  The state steps 2, 3 and 5 consult,
-their control calls and timers, and a flow's first-packet decisions live in the base class
-``service_nat.KubeProxy``; this module is the per-packet path.
+their control calls and timers, and a flow's first-packet decisions live in the parts it is
+composed of (``routes.RouteTable``, ``service_nat.ServiceNat``, ``verdicts.Verdicts``); this
+module is the per-packet path.
 
 Choices where Kubernetes leaves room (documented in the table snapshot and tests):
 * A backend that leaves a service: its UDP conntrack entries are deleted at once (as kube-proxy's
@@ -43,6 +44,7 @@ Choices where Kubernetes leaves room (documented in the table snapshot and tests
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from knemu.node_agent import events as ev
@@ -58,10 +60,15 @@ from knemu.node_agent.dataplane.routes import (
     OutKind,
     Output,
     Peer,
+    RouteTable,
+    net_mask,
 )
-from knemu.node_agent.dataplane.service_nat import KubeProxy
+from knemu.node_agent.dataplane.service_nat import ServiceNat
+from knemu.node_agent.dataplane.verdicts import Verdicts
 from knemu.node_agent.events import DropReason as Drop
-from knemu.node_agent.kubeproxy.conntrack import CLOSE, FIN_WAIT, CtHalf
+from knemu.node_agent.kubeproxy.conntrack import CLOSE, FIN_WAIT, CtHalf, CtTimeouts
+from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry
+from knemu.node_agent.policy.gate import PolicyGate
 from knemu.proto import wire
 from knemu.proto.wire import checksum_adjust as _adjust
 
@@ -82,8 +89,128 @@ _FRAGMENTS_MAX = 4096
 _TTL_DELTA = 0xFEFF  # RFC 1624 term for TTL-1 in the TTL/protocol word (~m + m' = 0xFFFF - 0x100)
 
 
-class Router(KubeProxy):
-    """One node's router, kube-proxy and VTEP.  See the module docstring."""
+class Router:
+    """One node's router, kube-proxy and VTEP.  See the module docstring.
+
+    Composed of its parts: ``routes`` (pods and peers), ``nat`` (services, conntrack,
+    first-packet decisions), ``verdicts`` (counters, drops, refusals, flow events) and, while
+    some local pod is isolated, the NetworkPolicy gate.  The per-packet path below reads the
+    parts' tables through references taken here (the parts mutate them in place), so the
+    composition costs nothing per packet."""
+
+    def __init__(
+        self,
+        node: LocalNode,
+        proxy_mode: str = "iptables",
+        ipvs_scheduler: str = "rr",
+        seed: int = 0,
+        flow_sink: Callable[[ev.FlowEvent], None] | None = None,
+        timeouts: CtTimeouts | None = None,
+    ) -> None:
+        self.node = node
+        self.routes = RouteTable(node)
+        self.verdicts = Verdicts(node, flow_sink)
+        self.nat = ServiceNat(node, self.verdicts, proxy_mode, ipvs_scheduler, seed, timeouts)
+        self.services = self.nat.services
+        self.conntrack = self.nat.conntrack
+        self._forward_sink = self.verdicts.forward_sink
+        self._policy: PolicyGate | None = None
+        # hot-path references to the parts' tables and steps
+        routes, nat, verdicts = self.routes, self.nat, self.verdicts
+        self._pods, self._pod_ips = routes.pods, routes.pod_ips
+        self._routes, self._prefix_lens, self._peer_by_ip = (
+            routes.by_prefix, routes.prefix_lens, routes.peer_by_ip
+        )  # fmt: skip
+        self._mac, self._vxlan, self._vni = routes.mac, routes.vxlan, routes.vxlan[4:7]
+        self._local_net = routes.own_prefix
+        self._gw, self._own = nat.gw, nat.own
+        self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
+        self._cluster_net = nat.cluster_net
+        self._fragments = nat.fragments
+        self._new_flow, self._dead_flow, self._deny = nat.new_flow, nat.dead_flow, nat.deny
+        self._stats = verdicts.stats
+        self._drop, self._answer, self._too_big = verdicts.drop, verdicts.answer, verdicts.too_big
+        self._emit_forward = verdicts.emit_forward
+
+    # -- tables (see the parts) ------------------------------------------------------------------
+
+    def set_peer(
+        self,
+        name: str,
+        pod_cidr: str,
+        underlay_ip: str,
+        vtep_mac: str,
+        vxlan_port: int = 4789,
+        ready: bool = True,
+    ) -> None:
+        """Route ``pod_cidr`` to a peer node's VTEP (``RouteTable.set_peer``)."""
+        self.routes.set_peer(name, pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready)
+
+    def remove_peer(self, name: str) -> None:
+        self.routes.remove_peer(name)
+
+    def add_local_pod(self, ip: str, port_id: Any) -> None:
+        """Deliver ``ip`` to ``port_id`` (``RouteTable.add_local_pod``)."""
+        self.routes.add_local_pod(ip, port_id)
+
+    def remove_local_pod(self, ip: str) -> None:
+        self.routes.remove_local_pod(ip)
+
+    def set_service(
+        self, key: str, entry: ServiceEntry, backends: dict[str, list[Backend]]
+    ) -> None:
+        """Install/replace a service (``ServiceNat.set_service``)."""
+        self.nat.set_service(key, entry, backends)
+
+    def remove_service(self, key: str) -> None:
+        self.nat.remove_service(key)
+
+    def next_backend(
+        self, service_port: str, failed_ip: str, failed_port: int, client_ip: str, now: float
+    ) -> tuple[str, int] | None:
+        """Userspace-mode retry (``ServiceNat.next_backend``)."""
+        return self.nat.next_backend(service_port, failed_ip, failed_port, client_ip, now)
+
+    def set_policy_gate(self, gate: PolicyGate | None) -> None:
+        """Enforce NetworkPolicy through ``gate``; None (no local pod isolated) costs the
+        packet path nothing but one check."""
+        self._policy = self.nat.policy = gate
+
+    def set_forward_events(self, enabled: bool) -> None:
+        """Record flow events of forwarded packets too (drops and refusals always are)."""
+        self.verdicts.set_forward_events(enabled)
+        self._forward_sink = self.verdicts.forward_sink
+
+    # -- timers and introspection --------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Drop conntrack entries, affinities and fragments idle past their timeouts."""
+        self.nat.expire(now)
+
+    def next_timer(self) -> float | None:
+        """When ``expire`` next has something to do (None: nothing pending)."""
+        return self.nat.next_timer()
+
+    def statistics(self) -> dict[str, int]:
+        """Counters; drops are ``drop_<reason>``.  Includes ``conntrack_entries``."""
+        out = dict(self._stats)
+        out["conntrack_entries"] = len(self.conntrack)
+        return out
+
+    def routes_snapshot(self) -> dict[str, Any]:
+        """Peers and local pods, JSON-serialisable."""
+        return self.routes.snapshot()
+
+    def table_snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable peers, local pods, services with backends, conntrack, counters."""
+        return {
+            "node": self.node.name,
+            "proxy_mode": self.services.mode,
+            **self.routes.snapshot(),
+            "services": self.services.snapshot(),
+            "conntrack": [e.to_dict() for e in self.conntrack.entries()],
+            "counters": self.statistics(),
+        }
 
     # -- packet entry points -------------------------------------------------------------------
 

@@ -3,13 +3,13 @@
 Like flannel's VXLAN backend, every peer node contributes one route (its podCIDR -> its VTEP
 IP and MAC, from the Node object) and the lookup is exact on the prefix octets of the
 destination (a /24 podCIDR is keyed by its first three octets), so it costs one dict lookup per
-distinct prefix length (normally one).  ``Router`` extends this with the packet pipeline.
+distinct prefix length (normally one).  ``Router`` composes this with
+the service NAT and the verdicts into the packet pipeline.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -17,8 +17,6 @@ from typing import Any
 from knemu.config import CLUSTER_CIDR, SERVICE_CIDR
 from knemu.errors import ConfigError
 from knemu.node_agent import events as ev
-from knemu.node_agent.events import DropReason as Drop
-from knemu.node_agent.kubeproxy.conntrack import CtHalf
 from knemu.proto import wire
 
 
@@ -113,45 +111,26 @@ def _pod_ip(ip: str, port_id: Any) -> bytes:
 
 
 class RouteTable:
-    """Pods and peers of one node (the lookups are inlined in ``Router``'s hot path), its
-    counters, and the replies, drops and flow events every stage of the router shares."""
+    """Pods and peers of one node.  The router reads the dicts (and ``prefix_lens``) directly
+    on its hot path, so they are mutated in place and never replaced."""
 
-    def __init__(self, node: LocalNode, flow_sink: Callable[[ev.FlowEvent], None] | None) -> None:
+    def __init__(self, node: LocalNode) -> None:
         self.node = node
-        self._sink = flow_sink
-        # Forwarded/translated packets are the bulk of flow events and cost several times the
-        # routing itself, so they are recorded only while someone watches (set_forward_events);
-        # drops and refusals are rare and always recorded.
-        self._forward_sink = flow_sink
         try:
-            self._mac = wire.mac_to_bytes(node.vtep_mac)
-            self._vxlan = wire.vxlan_header(node.vni)
+            self.mac = wire.mac_to_bytes(node.vtep_mac)
+            self.vxlan = wire.vxlan_header(node.vni)
             wire.ip_to_bytes(node.gateway_ip)
         except ValueError as exc:
             raise ConfigError(f"node {node.name}: {exc}; fix the agent's node settings") from None
         if not 576 <= node.mtu <= 65535:
             raise ConfigError(f"node {node.name}: mtu {node.mtu} must be 576..65535")
-        self._own_prefix = prefix_of(node.pod_cidr, f"node {node.name} pod_cidr")
-        self._pods: dict[bytes, Any] = {}  # pod IP -> port id
-        self._pod_ips: dict[Any, bytes] = {}  # port id -> pod IP (anti-spoofing)
-        self._peers: dict[str, Peer] = {}
-        self._routes: dict[bytes, Peer] = {}  # podCIDR prefix octets -> peer
-        self._prefix_lens: tuple[int, ...] = ()
-        self._peer_by_ip: dict[str, Peer] = {}
-        self._stats: dict[str, int] = dict.fromkeys(
-            (
-                "forwarded",
-                "delivered",
-                "to_host",
-                "encapsulated",
-                "decapsulated",
-                "dnat",
-                "unnat",
-                "snat",
-                "refused",
-            ),
-            0,
-        )
+        self.own_prefix = prefix_of(node.pod_cidr, f"node {node.name} pod_cidr")
+        self.pods: dict[bytes, Any] = {}  # pod IP -> port id
+        self.pod_ips: dict[Any, bytes] = {}  # port id -> pod IP (anti-spoofing)
+        self.peers: dict[str, Peer] = {}
+        self.by_prefix: dict[bytes, Peer] = {}  # podCIDR prefix octets -> peer
+        self.prefix_lens: list[int] = []  # distinct prefix lengths, longest first
+        self.peer_by_ip: dict[str, Peer] = {}
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -174,13 +153,13 @@ class RouteTable:
             wire.ip_to_bytes(underlay_ip)
         except ValueError as exc:
             raise ConfigError(f"peer {name}: {exc}") from None
-        if prefix == self._own_prefix or name == self.node.name:
+        if prefix == self.own_prefix or name == self.node.name:
             raise ConfigError(
                 f"peer {name} ({pod_cidr}) is this node ({self.node.name}, "
                 f"{self.node.pod_cidr}); a node is never its own peer: skip it"
             )
         self.remove_peer(name)
-        eth = mac + self._mac + ETH_IPV4
+        eth = mac + self.mac + ETH_IPV4
         peer = Peer(
             name,
             pod_cidr,
@@ -189,44 +168,44 @@ class RouteTable:
             vxlan_port,
             ready,
             prefix,
-            self._vxlan + eth,
+            self.vxlan + eth,
             (underlay_ip, vxlan_port),
         )
-        self._peers[name] = peer
-        self._routes[prefix] = peer
-        self._peer_by_ip[underlay_ip] = peer
-        self._prefix_lens = tuple(sorted({len(p) for p in self._routes}, reverse=True))
+        self.peers[name] = peer
+        self.by_prefix[prefix] = peer
+        self.peer_by_ip[underlay_ip] = peer
+        self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
 
     def remove_peer(self, name: str) -> None:
         """Forget a peer node (deleted or gone): its podCIDR is no longer routed."""
-        peer = self._peers.pop(name, None)
+        peer = self.peers.pop(name, None)
         if peer is None:
             return
-        if self._routes.get(peer.prefix) is peer:
-            del self._routes[peer.prefix]
-        if self._peer_by_ip.get(peer.underlay_ip) is peer:
-            del self._peer_by_ip[peer.underlay_ip]
-        self._prefix_lens = tuple(sorted({len(p) for p in self._routes}, reverse=True))
+        if self.by_prefix.get(peer.prefix) is peer:
+            del self.by_prefix[peer.prefix]
+        if self.peer_by_ip.get(peer.underlay_ip) is peer:
+            del self.peer_by_ip[peer.underlay_ip]
+        self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
 
     def add_local_pod(self, ip: str, port_id: Any) -> None:
         """Deliver ``ip`` to ``port_id`` (any hashable the adapter uses for the pod's TUN);
         a port or an IP given again replaces its previous mapping."""
         raw = _pod_ip(ip, port_id)
         self.remove_local_pod(ip)
-        previous = self._pod_ips.get(port_id)
+        previous = self.pod_ips.get(port_id)
         if previous is not None:
             self.remove_local_pod(wire.bytes_to_ip(previous))
-        self._pods[raw] = port_id
-        self._pod_ips[port_id] = raw
+        self.pods[raw] = port_id
+        self.pod_ips[port_id] = raw
 
     def remove_local_pod(self, ip: str) -> None:
         """Stop delivering to a pod's IP (its sandbox is gone); unknown IPs are ignored."""
         raw = _pod_ip(ip, None)
-        port_id = self._pods.pop(raw, None)
-        if port_id is not None and self._pod_ips.get(port_id) == raw:
-            del self._pod_ips[port_id]
+        port_id = self.pods.pop(raw, None)
+        if port_id is not None and self.pod_ips.get(port_id) == raw:
+            del self.pod_ips[port_id]
 
-    def routes_snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """Peers and local pods, JSON-serialisable."""
         peers = [
             {
@@ -237,115 +216,7 @@ class RouteTable:
                 "vxlan_port": p.vxlan_port,
                 "ready": p.ready,
             }
-            for p in sorted(self._peers.values(), key=lambda p: p.name)
+            for p in sorted(self.peers.values(), key=lambda p: p.name)
         ]
-        pods = {wire.bytes_to_ip(ip): str(port) for ip, port in self._pods.items()}
+        pods = {wire.bytes_to_ip(ip): str(port) for ip, port in self.pods.items()}
         return {"peers": peers, "local_pods": pods}
-
-    # -- what the router sends back, drops, and reports -----------------------------------------
-
-    def _refuse(
-        self, reason: Drop, pkt: bytes, origin: str, via: Any, now: float, svc: str
-    ) -> Output | None:
-        """No usable endpoint: TCP RST / ICMP port unreachable from the service address."""
-        src = wire.bytes_to_ip(pkt[16:20])
-        if pkt[9] == wire.PROTO_TCP:
-            reply, kind = wire.tcp_reset_for(pkt), "tcp-rst"
-        else:
-            reply = wire.icmp_error_for(pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_PORT_UNREACH, src)
-            kind = "icmp-port-unreachable"
-        return self._send_refusal(reason, kind, reply, pkt, origin, via, now, svc)
-
-    def _answer(
-        self,
-        reason: Drop,
-        pkt: bytes,
-        icmp_type: int,
-        code: int,
-        origin: str,
-        via: Any,
-        now: float,
-        rest: bytes = bytes(4),
-    ) -> Output | None:
-        """An ICMP error from the node's gateway address (ttl_exceeded, no_service, ...)."""
-        reply = wire.icmp_error_for(pkt, icmp_type, code, self.node.gateway_ip, rest)
-        kind = f"icmp-{icmp_type}-{code}"
-        return self._send_refusal(reason, kind, reply, pkt, origin, via, now, "")
-
-    def _too_big(self, pkt: bytes, origin: str, via: Any, now: float) -> Output | None:
-        """Larger than the overlay MTU: ICMP fragmentation needed (RFC 1191) when DF is set."""
-        if not pkt[6] & 0x40:
-            return self._drop(Drop.TOO_BIG, pkt, origin, now)
-        rest = wire.frag_needed_rest(self.node.mtu)
-        return self._answer(
-            Drop.TOO_BIG, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_FRAG_NEEDED, origin, via, now, rest
-        )
-
-    def _send_refusal(
-        self,
-        reason: Drop,
-        kind: str,
-        reply: bytes | None,
-        pkt: bytes,
-        origin: str,
-        via: Any,
-        now: float,
-        svc: str,
-    ) -> Output | None:
-        if reply is None:  # never answer a RST or an ICMP error (RFC 9293, RFC 1122)
-            return self._drop(reason, pkt, origin, now)
-        self._stats["refused"] += 1
-        name = "refused_" + reason
-        self._stats[name] = self._stats.get(name, 0) + 1
-        if self._sink is not None:
-            self._sink(
-                ev.FlowRefused(now, self.node.name, origin, ev.flow_of(pkt), reason, kind, svc)
-            )
-        # Back where the packet came from.
-        if origin is FROM_POD:
-            return (OUT_POD, via, reply)
-        if origin is FROM_HOST:
-            return (OUT_HOST, None, reply)
-        return (OUT_UNDERLAY, via.addr, via.encap + reply)
-
-    def _drop(self, reason: Drop, pkt: bytes, origin: str, now: float) -> Output | None:
-        name = "drop_" + reason
-        self._stats[name] = self._stats.get(name, 0) + 1
-        if self._sink is not None:
-            self._sink(ev.FlowDropped(now, self.node.name, origin, ev.flow_of(pkt), reason))
-        return None
-
-    def set_forward_events(self, enabled: bool) -> None:
-        """Record flow events of forwarded packets too (drops and refusals always are)."""
-        self._forward_sink = self._sink if enabled else None
-
-    def _emit_forward(
-        self,
-        kind: OutKind,
-        to: Any,
-        out: bytes,
-        pkt: bytes,
-        half: CtHalf | None,
-        origin: str,
-        via: Any,
-        now: float,
-    ) -> None:
-        """Flow events of a forwarded packet (only built when a flow sink is set)."""
-        assert self._sink is not None
-        node, before, after = self.node.name, ev.flow_of(pkt), ev.flow_of(out)
-        if half is not None:
-            if half.reply:
-                nat = "unnat+unsnat" if half.addrs[4:8] != pkt[16:20] else "unnat"
-            else:
-                nat = "dnat+snat" if half.addrs[:4] != pkt[12:16] else "dnat"
-            svc = half.entry.service
-            self._sink(ev.FlowTranslated(now, node, origin, before, nat, after, svc))
-        outer = None
-        vni = self.node.vni
-        if kind is OUT_UNDERLAY:
-            outer = ev.OuterHeader(self.node.underlay_ip, to.underlay_ip, to.vxlan_port, vni)
-        elif origin is FROM_UNDERLAY:  # the header it arrived in, from the peer's VTEP
-            outer = ev.OuterHeader(
-                via.underlay_ip, self.node.underlay_ip, self.node.vxlan_port, vni
-            )
-        self._sink(ev.FlowForwarded(now, node, kind.point, after, outer))

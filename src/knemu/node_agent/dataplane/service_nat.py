@@ -1,20 +1,20 @@
-"""kube-proxy's half of the node router: the service table and conntrack, their control calls
+"""kube-proxy's part of the node router: the service table and conntrack, their control calls
 and timers, and the decisions about a flow's first packet to a service.
 
-``Router`` (``dataplane.router``, whose docstring describes the whole pipeline) adds the
-per-packet path on top; this class holds what that path consults: ``services`` (the kube-proxy
-rules, ``service_table``), ``conntrack`` (DNAT entries and their reverse), the first fragments
-of translated datagrams, and the NetworkPolicy gate while some local pod is isolated.
+``Router`` (``dataplane.router``, whose docstring describes the whole pipeline) is composed of
+this part, the route table and the verdicts; this part holds what its per-packet path
+consults: ``services`` (the kube-proxy rules, ``service_table``), ``conntrack`` (DNAT entries
+and their reverse), the first fragments of translated datagrams, and the NetworkPolicy gate
+while some local pod is isolated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from knemu.errors import ConfigError
-from knemu.node_agent import events as ev
-from knemu.node_agent.dataplane.routes import LocalNode, Output, RouteTable, net_mask
+from knemu.node_agent.dataplane.routes import LocalNode, Output, net_mask
+from knemu.node_agent.dataplane.verdicts import Verdicts
 from knemu.node_agent.events import DropReason as Drop
 from knemu.node_agent.kubeproxy.conntrack import Conntrack, CtHalf, CtTimeouts
 from knemu.node_agent.kubeproxy.service_table import (
@@ -30,40 +30,35 @@ FRAGMENT_S = 30.0  # net.ipv4.ipfrag_time
 _NAT_PORT_TRIES = 16
 
 
-class KubeProxy(RouteTable):
-    """Services, conntrack and their timers for one node's router."""
+class ServiceNat:
+    """Services, conntrack and their timers for one node's router (the router reads
+    ``services``, ``conntrack`` and ``fragments`` on its hot path and calls ``new_flow``,
+    ``dead_flow`` and ``deny``)."""
 
     def __init__(
         self,
         node: LocalNode,
+        verdicts: Verdicts,
         proxy_mode: str = "iptables",
         ipvs_scheduler: str = "rr",
         seed: int = 0,
-        flow_sink: Callable[[ev.FlowEvent], None] | None = None,
         timeouts: CtTimeouts | None = None,
     ) -> None:
-        super().__init__(node, flow_sink)
-        self._gw = wire.ip_to_bytes(node.gateway_ip)
-        self._own = (self._gw, wire.ip_to_bytes(node.underlay_ip))  # the node's own addresses
+        self.node = node
+        self.verdicts = verdicts
+        self.gw = wire.ip_to_bytes(node.gateway_ip)
+        self.own = (self.gw, wire.ip_to_bytes(node.underlay_ip))  # the node's own addresses
         # The NodePort relay connects from the node IP (nodeport.py); nothing else on the node
         # does (its routes to the cluster use the gateway), so that source marks external
         # traffic, which internalTrafficPolicy does not cover.
-        self._external_client = self._own[1]
-        self._vni = self._vxlan[4:7]
-        self._local_net = self._own_prefix
-        self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
-        self._cluster_net = net_mask(node.cluster_cidr, f"node {node.name} cluster_cidr")
+        self.external_client = self.own[1]
+        self.cluster_net = net_mask(node.cluster_cidr, f"node {node.name} cluster_cidr")
         self.services = ServiceTable(proxy_mode, ipvs_scheduler, seed, node.name)
         self.conntrack = Conntrack(timeouts)
         self.services.active_of = self.conntrack.active
         # First fragments of translated datagrams: (src, dst, IP ID, proto) -> (half, time).
-        self._fragments: dict[bytes, tuple[CtHalf, float]] = {}
-        self._policy: PolicyGate | None = None  # None while no local pod is isolated
-
-    def set_policy_gate(self, gate: PolicyGate | None) -> None:
-        """Enforce NetworkPolicy through ``gate``; None (no local pod isolated) costs the
-        packet path nothing but one check."""
-        self._policy = gate
+        self.fragments: dict[bytes, tuple[CtHalf, float]] = {}
+        self.policy: PolicyGate | None = None  # None while no local pod is isolated
 
     def set_service(
         self, key: str, entry: ServiceEntry, backends: dict[str, list[Backend]]
@@ -95,7 +90,7 @@ class KubeProxy(RouteTable):
         if cp is None:
             return None
         client = wire.ip_to_bytes(client_ip)
-        if cp.external is not None and client == self._external_client:
+        if cp.external is not None and client == self.external_client:
             cp = cp.external
         failed = wire.ip_to_bytes(failed_ip) + failed_port.to_bytes(2, "big")
         chosen = self.services.next_backend(cp, failed, client, now)
@@ -107,16 +102,16 @@ class KubeProxy(RouteTable):
         """Drop conntrack entries and ClientIP affinities idle past their timeouts."""
         self.conntrack.expire(now)
         self.services.expire_affinity(now)
-        if self._policy is not None:
-            self._policy.expire(now)
+        if self.policy is not None:
+            self.policy.expire(now)
         # Linux gives up on reassembly after ipfrag_time (30 s); so do we.
-        stale = [k for k, (_, t) in self._fragments.items() if now - t > FRAGMENT_S]
+        stale = [k for k, (_, t) in self.fragments.items() if now - t > FRAGMENT_S]
         for key in stale:
-            del self._fragments[key]
+            del self.fragments[key]
 
     def next_timer(self) -> float | None:
         """When ``expire`` next has something to do (None: nothing pending)."""
-        frag = min((t for _, t in self._fragments.values()), default=None)
+        frag = min((t for _, t in self.fragments.values()), default=None)
         candidates = (
             self.conntrack.next_deadline(),
             self.services.next_affinity_deadline(),
@@ -125,26 +120,9 @@ class KubeProxy(RouteTable):
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
-    def statistics(self) -> dict[str, int]:
-        """Counters; drops are ``drop_<reason>``.  Includes ``conntrack_entries``."""
-        out = dict(self._stats)
-        out["conntrack_entries"] = len(self.conntrack)
-        return out
-
-    def table_snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable peers, local pods, services with backends, conntrack, counters."""
-        return {
-            "node": self.node.name,
-            "proxy_mode": self.services.mode,
-            **self.routes_snapshot(),
-            "services": self.services.snapshot(),
-            "conntrack": [e.to_dict() for e in self.conntrack.entries()],
-            "counters": self.statistics(),
-        }
-
     # -- a flow's first packet, and flows whose backend left ---------------------------------
 
-    def _new_flow(
+    def new_flow(
         self,
         rule: CompiledPort,
         key: bytes,
@@ -156,22 +134,22 @@ class KubeProxy(RouteTable):
     ) -> CtHalf | Output | None:
         """kube-proxy for the first packet of a flow to a service address."""
         client = bytes(key[:4])
-        if rule.external is not None and client == self._external_client:
+        if rule.external is not None and client == self.external_client:
             rule = rule.external  # NodePort traffic relayed by this node: see __init__
         backend = self.services.pick(rule, client, now)
         if backend is None:
             if rule.no_local:
                 # internalTrafficPolicy Local with endpoints only elsewhere: kube-proxy DROPs
                 # ("has no local endpoints"), so the client times out instead of being reset.
-                return self._drop(Drop.NO_LOCAL_ENDPOINTS, pkt, origin, now)
-            return self._refuse(Drop.NO_ENDPOINTS, pkt, origin, via, now, rule.key)
+                return self.verdicts.drop(Drop.NO_LOCAL_ENDPOINTS, pkt, origin, now)
+            return self.verdicts.refuse(Drop.NO_ENDPOINTS, pkt, origin, via, now, rule.key)
         # Masquerade to the gateway (kube-proxy's KUBE-MARK-MASQ) when the reply would not
         # come back through us otherwise: hairpin (a pod reaching itself through its service)
         # and clients outside the cluster CIDR, e.g. the node's own kernel using its node IP.
-        net, mask = self._cluster_net
+        net, mask = self.cluster_net
         masq = backend.ip == client or int.from_bytes(client, "big") & mask != net
-        src = self._gw if masq else client
-        if backend.ip in self._own and (client == self._gw or masq):
+        src = self.gw if masq else client
+        if backend.ip in self.own and (client == self.gw or masq):
             # The node's kernel reaching a service the node itself backs (kube-dns' node-local
             # forwarder, a hostNetwork pod here): from a node address the reply would stay in
             # the kernel, never un-NATed; from the service address it comes back through us.
@@ -189,24 +167,24 @@ class KubeProxy(RouteTable):
             if entry is not None:
                 break
         else:
-            return self._drop(Drop.NAT_COLLISION, pkt, origin, now)
+            return self.verdicts.drop(Drop.NAT_COLLISION, pkt, origin, now)
         if masq:
-            self._stats["snat"] += 1
+            self.verdicts.stats["snat"] += 1
         return entry.fwd
 
-    def _deny(self, pkt: bytes, half: CtHalf | None, origin: str, now: float) -> Output | None:
+    def deny(self, pkt: bytes, half: CtHalf | None, origin: str, now: float) -> Output | None:
         """NetworkPolicy said no: drop (the client times out).  The NAT entry the packet just
         created is forgotten, as Linux never confirms the conntrack entry of a dropped packet."""
         if half is not None and not half.reply and not half.entry.replied:
             self.conntrack.remove(half.entry)
-        return self._drop(Drop.POLICY_DENIED, pkt, origin, now)
+        return self.verdicts.drop(Drop.POLICY_DENIED, pkt, origin, now)
 
-    def _dead_flow(
+    def dead_flow(
         self, half: CtHalf, pkt: bytes, origin: str, via: Any, now: float
     ) -> Output | None:
         """A packet of a TCP flow whose backend left: reset the client, forget the flow."""
         entry = half.entry
         if half.reply:
-            return self._drop(Drop.STALE_BACKEND, pkt, origin, now)
+            return self.verdicts.drop(Drop.STALE_BACKEND, pkt, origin, now)
         self.conntrack.remove(entry)
-        return self._refuse(Drop.STALE_BACKEND, pkt, origin, via, now, entry.service)
+        return self.verdicts.refuse(Drop.STALE_BACKEND, pkt, origin, via, now, entry.service)
