@@ -368,3 +368,9 @@ def test_access_log_line_is_nginx_combined_format() -> None:
     line = access_log_line(req, "10.244.1.3", 200, 42)
     assert line.startswith("10.244.1.3 - - [")
     assert line.endswith('] "GET /x?y=1 HTTP/1.1" 200 42 "-" "curl/7.88.1"')
+
+
+def test_package_root_is_where_the_knemu_package_is() -> None:
+    """The built-in workloads run ``python -S -m knemu...`` with this on PYTHONPATH."""
+    root = Path(workloads.package_root())
+    assert (root / "knemu" / "node_agent" / "runtime" / "workloads.py").is_file()

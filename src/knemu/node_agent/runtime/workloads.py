@@ -264,7 +264,7 @@ def _builtin(mode: str, pod_name: str, ports: list[int]) -> ContainerPlan:
 
 def package_root() -> str:
     """The directory holding the ``knemu`` package, for the workloads' PYTHONPATH."""
-    return str(Path(__file__).resolve().parents[2])
+    return str(Path(__file__).resolve().parents[3])  # <root>/knemu/node_agent/runtime/this
 
 
 # ---- asyncio adapters ---------------------------------------------------------------------
