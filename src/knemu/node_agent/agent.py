@@ -25,6 +25,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from knemu.config import AgentConfig
@@ -97,29 +98,94 @@ class PodLinks:
             self.policy.set_local_pod(key, None)
 
 
-class Agent:
-    """One node's agent; ``async with Agent(config) as agent`` runs it until the block ends."""
+@dataclass(frozen=True)
+class Registration:
+    """What the api-server gave this node when it registered."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    node: pb.Node  # its name and podCIDR
+    underlay_ip: str
+    identity: str
+    renew_interval_s: float
+
+
+async def register(
+    config: AgentConfig, client: ClusterClient, underlay_ip: str, identity: str
+) -> Registration:
+    """Register, retrying with backoff while the api-server is unreachable."""
+    backoff = Backoff(0.1, 3.0, config.seed)
+    mac = tables.vtep_mac(identity, underlay_ip)
+    while True:
+        try:
+            reply = await client.register_node(
+                name=config.node_name, identity=identity, internal_ip=underlay_ip,
+                vtep_mac=mac, vxlan_port=config.vxlan_port,
+                kubelet_port=config.kubelet_listen_port,
+            )  # fmt: skip
+        except KnemuError as exc:
+            # Loud on the first failure, then every tenth, while the api-server is away.
+            level = logging.WARNING if backoff.failures % 10 == 0 else logging.DEBUG
+            log.log(level, "registration failed (%s); retrying", exc.message)
+            await asyncio.sleep(backoff.next_delay_s())
+            continue
+        if not reply.node.pod_cidr:
+            raise ConfigError(f"api-server gave node {reply.node.metadata.name} no podCIDR")
+        return Registration(reply.node, underlay_ip, identity, reply.renew_interval_s or 1.0)
+
+
+class Agent:
+    """One registered node's agent, whole once built: ``async with Agent(config, client,
+    registration) as agent`` opens its devices and sockets and runs it until the block ends
+    (``run_agent`` registers first)."""
+
+    def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
         self.config = config
-        self.underlay_ip = config.underlay_ip or default_underlay_ip()
-        self.identity = config.identity or socket.gethostname()
-        self.client = ClusterClient(config.apiserver)
+        self.client = client
+        self.name = reg.node.metadata.name
+        self.underlay_ip = reg.underlay_ip
+        self.identity = reg.identity
+        self.renew_interval_s = reg.renew_interval_s
+        pod_cidr = reg.node.pod_cidr
+        self.plan = plan = host_plan(pod_cidr, mtu_bytes=config.pod_mtu_bytes)
         self.flows = FlowLog()
         self.faults = Impairments(seed=config.seed)
-        self.name = config.node_name
-        self.router: Router
+        local = LocalNode(
+            name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
+            pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
+            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes,
+        )  # fmt: skip
+        self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
+                             flow_sink=self.flows.append)  # fmt: skip
+        self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
+        self.flows.on_watch = self.router.set_forward_events
+        entry, backends = tables.dns_service(plan.address)
+        self.router.set_service(entry.key, entry, backends)
+        # None: NetworkPolicy not enforced (flannel-like)
+        self.policy = (
+            PolicySync(self.router, self.name, plan.address, self.router.conntrack.timeouts)
+            if config.network_policy
+            else None
+        )
+        kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
+        self.informer = Informer(
+            client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
+            seed=config.seed,
+        )  # fmt: skip
+        self.tables = NodeTables(self.name, self.router, self.informer)
+        self.pods = PodSync(
+            config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
+            PodLinks(self.router, self.policy, self.dispatch),
+        )  # fmt: skip
+        self.nodeports = NodePortProxy(self.underlay_ip)
+        self.api = KubeletApi(
+            self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
+            metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
+        )  # fmt: skip
+        # Opened by start(), closed by stop():
+        self.cni: cni.CniConfig | None = None
         self.host: HostInterface | None = None
         self.host_port: TunPort | None = None
         self.underlay: UnderlayEndpoint | None = None
         self.dns: DnsForwarder | None = None
-        self.nodeports: NodePortProxy | None = None
-        self.cni: cni.CniConfig | None = None
-        self.pods: PodSync | None = None
-        self.tables: NodeTables | None = None
-        self.policy: PolicySync | None = None  # None: NetworkPolicy not enforced (flannel-like)
-        self.informer: Informer | None = None
-        self.api: KubeletApi | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
 
@@ -137,18 +203,9 @@ class Agent:
         await self.stop()
 
     async def start(self) -> None:
-        node = await self._register()
-        self.name = node.metadata.name
-        plan = host_plan(node.pod_cidr, mtu_bytes=self.config.pod_mtu_bytes)
-        local = LocalNode(
-            name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
-            pod_cidr=node.pod_cidr, gateway_ip=plan.address, vni=self.config.vni,
-            vxlan_port=self.config.vxlan_port, mtu=self.config.pod_mtu_bytes,
-        )  # fmt: skip
-        self.router = Router(local, self.config.proxy_mode, self.config.ipvs_scheduler,
-                             self.config.seed, flow_sink=self.flows.append)  # fmt: skip
-        self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
-        self.flows.on_watch = self.router.set_forward_events
+        """Open the host TUN, the underlay socket, the DNS forwarder and the kubelet API, write
+        the CNI conflist, then start the loops."""
+        plan, pods = self.plan, self.pods
         self.host = await HostInterface.create(plan)
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
@@ -156,56 +213,33 @@ class Agent:
         await self.underlay.open((self.underlay_ip, self.config.vxlan_port))
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
-        entry, backends = tables.dns_service(plan.address)
-        self.router.set_service(entry.key, entry, backends)
-        self.nodeports = NodePortProxy(self.underlay_ip)
-        if self.config.network_policy:
-            self.policy = PolicySync(
-                self.router, self.name, plan.address, self.router.conntrack.timeouts
-            )
-        kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
-        informer = self.informer = Informer(
-            self.client, kinds, f"agent/{self.name}", self._on_watch,
-            self._on_synced, seed=self.config.seed,
-        )  # fmt: skip
-        self.tables = NodeTables(self.name, self.router, informer)
-        pods = self.pods = PodSync(
-            self.config, self.name, node.pod_cidr, plan.address, self.underlay_ip,
-            informer, self.client, PodLinks(self.router, self.policy, self.dispatch),
-        )  # fmt: skip
-        self.cni = cni.install(self.config, self.name, node.pod_cidr, plan.address)
-        self.api = KubeletApi(
-            self.name, pods, self.flows, self.faults, table=self.table_snapshot,
-            metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
-        )  # fmt: skip
+        pod_cidr = self.router.node.pod_cidr
+        self.cni = cni.install(self.config, self.name, pod_cidr, plan.address)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
-        self._spawn("informer", informer.run)
+        self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
         self._spawn("nodeports", self._sync_nodeports)
         self._spawn("hostports", lambda: pods.hostports.run(self.underlay_ip))
         self._spawn("reports", pods.run_reporters)
-        log.info("node %s up: podCIDR %s, underlay %s", self.name, node.pod_cidr, self.underlay_ip)
+        log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
-                         f"Started knemu agent: podCIDR {node.pod_cidr}, gateway {plan.address}, "
-                         f"proxy mode {self.config.proxy_mode}")  # fmt: skip
+                    f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
+                    f"proxy mode {self.config.proxy_mode}")  # fmt: skip
 
     async def stop(self) -> None:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
         for name in ("informer", "lease"):
             await self._cancel(name)
-        if self.pods is not None:
-            with contextlib.suppress(Exception):
-                await self.pods.stop_all()
+        with contextlib.suppress(Exception):
+            await self.pods.stop_all()
         for name in list(self._tasks):
             await self._cancel(name)
-        if self.pods is not None:
-            await self.pods.hostports.close()
-        if self.api is not None:
-            await self.api.stop()
-        for closer in (self.nodeports, self.dns):
-            if closer is not None:
-                await closer.close()
+        await self.pods.hostports.close()
+        await self.api.stop()
+        await self.nodeports.close()
+        if self.dns is not None:
+            await self.dns.close()
         if self.underlay is not None:
             self.underlay.close()
         if self.host_port is not None:
@@ -245,27 +279,6 @@ class Agent:
     def vtep_mac(self) -> str:
         return tables.vtep_mac(self.identity, self.underlay_ip)
 
-    async def _register(self) -> pb.Node:
-        """Register, retrying with backoff while the api-server is unreachable."""
-        backoff = Backoff(0.1, 3.0, self.config.seed)
-        while True:
-            try:
-                reply = await self.client.register_node(
-                    name=self.name, identity=self.identity, internal_ip=self.underlay_ip,
-                    vtep_mac=self.vtep_mac, vxlan_port=self.config.vxlan_port,
-                    kubelet_port=self.config.kubelet_listen_port,
-                )  # fmt: skip
-            except KnemuError as exc:
-                # Loud on the first failure, then every tenth, while the api-server is away.
-                level = logging.WARNING if backoff.failures % 10 == 0 else logging.DEBUG
-                log.log(level, "registration failed (%s); retrying", exc.message)
-                await asyncio.sleep(backoff.next_delay_s())
-                continue
-            if not reply.node.pod_cidr:
-                raise ConfigError(f"api-server gave node {reply.node.metadata.name} no podCIDR")
-            self.renew_interval_s = reply.renew_interval_s or 1.0
-            return reply.node
-
     async def _renew_leases(self) -> None:
         """Renew every renew_interval_s; a server that forgot us gets a fresh registration.
         Failures are logged when they start and when they end, not once a second."""
@@ -289,7 +302,9 @@ class Agent:
             await asyncio.sleep(self.renew_interval_s)
 
     async def _reregister(self) -> None:
-        node = await self._register()
+        reg = await register(self.config, self.client, self.underlay_ip, self.identity)
+        self.renew_interval_s = reg.renew_interval_s
+        node = reg.node
         running = self.router.node.pod_cidr
         if node.pod_cidr != running:
             log.error("node %s got podCIDR %s after registering again but runs %s; "
@@ -302,7 +317,6 @@ class Agent:
             return
         kind, target, data = out
         if kind is OUT_POD:
-            assert self.pods is not None  # pods are plugged in only once PodSync exists
             port = self.pods.ports.get(target)
             if port is not None:
                 port.write(data)
@@ -334,7 +348,6 @@ class Agent:
     # -- watched objects -> tables ----------------------------------------------------------
 
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
-        assert self.tables is not None and self.pods is not None  # made before the informer runs
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
         if self.tables.apply(type_, kind, obj, old):
@@ -343,17 +356,15 @@ class Agent:
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
     async def _on_synced(self) -> None:
-        assert self.pods is not None
         await self.pods.on_synced()
 
     def _peer_name(self, ip: str) -> str:
-        return ip if self.tables is None else self.tables.peer_name(ip)
+        return self.tables.peer_name(ip)
 
     # -- what the kubelet API serves ---------------------------------------------------------
 
     def table_snapshot(self) -> dict[str, Any]:
         """``GET /table``: the router's tables and what else shapes this node's forwarding."""
-        assert self.pods is not None
         snap = self.router.table_snapshot()
         snap["node"] = self.name
         snap["impairments"] = self.faults.describe()
@@ -364,15 +375,15 @@ class Agent:
 
     def metrics_text(self) -> str:
         """``GET /metrics``: every part's counters."""
-        assert self.pods is not None
         ports = {name: port.stats for name, port in self.pods.ports.items()}
         if self.host_port is not None:
             ports["host"] = self.host_port.stats
         if self.underlay is not None:
             ports["underlay"] = self.underlay.stats
-        proxies: dict[str, ProxyStatistics] = {"hostport": self.pods.hostports.stats}
-        if self.nodeports is not None:
-            proxies = {"nodeport": self.nodeports.stats, **proxies}
+        proxies: dict[str, ProxyStatistics] = {
+            "nodeport": self.nodeports.stats,
+            "hostport": self.pods.hostports.stats,
+        }
         return metrics.render(
             self.name, self.router.statistics(), len(self.pods.handles), ports,
             self.faults.statistics(), self.flows.statistics(),
@@ -381,7 +392,6 @@ class Agent:
         )  # fmt: skip
 
     async def _sync_nodeports(self) -> None:
-        assert self.informer is not None and self.nodeports is not None
         while True:
             await self._nodeport_dirty.wait()
             self._nodeport_dirty.clear()
@@ -395,8 +405,18 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(config)
-    starting = asyncio.create_task(agent.start(), name="agent-start")
+    underlay_ip = config.underlay_ip or default_underlay_ip()
+    identity = config.identity or socket.gethostname()
+    client = ClusterClient(config.apiserver)
+    agent: Agent | None = None
+
+    async def bring_up() -> None:
+        nonlocal agent
+        reg = await register(config, client, underlay_ip, identity)
+        agent = Agent(config, client, reg)
+        await agent.start()
+
+    starting = asyncio.create_task(bring_up(), name="agent-start")
     stopping = asyncio.create_task(stop.wait(), name="agent-stop-signal")
     try:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -409,7 +429,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await agent.stop()
+        if agent is not None:
+            await agent.stop()  # closes the client too
+        else:
+            await client.close()
 
 
 def run(config: AgentConfig) -> int:
