@@ -1,10 +1,12 @@
 """The node agent: kubelet + CNI + kube-proxy of one node, wired around the router core.
 
-Start-up (``Agent.start``): register with the api-server (name, identity, underlay IP, VTEP MAC,
-VXLAN and kubelet ports) and learn the podCIDR; create the host TUN ``knemu0`` (10.244.N.1);
-build the router; open the underlay socket, the DNS forwarder (kube-dns is a node-local service,
-docs/INTERFACES.md "Pod DNS"), the NodePort proxy and the kubelet HTTP API; write the CNI
-conflist it implements (``cni.conflist``); then watch Nodes, Pods, Services and EndpointSlices.
+Start-up (``run_agent``): ``register`` with the api-server (name, identity, underlay IP, VTEP
+MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every part (the
+router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet API);
+``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket, the DNS
+forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the kubelet HTTP
+API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes, Pods,
+Services and EndpointSlices.
 Nodes become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
 Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
 and their hostPorts are published on the node IP (``cni.hostports``).  ``NodeTables``
