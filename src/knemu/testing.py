@@ -87,9 +87,10 @@ def wait_until(
     return result
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe), TCP or
+    ``kind=socket.SOCK_DGRAM`` for UDP."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -13,9 +12,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 
 def unique_name() -> str:
@@ -49,15 +48,6 @@ def poll(cond: Callable[[], bool], timeout_s: float, what: str, every_s: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(every_s)
-
-
-async def apoll(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- a running local cluster, driven through the real CLI --------------------------------------
@@ -215,37 +205,3 @@ spec:
     image: tools
     command: ["sleep", "3600"]
 """
-
-
-class _UdpEcho(asyncio.DatagramProtocol):
-    def __init__(self, prefix: bytes) -> None:
-        self.prefix = prefix
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(self.prefix + data, addr)
-
-
-@contextlib.asynccontextmanager
-async def echo_server(host: str, prefix: bytes) -> AsyncIterator[int]:
-    """TCP and UDP echo on one free port of ``host`` (each reply is ``prefix + data``);
-    yields the port."""
-
-    async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1024):
-            writer.write(prefix + data)
-            await writer.drain()
-        writer.close()
-
-    loop = asyncio.get_running_loop()
-    tcp = await asyncio.start_server(tcp_echo, host, 0)
-    port = int(tcp.sockets[0].getsockname()[1])
-    udp, _ = await loop.create_datagram_endpoint(lambda: _UdpEcho(prefix), local_addr=(host, port))
-    try:
-        yield port
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()

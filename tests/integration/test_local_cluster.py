@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
 
-from knemu.node_agent.sandbox import netns_name
+from knemu.node_agent.runtime.sandbox import netns_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
