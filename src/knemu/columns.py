@@ -1,6 +1,6 @@
 """kubectl's printer columns per kind, as pure functions: shared by the api-server's
-server-side Table responses (``knemu.apiserver.tables``) and the CLI's own tables
-(``knemu.cli.printers``), so both print what a real cluster prints.
+server-side Table responses (``knemu.apiserver.rest.tables``) and the CLI's own tables
+(``knemu.cli.output.printers``), so both print what a real cluster prints.
 
 Column sets and cell formatting follow kubectl's built-in printers
 (k8s.io/kubernetes pkg/printers/internalversion/printers.go); ``human_age`` is

@@ -22,7 +22,7 @@ from knemu.apiserver.controllers.common import (
     name,
     owner_reference,
 )
-from knemu.apiserver.naming import parse_rfc3339
+from knemu.apiserver.meta.naming import parse_rfc3339
 from knemu.errors import AlreadyExists
 
 NAMESPACE = "kube-node-lease"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from knemu.apiserver.controllers.common import Context, is_terminating, name
-from knemu.apiserver.naming import rfc3339
+from knemu.apiserver.meta.naming import rfc3339
 from knemu.errors import AlreadyExists
 
 DEFAULT = "default"
