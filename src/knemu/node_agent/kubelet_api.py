@@ -9,6 +9,7 @@
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
+* ``/capture`` streams pcapng/pcap of the underlay or a pod's eth0 (``kubelet_capture``).
 * ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
@@ -31,6 +32,7 @@ from knemu.node_agent.events import FlowEvent
 
 if TYPE_CHECKING:
     from knemu.node_agent.agent import Agent
+    from knemu.node_agent.kubelet_capture import CaptureTaps
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +77,7 @@ class KubeletApi:
         self.agent = agent
         self._runner: web.AppRunner | None = None
         self.open_streams = 0
+        self.captures: CaptureTaps | None = None  # made by the first capture
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
         self.app = web.Application()
         r = self.app.router
@@ -90,6 +93,7 @@ class KubeletApi:
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
+        r.add_get("/capture", self._capture)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -281,6 +285,13 @@ class KubeletApi:
         from knemu.node_agent.kubelet_portforward import serve_portforward  # imports this module
 
         return await serve_portforward(request, self.agent.pods.handles, self.agent.name)
+
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        from knemu.node_agent import kubelet_capture as kc  # it imports this module
+
+        if self.captures is None:
+            self.captures = kc.CaptureTaps(lambda: self.agent.underlay, self.agent.pods.ports)
+        return await kc.serve_capture(request, self.captures, self.agent.name, self._wall_offset)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
