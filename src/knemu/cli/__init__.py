@@ -63,6 +63,7 @@ TABLE: tuple[Command, ...] = (
     Command("flows", "observe", "flows_", "stream flow events from the nodes", _OWN),
     Command("trace", "observe", "trace_", "follow one probe hop by hop", _OWN),
     Command("capture", "capture", "", "write pcap of a node's underlay or a pod's eth0"),
+    Command("console", "console", "", "print (or --open) the web console's URL", _OWN),
     Command("cni", "cni", "cni_", "show a node's CNI network config (conflist)", _OWN),
     Command("chaos", "chaos", "", "break nodes and links on purpose", _OWN),
     Command("up", "local", "up_", "start a local cluster in network namespaces", _OWN),

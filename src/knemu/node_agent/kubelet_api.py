@@ -10,6 +10,7 @@
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
 * ``/capture`` streams pcapng/pcap of the underlay or a pod's eth0 (``kubelet_capture``).
+* ``/lifecycle`` kills or freezes the node on request (``kubelet_lifecycle``, for the console).
 * ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
@@ -94,6 +95,7 @@ class KubeletApi:
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
         r.add_get("/capture", self._capture)
+        r.add_post("/lifecycle", self._lifecycle)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -292,6 +294,11 @@ class KubeletApi:
         if self.captures is None:
             self.captures = kc.CaptureTaps(lambda: self.agent.underlay, self.agent.pods.ports)
         return await kc.serve_capture(request, self.captures, self.agent.name, self._wall_offset)
+
+    async def _lifecycle(self, request: web.Request) -> web.Response:
+        from knemu.node_agent.kubelet_lifecycle import serve_lifecycle  # imports this module
+
+        return await serve_lifecycle(request, self.agent.name)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
