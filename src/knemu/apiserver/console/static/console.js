@@ -121,7 +121,9 @@
 
   function layout(width, nodes) {
     const cols = Math.max(1, Math.min(nodes.length, Math.floor((width + GAP) / (300 + GAP))));
-    const w = Math.min(420, (width - GAP * (cols - 1)) / cols);
+    // One column (phones): links between nodes that are not neighbours run in a right gutter.
+    const gutter = cols === 1 && nodes.length > 2 ? Math.min(60, 12 * (nodes.length - 2) + 8) : 0;
+    const w = Math.min(420, (width - gutter - GAP * (cols - 1)) / cols);
     const podCols = Math.max(1, Math.floor((w - 2 * PAD + POD_GAP) / (150 + POD_GAP)));
     const podW = (w - 2 * PAD - POD_GAP * (podCols - 1)) / podCols;
     const boxes = new Map(), podsAt = new Map();
@@ -144,7 +146,7 @@
       for (const name of row) boxes.get(name).h = rowH;
       y += rowH + GAP;
     }
-    return { boxes, podsAt, height: Math.max(y - GAP + 8, 120) };
+    return { boxes, podsAt, height: Math.max(y - GAP + 8, 120), cols };
   }
 
   function podsOn(node) {
@@ -156,7 +158,7 @@
     const map = $("map");
     const width = Math.max(map.clientWidth || map.parentElement.clientWidth || 320, 260);
     const nodes = [...state.nodes.keys()].sort(byName);
-    const { boxes, podsAt, height } = layout(width - 8, nodes);
+    const { boxes, podsAt, height, cols } = layout(width - 8, nodes);
     map.setAttribute("viewBox", `0 0 ${width} ${height}`);
     map.setAttribute("height", height);
     map.replaceChildren();
@@ -166,7 +168,9 @@
     }
     const links = svg("g", { class: "links" });
     for (let i = 0; i < nodes.length; i++) {
-      for (let j = i + 1; j < nodes.length; j++) links.append(drawLink(nodes[i], nodes[j], boxes));
+      for (let j = i + 1; j < nodes.length; j++) {
+        links.append(drawLink(nodes[i], nodes[j], boxes, cols === 1 ? j - i - 1 : 0));
+      }
     }
     map.append(links);
     for (const name of nodes) map.append(drawNode(name, boxes.get(name)));
@@ -178,13 +182,25 @@
     return { x: b.x + b.w / 2, y: b.y + b.h / 2 };
   }
 
-  function drawLink(a, b, boxes) {
-    const p = center(boxes.get(a)), q = center(boxes.get(b));
+  function drawLink(a, b, boxes, detour) {
+    const A = boxes.get(a), B = boxes.get(b);
+    let p = center(A), q = center(B), shape;
+    if (detour > 0) { // around the nodes between them, through the gutter
+      p = { x: A.x + A.w, y: A.y + A.h / 2 + 6 * detour };
+      q = { x: B.x + B.w, y: B.y + B.h / 2 - 6 * detour };
+      const gx = A.x + A.w + 8 + 12 * detour;
+      shape = svg("path", { d: `M${p.x},${p.y} C${gx},${p.y} ${gx},${q.y} ${q.x},${q.y}`, fill: "none" });
+      p = { x: gx, y: (p.y + q.y) / 2 };
+      q = p;
+    } else {
+      shape = svg("line", { x1: p.x, y1: p.y, x2: q.x, y2: q.y });
+    }
     const found = impairmentsBetween(a, b);
     const dead = nodeHealth(a).dead || nodeHealth(b).dead || found.some((i) => i.partition);
     const cls = dead ? "dead" : found.length ? "impaired" : "ok";
     const g = svg("g", { "data-testid": `link-${a}-${b}`, "data-state": cls });
-    g.append(svg("line", { x1: p.x, y1: p.y, x2: q.x, y2: q.y, class: `link ${cls}` }));
+    shape.setAttribute("class", `link ${cls}`);
+    g.append(shape);
     if (found.length) {
       const label = found.map(describeImpairment).join(", ");
       g.append(svg("text", { x: (p.x + q.x) / 2 + 4, y: (p.y + q.y) / 2 - 4,
@@ -219,13 +235,19 @@
     const g = svg("g", { class: `pod ${p.phase} ${p.terminating ? "terminating" : ""} ${lit ? "highlight" : ""}`,
       "data-testid": `pod-${p.name}`, "data-node": p.node, "data-phase": p.phase, "data-ip": p.ip || "" });
     g.append(svg("rect", { x: spot.x, y: spot.y, width: spot.w, height: spot.h, rx: 5, class: "pod-box" }));
-    const chars = Math.max(8, Math.floor((spot.w - 12) / 6.2));
-    const name = p.name.length > chars ? `${p.name.slice(0, chars - 1)}…` : p.name;
+    const name = shorten(p.name, Math.max(8, Math.floor((spot.w - 12) / 6.8)));
     g.append(svg("text", { x: spot.x + 6, y: spot.y + 15, class: "pod-name" }, name));
     g.append(svg("text", { x: spot.x + 6, y: spot.y + 30, class: "pod-meta" },
       `${p.ip || "no IP"} · ${p.terminating ? "Terminating" : p.phase}`));
     g.append(svg("title", {}, `${keyOf(p)} on ${p.node}: ${p.ip || "no IP"}, ${p.phase}`));
     return g;
+  }
+
+  // Pod names differ at their end (the ReplicaSet hash and a random suffix): keep both ends.
+  function shorten(text, chars) {
+    if (text.length <= chars) return text;
+    const tail = Math.min(11, Math.floor(chars / 2));
+    return `${text.slice(0, chars - tail - 1)}…${text.slice(-tail)}`;
   }
 
   function matchesLabels(pod, labels) {
@@ -339,6 +361,8 @@
     fillSelect($("chaos-peer"), nodes, true);
     const targets = [...running.map((p) => `pod/${p.name}`), ...[...state.services.values()].map((s) => `svc/${s.name}`)];
     $("trace-targets").replaceChildren(...targets.map((t) => el("option", { value: t })));
+    fillSelect($("capture-target"), [...nodes.map((n) => `node/${n}`),
+      ...running.map((p) => `pod/${keyOf(p)}`).sort(byName)], false);
     const checks = $("flow-nodes");
     const have = new Set([...checks.querySelectorAll("input")].map((i) => i.value));
     for (const n of nodes) {
@@ -423,6 +447,23 @@
         if (err.name !== "AbortError") $("flows").prepend(el("li", { class: "error", text: String(err.message || err) }));
       });
     }
+  }
+
+  function downloadCapture() {
+    const [kind, ...rest] = $("capture-target").value.split("/");
+    const seconds = Math.min(3600, Math.max(1, Number($("capture-seconds").value) || 10));
+    let node = rest[0], query = `duration=${seconds}`;
+    if (kind === "pod") {
+      const pod = state.pods.get(rest.join("/"));
+      if (!pod) return;
+      node = pod.node;
+      query += `&pod=${encodeURIComponent(rest.join("/"))}`;
+    }
+    const a = el("a", { href: `/api/v1/nodes/${encodeURIComponent(node)}/proxy/capture?${query}`,
+      download: `${rest.join("-")}.pcapng` });
+    document.body.append(a);
+    a.click();
+    a.remove();
   }
 
   // -- trace ---------------------------------------------------------------------------------
@@ -562,7 +603,14 @@
   function start() {
     for (const b of $("tabs").querySelectorAll("button")) b.addEventListener("click", () => showPanel(b.dataset.panel));
     $("flow-toggle").addEventListener("click", toggleFlows);
+    $("capture-run").addEventListener("click", downloadCapture);
     $("trace-form").addEventListener("submit", runTrace);
+    $("trace-clear").addEventListener("click", () => {
+      state.trace = null;
+      $("trace-hops").replaceChildren();
+      $("trace-summary").textContent = "";
+      renderMap();
+    });
     for (const b of $("chaos-form").querySelectorAll("button[data-action]")) {
       b.addEventListener("click", () => chaos(b.dataset.action));
     }
