@@ -186,19 +186,58 @@ def test_3_a_trace_draws_its_hops(cluster: LocalCluster, browser: Any, artefacts
     shoot(browser, artefacts, "3-trace")
 
 
-def test_4_a_chaos_kill_shows_the_node_dead_and_its_endpoints_gone(
+def link_states(driver: Any) -> dict[str, str]:
+    return dict(
+        driver.execute_script("""return [...document.querySelectorAll(
+        '#map g[data-state]')].map(g => [g.dataset.testid, g.dataset.state]);""")
+    )
+
+
+def chaos_click(driver: Any, action: str, node: str, peer: str = "") -> None:
+    """Choose the node (and peer), press the action's button and confirm its dialog."""
+    click_tab(driver, "chaos")
+    driver.execute_script(f"document.getElementById('chaos-node').value = '{node}';"
+                          f"document.getElementById('chaos-peer').value = '{peer}';")  # fmt: skip
+    driver.find_element(By.CSS_SELECTOR, f"#chaos-form button[data-action={action}]").click()
+    if action != "heal":
+        alert = driver.switch_to.alert
+        assert node in alert.text
+        alert.accept()
+
+
+def test_4_partition_and_delay_are_drawn_on_the_links_then_healed(
+    cluster: LocalCluster, browser: Any, artefacts: Path
+) -> None:
+    chaos_click(browser, "partition", "node-1", "node-2")
+    wait(browser, lambda: link_states(browser).get("link-node-1-node-2") == "dead",
+         "the node-1 <-> node-2 link drawn cut")  # fmt: skip
+    assert link_states(browser)["link-node-1-node-3"] == "ok"
+    chaos_click(browser, "delay", "node-3")
+    wait(browser, lambda: link_states(browser).get("link-node-2-node-3") == "impaired",
+         "node-3's links drawn impaired")  # fmt: skip
+    assert "delay 200ms" in browser.find_element(By.CSS_SELECTOR, "[data-testid=node-node-3]").text
+    shoot(browser, artefacts, "4-partition-delay")
+    chaos_click(browser, "heal", "")
+    wait(browser, lambda: set(link_states(browser).values()) == {"ok"}, "every link healed")
+
+
+def test_5_a_frozen_node_is_drawn_unreachable_then_thaws(
+    cluster: LocalCluster, browser: Any
+) -> None:
+    browser.execute_script("document.getElementById('chaos-seconds').value = '6';")
+    chaos_click(browser, "freeze", "node-2")
+    wait(browser, lambda: map_nodes(browser).get("node-2") is False, "node-2 drawn frozen", 20)
+    wait(browser, lambda: map_nodes(browser).get("node-2") is True, "node-2 thawed", 60)
+
+
+def test_6_a_chaos_kill_shows_the_node_dead_and_its_endpoints_gone(
     cluster: LocalCluster, browser: Any, artefacts: Path
 ) -> None:
     victim = "node-3"
     ips = {p["status"]["podIP"] for p in cluster.pods(selector=SAMPLE)
            if p["spec"].get("nodeName") == victim}  # fmt: skip
     assert ips, "seed 003 with 5 replicas has pods on node-3"
-    click_tab(browser, "chaos")
-    browser.execute_script(f"document.getElementById('chaos-node').value = '{victim}';")
-    browser.find_element(By.CSS_SELECTOR, "[data-testid=chaos-kill]").click()
-    alert = browser.switch_to.alert
-    assert victim in alert.text
-    alert.accept()
+    chaos_click(browser, "kill", victim)
     log = "[data-testid=chaos-log] li"
     wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, log), "the chaos log line")
     assert "killed" in browser.find_element(By.CSS_SELECTOR, log).text
@@ -215,4 +254,4 @@ def test_4_a_chaos_kill_shows_the_node_dead_and_its_endpoints_gone(
     dead_links = browser.execute_script("""return [...document.querySelectorAll(
         '#map [data-state=dead]')].map(g => g.dataset.testid);""")
     assert sorted(dead_links) == ["link-node-1-node-3", "link-node-2-node-3"]
-    shoot(browser, artefacts, "4-node-killed")
+    shoot(browser, artefacts, "6-node-killed")

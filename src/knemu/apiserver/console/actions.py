@@ -157,6 +157,6 @@ async def chaos(agents: AgentClient, body: Obj) -> list[str]:
         raise LocalError(f"chaos action {action!r}: use kill, freeze, partition, delay, loss, "
                          "duplicate, corrupt, rate or heal")  # fmt: skip
     reply = await agents.call("POST", node, "/chaos", body=spec)
-    what = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "direction")
+    what = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "direction" and v != "")
     return [f"{node}: impairment {reply.get('id', '?')} added ({what}, "
             f"direction {spec['direction']})"]  # fmt: skip

@@ -166,15 +166,16 @@
       map.append(svg("text", { x: 12, y: 40, class: "node-meta" }, "no nodes registered yet"));
       return;
     }
-    const links = svg("g", { class: "links" });
+    const links = svg("g", { class: "links" }), labels = svg("g", { class: "link-labels" });
     for (let i = 0; i < nodes.length; i++) {
       for (let j = i + 1; j < nodes.length; j++) {
-        links.append(drawLink(nodes[i], nodes[j], boxes, cols === 1 ? j - i - 1 : 0));
+        links.append(drawLink(nodes[i], nodes[j], boxes, cols === 1 ? j - i - 1 : 0, labels));
       }
     }
     map.append(links);
     for (const name of nodes) map.append(drawNode(name, boxes.get(name)));
     for (const spot of podsAt.values()) map.append(drawPod(spot));
+    map.append(labels); // above the nodes, so a label over a box stays readable
     if (state.trace) map.append(drawTrace(state.trace, boxes, podsAt));
   }
 
@@ -182,7 +183,7 @@
     return { x: b.x + b.w / 2, y: b.y + b.h / 2 };
   }
 
-  function drawLink(a, b, boxes, detour) {
+  function drawLink(a, b, boxes, detour, labels) {
     const A = boxes.get(a), B = boxes.get(b);
     let p = center(A), q = center(B), shape;
     if (detour > 0) { // around the nodes between them, through the gutter
@@ -203,7 +204,7 @@
     g.append(shape);
     if (found.length) {
       const label = found.map(describeImpairment).join(", ");
-      g.append(svg("text", { x: (p.x + q.x) / 2 + 4, y: (p.y + q.y) / 2 - 4,
+      labels.append(svg("text", { x: (p.x + q.x) / 2 + 4, y: (p.y + q.y) / 2 - 4,
         class: `link-label ${dead ? "dead" : ""}` }, label));
     }
     return g;
