@@ -17,7 +17,10 @@ import pytest
 import yaml
 
 from knemu.apiserver.console import model
+from knemu.apiserver.console.actions import resolve_destination
 from knemu.apiserver.console.routes import static_file
+from knemu.apiserver.store import Store
+from knemu.errors import LocalError, NotFound
 from knemu.testing import apiserver_inprocess, fake_cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +178,35 @@ def test_seed_003_tour_applies_the_examples_unchanged() -> None:
     expected = [yaml.safe_load((REPO / "examples" / name).read_text())
                 for name in ("sample-deployment.yaml", "sample-clusterip.yaml")]  # fmt: skip
     assert tours["seed-003"]["objects"] == expected
+
+
+@pytest.mark.parametrize(
+    ("dst", "expected"),
+    [
+        ("10.96.0.20", ("10.96.0.20", "address")),
+        ("pod/api", ("10.244.2.7", "pod web/api")),
+        ("svc/front", ("10.96.0.20", "service web/front")),
+        ("front", ("10.96.0.20", "service web/front")),
+        ("front.web", ("10.96.0.20", "service web/front")),
+        ("front.web.svc", ("10.96.0.20", "service web/front")),
+        ("dns.kube-system.svc.cluster.local", ("10.96.0.10", "service kube-system/dns")),
+    ],
+)
+def test_trace_destinations_resolve_as_knemu_trace_does(
+    dst: str, expected: tuple[str, str]
+) -> None:
+    store = Store(":memory:", event_history=10)
+    store.create({"kind": "Pod", "metadata": {"name": "api", "namespace": "web"},
+                  "status": {"podIP": "10.244.2.7"}}, 0.0)  # fmt: skip
+    for ns, name, ip in (("web", "front", "10.96.0.20"), ("kube-system", "dns", "10.96.0.10"),
+                         ("web", "headless", "None")):  # fmt: skip
+        store.create({"kind": "Service", "metadata": {"name": name, "namespace": ns},
+                      "spec": {"clusterIP": ip}}, 0.0)  # fmt: skip
+    assert resolve_destination(store, "web", dst) == expected
+    with pytest.raises(LocalError, match="headless"):
+        resolve_destination(store, "web", "svc/headless")
+    with pytest.raises(NotFound, match='service "nope" not found'):
+        resolve_destination(store, "web", "nope")
+    with pytest.raises(LocalError, match="use an IPv4 address"):
+        resolve_destination(store, "web", "deploy/front")
+    store.close()

@@ -54,8 +54,10 @@ def resolve_destination(store: Store, namespace: str, dst: str) -> tuple[str, st
     if kind not in ("", "svc", "service", "services"):
         raise LocalError(f"trace destination {dst!r}: use an IPv4 address, pod/NAME, svc/NAME "
                          "or a service's DNS name")  # fmt: skip
-    if name.endswith("." + CLUSTER_DOMAIN):
-        name = name[: -len(CLUSTER_DOMAIN) - 1]
+    for suffix in ("." + CLUSTER_DOMAIN, ".svc"):  # NAME.NS.svc.cluster.local, NAME.NS.svc
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
     name, _, ns = name.partition(".")
     ns = ns or namespace
     svc = store.get("Service", ns, name)
