@@ -133,6 +133,20 @@ async def test_heal_reports_each_unreachable_node(api: Any) -> None:
     assert all("not healed" in line for line in reply["lines"])
 
 
+async def test_flows_of_unreachable_nodes_are_error_lines(api: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(api.rest_url + "/console/api/flows") as resp:
+            assert resp.status == 400
+        url = api.rest_url + "/console/api/flows?node=node-1&node=node-2"
+        async with http.get(url) as resp:
+            assert resp.content_type == "application/x-ndjson"
+            errors = [json.loads(await resp.content.readline()) for _ in range(2)]
+    assert sorted(e["error"].split(":")[0] for e in errors) == [
+        "flows from node-1",
+        "flows from node-2",
+    ]
+
+
 async def test_trace_names_a_missing_source_or_destination(api: Any) -> None:
     async with aiohttp.ClientSession() as http:
         body = {"source": "default/ghost", "destination": "svc/web", "port": 80}

@@ -186,6 +186,29 @@ def test_3_a_trace_draws_its_hops(cluster: LocalCluster, browser: Any, artefacts
     shoot(browser, artefacts, "3-trace")
 
 
+def test_3b_followed_flows_show_the_service_nat(
+    cluster: LocalCluster, browser: Any, artefacts: Path
+) -> None:
+    click_tab(browser, "flows")
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=flow-toggle]").click()
+    filt = browser.find_element(By.ID, "flow-filter")
+    filt.clear()
+    filt.send_keys("sample-clusterip")
+    ip = cluster.service("sample-clusterip")["spec"]["clusterIP"]
+    client = next(p["metadata"]["name"] for p in cluster.pods(selector=SAMPLE))
+    rows = "[data-testid=flows] li[data-verdict=TRANSLATED]"
+
+    def seen() -> bool:
+        cluster.exec(client, f"curl -s -m 2 -o /dev/null http://{ip}:8080/", timeout_s=20)
+        return bool(browser.find_elements(By.CSS_SELECTOR, rows))
+
+    wait(browser, seen, "a TRANSLATED flow of sample-clusterip in the followed flows")
+    text = browser.find_element(By.CSS_SELECTOR, rows).text
+    assert f"{ip}:8080" in text and "[dnat]" in text and "service default/sample-clusterip" in text
+    shoot(browser, artefacts, "3b-flows")
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=flow-toggle]").click()  # stop
+
+
 def link_states(driver: Any) -> dict[str, str]:
     return dict(
         driver.execute_script("""return [...document.querySelectorAll(

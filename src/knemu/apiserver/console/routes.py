@@ -3,8 +3,9 @@
 * ``GET /console/``: the single page; ``GET /console/static/NAME``: its script, style and
   tour data, shipped in the package (no CDN: the page works without external network).
 * ``GET /console/api/events``: the live feed (``feed``).
+* ``GET /console/api/flows?node=...``: the chosen nodes' followed flows, merged (``flows``).
 * ``POST /console/api/trace`` and ``POST /console/api/chaos``: ``actions``.
-* Everything else the page needs it reads from the REST API itself (flows through the node
+* Everything else the page needs it reads from the REST API itself (captures through the node
   proxy, tours applied with server-side apply), as any client would.
 
 Every socket is reachable by someone untrusted, and a browser visiting another site could be
@@ -26,6 +27,7 @@ from aiohttp import web
 from knemu.apiserver.console import actions
 from knemu.apiserver.console.agents import AgentClient
 from knemu.apiserver.console.feed import Feed
+from knemu.apiserver.console.flows import serve_flows
 from knemu.apiserver.store import Store
 from knemu.apiserver.watch import WatchHub
 from knemu.errors import KnemuError, LocalError
@@ -83,6 +85,7 @@ class Console:
         r.add_get("/console/", self._index)
         r.add_get("/console/static/{name}", self._static)
         r.add_get("/console/api/events", self.feed.serve)
+        r.add_get("/console/api/flows", self._flows)
         r.add_post("/console/api/trace", self._trace)
         r.add_post("/console/api/chaos", self._chaos)
         app.on_cleanup.append(self._close)
@@ -120,6 +123,9 @@ class Console:
         if not isinstance(body, dict):
             raise LocalError("the body must be a JSON object")
         return body
+
+    async def _flows(self, request: web.Request) -> web.StreamResponse:
+        return await serve_flows(request, self.agents)
 
     async def _trace(self, request: web.Request) -> web.Response:
         try:

@@ -3,7 +3,7 @@
 // State comes from the api-server's live feed (/console/api/events, server-sent events built
 // on its watch): node, pod, service and endpoint-slice summaries plus each node's
 // impairments.  Every change re-renders from that state; nothing is ever reloaded.  Flows
-// stream from the nodes through the api-server's node proxy, exactly as `knemu flows -f`.
+// stream from the nodes merged by the api-server (/console/api/flows), as `knemu flows -f`.
 // Text is always set with textContent, never parsed as HTML.
 "use strict";
 (() => {
@@ -413,9 +413,10 @@
     while (list.childElementCount > 300) list.lastChild.remove();
   }
 
-  async function followNode(node, signal) {
-    const resp = await fetch(`/api/v1/nodes/${encodeURIComponent(node)}/proxy/flows?follow=true&limit=20`, { signal });
-    if (!resp.ok) throw new Error(`${node}: HTTP ${resp.status}`);
+  async function followNodes(nodes, signal) {
+    const query = nodes.map((n) => `node=${encodeURIComponent(n)}`).join("&");
+    const resp = await fetch(`/console/api/flows?${query}`, { signal });
+    if (!resp.ok) throw new Error(`flows: HTTP ${resp.status}`);
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -427,7 +428,10 @@
       while ((nl = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
-        if (line.trim()) addFlow(JSON.parse(line));
+        if (!line.trim()) continue;
+        const e = JSON.parse(line);
+        if (e.error) $("flows").prepend(el("li", { class: "error", text: e.error }));
+        else addFlow(e);
       }
     }
   }
@@ -443,11 +447,9 @@
     following = new AbortController();
     button.textContent = "Stop";
     const nodes = [...$("flow-nodes").querySelectorAll("input:checked")].map((i) => i.value);
-    for (const n of nodes) {
-      followNode(n, following.signal).catch((err) => {
-        if (err.name !== "AbortError") $("flows").prepend(el("li", { class: "error", text: String(err.message || err) }));
-      });
-    }
+    followNodes(nodes, following.signal).catch((err) => {
+      if (err.name !== "AbortError") $("flows").prepend(el("li", { class: "error", text: String(err.message || err) }));
+    });
   }
 
   function downloadCapture() {
