@@ -113,6 +113,10 @@ def shoot(driver: Any, artefacts: Path, name: str) -> None:
         driver.set_window_size(w, min(max(h, int(height) + 40), 4000))
         time.sleep(0.3)
         driver.save_screenshot(str(artefacts / f"{name}-{label}.png"))
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;"
+        )
+        assert overflow <= 0, f"{name}: the page is {overflow} px wider than the {label} window"
     driver.set_window_size(*LAPTOP)
 
 
@@ -204,7 +208,8 @@ def test_3b_followed_flows_show_the_service_nat(
 
     wait(browser, seen, "a TRANSLATED flow of sample-clusterip in the followed flows")
     text = browser.find_element(By.CSS_SELECTOR, rows).text
-    assert f"{ip}:8080" in text and "[dnat]" in text and "service default/sample-clusterip" in text
+    assert f"-> {ip}:8080 => 10.244." in text, text  # the backend kube-proxy picked
+    assert "[dnat" in text and "service default/sample-clusterip" in text, text
     shoot(browser, artefacts, "3b-flows")
     browser.find_element(By.CSS_SELECTOR, "[data-testid=flow-toggle]").click()  # stop
 

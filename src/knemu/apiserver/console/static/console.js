@@ -383,7 +383,13 @@
     let line = `${t} ${e.node} ${e.point} `;
     let extra = e.summary || "(unparsable packet)";
     const tr = e.translated;
-    if (tr) extra += e.nat === "dnat" || e.nat === "unsnat" ? ` => ${tr.dst_ip}:${tr.dst_port} [${e.nat}]` : ` => from ${tr.src_ip}:${tr.src_port} [${e.nat}]`;
+    if (tr) { // dnat, unsnat: a new destination; snat, unnat: a new source; hairpin: both
+      const nat = e.nat || "";
+      const dst = /dnat|unsnat/.test(nat), src = /(^|\+)snat|unnat/.test(nat);
+      if (dst) extra += ` => ${tr.dst_ip}:${tr.dst_port}`;
+      if (src || !dst) extra += ` => from ${tr.src_ip}:${tr.src_port}`;
+      extra += ` [${nat}]`;
+    }
     if (e.service) extra += ` service ${e.service}`;
     if (e.outer) extra += ` outer ${e.outer.src_ip} -> ${e.outer.dst_ip}:${e.outer.dst_port} vni ${e.outer.vni}`;
     if (e.reason) extra += ` reason=${e.reason}`;
@@ -406,7 +412,7 @@
   }
 
   function addFlow(e) {
-    if (e.nat === "dnat" && e.translated) flashEndpoint(e.translated.dst_ip);
+    if ((e.nat || "").startsWith("dnat") && e.translated) flashEndpoint(e.translated.dst_ip);
     if (!flowMatches(e)) return;
     const list = $("flows");
     list.prepend(flowLine(e));
