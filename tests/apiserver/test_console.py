@@ -185,13 +185,20 @@ def test_summaries_carry_what_the_map_draws() -> None:
     assert model.node_summary(bad)["vtepMAC"] == ""
 
 
-def test_seed_003_tour_applies_the_examples_unchanged() -> None:
+def examples(files: list[str]) -> list[Any]:
+    docs = [yaml.safe_load_all((REPO / "examples" / name).read_text()) for name in files]
+    return [doc for stream in docs for doc in stream if doc]
+
+
+def test_tours_apply_the_examples_unchanged() -> None:
     found = static_file("tours.json")
     assert found is not None
     tours = {t["id"]: t for t in json.loads(found[0])}
-    expected = [yaml.safe_load((REPO / "examples" / name).read_text())
-                for name in ("sample-deployment.yaml", "sample-clusterip.yaml")]  # fmt: skip
-    assert tours["seed-003"]["objects"] == expected
+    assert tours["seed-003"]["sources"] == ["sample-deployment.yaml", "sample-clusterip.yaml"]
+    for tour in tours.values():
+        assert tour["objects"] == examples(tour["sources"]), tour["id"]
+        for step in tour["steps"]:
+            assert step.get("apply", []) == examples(step.get("sources", [])), step["text"]
 
 
 @pytest.mark.parametrize(

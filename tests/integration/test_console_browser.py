@@ -267,8 +267,8 @@ def test_6_a_chaos_kill_shows_the_node_dead_and_its_endpoints_gone(
     assert ips, "seed 003 with 5 replicas has pods on node-3"
     chaos_click(browser, "kill", victim)
     log = "[data-testid=chaos-log] li"
-    wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, log), "the chaos log line")
-    assert "killed" in browser.find_element(By.CSS_SELECTOR, log).text
+    wait(browser, lambda: "killed" in browser.find_element(By.CSS_SELECTOR, log).text,
+         "the kill's line at the top of the chaos log")  # fmt: skip
     wait(browser, lambda: map_nodes(browser).get(victim) is False, f"{victim} drawn dead")
     click_tab(browser, "services")
 
@@ -283,3 +283,32 @@ def test_6_a_chaos_kill_shows_the_node_dead_and_its_endpoints_gone(
         '#map [data-state=dead]')].map(g => g.dataset.testid);""")
     assert sorted(dead_links) == ["link-node-1-node-3", "link-node-2-node-3"]
     shoot(browser, artefacts, "6-node-killed")
+
+
+def test_7_the_network_policy_tour_applies_its_steps_and_the_trace_shows_the_drop(
+    cluster: LocalCluster, browser: Any, artefacts: Path
+) -> None:
+    click_tab(browser, "tours")
+    tour = "[data-testid=tour-seed-001-network-policy]"
+    browser.find_element(
+        By.CSS_SELECTOR, "[data-testid=tour-apply-seed-001-network-policy]"
+    ).click()
+    cluster.wait_ready(2, selector="role in (frontend, stranger)", timeout_s=90)
+    wait(browser, lambda: map_pods(browser).get("frontend", ("", ""))[1] == "Running",
+         "frontend on the map")  # fmt: skip
+    steps = browser.find_elements(By.CSS_SELECTOR, f"{tour} ol > li button")
+    assert [b.text for b in steps] == ["look", "apply", "apply"]
+    steps[1].click()  # default-deny-ingress, and the trace form filled in for frontend
+    policies = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
+    poll(lambda: bool(cluster.get(policies)["items"]), 30, "the policy applied")
+    assert browser.find_element(By.ID, "trace-source").get_attribute("value") == "default/frontend"
+    rows = "[data-testid=trace-hop-row]"
+
+    def dropped_by_policy() -> bool:
+        browser.find_element(By.CSS_SELECTOR, "[data-testid=trace-run]").click()
+        time.sleep(1.5)  # the trace collects hops for 0.5 s on each node
+        return any("policy_denied" in r.text for r in browser.find_elements(By.CSS_SELECTOR, rows))
+
+    # Every node's agent learns the policy from its watch: retry until the replica's node drops.
+    poll(dropped_by_policy, 60, "a trace hop DROPPED with reason policy_denied", every_s=0.5)
+    shoot(browser, artefacts, "7-network-policy")

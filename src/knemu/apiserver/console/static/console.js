@@ -547,7 +547,9 @@
     const [group, version] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : ["", o.apiVersion];
     const base = group ? `/apis/${group}/${version}` : `/api/${version}`;
     const ns = o.metadata.namespace || "default";
-    return `${base}/namespaces/${ns}/${o.kind.toLowerCase()}s/${encodeURIComponent(o.metadata.name)}`;
+    const kind = o.kind.toLowerCase(); // Pod -> pods, NetworkPolicy -> networkpolicies
+    const plural = kind.endsWith("y") ? `${kind.slice(0, -1)}ies` : `${kind}s`;
+    return `${base}/namespaces/${ns}/${plural}/${encodeURIComponent(o.metadata.name)}`;
   }
 
   async function applyObjects(objects, out) {
@@ -566,7 +568,8 @@
     for (const p of document.querySelectorAll(".panel")) p.classList.toggle("active", p.id === `panel-${name}`);
   }
 
-  function look(step) {
+  function look(step, out) {
+    if (step.apply) applyObjects(step.apply, out);
     state.highlight = step.highlight || null;
     if (step.trace) {
       const src = [...state.pods.values()].find((p) => p.ip && p.phase === "Running" && matchesLabels(p, step.trace.sourceLabels));
@@ -598,8 +601,8 @@
       card.append(apply, out);
       const steps = el("ol");
       for (const step of tour.steps) {
-        const btn = el("button", { type: "button", text: step.scale ? "scale" : "look" });
-        btn.addEventListener("click", () => look(step));
+        const btn = el("button", { type: "button", text: step.apply ? "apply" : step.scale ? "scale" : "look" });
+        btn.addEventListener("click", () => look(step, out));
         steps.append(el("li", {}, document.createTextNode(`${step.text} `), btn));
       }
       card.append(steps);
