@@ -11,6 +11,7 @@ sockets is not.
 
 (idle) no capture has ever run: the tap attribute is None;
 (tap)  a capture runs on both ports (a ``CaptureSession`` encoding pcap records in memory);
+(full) the same with a capture whose reader has stalled: its queue is full, packets are dropped;
 (ref)  the same loop written inline with no tap check at all, to show the idle tap's cost.
 Each figure is the best of R interleaved rounds; measuring stops 20 s after start.
 """
@@ -84,7 +85,8 @@ async def measure(rounds: int, deadline: float) -> dict[str, float]:
     await under.open(("127.0.0.1", 0))
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.setblocking(False)
-    tapped = _capture_taps(pod, out_port, under)
+    tapped = _capture_taps(pod, out_port, under, 64 << 20)
+    stalled = _capture_taps(pod, out_port, under, 0)
     cases: dict[str, Callable[[], float]] = {
         "tun idle": lambda: _time_wakeups(feed, pod._on_readable, out_peer),
         "tun ref": lambda: _time_wakeups(feed, ref, out_peer),
@@ -93,6 +95,9 @@ async def measure(rounds: int, deadline: float) -> dict[str, float]:
     if tapped is not None:
         cases["tun tap"] = lambda: tapped(lambda: _time_wakeups(feed, pod._on_readable, out_peer))
         cases["underlay tap"] = lambda: tapped(lambda: _underlay_round(sender, under))
+    if stalled is not None:
+        cases["tun full"] = lambda: stalled(lambda: _time_wakeups(feed, pod._on_readable, out_peer))
+        cases["underlay full"] = lambda: stalled(lambda: _underlay_round(sender, under))
     best = dict.fromkeys(cases, float("inf"))
     try:
         for _ in range(rounds):
@@ -120,24 +125,27 @@ def _underlay_round(sender: socket.socket, under: UnderlayEndpoint) -> float:
 
 
 def _capture_taps(
-    pod: TunPort, out: TunPort, under: UnderlayEndpoint
+    pod: TunPort, out: TunPort, under: UnderlayEndpoint, buffer_bytes: int
 ) -> Callable[[Callable[[], float]], float] | None:
-    """A runner that installs capture taps for one round, or None before taps existed."""
+    """A runner that installs capture taps (the agent's, ``CaptureTaps``) for one round, or
+    None before taps existed."""
     if not hasattr(pod, "tap"):
         return None
-    from knemu.node_agent.dataplane.capture import CaptureSession, raw_ipv4_udp
+    from knemu.node_agent.dataplane.capture import CaptureSession
+    from knemu.node_agent.kubelet_capture import CaptureTaps
 
     def run(fn: Callable[[], float]) -> float:
-        session = CaptureSession("pcap", buffer_bytes=64 << 20)
-        pod.tap = out.tap = lambda packet, now, outbound: session.offer(packet, now, outbound)
-        under.tap = lambda data, src, dst, now, outbound: session.offer(
-            raw_ipv4_udp(data, src, dst), now, outbound
-        )
+        sessions = [CaptureSession("pcap", buffer_bytes=buffer_bytes) for _ in range(3)]
+        taps = CaptureTaps(lambda: under, {"pod": pod, "out": out})
+        detach = [taps.attach_pod("pod", sessions[0]), taps.attach_pod("out", sessions[1]),
+                  taps.attach_underlay(sessions[2])]  # fmt: skip
         try:
             return fn()
         finally:
-            pod.tap = out.tap = under.tap = None
-            assert session.statistics().captured > 0
+            for d in detach:
+                d()
+            stats = [s.statistics() for s in sessions]
+            assert sum(s.captured if buffer_bytes else s.dropped for s in stats) > 0
 
     return run
 
@@ -157,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(idle) underlay receive                    {rates['underlay idle']:>12,.0f} packets/s")
     if "underlay tap" in rates:
         print(f"(tap)  underlay receive, capturing         {rates['underlay tap']:>12,.0f} "
+              "packets/s")  # fmt: skip
+        print(f"(full) pod->pod, reader stalled            {rates['tun full']:>12,.0f} packets/s")
+        print(f"(full) underlay receive, reader stalled    {rates['underlay full']:>12,.0f} "
               "packets/s")  # fmt: skip
     return 0
 

@@ -20,6 +20,7 @@ from knemu.node_agent.dataplane.capture import (
     CaptureError,
     CaptureReader,
     CaptureSession,
+    CaptureStatistics,
     describe_packet,
     parse_filter,
     pcap_header,
@@ -282,3 +283,17 @@ def test_tshark_decodes_vxlan_and_the_inner_flow(fmt: str, tmp_path: Path) -> No
         info = subprocess.run(["capinfos", str(path)], capture_output=True, text=True,
                               check=False, timeout=60).stdout  # fmt: skip
         assert "Number of packets:   2" in info or "Number of packets = 2" in info, info
+
+
+def test_a_full_queue_skips_the_filter_and_the_underlay_skips_building() -> None:
+    session = CaptureSession("pcap", buffer_bytes=150, packet_filter="udp")
+    session.offer(vxlan(tcp()), 1.0)
+    assert session.statistics().captured == 1
+    assert not session.room_for(200)
+    underlay = FakeAdapter()
+    taps = CaptureTaps(lambda: underlay, {})  # type: ignore[arg-type,return-value]
+    taps.attach_underlay(session)
+    assert underlay.tap is not None
+    underlay.tap(b"\x08" + bytes(150), NODE_1, NODE_2, 2.0, True)
+    session.offer(tcp(), 3.0)  # would be filtered out, but there is no room anyway
+    assert session.statistics() == CaptureStatistics(captured=1, dropped=2, filtered=0)

@@ -63,8 +63,13 @@ class CaptureTaps:
             outbound: bool,
         ) -> None:
             self._ident += 1
-            packet = raw_ipv4_udp(data, src, dst, self._ident)
+            packet = None
             for s in sessions:
+                if not s.room_for(len(data) + 28):  # the outer IPv4 and UDP headers
+                    s.count_drop()  # the reader is behind: skip building the packet
+                    continue
+                if packet is None:
+                    packet = raw_ipv4_udp(data, src, dst, self._ident)
                 s.offer(packet, now, outbound)
 
         underlay.tap = tap

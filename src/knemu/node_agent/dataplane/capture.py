@@ -6,7 +6,9 @@ A running ``knemu capture`` sets the tap to a function that hands each packet to
 ``CaptureSession``: the session filters it, encodes one record at once (the packet may live
 in a buffer the router reuses) and queues the bytes.  The queue is bounded in bytes: when
 the reader (an HTTP response draining ``take()``) is slower than the traffic, further
-packets are dropped and counted, never waited for, so a capture can never slow forwarding.
+packets are dropped and counted, never waited for, so a capture can never stall forwarding;
+while the queue is full a packet costs a length test (it is counted as dropped before the
+filter looks at it, unlike a kernel capture, because filtering costs more than dropping).
 The session ends itself after ``count`` packets; the adapter ends it after a duration.
 
 File formats:
@@ -330,12 +332,12 @@ class CaptureSession:
         """One packet seen by the tap at loop time ``now``; never blocks, never raises."""
         if self.done:
             return
-        if self._match is not None and not self._match(packet):
-            self._filtered += 1
-            return
         size = min(len(packet), self.snaplen) + 40
         if self._queued_bytes + size > self._limit:
-            self._dropped += 1
+            self._dropped += 1  # counted before filtering: a full queue must cost least
+            return
+        if self._match is not None and not self._match(packet):
+            self._filtered += 1
             return
         ts = now + self._offset
         if self.fmt == "pcap":
@@ -348,6 +350,16 @@ class CaptureSession:
         self._captured += 1
         if wake and self._on_data is not None:
             self._on_data()
+
+    def room_for(self, size: int) -> bool:
+        """Whether a packet of ``size`` bytes would be queued now (filter aside): a tap that
+        must build the packet first (the underlay's outer headers) skips that when not, and
+        calls ``count_drop`` instead."""
+        return not self.done and self._queued_bytes + min(size, self.snaplen) + 40 <= self._limit
+
+    def count_drop(self) -> None:
+        if not self.done:
+            self._dropped += 1
 
     def take(self) -> bytes:
         """Every queued record, oldest first; the queue is empty afterwards."""
