@@ -25,7 +25,9 @@ import socket
 import time
 from collections.abc import Callable
 
-from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.capture import CaptureSession
+from knemu.node_agent.kubelet.capture import CaptureTaps
 
 BATCH = 64
 WAKEUPS = 200  # per round
@@ -91,13 +93,11 @@ async def measure(rounds: int, deadline: float) -> dict[str, float]:
         "tun idle": lambda: _time_wakeups(feed, pod._on_readable, out_peer),
         "tun ref": lambda: _time_wakeups(feed, ref, out_peer),
         "underlay idle": lambda: _underlay_round(sender, under),
+        "tun tap": lambda: tapped(lambda: _time_wakeups(feed, pod._on_readable, out_peer)),
+        "underlay tap": lambda: tapped(lambda: _underlay_round(sender, under)),
+        "tun full": lambda: stalled(lambda: _time_wakeups(feed, pod._on_readable, out_peer)),
+        "underlay full": lambda: stalled(lambda: _underlay_round(sender, under)),
     }
-    if tapped is not None:
-        cases["tun tap"] = lambda: tapped(lambda: _time_wakeups(feed, pod._on_readable, out_peer))
-        cases["underlay tap"] = lambda: tapped(lambda: _underlay_round(sender, under))
-    if stalled is not None:
-        cases["tun full"] = lambda: stalled(lambda: _time_wakeups(feed, pod._on_readable, out_peer))
-        cases["underlay full"] = lambda: stalled(lambda: _underlay_round(sender, under))
     best = dict.fromkeys(cases, float("inf"))
     try:
         for _ in range(rounds):
@@ -126,13 +126,8 @@ def _underlay_round(sender: socket.socket, under: UnderlayEndpoint) -> float:
 
 def _capture_taps(
     pod: TunPort, out: TunPort, under: UnderlayEndpoint, buffer_bytes: int
-) -> Callable[[Callable[[], float]], float] | None:
-    """A runner that installs capture taps (the agent's, ``CaptureTaps``) for one round, or
-    None before taps existed."""
-    if not hasattr(pod, "tap"):
-        return None
-    from knemu.node_agent.dataplane.capture import CaptureSession
-    from knemu.node_agent.kubelet_capture import CaptureTaps
+) -> Callable[[Callable[[], float]], float]:
+    """A runner that installs capture taps (the agent's, ``CaptureTaps``) for one round."""
 
     def run(fn: Callable[[], float]) -> float:
         sessions = [CaptureSession("pcap", buffer_bytes=buffer_bytes) for _ in range(3)]
@@ -160,15 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(ref)  pod->pod, inline loop, no tap check {ref:>12,.0f} packets/s")
     print(f"(idle) pod->pod through TunPort            {rates['tun idle']:>12,.0f} packets/s "
           f"({rates['tun idle'] / ref:.2f}x of ref)")  # fmt: skip
-    if "tun tap" in rates:
-        print(f"(tap)  same, capturing both ports          {rates['tun tap']:>12,.0f} packets/s")
+    print(f"(tap)  same, capturing both ports          {rates['tun tap']:>12,.0f} packets/s")
     print(f"(idle) underlay receive                    {rates['underlay idle']:>12,.0f} packets/s")
-    if "underlay tap" in rates:
-        print(f"(tap)  underlay receive, capturing         {rates['underlay tap']:>12,.0f} "
-              "packets/s")  # fmt: skip
-        print(f"(full) pod->pod, reader stalled            {rates['tun full']:>12,.0f} packets/s")
-        print(f"(full) underlay receive, reader stalled    {rates['underlay full']:>12,.0f} "
-              "packets/s")  # fmt: skip
+    print(f"(tap)  underlay receive, capturing         {rates['underlay tap']:>12,.0f} "
+          "packets/s")  # fmt: skip
+    print(f"(full) pod->pod, reader stalled            {rates['tun full']:>12,.0f} packets/s")
+    print(f"(full) underlay receive, reader stalled    {rates['underlay full']:>12,.0f} "
+          "packets/s")  # fmt: skip
     return 0
 
 

@@ -2,7 +2,3 @@
 flows, traces, chaos and seed tours (``routes`` for the HTTP surface, ``feed`` for the live
 stream, ``actions`` for trace and chaos, ``model`` for what the page draws, ``static/`` for
 the page itself)."""
-
-from knemu.apiserver.console.routes import add_console_routes
-
-__all__ = ["add_console_routes"]

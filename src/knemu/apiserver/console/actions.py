@@ -20,7 +20,7 @@ import ipaddress
 from typing import Any
 
 from knemu.apiserver.console.agents import AgentClient
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.errors import KnemuError, LocalError, NotFound
 
 Obj = dict[str, Any]

@@ -1,8 +1,9 @@
 """The console's client of the node agents' HTTP API (the kubelet role).
 
-The console reaches agents the way the api-server's node proxy does (``knemu.apiserver.proxy``):
-at the InternalIP and kubelet port of the Node object.  Every call has a short timeout, so a
-dead or frozen node shows as unreachable instead of hanging the page.
+The console reaches agents the way the api-server's node proxy does
+(``knemu.apiserver.rest.proxy``): at the InternalIP and kubelet port of the Node object.
+Every call has a short timeout, so a dead or frozen node shows as unreachable instead of
+hanging the page.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from knemu.apiserver.proxy import kubelet_address
-from knemu.apiserver.store import Store
+from knemu.apiserver.rest.proxy import kubelet_address
+from knemu.apiserver.storage.store import Store
 from knemu.errors import KnemuError, NotFound, Unavailable
 
 Obj = dict[str, Any]

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from knemu.apiserver.console.agents import AgentClient
 from knemu.apiserver.console.model import KINDS, feed_message
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import Gone, KnemuError
 
 Obj = dict[str, Any]

@@ -28,8 +28,8 @@ from knemu.apiserver.console import actions
 from knemu.apiserver.console.agents import AgentClient
 from knemu.apiserver.console.feed import Feed
 from knemu.apiserver.console.flows import serve_flows
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import KnemuError, LocalError
 
 CSP = (

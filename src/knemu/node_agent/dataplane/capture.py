@@ -1,6 +1,6 @@
 """Packet captures, sans-I/O: packets and timestamps in, pcap or pcapng bytes out.
 
-Theory of operation.  The adapters (``knemu.node_agent.adapters``) carry a ``tap`` that is
+Theory of operation.  The adapters (``knemu.node_agent.dataplane.adapters``) carry a ``tap`` that is
 ``None`` while nobody captures, so an idle tap costs one attribute test per wakeup or write.
 A running ``knemu capture`` sets the tap to a function that hands each packet to a
 ``CaptureSession``: the session filters it, encodes one record at once (the packet may live
