@@ -32,6 +32,7 @@ def make_kubelet_api(
     metrics: Callable[[], str] = str,
     cni: Callable[[], CniConfig | None] = lambda: None,
     inject: Callable[[str, bytes, float], None] = lambda key, packet, now: None,
+    captures: CaptureTaps | None = None,
 ) -> KubeletApi:
     """Node ``node-1``; ``pods`` has ``handles`` and ``runtime`` (empty when not given)."""
     return KubeletApi(
@@ -43,7 +44,7 @@ def make_kubelet_api(
         metrics=metrics,
         cni=cni,
         inject=inject,
-        captures=CaptureTaps(lambda: None, {}),
+        captures=captures if captures is not None else CaptureTaps(lambda: None, {}),
     )
 
 
