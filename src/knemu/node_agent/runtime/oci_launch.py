@@ -1,0 +1,139 @@
+"""From a pod's container spec to a runc container: image lookup, pull policy, OCI spec.
+
+``OciLauncher`` is the node's: its image store (``<state_dir>/images``), runc state
+(``<state_dir>/runc``), bundles (``<state_dir>/bundles``) and cgroup parent
+(``/knemu/<netns prefix>-<node>``).  ``wait_for_image`` is the container's image step of
+the kubelet: it returns once the container can run (from the store or as a built-in) and
+reports ErrImagePull/ImagePullBackOff while it cannot (``image_pull``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from knemu.node_agent.runtime import image_pull
+from knemu.node_agent.runtime.image_store import ImageStore, StoredImage
+from knemu.node_agent.runtime.images import BadImage
+from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
+from knemu.node_agent.runtime.runc import (
+    OciContainer,
+    RuncConfig,
+    cgroups_writable,
+    list_containers,
+    remove_cgroups,
+)
+from knemu.proto import knemu_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+@dataclass(frozen=True)
+class PodPaths:
+    """What an OCI container needs of its pod sandbox."""
+
+    key: str  # namespace/name
+    netns: str  # the sandbox's netns name (container ids start with it)
+    netns_path: str
+    hostname: str
+    etc_dir: str  # /etc/netns/<netns>: resolv.conf and hosts
+    pid_ns_path: str = ""  # shareProcessNamespace
+
+
+class OciLauncher:
+    def __init__(self, state_dir: Path, node_key: str, node_name: str) -> None:
+        self.node_name = node_name
+        self.store = ImageStore(state_dir / "images")
+        self.runc = RuncConfig(
+            state_dir / "runc", state_dir / "bundles", rootless=not cgroups_writable()
+        )
+        self.cgroup_parent = f"/knemu/{node_key}"
+
+    def lookup(self, image: str) -> StoredImage | None:
+        return self.store.lookup(image)
+
+    async def prepare(
+        self, spec: pb.Container, pod: PodPaths, image: StoredImage, env: list[tuple[str, str]]
+    ) -> OciContainer:
+        """The container for ``spec`` (its bundle is written on each start)."""
+        config = self.store.config(image)
+        rootfs = await self.store.rootfs(image)
+        etc = Path(pod.etc_dir)
+        container_id = f"{pod.netns}-{spec.name}"
+        mounts = (
+            BindMount(str(etc / "resolv.conf"), "/etc/resolv.conf"),
+            BindMount(str(etc / "hosts"), "/etc/hosts"),
+            BindMount(str(self.runc.bundles / container_id / "hostname"), "/etc/hostname"),
+        )
+        values = dict(env)
+        from knemu.node_agent.workloads import expand_vars  # the same $(VAR) rules
+
+        run = ContainerRun(
+            image=config, hostname=pod.hostname, netns_path=pod.netns_path,
+            command=tuple(expand_vars(c, values) for c in spec.command),
+            args=tuple(expand_vars(a, values) for a in spec.args),
+            env=tuple(env), working_dir=spec.working_dir, pid_ns_path=pod.pid_ns_path,
+            mounts=mounts, cgroups_path=f"{self.cgroup_parent}/{container_id}",
+            passwd=_read(rootfs / "etc" / "passwd"), group=_read(rootfs / "etc" / "group"),
+            annotations={"io.kubernetes.pod.name": pod.key, "io.kubernetes.container.name":
+                         spec.name, "org.opencontainers.image.ref.name": image.ref},
+        )  # fmt: skip
+        return OciContainer(
+            self.runc, container_id, build_spec(run), rootfs, {"hostname": pod.hostname + "\n"}
+        )
+
+    async def clean(self, keep_prefixes: set[str]) -> None:
+        """Delete runc containers and bundles of pods no longer here (agent restart, stop)."""
+        for cid in await list_containers(self.runc):
+            if not any(cid.startswith(p) for p in keep_prefixes):
+                await OciContainer(self.runc, cid, {}, Path()).delete()
+        if self.runc.bundles.is_dir():
+            for bundle in self.runc.bundles.iterdir():
+                if not any(bundle.name.startswith(p) for p in keep_prefixes):
+                    await OciContainer(self.runc, bundle.name, {}, Path()).delete()
+        if not keep_prefixes:
+            remove_cgroups(self.cgroup_parent)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+async def wait_for_image(
+    launcher: OciLauncher,
+    spec: pb.Container,
+    builtin_error: str,
+    on_waiting: Callable[[str, str], None],
+    on_event: EventSink,
+) -> StoredImage | None:
+    """The stored image to run, or None for the built-in; while neither is possible, report
+    ``on_waiting(reason, message)`` and look again after the image back-off."""
+    failures = 0
+    while True:
+        image = launcher.lookup(spec.image)
+        decision = image_pull.decide(
+            spec.image, spec.image_pull_policy, image is not None, builtin_error,
+            launcher.node_name,
+        )  # fmt: skip
+        if decision.kind == "store" and image is not None:
+            return image
+        if decision.kind == "builtin":
+            return None
+        failures += 1
+        on_waiting(decision.reason, decision.message)
+        on_event("Warning", "Failed", decision.message)
+        delay = image_pull.pull_backoff_s(failures)
+        await asyncio.sleep(delay)  # the image back-off itself, then look again
+        on_waiting("ImagePullBackOff", f'Back-off pulling image "{spec.image}": {decision.message}')
+        on_event("Normal", "BackOff", f'Back-off pulling image "{spec.image}"')
+
+
+__all__ = ["BadImage", "OciLauncher", "PodPaths", "wait_for_image"]

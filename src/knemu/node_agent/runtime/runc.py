@@ -1,0 +1,156 @@
+"""The thin adapter that drives runc (Debian's ``runc`` package) for one container.
+
+A run is ``runc run --bundle B ID`` in the foreground: runc stays the parent of the
+container's init, passes its stdin/stdout/stderr through (no terminal), forwards the signals
+it gets and exits with the container's status, so the agent supervises it like any process
+and the container's output lands in the same log file as a built-in workload's.  Stopping
+uses ``runc kill`` (the container's init is PID 1 of its own PID namespace, which ignores
+signals it has no handler for, so SIGKILL is sent after the grace period), then
+``runc delete --force``.  Exec is ``runc exec`` (the container's user, env and cwd).
+
+Cgroups: where the cgroup filesystem is writable (the agent on the host, ``knemu up``) runc
+creates ``/knemu/<node>/<container>`` in every hierarchy and ``resources.limits`` are
+enforced.  Inside a compose node container Docker mounts /sys/fs/cgroup read-only, so runc
+runs with ``--rootless=true``: as root with no user namespace this changes only one thing,
+cgroup errors are ignored (libcontainer's rootless cgroup manager), and the container runs
+without limits; the agent says so in an event (``cgroups_writable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from knemu.errors import PodRuntimeError
+from knemu.node_agent.runtime.image_store import run_tool
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroups_writable(root: Path = CGROUP_ROOT) -> bool:
+    """True when runc can create cgroups: the memory hierarchy (v1) or the unified one (v2)
+    is mounted read-write."""
+    for path in (root / "memory", root):
+        if path.is_dir():
+            try:
+                return not os.statvfs(path).f_flag & os.ST_RDONLY
+            except OSError:
+                return False
+    return False
+
+
+def remove_cgroups(parent: str, root: Path = CGROUP_ROOT) -> None:
+    """rmdir the (empty) cgroup directories under ``parent`` in every hierarchy, deepest
+    first; a cgroup still holding a process stays (EBUSY)."""
+    with contextlib.suppress(OSError):
+        hierarchies = [p for p in root.iterdir() if p.is_dir()]
+    for hierarchy in hierarchies if root.is_dir() else []:
+        top = hierarchy / parent.strip("/")
+        if not top.is_dir():
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
+
+@dataclass(frozen=True)
+class RuncConfig:
+    state_root: Path  # runc --root: container state
+    bundles: Path  # one bundle directory per container
+    rootless: bool  # cgroups read-only: ignore cgroup errors (limits not enforced)
+    binary: str = "runc"
+
+    def argv(self, *args: str) -> list[str]:
+        flags = ["--rootless=true"] if self.rootless else []
+        return [self.binary, "--root", str(self.state_root), *flags, *args]
+
+
+class OciContainer:
+    """One container's bundle and runc state."""
+
+    def __init__(
+        self,
+        config: RuncConfig,
+        container_id: str,
+        spec: dict[str, Any],
+        rootfs: Path,
+        files: dict[str, str] | None = None,
+    ) -> None:
+        self.config, self.id = config, container_id
+        self.bundle = config.bundles / container_id
+        self.spec, self.rootfs, self.files = spec, rootfs, dict(files or {})
+
+    async def start(self, **kwargs: Any) -> asyncio.subprocess.Process:
+        """One run: a fresh bundle, then ``runc run`` (stdio as given)."""
+        await self.write_bundle(self.spec, self.rootfs, self.files)
+        return await self.run(**kwargs)
+
+    async def write_bundle(self, spec: dict[str, Any], rootfs: Path, files: dict[str, str]) -> None:
+        """A fresh bundle: a copy of the image's rootfs (a restarted container starts from the
+        image again, as on Kubernetes), config.json and small pod files (hostname)."""
+        await self.delete()
+        self.bundle.mkdir(parents=True)
+        await run_tool("cp", "-a", "--reflink=auto", str(rootfs), str(self.bundle / "rootfs"),
+                       what=f"copy the root filesystem of container {self.id}")  # fmt: skip
+        for name, text in files.items():
+            (self.bundle / name).write_text(text)
+        (self.bundle / "config.json").write_text(json.dumps(spec, indent=1))
+
+    async def run(self, **kwargs: Any) -> asyncio.subprocess.Process:
+        """``runc run`` in the foreground; stdio as given (log file, stdin pipe)."""
+        self.config.state_root.mkdir(parents=True, exist_ok=True)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.config.argv("run", "--bundle", str(self.bundle), self.id),
+                start_new_session=True, **kwargs,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise PodRuntimeError(
+                "runc is not installed on this node; install the Debian package runc"
+            ) from None
+
+    async def exec(self, argv: list[str], **kwargs: Any) -> asyncio.subprocess.Process:
+        """``runc exec``: a process in the running container (its namespaces, user, env)."""
+        return await asyncio.create_subprocess_exec(
+            *self.config.argv("exec", self.id, *argv), start_new_session=True, **kwargs
+        )
+
+    async def kill(self, sig: int) -> None:
+        """Signal the container's init (and, with SIGKILL, every process of the container)."""
+        name = signal.Signals(sig).name
+        every = ["--all"] if sig == signal.SIGKILL else []
+        args = ["kill", *every, self.id, name]
+        with contextlib.suppress(PodRuntimeError):
+            await run_tool(*self.config.argv(*args), what=f"signal container {self.id}",
+                           timeout_s=10)  # fmt: skip
+
+    async def delete(self) -> None:
+        """Forget the container (runc state, its cgroup) and remove its bundle."""
+        if (self.config.state_root / self.id).exists():
+            with contextlib.suppress(PodRuntimeError):
+                await run_tool(*self.config.argv("delete", "--force", self.id),
+                               what=f"delete container {self.id}", timeout_s=10)  # fmt: skip
+        await asyncio.to_thread(shutil.rmtree, self.bundle, True)
+
+
+async def list_containers(config: RuncConfig) -> list[str]:
+    """Ids of the containers runc knows under ``config.state_root``."""
+    if not config.state_root.is_dir():
+        return []
+    try:
+        out = await run_tool(*config.argv("list", "--format", "json"), what="runc list",
+                             timeout_s=10)  # fmt: skip
+    except PodRuntimeError:
+        return []
+    try:
+        entries = json.loads(out) or []
+    except ValueError:
+        return []
+    return [str(e.get("id")) for e in entries if isinstance(e, dict) and e.get("id")]
