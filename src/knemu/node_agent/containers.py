@@ -25,8 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knemu.errors import KnemuError
 from knemu.node_agent import probes
 from knemu.node_agent.container_stdin import ContainerStdin
+from knemu.node_agent.runtime.oci_launch import ImageStep
+from knemu.node_agent.runtime.runc import OciContainer
 from knemu.node_agent.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -171,8 +174,13 @@ class Runner:
         log_path: Path,
         on_change: Callable[[], None],
         on_event: EventSink,
+        image_step: ImageStep | None = None,
     ) -> None:
         self.spec, self.pod, self.core, self.env = spec, pod, core, env
+        # Images from the node's store run as runc containers (runtime.oci_launch); without
+        # an image step (or for a built-in's image) the process runs in the pod's namespaces.
+        self.image_step = image_step
+        self.oci: OciContainer | None = None
         self.log_path = log_path
         self.plan = plan_container(spec, pod.name, env)
         if self.plan.builtin:
@@ -200,7 +208,16 @@ class Runner:
         )  # fmt: skip
 
     async def _supervise(self) -> None:
-        if self.plan.error:
+        if self.image_step is not None:
+            try:
+                self.oci = await self.image_step.resolve(
+                    self.plan.error, self._waiting, self._on_event
+                )
+            except KnemuError as exc:  # e.g. the image's User is not in its /etc/passwd
+                self._waiting("CreateContainerError", exc.message)
+                self._on_event("Warning", "Failed", exc.message)
+                return
+        if self.oci is None and self.plan.error:
             self.core.cannot_run("ErrImagePull", self.plan.error)
             self._on_change()
             self._on_event("Warning", "Failed", self.plan.error)
@@ -213,6 +230,10 @@ class Runner:
             self._on_change()
             self._on_event("Warning", "Failed", message)
             log.exception("container %s/%s", self.pod.key, self.spec.name)
+
+    def _waiting(self, reason: str, message: str) -> None:
+        self.core.cannot_run(reason, message)
+        self._on_change()
 
     async def _restart_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +250,7 @@ class Runner:
 
     async def _run_once(self, loop: asyncio.AbstractEventLoop) -> tuple[int, str, str]:
         """Start the process and wait for it; (returncode, reason override, message)."""
-        problem = self._start_problem()
+        problem = "" if self.oci else self._start_problem()
         if problem:
             self._on_event("Warning", "Failed", problem)
             return 128, "StartError", problem
@@ -237,6 +258,7 @@ class Runner:
             what = (
                 f"knemu built-in {self.plan.builtin}" if self.plan.builtin else "the node's tools"
             )
+            what = "the node's image store" if self.oci else what
             self._on_event(
                 "Normal", "Pulled",
                 f'Container image "{self.spec.image}" already present on machine ({what})',
@@ -271,6 +293,11 @@ class Runner:
         try:
             with open(self.log_path, "ab") as log:
                 self.log_start = log.tell()
+                if self.oci is not None:
+                    return await self.oci.start(
+                        stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                        stdout=log, stderr=log,
+                    )  # fmt: skip
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
                     stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
@@ -318,7 +345,9 @@ class Runner:
             )
         if self.spec.has_readiness_probe:
             return
-        if self.plan.ports:  # a real nginx is listening within milliseconds of its start
+        if (
+            self.plan.ports and self.oci is None
+        ):  # a real nginx is listening within milliseconds of its start
             task = asyncio.get_running_loop().create_task(self._ready_when_listening())
             self._probe_tasks.append(task)
         else:
@@ -361,7 +390,14 @@ class Runner:
             "Normal", "Killing",
             f"Container {self.spec.name} failed liveness probe, will be restarted",
         )  # fmt: skip
-        _killpg(self.process.pid, signal.SIGKILL)
+        self._kill(self.process.pid, signal.SIGKILL)
+
+    def _kill(self, pgid: int, sig: int) -> None:
+        """Signal a run: runc's process group and, for SIGKILL, the container itself (whose
+        init ignores signals it has no handler for, and may have left runc's group)."""
+        _killpg(pgid, sig)
+        if self.oci is not None and sig == signal.SIGKILL:
+            asyncio.get_running_loop().create_task(self.oci.kill(sig))
 
     def _stop_probes(self) -> None:
         for task in self._probe_tasks:
@@ -370,6 +406,12 @@ class Runner:
 
     async def run_exec(self, argv: list[str]) -> int:
         """Run a command in the container's context (exec probes); its exit code."""
+        if self.oci is not None:
+            proc = await self.oci.exec(
+                argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            return await proc.wait()
         proc = await spawn_in_pod(
             self.pod, argv, self.env, self.spec.working_dir or None,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -392,9 +434,13 @@ class Runner:
                 await asyncio.wait_for(proc.wait(), grace_s)
             except TimeoutError:
                 pass
+        if self.oci is not None:
+            await self.oci.kill(signal.SIGKILL)
         if proc is not None:
             _killpg(proc.pid, signal.SIGKILL)  # the leader and anything it left behind
             await proc.wait()
+        if self.oci is not None:
+            await self.oci.delete()
         self._stop_probes()
         if self._task is not None:
             self._task.cancel()

@@ -49,6 +49,7 @@ from knemu.node_agent.containers import (
     container_env,
     spawn_in_pod,
 )
+from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
 from knemu.node_agent.sandbox_host import NetworkPlan
 from knemu.proto import knemu_pb2 as pb
 
@@ -165,6 +166,8 @@ class PodRuntime:
         self._records_path = self._state_dir / f"sandboxes-{node_name}.json"
         self._records = sandbox.load_records(self._records_path)
         self._pods: dict[str, _Pod] = {}
+        # Images in <state_dir>/images run with runc (runtime.oci_launch).
+        self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
         self._locks: dict[str, asyncio.Lock] = {}
         try:
             self._node_resolv = resolv.parse_resolv_conf(NODE_RESOLV_CONF.read_text())
@@ -288,6 +291,10 @@ class PodRuntime:
         meta = p.pod.metadata
         ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
+        paths = PodPaths(
+            p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
+            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns),
+        )  # fmt: skip
         for spec in p.pod.containers:
             core = ContainerCore(
                 spec.name, p.pod.restart_policy or "Always", self._backoff[0], self._backoff[1]
@@ -297,6 +304,7 @@ class PodRuntime:
                 spec, ctx, core, env, log_dir / f"{spec.name}.log",
                 on_change=functools.partial(self._report, p),
                 on_event=functools.partial(self._on_event, p.handle.key),
+                image_step=ImageStep(self.oci, spec, paths, spec_env(spec)),
             )  # fmt: skip
             p.runners.append(runner)
             runner.start()
@@ -341,6 +349,7 @@ class PodRuntime:
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop_pod(key) for key in list(self._pods)))
+        await self.oci.clean(set())  # runc state, bundles and cgroups of this node
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -363,6 +372,11 @@ class PodRuntime:
             )
         if not argv:
             raise LocalError("exec needs a command; give one after --")
+        if runner.oci is not None:  # runc exec: the container's namespaces, root and user
+            return await runner.oci.exec(
+                argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
         return await spawn_in_pod(
             runner.pod, argv, runner.env, runner.spec.working_dir or None,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -386,6 +400,7 @@ class PodRuntime:
             suffix = name[len(prefix) :]
             if name not in mine and len(suffix) == 8 and "-" not in suffix:
                 await sandbox.clean_netns(name)
+        await self.oci.clean(mine)  # containers of pods a previous run left
         keep = {p.metadata.uid for p in wanted} | {p.handle.uid for p in self._pods.values()}
         if self.ipam.retain(keep):
             ipam.save(self.ipam, self._ipam_path)

@@ -52,4 +52,4 @@ def decide(
 
 def pull_backoff_s(failures: int) -> float:
     """Delay before the next look after ``failures`` failed pulls (1 -> 10 s, doubling)."""
-    return min(PULL_BACKOFF_MAX_S, PULL_BACKOFF_INITIAL_S * 2 ** max(0, failures - 1))
+    return float(min(PULL_BACKOFF_MAX_S, PULL_BACKOFF_INITIAL_S * 2 ** max(0, failures - 1)))

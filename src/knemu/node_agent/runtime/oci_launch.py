@@ -17,7 +17,6 @@ from pathlib import Path
 
 from knemu.node_agent.runtime import image_pull
 from knemu.node_agent.runtime.image_store import ImageStore, StoredImage
-from knemu.node_agent.runtime.images import BadImage
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
     OciContainer,
@@ -26,6 +25,7 @@ from knemu.node_agent.runtime.runc import (
     list_containers,
     remove_cgroups,
 )
+from knemu.node_agent.workloads import expand_vars
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,14 @@ class OciLauncher:
             BindMount(str(self.runc.bundles / container_id / "hostname"), "/etc/hostname"),
         )
         values = dict(env)
-        from knemu.node_agent.workloads import expand_vars  # the same $(VAR) rules
-
         run = ContainerRun(
             image=config, hostname=pod.hostname, netns_path=pod.netns_path,
             command=tuple(expand_vars(c, values) for c in spec.command),
             args=tuple(expand_vars(a, values) for a in spec.args),
             env=tuple(env), working_dir=spec.working_dir, pid_ns_path=pod.pid_ns_path,
+            run_as_user=spec.run_as_user if spec.HasField("run_as_user") else None,
+            run_as_group=spec.run_as_group if spec.HasField("run_as_group") else None,
+            memory_limit_bytes=spec.memory_limit_bytes, cpu_limit_millis=spec.cpu_limit_millis,
             mounts=mounts, cgroups_path=f"{self.cgroup_parent}/{container_id}",
             passwd=_read(rootfs / "etc" / "passwd"), group=_read(rootfs / "etc" / "group"),
             annotations={"io.kubernetes.pod.name": pod.key, "io.kubernetes.container.name":
@@ -128,12 +129,48 @@ async def wait_for_image(
         if decision.kind == "builtin":
             return None
         failures += 1
-        on_waiting(decision.reason, decision.message)
+        # The first failure shows as ErrImagePull, later ones as ImagePullBackOff (kubelet).
+        reason = decision.reason if failures == 1 else "ImagePullBackOff"
+        on_waiting(reason, decision.message)
         on_event("Warning", "Failed", decision.message)
-        delay = image_pull.pull_backoff_s(failures)
-        await asyncio.sleep(delay)  # the image back-off itself, then look again
-        on_waiting("ImagePullBackOff", f'Back-off pulling image "{spec.image}": {decision.message}')
-        on_event("Normal", "BackOff", f'Back-off pulling image "{spec.image}"')
+        if failures > 1:
+            on_event("Normal", "BackOff", f'Back-off pulling image "{spec.image}"')
+        await asyncio.sleep(image_pull.pull_backoff_s(failures))  # the back-off itself
 
 
-__all__ = ["BadImage", "OciLauncher", "PodPaths", "wait_for_image"]
+class ImageStep:
+    """One container's image step: wait for its image, then build its runc container."""
+
+    def __init__(
+        self, launcher: OciLauncher, spec: pb.Container, pod: PodPaths, env: list[tuple[str, str]]
+    ) -> None:
+        self.launcher, self.spec, self.pod, self.env = launcher, spec, pod, env
+
+    async def resolve(
+        self, builtin_error: str, on_waiting: Callable[[str, str], None], on_event: EventSink
+    ) -> OciContainer | None:
+        """The runc container to run, or None when a built-in workload stands in."""
+        image = await wait_for_image(self.launcher, self.spec, builtin_error, on_waiting, on_event)
+        if image is None:
+            return None
+        container = await self.launcher.prepare(self.spec, self.pod, image, self.env)
+        if (self.spec.memory_limit_bytes or self.spec.cpu_limit_millis) and (
+            self.launcher.runc.rootless
+        ):
+            on_event(
+                "Warning", "LimitsNotEnforced",
+                f"resources.limits of container {self.spec.name} are not enforced: the cgroup "
+                f"filesystem of {self.launcher.node_name} is read-only (a node container)",
+            )  # fmt: skip
+        return container
+
+
+def spec_env(spec: pb.Container) -> list[tuple[str, str]]:
+    """The container's env in order, each value $(VAR)-expanded against the entries before
+    it (Kubernetes dependent environment variables)."""
+    values: dict[str, str] = {}
+    out = []
+    for var in spec.env:
+        values[var.name] = expand_vars(var.value, values)
+        out.append((var.name, values[var.name]))
+    return out

@@ -32,6 +32,7 @@ from knemu.errors import PodRuntimeError
 from knemu.node_agent.runtime.image_store import run_tool
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+START_TIMEOUT_S = 30.0
 
 
 def cgroups_writable(root: Path = CGROUP_ROOT) -> bool:
@@ -58,6 +59,10 @@ def remove_cgroups(parent: str, root: Path = CGROUP_ROOT) -> None:
         for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
+        for ancestor in top.relative_to(hierarchy).parents:  # /knemu, if no node uses it
+            if str(ancestor) != ".":
+                with contextlib.suppress(OSError):
+                    os.rmdir(hierarchy / ancestor)
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,24 @@ class OciContainer:
         self.spec, self.rootfs, self.files = spec, rootfs, dict(files or {})
 
     async def start(self, **kwargs: Any) -> asyncio.subprocess.Process:
-        """One run: a fresh bundle, then ``runc run`` (stdio as given)."""
+        """One run: a fresh bundle, then ``runc run`` (stdio as given); returns once the
+        container's process runs (or runc has exited)."""
         await self.write_bundle(self.spec, self.rootfs, self.files)
-        return await self.run(**kwargs)
+        proc = await self.run(**kwargs)
+        await self.wait_started(proc)
+        return proc
+
+    async def wait_started(self, proc: asyncio.subprocess.Process) -> bool:
+        """Wait (bounded) until runc has started the container: its state directory exists
+        and ``exec.fifo``, which runc removes at ``start``, is gone.  False if runc exited."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        state = self.config.state_root / self.id
+        while proc.returncode is None and loop.time() < deadline:
+            if (state / "state.json").exists() and not (state / "exec.fifo").exists():
+                return True
+            await asyncio.sleep(0.005)  # polling runc's state files, bounded by the deadline
+        return False
 
     async def write_bundle(self, spec: dict[str, Any], rootfs: Path, files: dict[str, str]) -> None:
         """A fresh bundle: a copy of the image's rootfs (a restarted container starts from the

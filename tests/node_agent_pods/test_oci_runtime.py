@@ -1,0 +1,122 @@
+"""Real images on the pod runtime: runc containers in the pod's network namespace.
+
+Needs root, runc, skopeo and umoci (Debian packages) and busybox-static for the test images,
+which are written offline (knemu.testing_images) and imported into the node's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from pods_helpers import Harness
+
+from knemu.node_agent.runtime.image_store import ImageStore
+from knemu.node_agent.runtime.runc import list_containers
+from knemu.proto import knemu_pb2 as pb
+from knemu.testing_images import CRASHER_REF, WEB_REF, build_test_images
+
+pytestmark = [pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    for tool in ("runc", "skopeo", "umoci"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: apt-get install runc skopeo umoci")
+    return build_test_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+async def loaded(harness: Harness, archives: dict[str, Path]) -> Harness:
+    store = ImageStore(harness.state_dir / "images")
+    for path in archives.values():
+        await store.import_archive(path)
+    return harness
+
+
+def running(s: object) -> bool:
+    return all(c.state == "running" for c in s.container_statuses)  # type: ignore[attr-defined]
+
+
+async def exec_out(h: Harness, key: str, container: str, *argv: str) -> tuple[int, str]:
+    proc = await h.rt.exec(key, container, list(argv), stdin=False)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+async def test_image_runs_isolated_and_shares_localhost(loaded: Harness) -> None:
+    h = loaded
+    web = pb.Container(name="web", image=WEB_REF)
+    side = pb.Container(name="side", image=WEB_REF, command=["sleep", "1000"],
+                        env=[pb.EnvVar(name="GREETING", value="hi")])  # fmt: skip
+    await h.rt.start_pod(h.pod("webpod", web, side))
+    await h.wait_status("default/webpod", running, 30)
+    code, ps = await exec_out(h, "default/webpod", "web", "ps", "-o", "pid,args")
+    assert code == 0, ps
+    lines = [ln.split(None, 1) for ln in ps.strip().splitlines()[1:]]
+    assert lines[0][0] == "1" and "httpd" in lines[0][1], ps  # the image's process is PID 1
+    assert all("sleep" not in args for _, args in lines), ps  # not the other container's
+    _, release = await exec_out(h, "default/webpod", "web", "cat", "/etc/os-release")
+    assert "knemu test image" in release
+    _, name = await exec_out(h, "default/webpod", "side", "hostname")
+    assert name.strip() == "webpod"
+    _, env = await exec_out(h, "default/webpod", "side", "env")
+    assert "GREETING=hi" in env and "APP=web" in env and "HOSTNAME=webpod" in env
+    # localhost is the pod's: the side container reaches the web container on 127.0.0.1.
+    code, page = await exec_out(h, "default/webpod", "side", "wget", "-qO-",
+                                "http://127.0.0.1:8080/")  # fmt: skip
+    assert code == 0 and page.strip() == "web webpod", page
+    log = h.rt.log_path("default/webpod", "web").read_text()
+    assert "web listening on 8080" in log
+    assert any(e[2] == "Pulled" and "image store" in e[3] for e in h.events)
+    # The node's root filesystem stays the node's: a file the container writes is not there.
+    await exec_out(h, "default/webpod", "side", "sh", "-c", "echo x > /tmp/knemu-oci-probe")
+    assert not Path("/tmp/knemu-oci-probe").exists()
+    await h.rt.stop_pod("default/webpod")
+    assert await list_containers(h.rt.oci.runc) == []
+    assert not any(h.rt.oci.runc.bundles.iterdir())
+
+
+async def test_crashing_image_restarts_with_backoff(loaded: Harness) -> None:
+    h = loaded
+    c = pb.Container(name="c", image=CRASHER_REF)
+    await h.rt.start_pod(h.pod("crash", c))
+    s = await h.wait_status(
+        "default/crash", lambda s: s.container_statuses[0].restart_count >= 2, 30
+    )
+    cs = s.container_statuses[0]
+    assert cs.exit_code == 3 or cs.state == "running", cs
+    assert "crasher starting on crash" in h.rt.log_path("default/crash", "c").read_text()
+    assert any(e[2] == "BackOff" for e in h.events)
+
+
+async def test_image_user_and_security_context(loaded: Harness) -> None:
+    h = loaded
+    img_user = pb.Container(name="a", image=CRASHER_REF, command=["sleep", "1000"])
+    override = pb.Container(name="b", image=CRASHER_REF, command=["sleep", "1000"],
+                            run_as_user=4242, run_as_group=4343)  # fmt: skip
+    await h.rt.start_pod(h.pod("users", img_user, override))
+    await h.wait_status("default/users", running, 30)
+    _, a = await exec_out(h, "default/users", "a", "id")
+    assert a.startswith("uid=1000(app) gid=1000(app)"), a
+    _, b = await exec_out(h, "default/users", "b", "id")
+    assert b.startswith("uid=4242 gid=4343"), b
+
+
+async def test_missing_image_names_the_load_command(loaded: Harness) -> None:
+    h = loaded
+    pull = pb.Container(name="p", image="knemu.test/absent:v1", image_pull_policy="IfNotPresent")
+    never = pb.Container(name="n", image="knemu.test/absent:v2", image_pull_policy="Never")
+    await h.rt.start_pod(h.pod("absent", pull, never))
+    s = await h.wait_status(
+        "default/absent", lambda s: all(c.reason.startswith("Err") for c in s.container_statuses)
+    )
+    by_name = {c.name: c for c in s.container_statuses}
+    assert by_name["p"].reason == "ErrImagePull"
+    assert "knemu image load knemu.test/absent:v1" in by_name["p"].message
+    assert by_name["n"].reason == "ErrImageNeverPull"
+    assert s.phase == "Pending"
