@@ -64,6 +64,7 @@ TABLE: tuple[Command, ...] = (
     Command("trace", "observe", "trace_", "follow one probe hop by hop", _OWN),
     Command("cni", "cni", "cni_", "show a node's CNI network config (conflist)", _OWN),
     Command("chaos", "chaos", "", "break nodes and links on purpose", _OWN),
+    Command("image", "image", "", "load container images into the nodes, list them", _OWN),
     Command("up", "local", "up_", "start a local cluster in network namespaces", _OWN),
     Command("down", "local", "down_", "stop the local cluster", _OWN),
     Command("apiserver", "components", "apiserver_", "run the api-server", _OWN),
