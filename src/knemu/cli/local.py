@@ -46,6 +46,7 @@ from knemu.cli.local_plan import (
 )
 from knemu.config import PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.runtime.runc import remove_cgroups
 
 STOP_GRACE_S = 10.0
 MARKER_ENV = "KNEMU_LOCAL_CLUSTER"
@@ -362,6 +363,7 @@ def tear_down(cluster: Cluster) -> list[str]:
         run_ip(["ip", "netns", "delete", ns], check=False)
     if link_exists(cluster.host_link):
         run_ip(["ip", "link", "delete", cluster.host_link], check=False)
+    remove_cgroups(f"/knemu/{cluster.prefix}*")  # of runc containers whose agent was killed
     if cluster.state_dir.exists():
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
     return found

@@ -10,17 +10,20 @@ reports ErrImagePull/ImagePullBackOff while it cannot (``image_pull``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from knemu.errors import PodRuntimeError
 from knemu.node_agent.runtime import image_pull
-from knemu.node_agent.runtime.image_store import ImageStore, StoredImage
+from knemu.node_agent.runtime.image_store import ImageStore, StoredImage, run_tool
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
     OciContainer,
     RuncConfig,
+    cgroup_mount_plan,
     cgroups_writable,
     list_containers,
     remove_cgroups,
@@ -53,6 +56,23 @@ class OciLauncher:
             state_dir / "runc", state_dir / "bundles", rootless=not cgroups_writable()
         )
         self.cgroup_parent = f"/knemu/{node_key}"
+        self._cgroups_checked = False
+
+    async def _ensure_cgroups(self) -> None:
+        """Once: mount the cgroup hierarchies if this mount namespace lacks them (runc's
+        ``cgroup_mount_plan``), then choose cgroup handling by whether they are writable."""
+        if self._cgroups_checked:
+            return
+        self._cgroups_checked = True
+        try:
+            plan = cgroup_mount_plan(
+                Path("/proc/self/mountinfo").read_text(), Path("/proc/self/cgroup").read_text()
+            )
+            for argv in plan:
+                await run_tool(*argv, what="mount the cgroup hierarchies for runc", timeout_s=10)
+        except (OSError, PodRuntimeError) as exc:
+            log.warning("cgroups: %s; containers run without resource limits", exc)
+        self.runc = dataclasses.replace(self.runc, rootless=not cgroups_writable())
 
     def lookup(self, image: str) -> StoredImage | None:
         return self.store.lookup(image)
@@ -61,6 +81,7 @@ class OciLauncher:
         self, spec: pb.Container, pod: PodPaths, image: StoredImage, env: list[tuple[str, str]]
     ) -> OciContainer:
         """The container for ``spec`` (its bundle is written on each start)."""
+        await self._ensure_cgroups()
         config = self.store.config(image)
         rootfs = await self.store.rootfs(image)
         etc = Path(pod.etc_dir)
@@ -90,6 +111,9 @@ class OciLauncher:
 
     async def clean(self, keep_prefixes: set[str]) -> None:
         """Delete runc containers and bundles of pods no longer here (agent restart, stop)."""
+        if not self.runc.state_root.is_dir() and not self.runc.bundles.is_dir():
+            return
+        await self._ensure_cgroups()
         for cid in await list_containers(self.runc):
             if not any(cid.startswith(p) for p in keep_prefixes):
                 await OciContainer(self.runc, cid, {}, Path()).delete()

@@ -35,6 +35,42 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT_S = 30.0
 
 
+def cgroup_mount_plan(mountinfo: str, proc_cgroup: str) -> list[list[str]]:
+    """``mount`` commands giving this mount namespace the cgroup hierarchies it is in, or []
+    when it has cgroup mounts already.  ``ip netns exec`` (how ``knemu up`` starts agents)
+    mounts a fresh /sys in a private mount namespace, without /sys/fs/cgroup's mounts, and
+    runc refuses to run without them ("no cgroup mount found in mountinfo").  The mounts are
+    made in the agent's own namespace, so they vanish with it and no other process sees them.
+    ``proc_cgroup`` is /proc/self/cgroup: ``ID:controllers:path`` per hierarchy (cgroups(7))."""
+    for line in mountinfo.splitlines():
+        fstype = line.split(" - ", 1)[1].split()[0] if " - " in line else ""
+        if fstype in ("cgroup", "cgroup2"):
+            return []
+    v1 = []
+    unified = False
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            unified = True
+        elif parts[1]:
+            v1.append(parts[1])
+    root = str(CGROUP_ROOT)
+    if not v1:
+        return [["mount", "-t", "cgroup2", "cgroup2", root]] if unified else []
+    plan = [["mount", "-t", "tmpfs", "-o", "mode=755", "cgroup", root]]
+    for controllers in v1:
+        name = controllers.removeprefix("name=")
+        options = f"none,{controllers}" if controllers.startswith("name=") else controllers
+        plan.append(["mkdir", "-p", f"{root}/{name}"])
+        plan.append(["mount", "-t", "cgroup", "-o", options, "cgroup", f"{root}/{name}"])
+    if unified:
+        plan += [["mkdir", "-p", f"{root}/unified"],
+                 ["mount", "-t", "cgroup2", "cgroup2", f"{root}/unified"]]  # fmt: skip
+    return plan
+
+
 def cgroups_writable(root: Path = CGROUP_ROOT) -> bool:
     """True when runc can create cgroups: the memory hierarchy (v1) or the unified one (v2)
     is mounted read-write."""
@@ -48,21 +84,20 @@ def cgroups_writable(root: Path = CGROUP_ROOT) -> bool:
 
 
 def remove_cgroups(parent: str, root: Path = CGROUP_ROOT) -> None:
-    """rmdir the (empty) cgroup directories under ``parent`` in every hierarchy, deepest
-    first; a cgroup still holding a process stays (EBUSY)."""
-    with contextlib.suppress(OSError):
+    """rmdir the (empty) cgroup directories under ``parent`` (a glob such as
+    ``/knemu/knemu-kt1-*``) in every hierarchy, deepest first, then ``/knemu`` if no node
+    uses it any more; a cgroup still holding a process stays (EBUSY)."""
+    try:
         hierarchies = [p for p in root.iterdir() if p.is_dir()]
-    for hierarchy in hierarchies if root.is_dir() else []:
-        top = hierarchy / parent.strip("/")
-        if not top.is_dir():
-            continue
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
-        for ancestor in top.relative_to(hierarchy).parents:  # /knemu, if no node uses it
-            if str(ancestor) != ".":
+    except OSError:
+        return
+    for hierarchy in hierarchies:
+        for top in hierarchy.glob(parent.strip("/")):
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
                 with contextlib.suppress(OSError):
-                    os.rmdir(hierarchy / ancestor)
+                    os.rmdir(dirpath)
+        with contextlib.suppress(OSError):
+            os.rmdir(hierarchy / parent.strip("/").split("/")[0])
 
 
 @dataclass(frozen=True)
