@@ -120,3 +120,45 @@ async def test_missing_image_names_the_load_command(loaded: Harness) -> None:
     assert "knemu image load knemu.test/absent:v1" in by_name["p"].message
     assert by_name["n"].reason == "ErrImageNeverPull"
     assert s.phase == "Pending"
+
+
+async def test_volumes_and_shared_process_namespace(loaded: Harness, tmp_path: Path) -> None:
+    h = loaded
+    host_dir = tmp_path / "host"
+    volumes = [
+        pb.Volume(name="shared", kind="emptyDir"),
+        pb.Volume(name="mem", kind="emptyDir", medium="Memory", size_limit_bytes=8 << 20),
+        pb.Volume(name="host", kind="hostPath", host_path=str(host_dir),
+                  host_path_type="DirectoryOrCreate"),
+        pb.Volume(name="info", kind="downwardAPI",
+                  items=[pb.DownwardAPIFile(path="name", field_path="metadata.name"),
+                         pb.DownwardAPIFile(path="labels", field_path="metadata.labels")]),
+    ]  # fmt: skip
+    mounts = [pb.VolumeMount(name=n, mount_path=f"/v/{n}") for n in ("shared", "mem", "host")]
+    script = "echo from-writer > /v/shared/f; sleep 1000"
+    writer = pb.Container(name="writer", image=WEB_REF, command=["sh", "-c", script],
+                          volume_mounts=mounts)  # fmt: skip
+    reader = pb.Container(name="reader", image=WEB_REF, command=["sleep", "1000"],
+                          volume_mounts=[*mounts, pb.VolumeMount(name="info", mount_path="/info",
+                                                                 read_only=True)])  # fmt: skip
+    pod = h.pod("vols", writer, reader, volumes=volumes, share_process_namespace=True)
+    pod.metadata.labels["app"] = "vols"
+    await h.rt.start_pod(pod)
+    await h.wait_status("default/vols", running, 30)
+    code, out = await exec_out(h, "default/vols", "reader", "sh", "-c",
+                               "cat /v/shared/f; cat /info/name; cat /info/labels; "
+                               "grep ' /v/mem ' /proc/mounts; echo x > /v/host/f")  # fmt: skip
+    assert code == 0, out
+    assert "from-writer" in out and "vols" in out and 'app="vols"' in out
+    assert "tmpfs" in out  # medium: Memory
+    assert (host_dir / "f").read_text() == "x\n"
+    # shareProcessNamespace: the reader sees the writer's sleep, and PID 1 is the pod's.
+    _, ps = await exec_out(h, "default/vols", "reader", "ps", "-o", "pid,args")
+    assert "echo from-writer" in ps or ps.count("sleep 1000") >= 2, ps
+    assert ps.strip().splitlines()[1].split(None, 1)[1].startswith("sleep infinity"), ps
+    code, out = await exec_out(h, "default/vols", "reader", "sh", "-c", "echo y > /info/name")
+    assert code != 0  # read-only mount
+    vol_dir = h.state_dir / "volumes"
+    await h.rt.stop_pod("default/vols")
+    assert not any(vol_dir.iterdir())
+    assert str(vol_dir) not in Path("/proc/self/mountinfo").read_text()

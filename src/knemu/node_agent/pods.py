@@ -50,6 +50,7 @@ from knemu.node_agent.containers import (
     spawn_in_pod,
 )
 from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
+from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.node_agent.sandbox_host import NetworkPlan
 from knemu.proto import knemu_pb2 as pb
 
@@ -168,6 +169,7 @@ class PodRuntime:
         self._pods: dict[str, _Pod] = {}
         # Images in <state_dir>/images run with runc (runtime.oci_launch).
         self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
+        self.volumes = PodVolumes(self._state_dir / "volumes")
         self._locks: dict[str, asyncio.Lock] = {}
         try:
             self._node_resolv = resolv.parse_resolv_conf(NODE_RESOLV_CONF.read_text())
@@ -235,7 +237,7 @@ class PodRuntime:
             self._pods[key] = p
             self._records[box.netns] = (box.pause_pid, box.start_ticks)
             sandbox.save_records(self._records_path, self._records)
-            self._start_containers(p)
+            await self._start_containers(p)
             self._report(p)
             return handle
 
@@ -287,14 +289,28 @@ class PodRuntime:
             mtu=self.config.pod_mtu_bytes, resolv_conf=conf.render(), hosts=hosts,
         )  # fmt: skip
 
-    def _start_containers(self, p: _Pod) -> None:
+    async def _pod_paths(self, p: _Pod) -> PodPaths:
+        """What runc containers need of the pod: namespaces, files, volumes (made here)."""
+        volumes, error = {}, ""
+        try:
+            volumes = await asyncio.to_thread(
+                self.volumes.prepare, p.pod, p.handle.netns, p.handle.ip
+            )
+        except (KnemuError, OSError) as exc:
+            error = exc.message if isinstance(exc, KnemuError) else str(exc)
+            self._on_event(p.handle.key, "Warning", "FailedMount", error)
+        pid_ns = await self.oci.pod_pid_namespace(p.handle) if p.pod.share_process_namespace else ""
+        return PodPaths(
+            p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
+            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns), pid_ns,
+            volumes, error,
+        )  # fmt: skip
+
+    async def _start_containers(self, p: _Pod) -> None:
         meta = p.pod.metadata
         ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
-        paths = PodPaths(
-            p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
-            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns),
-        )  # fmt: skip
+        paths = await self._pod_paths(p)
         for spec in p.pod.containers:
             core = ContainerCore(
                 spec.name, p.pod.restart_policy or "Always", self._backoff[0], self._backoff[1]
@@ -341,6 +357,7 @@ class PodRuntime:
             await asyncio.gather(*(r.stop(grace) for r in p.runners))
         finally:
             await sandbox.destroy_sandbox(p.sandbox)
+            await asyncio.to_thread(self.volumes.remove, p.handle.netns)
             self._pods.pop(p.handle.key, None)
             self._records.pop(p.handle.netns, None)
             sandbox.save_records(self._records_path, self._records)
@@ -401,6 +418,7 @@ class PodRuntime:
             if name not in mine and len(suffix) == 8 and "-" not in suffix:
                 await sandbox.clean_netns(name)
         await self.oci.clean(mine)  # containers of pods a previous run left
+        await asyncio.to_thread(self.volumes.remove_all_except, mine)
         keep = {p.metadata.uid for p in wanted} | {p.handle.uid for p in self._pods.values()}
         if self.ipam.retain(keep):
             ipam.save(self.ipam, self._ipam_path)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from knemu.errors import PodRuntimeError
 from knemu.node_agent.runtime import image_pull
@@ -28,12 +30,18 @@ from knemu.node_agent.runtime.runc import (
     list_containers,
     remove_cgroups,
 )
+from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
 from knemu.node_agent.workloads import expand_vars
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+class PodHandleLike(Protocol):
+    key: str
+    pause_pid: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class PodPaths:
     hostname: str
     etc_dir: str  # /etc/netns/<netns>: resolv.conf and hosts
     pid_ns_path: str = ""  # shareProcessNamespace
+    volumes: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> node path
+    volume_error: str = ""  # why the pod's volumes could not be made
 
 
 class OciLauncher:
@@ -57,6 +67,7 @@ class OciLauncher:
         )
         self.cgroup_parent = f"/knemu/{node_key}"
         self._cgroups_checked = False
+        self._holders: list[asyncio.subprocess.Process] = []  # shared PID namespaces
 
     async def _ensure_cgroups(self) -> None:
         """Once: mount the cgroup hierarchies if this mount namespace lacks them (runc's
@@ -74,6 +85,33 @@ class OciLauncher:
             log.warning("cgroups: %s; containers run without resource limits", exc)
         self.runc = dataclasses.replace(self.runc, rootless=not cgroups_writable())
 
+    async def pod_pid_namespace(self, pod: PodHandleLike) -> str:
+        """A PID namespace for a pod with ``shareProcessNamespace`` (the pause container's
+        role): ``unshare --pid --fork sleep infinity`` inside the pod's network and UTS
+        namespaces, so sandbox teardown kills it with the pod; its ``sleep`` is the PID 1 the
+        pod's containers see.  Returns the namespace's path, or '' (event-free fallback:
+        each container gets its own) when it cannot be made."""
+        ns = f"/proc/{pod.pause_pid}/ns"
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--net={ns}/net", f"--uts={ns}/uts", "unshare", "--pid", "--fork",
+            "sleep", "infinity", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        self._holders = [h for h in self._holders if h.returncode is None] + [proc]
+        path = f"/proc/{proc.pid}/ns/pid_for_children"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while proc.returncode is None and loop.time() < deadline:
+            try:  # unshare(2) done: its children's PID namespace is no longer its own
+                if os.readlink(path) != os.readlink(f"/proc/{proc.pid}/ns/pid"):
+                    return path
+            except OSError:
+                pass
+            await asyncio.sleep(0.005)  # polling the condition, bounded by the deadline
+        log.warning("pod %s: no shared PID namespace (unshare did not start)", pod.key)
+        return ""
+
     def lookup(self, image: str) -> StoredImage | None:
         return self.store.lookup(image)
 
@@ -86,10 +124,13 @@ class OciLauncher:
         rootfs = await self.store.rootfs(image)
         etc = Path(pod.etc_dir)
         container_id = f"{pod.netns}-{spec.name}"
+        if pod.volume_error and spec.volume_mounts:
+            raise VolumeError(pod.volume_error)
         mounts = (
             BindMount(str(etc / "resolv.conf"), "/etc/resolv.conf"),
             BindMount(str(etc / "hosts"), "/etc/hosts"),
             BindMount(str(self.runc.bundles / container_id / "hostname"), "/etc/hostname"),
+            *plan_mounts(pod.volumes, list(spec.volume_mounts), spec.name),
         )
         values = dict(env)
         run = ContainerRun(
