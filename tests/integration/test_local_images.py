@@ -158,7 +158,10 @@ def test_crashing_image_backs_off_and_keeps_last_state(cluster: LocalCluster) ->
 
     poll(restarted, 120, "the crasher to restart twice")
     name = box["pod"]["metadata"]["name"]
+    last = box["status"]["lastState"]["terminated"]
+    assert last["exitCode"] == 3 and last["reason"] == "Error", box["status"]
     assert "crasher starting on" in c.knemu("logs", name).stdout
+    assert "crasher starting on" in c.knemu("logs", "--previous", name).stdout
     events = c.get("/api/v1/namespaces/default/events")["items"]
     assert any(e.get("reason") == "BackOff" and e["involvedObject"]["name"] == name
                for e in events)  # fmt: skip

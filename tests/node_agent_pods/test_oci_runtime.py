@@ -91,6 +91,9 @@ async def test_crashing_image_restarts_with_backoff(loaded: Harness) -> None:
     cs = s.container_statuses[0]
     assert cs.exit_code == 3 or cs.state == "running", cs
     assert "crasher starting on crash" in h.rt.log_path("default/crash", "c").read_text()
+    assert cs.last is not None and cs.last[:2] == (3, "Error"), cs
+    previous = h.rt.runner("default/crash", "c").previous_log().decode()
+    assert previous.count("crasher starting on crash") == 1, previous
     assert any(e[2] == "BackOff" for e in h.events)
 
 

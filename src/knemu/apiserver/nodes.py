@@ -316,6 +316,18 @@ def _container_state(cs: dict[str, Any], old: Obj | None, now: float) -> Obj:
     return {"waiting": waiting}
 
 
+def _last_state(cs: dict[str, Any]) -> Obj:
+    """lastState.terminated of a restarted container, from the node's report."""
+    if not cs.get("has_last_state"):
+        return {}
+    term: Obj = {"exitCode": int(cs.get("last_exit_code") or 0),
+                 "reason": cs.get("last_reason") or "Error"}  # fmt: skip
+    for key, field in (("startedAt", "last_started_at"), ("finishedAt", "last_finished_at")):
+        if cs.get(field):
+            term[key] = cs[field]
+    return {"terminated": term}
+
+
 def _container_statuses(pod: Obj, report: dict[str, Any], now: float) -> list[Obj]:
     uid = str(pod["metadata"].get("uid", ""))
     olds = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
@@ -333,7 +345,7 @@ def _container_statuses(pod: Obj, report: dict[str, Any], now: float) -> list[Ob
                 "restartCount": int(cs.get("restart_count") or 0),
                 "started": "running" in state,
                 "state": state,
-                "lastState": (olds.get(name) or {}).get("lastState") or {},
+                "lastState": _last_state(cs) or (olds.get(name) or {}).get("lastState") or {},
             }
         )
     return out

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knemu.errors import KnemuError
+from knemu.errors import KnemuError, NotFound
 from knemu.node_agent import probes
 from knemu.node_agent.container_stdin import ContainerStdin
 from knemu.node_agent.runtime.oci_launch import ImageStep
@@ -73,6 +73,8 @@ class ContainerCore:
     exit_code: int = 0
     restart_count: int = 0
     started_at: float = 0.0  # wall clock of the current/last start (for RFC 3339 output)
+    # lastState.terminated: the run before a restart (exit code, reason, wall clock times)
+    last: tuple[int, str, float, float] | None = None
     _started_mono: float = 0.0
     _backoff_s: float = field(default=0.0)
 
@@ -84,7 +86,7 @@ class ContainerCore:
         self._started_mono, self.started_at = now, wall
 
     def on_exited(
-        self, returncode: int, now: float, reason: str = "", message: str = ""
+        self, returncode: int, now: float, reason: str = "", message: str = "", wall: float = 0.0
     ) -> float | None:
         """Record an exit; return the delay before the restart, or None when it stays dead."""
         self.exit_code = exit_code(returncode)
@@ -95,6 +97,7 @@ class ContainerCore:
             self.restart_policy == "OnFailure" and self.exit_code == 0
         ):
             return None
+        self.last = (self.exit_code, self.reason, self.started_at, wall)
         if now - self._started_mono >= BACKOFF_RESET_S:
             self._backoff_s = 0.0
         delay = self._backoff_s
@@ -123,6 +126,7 @@ class ContainerStatus:
     message: str = ""
     exit_code: int = 0
     started_at: str = ""  # RFC 3339
+    last: tuple[int, str, str, str] | None = None  # lastState: exit code, reason, RFC 3339 x2
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ class Runner:
         self.process: asyncio.subprocess.Process | None = None
         self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
         self.log_start = 0  # log file offset where the current run's output begins
+        self.previous_run: tuple[int, int] | None = None  # log byte range of the run before
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
@@ -205,6 +210,8 @@ class Runner:
             name=self.spec.name, image=self.spec.image, ready=self.ready and c.state == "running",
             restart_count=c.restart_count, state=c.state, reason=c.reason, message=c.message,
             exit_code=c.exit_code, started_at=rfc3339(c.started_at) if c.started_at else "",
+            last=(c.last[0], c.last[1], rfc3339(c.last[2]) if c.last[2] else "",
+                  rfc3339(c.last[3]) if c.last[3] else "") if c.last else None,
         )  # fmt: skip
 
     async def _supervise(self) -> None:
@@ -239,7 +246,8 @@ class Runner:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             returncode, reason, message = await self._run_once(loop)
-            delay = self.core.on_exited(returncode, loop.time(), reason, message)
+            wall = datetime.datetime.now(datetime.UTC).timestamp()
+            delay = self.core.on_exited(returncode, loop.time(), reason, message, wall)
             self._on_change()
             if delay is None or self._stopping:
                 return
@@ -292,6 +300,8 @@ class Runner:
             self.stdin, stdin_fd = await ContainerStdin.open(self.spec.stdin_once)
         try:
             with open(self.log_path, "ab") as log:
+                if self.core.restart_count:  # kubectl logs --previous: the run before this
+                    self.previous_run = (self.log_start, log.tell())
                 self.log_start = log.tell()
                 if self.oci is not None:
                     return await self.oci.start(
@@ -310,6 +320,18 @@ class Runner:
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)  # the process has its copy; EOF must follow our end only
+
+    def previous_log(self) -> bytes:
+        """The previous run's output (``kubectl logs --previous``); NotFound without one."""
+        if self.previous_run is None:
+            raise NotFound(
+                f'previous terminated container "{self.spec.name}" in pod "{self.pod.name}" '
+                "not found: it has not restarted"
+            )
+        start, end = self.previous_run
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
 
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""

@@ -86,7 +86,11 @@ class PodStatus:
                 pb.ContainerStatus(
                     name=c.name, ready=c.ready, restart_count=c.restart_count, state=c.state,
                     reason=c.reason, message=c.message, exit_code=c.exit_code,
-                    started_at=c.started_at, image=c.image,
+                    started_at=c.started_at, image=c.image, has_last_state=c.last is not None,
+                    last_exit_code=c.last[0] if c.last else 0,
+                    last_reason=c.last[1] if c.last else "",
+                    last_started_at=c.last[2] if c.last else "",
+                    last_finished_at=c.last[3] if c.last else "",
                 )
                 for c in self.container_statuses
             ],
