@@ -165,3 +165,35 @@ async def test_volumes_and_shared_process_namespace(loaded: Harness, tmp_path: P
     await h.rt.stop_pod("default/vols")
     assert not any(vol_dir.iterdir())
     assert str(vol_dir) not in Path("/proc/self/mountinfo").read_text()
+
+
+async def test_init_containers_run_in_order_before_the_app(loaded: Harness) -> None:
+    h = loaded
+    vol = [pb.VolumeMount(name="work", mount_path="/work")]
+    first = pb.Container(name="first", image=WEB_REF, volume_mounts=vol,
+                         command=["sh", "-c", "echo one > /work/order"])  # fmt: skip
+    second = pb.Container(name="second", image=WEB_REF, volume_mounts=vol,
+                          command=["sh", "-c", "sleep 0.3; echo two >> /work/order"])  # fmt: skip
+    app = pb.Container(name="app", image=WEB_REF, volume_mounts=vol,
+                       command=["sh", "-c", "echo app >> /work/order; sleep 1000"])  # fmt: skip
+    pod = h.pod("inits", app, init_containers=[first, second],
+                volumes=[pb.Volume(name="work", kind="emptyDir")])  # fmt: skip
+    await h.rt.start_pod(pod)
+    first_status = h.rt.status("default/inits")
+    assert first_status is not None and first_status.phase == "Pending"
+    s = await h.wait_status("default/inits", lambda s: s.phase == "Running", 30)
+    inits = [c for c in s.container_statuses if c.init]
+    assert [(c.name, c.state, c.exit_code) for c in inits] == [
+        ("first", "terminated", 0), ("second", "terminated", 0)]  # fmt: skip
+    _, order = await exec_out(h, "default/inits", "app", "cat", "/work/order")
+    assert order.split() == ["one", "two", "app"]
+
+
+async def test_failing_init_container_fails_a_never_pod(loaded: Harness) -> None:
+    h = loaded
+    bad = pb.Container(name="bad", image=WEB_REF, command=["sh", "-c", "exit 7"])
+    app = pb.Container(name="app", image=WEB_REF, command=["sleep", "1000"])
+    await h.rt.start_pod(h.pod("badinit", app, init_containers=[bad], restart_policy="Never"))
+    s = await h.wait_status("default/badinit", lambda s: s.phase == "Failed", 30)
+    app_status = next(c for c in s.container_statuses if c.name == "app")
+    assert app_status.state == "waiting" and app_status.reason == "PodInitializing"

@@ -328,11 +328,16 @@ def _last_state(cs: dict[str, Any]) -> Obj:
     return {"terminated": term}
 
 
-def _container_statuses(pod: Obj, report: dict[str, Any], now: float) -> list[Obj]:
+def _container_statuses(
+    pod: Obj, report: dict[str, Any], now: float, init: bool = False
+) -> list[Obj]:
     uid = str(pod["metadata"].get("uid", ""))
-    olds = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    olds = {c.get("name"): c for c in (pod.get("status") or {}).get(key) or []}
     out = []
     for cs in report.get("container_statuses") or []:
+        if bool(cs.get("init")) != init:
+            continue
         name = str(cs.get("name") or "")
         state = _container_state(cs, olds.get(name), now)
         out.append(
@@ -370,11 +375,20 @@ def build_pod_status(pod: Obj, node: Obj | None, report: dict[str, Any], now: fl
             status.pop(key, None)
     containers = _container_statuses(pod, report, now)
     status["containerStatuses"] = containers
+    inits = _container_statuses(pod, report, now, init=True)
+    if inits:
+        status["initContainerStatuses"] = inits
+    pending_inits = [c["name"] for c in inits if "terminated" not in c["state"]
+                     or c["state"]["terminated"].get("exitCode") != 0]  # fmt: skip
     unready = [c["name"] for c in containers if not c["ready"]]
     view: Obj = {"kind": "Pod", "status": status}
     ready = bool(report.get("ready"))
     not_ready_msg = f"containers with unready status: [{' '.join(unready)}]"
-    set_condition(view, "Initialized", "True", "", "", now)
+    if pending_inits:
+        message = f"containers with incomplete status: [{' '.join(pending_inits)}]"
+        set_condition(view, "Initialized", "False", "ContainersNotInitialized", message, now)
+    else:
+        set_condition(view, "Initialized", "True", "", "", now)
     set_condition(
         view,
         "Ready",

@@ -127,6 +127,7 @@ class ContainerStatus:
     exit_code: int = 0
     started_at: str = ""  # RFC 3339
     last: tuple[int, str, str, str] | None = None  # lastState: exit code, reason, RFC 3339 x2
+    init: bool = False  # an init container (status.initContainerStatuses)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,12 @@ class Runner:
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"container {self.pod.key}/{self.spec.name}"
         )
+
+    async def wait_done(self) -> None:
+        """Until the container has stopped for good (init containers: success, or failure
+        under restartPolicy Never)."""
+        if self._task is not None:
+            await self._task
 
     def status(self) -> ContainerStatus:
         c = self.core

@@ -49,6 +49,7 @@ from knemu.node_agent.containers import (
     container_env,
     spawn_in_pod,
 )
+from knemu.node_agent.runtime import init_containers
 from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
 from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.node_agent.sandbox_host import NetworkPlan
@@ -90,7 +91,7 @@ class PodStatus:
                     last_exit_code=c.last[0] if c.last else 0,
                     last_reason=c.last[1] if c.last else "",
                     last_started_at=c.last[2] if c.last else "",
-                    last_finished_at=c.last[3] if c.last else "",
+                    last_finished_at=c.last[3] if c.last else "", init=c.init,
                 )
                 for c in self.container_statuses
             ],
@@ -139,6 +140,8 @@ class _Pod:
     handle: PodHandle
     sandbox: sandbox.Sandbox
     runners: list[Runner] = field(default_factory=list)
+    init_runners: list[Runner] = field(default_factory=list)
+    init_task: asyncio.Task[None] | None = None
     last: PodStatus | None = None
     stopping: bool = False
 
@@ -208,10 +211,10 @@ class PodRuntime:
         return self._runner(p, container)
 
     def _runner(self, p: _Pod, container: str) -> Runner:
-        for r in p.runners:
+        for r in p.runners + p.init_runners:
             if r.spec.name == container or not container:
                 return r
-        names = ", ".join(r.spec.name for r in p.runners)
+        names = ", ".join(r.spec.name for r in p.runners + p.init_runners)
         raise NotFound(f"container {container!r} is not in pod {p.handle.key}; it has: {names}")
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -315,28 +318,45 @@ class PodRuntime:
         ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
         paths = await self._pod_paths(p)
-        for spec in p.pod.containers:
-            core = ContainerCore(
-                spec.name, p.pod.restart_policy or "Always", self._backoff[0], self._backoff[1]
+        policy = p.pod.restart_policy or "Always"
+        for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
+                                     init_containers.init_restart_policy(policy)),
+                                    (p.pod.containers, p.runners, policy)):  # fmt: skip
+            for spec in specs:
+                core = ContainerCore(spec.name, pol, self._backoff[0], self._backoff[1])
+                if p.pod.init_containers and runners is p.runners:
+                    core.reason = "PodInitializing"
+                runners.append(Runner(
+                    spec, ctx, core, container_env(spec, p.sandbox.hostname),
+                    log_dir / f"{spec.name}.log",
+                    on_change=functools.partial(self._report, p),
+                    on_event=functools.partial(self._on_event, p.handle.key),
+                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec)),
+                ))  # fmt: skip
+        if p.init_runners:
+            p.init_task = asyncio.get_running_loop().create_task(
+                self._init_then_start(p), name=f"init containers {p.handle.key}"
             )
-            env = container_env(spec, p.sandbox.hostname)
-            runner = Runner(
-                spec, ctx, core, env, log_dir / f"{spec.name}.log",
-                on_change=functools.partial(self._report, p),
-                on_event=functools.partial(self._on_event, p.handle.key),
-                image_step=ImageStep(self.oci, spec, paths, spec_env(spec)),
-            )  # fmt: skip
-            p.runners.append(runner)
-            runner.start()
+        else:
+            for runner in p.runners:
+                runner.start()
+
+    async def _init_then_start(self, p: _Pod) -> None:
+        if await init_containers.run_in_order(p.init_runners):
+            for runner in p.runners:
+                runner.start()
+        self._report(p)
 
     def _compute(self, p: _Pod) -> PodStatus:
+        inits = tuple(init_containers.as_init(r.status()) for r in p.init_runners)
         statuses = tuple(r.status() for r in p.runners)
-        phase = pod_phase(statuses, p.pod.restart_policy or "Always")
+        policy = p.pod.restart_policy or "Always"
+        phase = init_containers.init_phase(inits, policy) or pod_phase(statuses, policy)
         meta = p.pod.metadata
         return PodStatus(
             meta.namespace, meta.name, meta.uid, self.node_name, phase, p.handle.ip,
             ready=phase == "Running" and bool(statuses) and all(s.ready for s in statuses),
-            container_statuses=statuses,
+            container_statuses=statuses + inits,
         )  # fmt: skip
 
     def _report(self, p: _Pod) -> None:
@@ -357,8 +377,10 @@ class PodRuntime:
     async def _stop(self, p: _Pod) -> None:
         p.stopping = True
         grace = min(float(p.pod.termination_grace_period_s or DEFAULT_GRACE_S), self._max_grace_s)
+        if p.init_task is not None:
+            p.init_task.cancel()
         try:
-            await asyncio.gather(*(r.stop(grace) for r in p.runners))
+            await asyncio.gather(*(r.stop(grace) for r in p.init_runners + p.runners))
         finally:
             await sandbox.destroy_sandbox(p.sandbox)
             await asyncio.to_thread(self.volumes.remove, p.handle.netns)
