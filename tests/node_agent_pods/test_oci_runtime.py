@@ -197,3 +197,23 @@ async def test_failing_init_container_fails_a_never_pod(loaded: Harness) -> None
     s = await h.wait_status("default/badinit", lambda s: s.phase == "Failed", 30)
     app_status = next(c for c in s.container_statuses if c.name == "app")
     assert app_status.state == "waiting" and app_status.reason == "PodInitializing"
+
+
+async def test_memory_limit_is_a_cgroup_limit_on_the_host(loaded: Harness) -> None:
+    h = loaded
+    c = pb.Container(name="c", image=WEB_REF, command=["sleep", "1000"],
+                     memory_limit_bytes=48 << 20, cpu_limit_millis=500)  # fmt: skip
+    handle = await h.rt.start_pod(h.pod("limited", c))
+    await h.wait_status("default/limited", running, 30)
+    assert not h.rt.oci.runc.rootless, "the test host's cgroups are writable"
+    cid = f"{handle.netns}-c"
+    memory = Path(f"/sys/fs/cgroup/memory{h.rt.oci.cgroup_parent}/{cid}/memory.limit_in_bytes")
+    cpu = Path(f"/sys/fs/cgroup/cpu{h.rt.oci.cgroup_parent}/{cid}/cpu.cfs_quota_us")
+    unified = Path(f"/sys/fs/cgroup{h.rt.oci.cgroup_parent}/{cid}/memory.max")
+    if memory.exists():  # cgroup v1 (or hybrid)
+        assert int(memory.read_text()) == 48 << 20
+        assert int(cpu.read_text()) == 50_000
+    else:
+        assert int(unified.read_text()) == 48 << 20
+    await h.rt.stop_pod("default/limited")
+    assert not memory.parent.exists() and not unified.parent.exists()

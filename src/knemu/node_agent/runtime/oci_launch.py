@@ -133,6 +133,10 @@ class OciLauncher:
             *plan_mounts(pod.volumes, list(spec.volume_mounts), spec.name),
         )
         values = dict(env)
+        # Read-only cgroups (a node container): runc --rootless=true ignores cgroup errors
+        # only for a container that asks for no cgroup path and no limits (checked with
+        # runc 1.1 in a compose node container), so neither is given there.
+        limited = not self.runc.rootless
         run = ContainerRun(
             image=config, hostname=pod.hostname, netns_path=pod.netns_path,
             command=tuple(expand_vars(c, values) for c in spec.command),
@@ -140,8 +144,9 @@ class OciLauncher:
             env=tuple(env), working_dir=spec.working_dir, pid_ns_path=pod.pid_ns_path,
             run_as_user=spec.run_as_user if spec.HasField("run_as_user") else None,
             run_as_group=spec.run_as_group if spec.HasField("run_as_group") else None,
-            memory_limit_bytes=spec.memory_limit_bytes, cpu_limit_millis=spec.cpu_limit_millis,
-            mounts=mounts, cgroups_path=f"{self.cgroup_parent}/{container_id}",
+            memory_limit_bytes=spec.memory_limit_bytes if limited else 0,
+            cpu_limit_millis=spec.cpu_limit_millis if limited else 0,
+            mounts=mounts, cgroups_path=f"{self.cgroup_parent}/{container_id}" if limited else "",
             passwd=_read(rootfs / "etc" / "passwd"), group=_read(rootfs / "etc" / "group"),
             annotations={"io.kubernetes.pod.name": pod.key, "io.kubernetes.container.name":
                          spec.name, "org.opencontainers.image.ref.name": image.ref},

@@ -12,8 +12,12 @@ Cgroups: where the cgroup filesystem is writable (the agent on the host, ``knemu
 creates ``/knemu/<node>/<container>`` in every hierarchy and ``resources.limits`` are
 enforced.  Inside a compose node container Docker mounts /sys/fs/cgroup read-only, so runc
 runs with ``--rootless=true``: as root with no user namespace this changes only one thing,
-cgroup errors are ignored (libcontainer's rootless cgroup manager), and the container runs
-without limits; the agent says so in an event (``cgroups_writable``).
+cgroup errors are ignored (libcontainer's rootless cgroup manager) -- but only for a
+container that names no cgroupsPath and sets no limits, so the launcher leaves both out
+there; the container stays in the node container's cgroup (whose limits still hold), and
+the agent says in an event that its own limits are not enforced (``cgroups_writable``).
+Under ``knemu up`` the agent's mount namespace (made by ``ip netns exec``) has no cgroup
+mounts at all; ``cgroup_mount_plan`` mounts the hierarchies there first.
 """
 
 from __future__ import annotations
