@@ -38,6 +38,7 @@ spec:
         imagePullPolicy: IfNotPresent
         ports: [{{containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+        volumeMounts: [{{name: shared, mountPath: /www/shared}}]
       - name: shell
         image: {WEB_REF}
         command: ["sleep", "100000"]
@@ -127,7 +128,8 @@ def test_service_reaches_real_containers_across_nodes(cluster: LocalCluster) -> 
 
 def test_exec_sees_the_image_and_only_the_pods_processes(cluster: LocalCluster) -> None:
     c = cluster
-    pod = c.wait_ready(2, selector="app=web")[0]["metadata"]["name"]
+    obj = c.wait_ready(2, selector="app=web")[0]
+    pod, ip = obj["metadata"]["name"], obj["status"]["podIP"]
     ps = c.knemu("exec", pod, "-c", "web", "--", "ps", "-o", "pid,args").stdout
     rows = [line.split(None, 1) for line in ps.strip().splitlines()[1:]]
     assert rows[0][0] == "1" and "httpd" in rows[0][1], ps
@@ -141,6 +143,10 @@ def test_exec_sees_the_image_and_only_the_pods_processes(cluster: LocalCluster) 
     assert svc_ip in look.stdout, look.stdout
     logs = c.knemu("logs", pod, "-c", "web").stdout
     assert "web listening on 8080" in logs
+    # An emptyDir shared by the two containers: the shell writes, the web container serves it.
+    c.knemu("exec", pod, "-c", "shell", "--", "sh", "-c", "echo from-shell > /shared/note")
+    served = c.exec("client", f"curl -s --max-time 2 http://{ip}:8080/shared/note")
+    assert served.stdout.strip() == "from-shell", served
 
 
 def test_crashing_image_backs_off_and_keeps_last_state(cluster: LocalCluster) -> None:
