@@ -363,7 +363,14 @@ def tear_down(cluster: Cluster) -> list[str]:
         run_ip(["ip", "netns", "delete", ns], check=False)
     if link_exists(cluster.host_link):
         run_ip(["ip", "link", "delete", cluster.host_link], check=False)
-    remove_cgroups(f"/knemu/{cluster.prefix}*")  # of runc containers whose agent was killed
+    # Cgroups of runc containers whose agent was killed; a process SIGKILLed above may take
+    # a moment to leave its cgroup, so try again (bounded).
+    deadline = time.monotonic() + STOP_GRACE_S
+    while not remove_cgroups(f"/knemu/{cluster.prefix}*", kill=True):
+        if time.monotonic() > deadline:
+            found.append(f"cgroups /knemu/{cluster.prefix}* (still busy)")
+            break
+        time.sleep(0.05)
     if cluster.state_dir.exists():
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
     return found

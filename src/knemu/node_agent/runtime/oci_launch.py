@@ -167,8 +167,8 @@ class OciLauncher:
             for bundle in self.runc.bundles.iterdir():
                 if not any(bundle.name.startswith(p) for p in keep_prefixes):
                     await OciContainer(self.runc, bundle.name, {}, Path()).delete()
-        if not keep_prefixes:
-            remove_cgroups(self.cgroup_parent)
+        if not keep_prefixes:  # what is left in this node's cgroups is a container of ours
+            remove_cgroups(self.cgroup_parent, kill=True)
 
 
 def _read(path: Path) -> str:

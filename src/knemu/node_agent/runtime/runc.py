@@ -87,21 +87,43 @@ def cgroups_writable(root: Path = CGROUP_ROOT) -> bool:
     return False
 
 
-def remove_cgroups(parent: str, root: Path = CGROUP_ROOT) -> None:
+def remove_cgroups(parent: str, root: Path = CGROUP_ROOT, kill: bool = False) -> bool:
     """rmdir the (empty) cgroup directories under ``parent`` (a glob such as
     ``/knemu/knemu-kt1-*``) in every hierarchy, deepest first, then ``/knemu`` if no node
-    uses it any more; a cgroup still holding a process stays (EBUSY)."""
+    uses it any more; a cgroup still holding a process stays (EBUSY) unless ``kill``, which
+    SIGKILLs the processes left in them first (``knemu down``: they are the cluster's).
+    True when nothing under ``parent`` is left."""
     try:
         hierarchies = [p for p in root.iterdir() if p.is_dir()]
     except OSError:
-        return
+        return True
+    left = False
     for hierarchy in hierarchies:
         for top in hierarchy.glob(parent.strip("/")):
             for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError):
+                if kill:
+                    _kill_procs(Path(dirpath))
+                try:
                     os.rmdir(dirpath)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left = True
         with contextlib.suppress(OSError):
             os.rmdir(hierarchy / parent.strip("/").split("/")[0])
+    return not left
+
+
+def _kill_procs(cgroup: Path) -> None:
+    """SIGKILL a cgroup's processes and thaw it: ``runc kill --all`` freezes the cgroup while
+    it signals, so a runc killed in between leaves processes frozen that cannot die."""
+    with contextlib.suppress(OSError):
+        for pid in (cgroup / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+    for name, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+        with contextlib.suppress(OSError):
+            (cgroup / name).write_text(thawed)
 
 
 @dataclass(frozen=True)
@@ -182,10 +204,11 @@ class OciContainer:
         )
 
     async def kill(self, sig: int) -> None:
-        """Signal the container's init (and, with SIGKILL, every process of the container)."""
-        name = signal.Signals(sig).name
-        every = ["--all"] if sig == signal.SIGKILL else []
-        args = ["kill", *every, self.id, name]
+        """Signal the container's init.  SIGKILL of the init of a PID namespace kills every
+        process in it; with a shared PID namespace, ``delete --force`` kills the rest.  No
+        ``--all``: runc freezes the cgroup for it, and a runc killed meanwhile would leave the
+        container frozen and unkillable (``remove_cgroups`` thaws such leftovers)."""
+        args = ["kill", self.id, signal.Signals(sig).name]
         with contextlib.suppress(PodRuntimeError):
             await run_tool(*self.config.argv(*args), what=f"signal container {self.id}",
                            timeout_s=10)  # fmt: skip
