@@ -193,13 +193,33 @@ def _runc_pids(c: LocalCluster, node: str) -> list[int]:
     return [int(e["pid"]) for e in json.loads(out or "null") or [] if e.get("pid")]
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _chaos(c: LocalCluster, *args: str) -> str:
+    return c.knemu("chaos", "--runtime", "local", "--cluster", c.name, "--state-dir",
+                   str(c.state_root), *args).stdout  # fmt: skip
+
+
+def test_stop_node_freezes_its_containers(cluster: LocalCluster) -> None:
+    c = cluster
+    pids = _runc_pids(c, "node-1")
+    assert pids, "no runc container on node-1"
+    try:
+        assert "frozen" in _chaos(c, "stop-node", "node-1")
+        poll(lambda: all(_state(p) == "T" for p in pids), 10, "node-1's containers stopped")
+    finally:
+        _chaos(c, "start-node", "node-1")
+    poll(lambda: all(_state(p) != "T" for p in pids), 10, "node-1's containers running again")
+
+
 def test_kill_node_takes_its_containers_with_it(cluster: LocalCluster) -> None:
     c = cluster
     on_node = {p["spec"]["nodeName"] for p in c.pods(selector="app=web")}
     victim = "node-2" if "node-2" in on_node else "node-1"
     pids = _runc_pids(c, victim)
     assert pids, f"no runc container on {victim}"
-    c.knemu("chaos", "--runtime", "local", "--cluster", c.name, "--state-dir", str(c.state_root),
-            "kill-node", victim)  # fmt: skip
+    _chaos(c, "kill-node", victim)
     poll(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), 20,
          f"the containers of {victim} to die with it")  # fmt: skip
