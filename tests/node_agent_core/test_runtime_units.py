@@ -239,3 +239,26 @@ def test_printer_shows_init_progress() -> None:
     assert pod_status(pod(bad))[0] == "Init:Error"
     pull = {"state": {"waiting": {"reason": "ImagePullBackOff"}}}
     assert pod_status(pod(pull))[0] == "Init:ImagePullBackOff"
+
+
+def test_env_field_refs() -> None:
+    from knemu.apiserver.convert_pod_runtime import env_var_to_proto
+    from knemu.node_agent.runtime.downward import FieldRefError, PodFields, resolve_env
+
+    literal = env_var_to_proto({"name": "A", "value": "1"})
+    ref = env_var_to_proto({"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    label = env_var_to_proto(
+        {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}
+    )
+    secret = env_var_to_proto({"name": "S", "valueFrom": {"secretKeyRef": {"name": "x"}}})
+    assert (ref.field_path, secret.unsupported) == ("spec.nodeName", "secretKeyRef")
+    pod = pb.Pod(metadata=pb.ObjectMeta(name="p", labels={"app": "web"}), node_name="node-2")
+    spec = pb.Container(name="c", env=[literal, ref, label])
+    out = resolve_env(spec, PodFields(pod, "10.244.2.3", "192.168.59.12"))
+    assert [(v.name, v.value) for v in out.env] == [("A", "1"), ("N", "node-2"), ("L", "web")]
+    assert spec.env[1].value == ""  # the original is untouched
+    with pytest.raises(FieldRefError, match="secretKeyRef is not supported"):
+        resolve_env(pb.Container(name="c", env=[secret]), PodFields(pod))
+    with pytest.raises(FieldRefError, match="not supported"):
+        resolve_env(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
+                    PodFields(pod))  # fmt: skip

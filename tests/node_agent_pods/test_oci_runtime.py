@@ -52,8 +52,10 @@ async def test_image_runs_isolated_and_shares_localhost(loaded: Harness) -> None
     h = loaded
     web = pb.Container(name="web", image=WEB_REF)
     side = pb.Container(name="side", image=WEB_REF, command=["sleep", "1000"],
-                        env=[pb.EnvVar(name="GREETING", value="hi")])  # fmt: skip
-    await h.rt.start_pod(h.pod("webpod", web, side))
+                        env=[pb.EnvVar(name="GREETING", value="hi"),
+                             pb.EnvVar(name="MY_POD", field_path="metadata.name"),
+                             pb.EnvVar(name="MY_IP", field_path="status.podIP")])  # fmt: skip
+    handle = await h.rt.start_pod(h.pod("webpod", web, side))
     await h.wait_status("default/webpod", running, 30)
     code, ps = await exec_out(h, "default/webpod", "web", "ps", "-o", "pid,args")
     assert code == 0, ps
@@ -66,6 +68,7 @@ async def test_image_runs_isolated_and_shares_localhost(loaded: Harness) -> None
     assert name.strip() == "webpod"
     _, env = await exec_out(h, "default/webpod", "side", "env")
     assert "GREETING=hi" in env and "APP=web" in env and "HOSTNAME=webpod" in env
+    assert "MY_POD=webpod" in env and f"MY_IP={handle.ip}" in env, env
     # localhost is the pod's: the side container reaches the web container on 127.0.0.1.
     code, page = await exec_out(h, "default/webpod", "side", "wget", "-qO-",
                                 "http://127.0.0.1:8080/")  # fmt: skip

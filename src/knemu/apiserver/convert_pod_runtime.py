@@ -62,6 +62,18 @@ def cpu_millis(value: Any) -> int:
     )
 
 
+def env_var_to_proto(src: Any) -> pb.EnvVar:
+    """A literal value, or a fieldRef the node resolves (the downward API); other valueFrom
+    sources (configMapKeyRef, secretKeyRef, resourceFieldRef) are named as unsupported."""
+    var = pb.EnvVar(name=_str(src.get("name")), value=_str(src.get("value")))
+    value_from = _map(src.get("valueFrom"))
+    if isinstance(value_from.get("fieldRef"), dict):
+        var.field_path = _str(_map(value_from["fieldRef"]).get("fieldPath"))
+    elif value_from:
+        var.unsupported = next(iter(value_from))
+    return var
+
+
 def container_runtime_fields(src: Any) -> dict[str, Any]:
     """Keyword arguments for pb.Container: pull policy, user, volume mounts, limits."""
     src = _map(src)

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knemu.errors import KnemuError, NotFound
+from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent import probes
 from knemu.node_agent.container_stdin import ContainerStdin
 from knemu.node_agent.runtime.oci_launch import ImageStep
@@ -228,7 +228,9 @@ class Runner:
                     self.plan.error, self._waiting, self._on_event
                 )
             except KnemuError as exc:  # e.g. the image's User is not in its /etc/passwd
-                self._waiting("CreateContainerError", exc.message)
+                config = isinstance(exc, LocalError)  # the spec or the image, not the node
+                self._waiting("CreateContainerConfigError" if config else "CreateContainerError",
+                              exc.message)  # fmt: skip
                 self._on_event("Warning", "Failed", exc.message)
                 return
         if self.oci is None and self.plan.error:

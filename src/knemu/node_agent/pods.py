@@ -49,7 +49,7 @@ from knemu.node_agent.containers import (
     container_env,
     spawn_in_pod,
 )
-from knemu.node_agent.runtime import init_containers
+from knemu.node_agent.runtime import downward, init_containers
 from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
 from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.node_agent.sandbox_host import NetworkPlan
@@ -322,7 +322,8 @@ class PodRuntime:
         for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
                                      init_containers.init_restart_policy(policy)),
                                     (p.pod.containers, p.runners, policy)):  # fmt: skip
-            for spec in specs:
+            for original in specs:
+                spec, config_error = self._with_env_refs(p, original)
                 core = ContainerCore(spec.name, pol, self._backoff[0], self._backoff[1])
                 if p.pod.init_containers and runners is p.runners:
                     core.reason = "PodInitializing"
@@ -331,7 +332,7 @@ class PodRuntime:
                     log_dir / f"{spec.name}.log",
                     on_change=functools.partial(self._report, p),
                     on_event=functools.partial(self._on_event, p.handle.key),
-                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec)),
+                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec), config_error),
                 ))  # fmt: skip
         if p.init_runners:
             p.init_task = asyncio.get_running_loop().create_task(
@@ -340,6 +341,15 @@ class PodRuntime:
         else:
             for runner in p.runners:
                 runner.start()
+
+    def _with_env_refs(self, p: _Pod, spec: pb.Container) -> tuple[pb.Container, str]:
+        """The spec with its fieldRef env values filled in, or the spec and why they cannot
+        be (the container then waits with CreateContainerConfigError)."""
+        try:
+            fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
+            return downward.resolve_env(spec, fields), ""
+        except KnemuError as exc:
+            return spec, exc.message
 
     async def _init_then_start(self, p: _Pod) -> None:
         if await init_containers.run_in_order(p.init_runners):

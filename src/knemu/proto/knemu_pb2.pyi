@@ -178,17 +178,25 @@ class EnvVar(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    FIELD_PATH_FIELD_NUMBER: _builtins.int
+    UNSUPPORTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.str
+    field_path: _builtins.str
+    """valueFrom.fieldRef.fieldPath (the node fills in the value)"""
+    unsupported: _builtins.str
+    """valueFrom's source when knemu cannot fill it (configMapKeyRef ...)"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.str = ...,
+        field_path: _builtins.str = ...,
+        unsupported: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "name", b"name", "unsupported", b"unsupported", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

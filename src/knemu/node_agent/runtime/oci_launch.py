@@ -20,6 +20,7 @@ from typing import Protocol
 
 from knemu.errors import PodRuntimeError
 from knemu.node_agent.runtime import image_pull
+from knemu.node_agent.runtime.downward import FieldRefError
 from knemu.node_agent.runtime.image_store import ImageStore, StoredImage, run_tool
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
@@ -212,14 +213,22 @@ class ImageStep:
     """One container's image step: wait for its image, then build its runc container."""
 
     def __init__(
-        self, launcher: OciLauncher, spec: pb.Container, pod: PodPaths, env: list[tuple[str, str]]
+        self,
+        launcher: OciLauncher,
+        spec: pb.Container,
+        pod: PodPaths,
+        env: list[tuple[str, str]],
+        config_error: str = "",
     ) -> None:
         self.launcher, self.spec, self.pod, self.env = launcher, spec, pod, env
+        self.config_error = config_error  # e.g. an env fieldRef knemu cannot fill
 
     async def resolve(
         self, builtin_error: str, on_waiting: Callable[[str, str], None], on_event: EventSink
     ) -> OciContainer | None:
         """The runc container to run, or None when a built-in workload stands in."""
+        if self.config_error:
+            raise FieldRefError(self.config_error)
         image = await wait_for_image(self.launcher, self.spec, builtin_error, on_waiting, on_event)
         if image is None:
             return None

@@ -12,13 +12,13 @@ api-server has no ConfigMap or Secret objects yet.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 
 from knemu.errors import LocalError
+from knemu.node_agent.runtime.downward import FieldRefError, PodFields, field_value
 from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.proto import knemu_pb2 as pb
 
@@ -57,30 +57,16 @@ def plan_mounts(
     return out
 
 
-def _field(pod: pb.Pod, field_path: str, pod_ip: str) -> str:
-    meta = pod.metadata
-    if field_path in ("metadata.labels", "metadata.annotations"):
-        values = meta.labels if field_path == "metadata.labels" else meta.annotations
-        # The kubelet's format: key="value" per line, sorted, values quoted as in Go's %q.
-        return "".join(f"{k}={json.dumps(v)}\n" for k, v in sorted(values.items()))
-    simple = {
-        "metadata.name": meta.name, "metadata.namespace": meta.namespace,
-        "metadata.uid": meta.uid, "spec.nodeName": pod.node_name, "status.podIP": pod_ip,
-    }  # fmt: skip
-    if field_path not in simple:
-        raise VolumeError(
-            f"downwardAPI fieldPath {field_path!r} is not supported; use one of "
-            f"{', '.join([*simple, 'metadata.labels', 'metadata.annotations'])}"
-        )
-    return simple[field_path]
-
-
 def downward_files(pod: pb.Pod, volume: pb.Volume, pod_ip: str) -> dict[str, str]:
     """Relative file name -> content of a downwardAPI volume."""
-    return {
-        _safe_relative(item.path, "downwardAPI path"): _field(pod, item.field_path, pod_ip)
-        for item in volume.items
-    }
+    fields = PodFields(pod, pod_ip)
+    try:
+        return {
+            _safe_relative(item.path, "downwardAPI path"): field_value(fields, item.field_path)
+            for item in volume.items
+        }
+    except FieldRefError as exc:
+        raise VolumeError(f"downwardAPI volume {volume.name!r}: {exc.message}") from None
 
 
 class PodVolumes:
