@@ -5,7 +5,9 @@ test images; needs skopeo and umoci (Debian packages), not root."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import subprocess
 import tarfile
 from pathlib import Path
@@ -76,3 +78,31 @@ def test_bad_input_is_named(
     assert main(["image", "--cluster", "nope", "--state-dir", str(tmp_path), "--runtime",
                  "local", "ls"]) == 1  # fmt: skip
     assert "no local cluster 'nope'" in capsys.readouterr().err
+
+
+def test_load_from_the_docker_engine(
+    state_root: Path, archives: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`knemu image load NAME`: docker SDK save, as kind does (an image name of its own, so
+    nothing else using this Docker engine is touched)."""
+    docker = pytest.importorskip("docker")
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    name = f"knemu.test/docker-load:{secrets.token_hex(4)}"
+    (image,) = engine.images.load(archives[WEB_REF].read_bytes())
+    try:
+        image.tag(name)
+        engine.images.remove(WEB_REF)  # only our own tag remains
+        assert knemu(state_root, "load", name) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            f"node-1: loaded {name}", f"node-2: loaded {name}"]  # fmt: skip
+        store = ImageStore(state_root / "cluster-kimg" / "node-2" / "images")
+        found = store.lookup(name)
+        assert found is not None and store.config(found).entrypoint == ("/app/web.sh",)
+    finally:
+        for tag in (name, WEB_REF):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                engine.images.remove(tag)
