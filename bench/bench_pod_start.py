@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from localcluster_helpers import LocalCluster, local_cluster, poll
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from localcluster import LocalCluster, local_cluster
 
+from knemu.testing import wait_until
 from knemu.testing_images import WEB_REF, build_test_images
 
 KINDS = {"real image (runc)": WEB_REF, "built-in (nginx)": "nginx:1.16"}
@@ -53,7 +54,7 @@ def ready(c: LocalCluster, name: str) -> bool:
 def start_latency_s(c: LocalCluster, name: str, image: str) -> float:
     t0 = time.monotonic()
     c.apply(pod(name, image))
-    poll(lambda: ready(c, name), 120, f"pod {name} Ready", every_s=0.02)
+    wait_until(lambda: ready(c, name), 120, what=f"pod {name} Ready", interval_s=0.02)
     return time.monotonic() - t0
 
 
@@ -87,7 +88,7 @@ def agent_pid(c: LocalCluster) -> int:
 
 def delete_all(c: LocalCluster, selector: str) -> None:
     c.knemu("delete", "pod", "-l", selector, timeout_s=120)
-    poll(lambda: not c.pods(selector=selector), 120, f"pods {selector} gone")
+    wait_until(lambda: not c.pods(selector=selector), 120, what=f"pods {selector} gone")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from knemu.node_agent.containers import ContainerStatus
+from knemu.node_agent.runtime.containers import ContainerStatus
 
 
 class InitRunner(Protocol):

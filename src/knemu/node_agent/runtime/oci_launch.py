@@ -32,7 +32,7 @@ from knemu.node_agent.runtime.runc import (
     remove_cgroups,
 )
 from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
-from knemu.node_agent.workloads import expand_vars
+from knemu.node_agent.runtime.workloads import expand_vars
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)
