@@ -129,6 +129,13 @@ TABLE: tuple[Command, ...] = (
     ),
     Command("chaos", "chaos:add_arguments", "chaos:run", "break nodes and links on purpose", _OWN),
     Command(
+        "image",
+        "image:add_arguments",
+        "image:run",
+        "load container images into the nodes, list them",
+        _OWN,
+    ),
+    Command(
         "up",
         "local:up_add_arguments",
         "local:up_run",

@@ -315,6 +315,9 @@ class KubeletApi:
         try:
             path = self.pods.runtime.log_path(key, m["container"])
             lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
+            if request.query.get("previous") in ("1", "true"):
+                data = self.pods.runtime.runner(key, m["container"]).previous_log()
+                return web.Response(body=tail_lines(data, lines), content_type="text/plain")
         except KnemuError as exc:
             return error_response(exc)
         except ValueError:
