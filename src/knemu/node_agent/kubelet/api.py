@@ -9,6 +9,8 @@
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
+* ``/capture`` streams pcapng/pcap of the underlay or a pod's eth0 (``capture``).
+* ``/lifecycle`` kills or freezes the node on request (``lifecycle``, for the console).
 * ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
@@ -31,6 +33,8 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import FlowEvent
 from knemu.node_agent.kubelet.attach import serve_attach
+from knemu.node_agent.kubelet.capture import CaptureTaps, serve_capture
+from knemu.node_agent.kubelet.lifecycle import serve_lifecycle
 from knemu.node_agent.kubelet.logs import serve_logs
 from knemu.node_agent.kubelet.port_forward import serve_portforward
 from knemu.node_agent.kubelet.responses import (
@@ -65,7 +69,7 @@ class RunningPods(Protocol):
 class KubeletApi:
     """The HTTP API over the node's parts it serves.  ``table``, ``metrics`` and ``cni`` are
     read at request time (the agent composes them); ``inject`` feeds a trace probe to the
-    router as if the pod had sent it."""
+    router as if the pod had sent it; ``captures`` taps the node's adapters for ``/capture``."""
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class KubeletApi:
         metrics: Callable[[], str],
         cni: Callable[[], CniConfig | None],
         inject: agent_trace.Inject,
+        captures: CaptureTaps,
     ) -> None:
         self.name = node_name
         self.pods = pods
@@ -89,6 +94,7 @@ class KubeletApi:
         self._inject = inject
         self._runner: web.AppRunner | None = None
         self.open_streams = 0
+        self.captures = captures
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
         self.app = web.Application()
         r = self.app.router
@@ -106,6 +112,8 @@ class KubeletApi:
         r.add_get("/cni", self._cni)
         stats = StatsApi(lambda: self.pods.runtime, lambda: self.name)
         r.add_get("/stats/summary", stats.handle)
+        r.add_get("/capture", self._capture)
+        r.add_post("/lifecycle", self._lifecycle)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -287,6 +295,12 @@ class KubeletApi:
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
         return await serve_portforward(request, self.pods.handles, self.name)
+
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        return await serve_capture(request, self.captures, self.name, self._wall_offset)
+
+    async def _lifecycle(self, request: web.Request) -> web.Response:
+        return await serve_lifecycle(request, self.name)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
