@@ -7,6 +7,7 @@ in a real browser by tests/apiserver/console/test_console_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
