@@ -36,8 +36,10 @@ from knemu.node_agent.faults import Impairments
 from knemu.node_agent.flows import FlowLog
 from knemu.node_agent.host import HostInterface, host_plan
 from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.mtu import resolve_pod_mtu
 from knemu.node_agent.nodeport import NodePortProxy
 from knemu.node_agent.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.tundev import ensure_tun_device
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff, ClusterClient, Informer
 
@@ -103,8 +105,12 @@ class Agent:
         await self.stop()
 
     async def start(self) -> None:
+        ensure_tun_device()  # a Swarm task has none mapped (node_agent/tundev.py)
         node = await self._register()
         self.name = node.metadata.name
+        mtu = await resolve_pod_mtu(self.config.pod_mtu_bytes, self.underlay_ip)
+        log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
+        self.config = self.config.replace(pod_mtu_bytes=mtu.mtu_bytes)
         plan = host_plan(node.pod_cidr, mtu_bytes=self.config.pod_mtu_bytes)
         local = LocalNode(
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
