@@ -50,16 +50,24 @@ MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
-def default_underlay_ip() -> str:
-    """The source address of the default route (connect() on UDP sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): only a route lookup
-        except OSError as exc:
-            raise ConfigError(
-                f"no default route to take the underlay IP from ({exc}); set underlay_ip"
-            ) from None
-        return str(s.getsockname()[0])
+def default_underlay_ip(apiserver: str = "") -> str:
+    """The source address of the default route, else of the route to the api-server (HOST:PORT):
+    an internal network such as a Swarm overlay has no default route.  connect() on UDP sends
+    nothing; it only looks the route up."""
+    host = apiserver.rpartition(":")[0].strip("[]")
+    targets = [("192.0.2.1", 9)] + ([(host, 9)] if host else [])  # TEST-NET-1 (RFC 5737)
+    errors = []
+    for target in targets:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect(target)
+            except OSError as exc:
+                errors.append(f"{target[0]}: {exc}")
+                continue
+            return str(s.getsockname()[0])
+    raise ConfigError(
+        f"no route to take the underlay IP from ({'; '.join(errors)}); set underlay_ip"
+    )
 
 
 class Agent:
@@ -67,7 +75,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.underlay_ip = config.underlay_ip or default_underlay_ip()
+        self.underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
         self.identity = config.identity or socket.gethostname()
         self.client = ClusterClient(config.apiserver)
         self.flows = FlowLog()
