@@ -87,13 +87,14 @@ def free_subnet(client: docker.DockerClient) -> str:
 
 
 @contextmanager
-def single_host_swarm() -> Iterator[docker.DockerClient]:
+def single_host_swarm() -> Iterator[tuple[docker.DockerClient, bool]]:
+    """(engine, whether this made the swarm)."""
     client = docker.from_env()
     state = client.info()["Swarm"]
     if state.get("LocalNodeState") == "active":
         if not state.get("ControlAvailable"):
             pytest.skip("this docker engine is a swarm worker; the swarm tests need a manager")
-        yield client  # an existing swarm: use it, leave it as it is
+        yield client, False  # an existing swarm: use it, leave it as it is
         return
     if state.get("LocalNodeState") != "inactive":
         pytest.skip(f"docker engine swarm state is {state.get('LocalNodeState')!r}")
@@ -102,7 +103,7 @@ def single_host_swarm() -> Iterator[docker.DockerClient]:
     run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1",
         "--listen-addr", f"127.0.0.1:{port}")  # fmt: skip
     try:
-        yield client
+        yield client, True
     finally:
         run("docker", "swarm", "leave", "--force", check=False)
         if not had_gwbridge:
@@ -146,8 +147,11 @@ class ApiForward:
 
 
 class SwarmStack:
-    def __init__(self, client: docker.DockerClient, name: str, subnet: str) -> None:
+    def __init__(
+        self, client: docker.DockerClient, name: str, subnet: str, own_swarm: bool
+    ) -> None:
         self.docker = client
+        self.own_swarm = own_swarm  # made for the test: its host may be drained
         self.name = name
         self.subnet = subnet
         self.env = dict(
@@ -242,9 +246,9 @@ def ensure_image(client: docker.DockerClient) -> None:
 
 @contextmanager
 def swarm_stack() -> Iterator[SwarmStack]:
-    with single_host_swarm() as client:
+    with single_host_swarm() as (client, own_swarm):
         ensure_image(client)
-        stack = SwarmStack(client, f"ks{secrets.token_hex(3)}", free_subnet(client))
+        stack = SwarmStack(client, f"ks{secrets.token_hex(3)}", free_subnet(client), own_swarm)
         try:
             stack.deploy()
             wait_until(lambda: len(stack.ready_nodes()) >= 3, 240, "3 Ready nodes")

@@ -36,9 +36,9 @@ def identities(stack: SwarmStack) -> dict[str, str]:
     }
 
 
-def chaos(stack: SwarmStack, *args: str) -> str:
+def chaos(stack: SwarmStack, *args: str, server: str = "") -> str:
     """`knemu chaos --runtime swarm ...` from the host, as a user on a manager runs it."""
-    env = dict(os.environ, KNEMU_SERVER=stack.server)
+    env = dict(os.environ, KNEMU_SERVER=server or stack.server)
     proc = subprocess.run(
         [sys.executable, "-m", "knemu.cli", "chaos", "--runtime", "swarm", "--stack", stack.name,
          *args],
@@ -184,3 +184,26 @@ def test_scale_up_adds_a_node_and_scale_down_drains_one(stack: SwarmStack) -> No
         90,
         "3 ready replicas on the remaining nodes",
     )
+
+
+def test_drain_host_kills_every_node_on_it_at_once_and_activate_brings_them_back(
+    stack: SwarmStack,
+) -> None:
+    """On a single-host swarm the one host runs everything: a drain stops every task (the
+    api-server's too), and activating the host brings the same nodes back from its volume."""
+    if not stack.own_swarm:
+        pytest.skip("draining a host of a swarm the test did not make would disturb others")
+    wait_until(lambda: len(stack.ready_nodes()) == 3, 60, "3 Ready nodes")
+    host = stack.docker.info()["Name"]
+    before = set(stack.ready_nodes())
+    out = chaos(stack, "drain-host", host)
+    try:
+        assert f"host {host}: availability drain" in out
+        assert {n for n in before if f"{n}: on {host}, its task stops now" in out} == before
+        wait_until(lambda: not stack.containers("node"), 60, "every node task stopped")
+    finally:
+        # The api-server is drained too; activate-host does not need it (no server: port 9).
+        out = chaos(stack, "activate-host", host, server="http://127.0.0.1:9")
+    assert out == f"host {host}: availability active\n"
+    wait_until(lambda: set(stack.ready_nodes()) >= before, 120, "the same nodes Ready again")
+    wait_until(lambda: len(ready_pods(stack)) == 3, 120, "3 ready replicas again")

@@ -227,13 +227,12 @@ class SwarmRuntime:
             names = sorted(n.attrs["Description"]["Hostname"] for n in self.docker.nodes.list())
             raise LocalError(f"no swarm host {host!r}; hosts: {', '.join(names)}")
         swarm_node = found[0]
-        on_host = self._nodes_on(swarm_node.id)
-        spec = dict(swarm_node.attrs["Spec"], Availability=availability)
-        swarm_node.update(spec)
+        # Named before the drain: the api-server itself may run on the drained host.  (Not
+        # asked on activate: the api-server may be down until the host takes tasks again.)
+        on_host = self._nodes_on(swarm_node.id) if availability == "drain" else []
+        swarm_node.update(dict(swarm_node.attrs["Spec"], Availability=availability))
         lines = [f"host {host}: availability {availability}"]
-        if availability == "drain":
-            lines += [f"{name}: on {host}, its task stops now" for name in on_host]
-        return lines
+        return lines + [f"{name}: on {host}, its task stops now" for name in on_host]
 
     def _nodes_on(self, host_id: str) -> list[str]:
         """Names of the knemu nodes whose running tasks are on ``host_id``."""
