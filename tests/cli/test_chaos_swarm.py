@@ -120,7 +120,7 @@ class FakeApi:
 def swarm() -> tuple[SwarmRuntime, FakeEngine, FakeEngine]:
     """Two hosts: manager m1 runs slots 1 and 3 (slot 1's old task failed), worker w2 slot 2."""
     local = FakeEngine("m1", {"c1": FakeContainer("c1"), "c3": FakeContainer("c3")})
-    remote = FakeEngine("w2", {"c2": FakeContainer("c2")})
+    remote = FakeEngine("w2", {"c2": FakeContainer("c2"), "ca": FakeContainer("ca")})
     hosts = {"m1": FakeSwarmNode("m1", "manager-1"), "w2": FakeSwarmNode("w2", "worker-2")}
     node_service = FakeService(
         "ks_node",
@@ -133,7 +133,10 @@ def swarm() -> tuple[SwarmRuntime, FakeEngine, FakeEngine]:
     )
     local.nodes = FakeCollection(hosts)
     local.services = FakeCollection(
-        {"ks_node": node_service, "ks_apiserver": FakeService("ks_apiserver")}
+        {
+            "ks_node": node_service,
+            "ks_apiserver": FakeService("ks_apiserver", [task(1, "w2", "ca")]),
+        }
     )
     engines = {None: local, "ssh://root@worker-2": remote}
     api = FakeApi({f"node-{i}": f"ks_node-{i}" for i in (1, 2, 3)} | {"node-9": "abc123"})
@@ -197,7 +200,9 @@ def test_a_node_that_is_not_a_task_of_the_stack(swarm: Any) -> None:
 
 
 def test_restart_of_a_control_plane_service_forces_a_new_task(swarm: Any) -> None:
-    rt, local, _ = swarm
+    rt, local, remote = swarm
+    assert "apiserver: task ks_apiserver.1 on host worker-2 killed" in rt.kill("apiserver")
+    assert remote.containers.get("ca").actions == ["kill SIGKILL"]
     assert "service ks_apiserver restarted" in rt.restart("apiserver")
     assert local.services.get("ks_apiserver").forced == 1
     with pytest.raises(LocalError, match="no service ks_dns"):

@@ -14,7 +14,8 @@ container and the Swarm host that runs it.
 * ``drain-host HOST`` is ``docker node update --availability drain HOST``: Swarm stops every
   task on the host at once and reschedules them elsewhere -- many knemu nodes dying together,
   as when a rack loses power.  ``activate-host`` makes the host schedulable again.
-* ``restart apiserver|dns`` forces a new task for that service (``docker service update
+* ``kill``/``stop``/``start`` work on ``apiserver`` and ``dns`` too (their one task);
+  ``restart apiserver|dns`` forces a new task for that service (``docker service update
   --force``).
 
 Link impairments (``delay``, ``partition``, ...) do not depend on the runtime: the agents apply
@@ -34,6 +35,7 @@ from knemu.cli.client import ApiClient, resolve_kind
 from knemu.errors import LocalError, RemoteError
 
 DEFAULT_STACK = "knemu"
+CONTROL_PLANE = ("apiserver", "dns")
 ENGINES_ENV = "KNEMU_SWARM_ENGINES"  # "HOST=URL,HOST=URL": Docker APIs of the other hosts
 
 
@@ -154,7 +156,7 @@ class SwarmRuntime:
             or meta.get("labels", {}).get("knemu.dev/identity", "")
         )
 
-    def _node_task(self, node: str) -> Task:
+    def _node_task(self, node: str) -> tuple[str, Task]:
         service = node_service(self.stack)
         identity = self._identity(node)
         slot = slot_of(identity, service)
@@ -169,50 +171,57 @@ class SwarmRuntime:
                 f"{node}: slot {slot} of {service} has no running task now "
                 "(killed, or its host drained?); Swarm starts it again by itself"
             )
-        return task
+        return service, task
 
-    def _container(self, node: str) -> tuple[Any, Task]:
-        task = self._node_task(node)
-        return self._engine(task.host_id).containers.get(task.container_id), task
+    def _control_plane_task(self, target: str) -> tuple[str, Task]:
+        """The running task of the apiserver or dns service (found from Swarm alone: the
+        api-server may be the thing that is down)."""
+        service = f"{self.stack}_{target}"
+        tasks = running_tasks(self._service(service).tasks())
+        if not tasks:
+            raise LocalError(f"{service} has no running task now; Swarm starts it by itself")
+        return service, tasks[min(tasks)]
 
-    def _where(self, task: Task) -> str:
-        return (
-            f"task {node_service(self.stack)}.{task.slot} on host {self._host_name(task.host_id)}"
-        )
+    def _container(self, target: str) -> tuple[Any, str]:
+        """The target's container, on the engine of its host, and where it runs (for output)."""
+        if target in CONTROL_PLANE:
+            service, task = self._control_plane_task(target)
+        else:
+            service, task = self._node_task(target)
+        container = self._engine(task.host_id).containers.get(task.container_id)
+        return container, f"task {service}.{task.slot} on host {self._host_name(task.host_id)}"
 
     # -- the Runtime protocol ------------------------------------------------------------------
 
     def kill(self, target: str) -> str:
-        if target in ("apiserver", "dns"):
-            return self.restart(target)
-        container, task = self._container(target)
+        container, where = self._container(target)
         container.kill(signal="SIGKILL")
         return (
-            f"{target}: {self._where(task)} killed (SIGKILL); Swarm starts slot {task.slot} again "
-            "after the service's restart delay"
+            f"{target}: {where} killed (SIGKILL); Swarm starts it again after the service's "
+            "restart delay"
         )
 
     def stop(self, target: str) -> str:
-        container, task = self._container(target)
+        container, where = self._container(target)
         container.pause()
-        return f"{target}: {self._where(task)} frozen (docker pause)"
+        return f"{target}: {where} frozen (docker pause)"
 
     def start(self, target: str) -> str:
-        container, task = self._container(target)
+        container, where = self._container(target)
         container.reload()
         if container.status == "paused":
             container.unpause()
-            return f"{target}: {self._where(task)} thawed"
-        return f"{target}: {self._where(task)} is already running"
+            return f"{target}: {where} thawed"
+        return f"{target}: {where} is already running"
 
     def restart(self, target: str) -> str:
-        if target in ("apiserver", "dns"):
+        if target in CONTROL_PLANE:
             service = self._service(f"{self.stack}_{target}")
             service.force_update()
             return f"{target}: service {service.name} restarted (docker service update --force)"
-        container, task = self._container(target)
+        container, where = self._container(target)
         container.restart(timeout=5)
-        return f"{target}: {self._where(task)} restarted"
+        return f"{target}: {where} restarted"
 
     # -- hosts -------------------------------------------------------------------------------
 
