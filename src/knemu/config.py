@@ -154,6 +154,12 @@ class AgentConfig(_Config):
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
 
+    @property
+    def pod_mtu_or_default(self) -> int:
+        """pod_mtu_bytes; while it is 0 (the agent has not yet read the underlay's MTU, or a
+        part runs without an agent) the 1500-byte underlay's 1450."""
+        return self.pod_mtu_bytes or POD_MTU_BYTES
+
     def validate(self) -> None:
         _check_hostport("apiserver", self.apiserver)
         _check_hostport("dns_upstream", self.dns_upstream)

@@ -11,9 +11,7 @@ from knemu.node_agent import cni
 
 
 def build(config: AgentConfig | None = None) -> dict[str, Any]:
-    return cni.conflist(
-        config or AgentConfig(pod_mtu_bytes=1450), "node-2", "10.244.2.0/24", "10.244.2.1"
-    )
+    return cni.conflist(config or AgentConfig(), "node-2", "10.244.2.0/24", "10.244.2.1")
 
 
 def test_the_chain_is_knemu_then_portmap_as_in_seed_001() -> None:

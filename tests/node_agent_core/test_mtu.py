@@ -77,3 +77,8 @@ def test_config_mtu_zero_means_from_the_underlay() -> None:
     assert AgentConfig.from_mapping({"pod_mtu_bytes": 1400}).pod_mtu_bytes == 1400
     with pytest.raises(ConfigError, match="between 576 and 9000"):
         AgentConfig.from_mapping({"pod_mtu_bytes": 100})
+
+
+def test_parts_run_without_an_agent_see_1450_until_it_is_resolved() -> None:
+    assert AgentConfig().pod_mtu_or_default == 1450
+    assert AgentConfig(pod_mtu_bytes=1400).pod_mtu_or_default == 1400

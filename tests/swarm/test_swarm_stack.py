@@ -184,6 +184,10 @@ def test_scale_up_adds_a_node_and_scale_down_drains_one(stack: SwarmStack) -> No
         90,
         "3 ready replicas on the remaining nodes",
     )
+    # The Node of a removed task stays NotReady, as a real node whose kubelet stopped, until
+    # someone deletes it.
+    assert f'node "{left[0]}" deleted' in stack.knemu("delete", "node", left[0])
+    wait_until(lambda: len(stack.nodes()) == 3, 30, f"{left[0]} gone from the node list")
 
 
 def test_drain_host_kills_every_node_on_it_at_once_and_activate_brings_them_back(
