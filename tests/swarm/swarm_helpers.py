@@ -257,3 +257,14 @@ def swarm_stack() -> Iterator[SwarmStack]:
             for c in stack.containers():
                 print(f"--- {c.name}\n{c.logs(tail=60).decode(errors='replace')}")
             stack.remove()
+
+
+def ready_pods(stack: SwarmStack) -> dict[str, str]:
+    """name -> node of the ready sample-app pods."""
+    pods = stack.rest("/api/v1/namespaces/default/pods?labelSelector=app%3Dsample-app")["items"]
+    out = {}
+    for p in pods:
+        conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True" and "deletionTimestamp" not in p["metadata"]:
+            out[p["metadata"]["name"]] = p["spec"]["nodeName"]
+    return out

@@ -15,8 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ready_pods
-from swarm_helpers import SwarmStack, run, wait_until
+from swarm_helpers import SwarmStack, ready_pods, run, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow]
 SERVICE = "default/sample-clusterip"
