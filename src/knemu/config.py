@@ -137,7 +137,7 @@ class AgentConfig(_Config):
     underlay_ip: str = ""  # empty: the address of the interface holding the default route
     vxlan_port: int = VXLAN_PORT
     vni: int = VNI
-    pod_mtu_bytes: int = 0  # 0: the underlay interface's MTU minus 50 (node_agent/mtu.py)
+    pod_mtu_bytes: int = 0  # 0: the underlay's MTU minus 50 (node_agent/dataplane/mtu.py)
     kubelet_listen_port: int = KUBELET_PORT
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"

@@ -1,6 +1,7 @@
 """Test helpers shipped in the package (used by the CLI's tests and the integration tests).
 
-* ``wait_for(predicate, timeout_s)``: poll a condition with a deadline, never a bare sleep.
+* ``wait_for(predicate, timeout_s)``: poll a condition with a deadline, never a bare sleep
+  (``wait_until``: the same without an event loop).
 * ``apiserver_process(tmp_path, **config)``: the api-server in a subprocess on free loopback
   ports, to SIGKILL and restart on the same data; ``apiserver_inprocess``: in this loop.
 * ``FakeNode(grpc_target, name)``: a node without a data plane that registers (VTEP MAC, IP in
@@ -69,9 +70,39 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float = 10.0,
+    *,
+    what: str = "",
+    interval_s: float = POLL_INTERVAL_S,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """``wait_for`` for code without an event loop (tests driving the synchronous CLI).
+
+    Exceptions of the ``retry_on`` types count as "not yet" (a cluster mid-restart answers with
+    errors for a while); the last one is named if the wait times out.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+        except retry_on as exc:
+            result, last_error = None, exc
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__name__", repr(predicate))
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {name}{detail}")
+        time.sleep(interval_s)
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe), TCP or
+    ``kind=socket.SOCK_DGRAM`` for UDP."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -1,37 +1,33 @@
-"""Fixtures for the api-server tests: a REST app on a free loopback port over an in-memory store."""
+"""Fixtures for the api-server tests: ``cluster``, the api-server logic on an in-memory store
+(see cluster.py); the REST and gRPC fixtures are in rest/ and grpc_api/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
-import aiohttp
 import pytest
-from aiohttp import web
-from apiserver_helpers import NOW, FakeAdmission, RestEnv
 
-from knemu.apiserver.proxy import NodeProxy
-from knemu.apiserver.rest import RestApi
-from knemu.apiserver.store import Store
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver import builtins
+from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.controllers import ControllerManager
+from knemu.apiserver.nodes import NodeRegistry
+from knemu.apiserver.recorder import EventRecorder
+from knemu.apiserver.storage.store import Store
+from knemu.config import ApiServerConfig
+
+from .cluster import T0, Cluster
 
 
 @pytest.fixture
-async def rest() -> AsyncIterator[RestEnv]:
-    store = Store(":memory:", event_history=50)
-    hub = WatchHub(store, queue_events=20)
-    admission = FakeAdmission()
-    app = web.Application()
-    NodeProxy(store).add_routes(app)
-    RestApi(store, hub, admission, clock=lambda: NOW, watch_check_s=0.2).add_routes(app)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
+def cluster() -> Iterator[Cluster]:
+    store = Store(":memory:")
+    config = ApiServerConfig()
+    recorder = EventRecorder(store)
+    admission = Admission(store, config, recorder)
+    registry = NodeRegistry(store, config, recorder)
+    manager = ControllerManager(store, config, registry, recorder, seed=7)
+    builtins.bootstrap(store, admission, T0)
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as http:
-            yield RestEnv(f"http://127.0.0.1:{port}", store, hub, admission, http)
+        yield Cluster(store, config, recorder, admission, registry, manager)
     finally:
-        hub.close()
-        await runner.cleanup()
         store.close()

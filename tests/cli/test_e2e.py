@@ -11,12 +11,12 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from knemu.cli import main
 from knemu.cli.client import ApiClient, resolve_kind
+from knemu.testing import wait_until
 
 from .cluster_thread import Cluster, cluster_in_thread
 
@@ -57,17 +57,6 @@ def knemu(cluster: Cluster, ns: str, capsys: pytest.CaptureFixture[str]) -> Run:
     return run
 
 
-def wait_until(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline, not waiting blindly
-
-
 def _running_pods(knemu: Run, expected: int) -> list[str]:
     def check() -> list[str] | None:
         code, out, _ = knemu("get", "pods", "--no-headers")
@@ -75,7 +64,7 @@ def _running_pods(knemu: Run, expected: int) -> list[str]:
         ok = code == 0 and len(rows) == expected and all(r[1:3] == ["1/1", "Running"] for r in rows)
         return [r[0] for r in rows] if ok else None
 
-    return list(wait_until(f"{expected} running pods", check))
+    return list(wait_until(check, DEADLINE_S, what=f"{expected} running pods"))
 
 
 def _describe_endpoints(knemu: Run, service: str, count: int) -> list[str]:
@@ -85,7 +74,7 @@ def _describe_endpoints(knemu: Run, service: str, count: int) -> list[str]:
         value = line.split(None, 1)[1]
         return value.split(",") if value != "<none>" and len(value.split(",")) == count else None
 
-    return list(wait_until(f"{count} endpoints of {service}", check))
+    return list(wait_until(check, DEADLINE_S, what=f"{count} endpoints of {service}"))
 
 
 def test_seed_003_deployment_and_clusterip(knemu: Run, ns: str) -> None:
@@ -323,7 +312,7 @@ def test_seed_002_directory_applies_its_three_versions_in_order(knemu: Run) -> N
         ingress = knemu("get", "svc", "myapp-service", "-o", jsonpath)[1]
         return row[1:4] == ["LoadBalancer", "10.0.171.239", ingress or "<pending>"]
 
-    wait_until("EXTERNAL-IP to match status.loadBalancer", consistent)
+    wait_until(consistent, DEADLINE_S, what="EXTERNAL-IP to match status.loadBalancer")
 
 
 def test_watch_prints_the_table_and_ends_with_the_request_timeout(knemu: Run) -> None:

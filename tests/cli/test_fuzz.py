@@ -6,8 +6,8 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from knemu.cli.jsonpath import JsonPathError, render
 from knemu.cli.manifests import ManifestError, parse_documents, strip_trailing_whitespace
+from knemu.cli.output.jsonpath import JsonPathError, render
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),

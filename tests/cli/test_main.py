@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -22,10 +23,18 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         assert command.name in out
 
 
+def test_every_command_names_two_functions_that_exist() -> None:
+    for command in cli.TABLE:
+        for name in (command.add_arguments, command.run):
+            module, _, function = name.partition(":")
+            loaded = importlib.import_module(f"{cli.COMMANDS_PACKAGE}.{module}")
+            assert callable(getattr(loaded, function, None)), f"{command.name}: {name}"
+
+
 def test_missing_module_gives_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ghost = Command("ghost", "kt_no_such_module", "", "x")
+    ghost = Command("ghost", "kt_no_such_module:add_arguments", "kt_no_such_module:run", "x")
     monkeypatch.setattr(cli, "TABLE", (*cli.TABLE, ghost))
     monkeypatch.setitem(cli._BY_NAME, "ghost", ghost)
     assert main(["ghost"]) == 1
@@ -59,7 +68,7 @@ def test_server_flag_before_or_after_the_subcommand(monkeypatch: pytest.MonkeyPa
         assert isinstance(args.client, ApiClient)
         return 0
 
-    monkeypatch.setattr("knemu.cli.get.run", fake_run)
+    monkeypatch.setattr("knemu.cli.commands.get.run", fake_run)
     monkeypatch.delenv("KNEMU_SERVER", raising=False)
     assert main(["--server", "http://a:1", "get", "pods"]) == 0
     assert main(["get", "pods", "--server", "http://b:2"]) == 0

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 import docker
 import pytest
 
+from knemu import testing
 from knemu.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,20 +40,12 @@ IMAGE = os.environ.get("KNEMU_IMAGE", "knemu:local")
 
 
 def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the stack may be mid-restart: keep polling
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    """knemu.testing.wait_until at the pace of a Swarm stack, tolerating errors while tasks
+    restart (as compose_helpers.wait_until does for containers)."""
+    return testing.wait_until(
+        predicate, timeout_s, what=what, interval_s=interval_s, retry_on=(Exception,)
     )
 
 

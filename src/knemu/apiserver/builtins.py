@@ -17,8 +17,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from knemu.apiserver.admission import Admission
-from knemu.apiserver.store import Store
+from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.storage.store import Store
 
 Obj = dict[str, Any]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")

@@ -24,8 +24,8 @@ import ipaddress
 import re
 from typing import Any
 
-from knemu.apiserver.store import Store
-from knemu.apiserver.validation import as_list, as_map, duplicate, invalid
+from knemu.apiserver.storage.store import Store
+from knemu.apiserver.validation.common import as_list, as_map, duplicate, invalid
 from knemu.config import ApiServerConfig, node_pod_cidr
 from knemu.errors import ConfigError, Exhausted, FieldError, Invalid
 

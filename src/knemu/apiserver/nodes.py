@@ -18,9 +18,10 @@ import json
 import re
 from typing import Any
 
-from knemu.apiserver import ipam, naming
+from knemu.apiserver import ipam
+from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import VNI, ApiServerConfig
 from knemu.errors import LocalError, NotFound
 
@@ -99,12 +100,6 @@ class NodeRegistry:
     def last_renew(self, name: str, now: float) -> float:
         """When ``name`` last renewed; a node never seen since start counts as renewed now."""
         return self._renewed.setdefault(name, now)
-
-    def forget(self, name: str) -> None:
-        self._renewed.pop(name, None)
-
-    def reported_ready(self, uid: str) -> bool | None:
-        return self._reported_ready.get(uid)
 
     def renew(self, name: str, now: float) -> bool:
         """Renew ``name``'s lease; False when the Node object is gone (register again)."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from knemu.apiserver.naming import parse_rfc3339, rfc3339
-from knemu.apiserver.store import CLUSTER_SCOPED_KINDS, Store
+from knemu.apiserver.meta.naming import parse_rfc3339, rfc3339
+from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
 from knemu.errors import AlreadyExists, NotFound
 
 Obj = dict[str, Any]

@@ -25,15 +25,15 @@ import grpc
 from aiohttp import web
 
 from knemu.apiserver import builtins
-from knemu.apiserver.admission import Admission
+from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.controllers import ControllerManager
-from knemu.apiserver.grpc_service import bound_port, start_grpc_server
+from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
-from knemu.apiserver.proxy import NodeProxy
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.rest import RestApi
-from knemu.apiserver.store import Store, StoredEvent
-from knemu.apiserver.watch import WatchHub
+from knemu.apiserver.rest.handlers import RestApi
+from knemu.apiserver.rest.proxy import NodeProxy
+from knemu.apiserver.storage.store import Store, StoredEvent
+from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.config import ApiServerConfig
 from knemu.errors import ConfigError, KnemuError, Unavailable
 

@@ -1,10 +1,12 @@
 """The ``knemu`` command line: kubectl for knemu, plus the commands that run its components.
 
-``main(argv) -> int`` dispatches through ``TABLE``: each subcommand names the module that
-implements it and the prefix of that module's ``add_arguments(parser)`` / ``run(args) -> int``
-functions (``knemu.cli.local.up_add_arguments`` / ``up_run`` for ``knemu up``).
-Only the chosen subcommand's module is imported, so a component that is missing or broken
-gives a clear error for that subcommand and never breaks the others.
+``main(argv) -> int`` dispatches through ``TABLE``: each subcommand names its two functions in
+``knemu.cli.commands`` as ``"module:function"`` (``"local:up_add_arguments"`` and
+``"local:up_run"`` for ``knemu up``), so every entry point can be found by its name.
+Only the chosen subcommand's module is imported, so a command's dependencies (aiohttp for
+exec/attach/logs, ...) cost nothing to the others, and a module that is missing or broken
+gives a clear error for that subcommand and never breaks the others.  Output (tables, -o
+formats, JSONPath, describe) is in ``knemu.cli.output``; the REST client in ``knemu.cli.client``.
 
 Every subcommand gets ``args.server`` (``--server``, else ``$KNEMU_SERVER``, else
 http://127.0.0.1:6443), ``args.client`` (an ``ApiClient`` for it) and ``args.verbose``; the
@@ -30,45 +32,110 @@ from knemu.errors import KnemuError
 log = logging.getLogger("knemu.cli")
 
 
+COMMANDS_PACKAGE = "knemu.cli.commands"
+
+
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: ``knemu.cli.<module>`` provides ``<prefix>add_arguments(parser)`` and
-    ``<prefix>run(args) -> int``."""
+    """One subcommand: ``add_arguments(parser)`` and ``run(args) -> int``, each named
+    ``"module:function"`` with the module under ``knemu.cli.commands``."""
 
     name: str
-    module: str  # under knemu.cli
-    prefix: str  # of the two function names
+    add_arguments: str
+    run: str
     help: str
     user: bool = True  # a kubectl-like command: gets -n/--namespace
     split_command: bool = False  # everything after "--" is args.command
 
-    @property
-    def module_path(self) -> str:
-        return f"knemu.cli.{self.module}"
-
 
 _OWN = False  # not a kubectl-like command: no -n/--namespace
 TABLE: tuple[Command, ...] = (
-    Command("apply", "apply", "", "create or update objects from manifests"),
-    Command("get", "get", "", "list objects"),
-    Command("describe", "describe", "", "show objects in detail"),
-    Command("delete", "delete", "", "delete objects"),
-    Command("patch", "patch", "patch_", "update fields of an object (strategic merge patch)"),
-    Command("scale", "patch", "scale_", "set the replicas of a deployment or replicaset"),
-    Command("exec", "exec", "exec_", "run a command in a container", split_command=True),
-    Command("attach", "attach", "attach_", "attach to a running container's main process"),
-    Command("run", "run", "run_", "start a pod and attach to it", split_command=True),
-    Command("logs", "logs", "logs_", "print a container's output"),
-    Command("port-forward", "portforward", "port_forward_", "forward local ports to a pod"),
-    Command("flows", "observe", "flows_", "stream flow events from the nodes", _OWN),
-    Command("trace", "observe", "trace_", "follow one probe hop by hop", _OWN),
-    Command("cni", "cni", "cni_", "show a node's CNI network config (conflist)", _OWN),
-    Command("chaos", "chaos", "", "break nodes and links on purpose", _OWN),
-    Command("up", "local", "up_", "start a local cluster in network namespaces", _OWN),
-    Command("down", "local", "down_", "stop the local cluster", _OWN),
-    Command("apiserver", "components", "apiserver_", "run the api-server", _OWN),
-    Command("agent", "components", "agent_", "run a node agent", _OWN),
-    Command("dns", "components", "dns_", "run the cluster DNS", _OWN),
+    Command("apply", "apply:add_arguments", "apply:run", "create or update objects from manifests"),
+    Command("get", "get:add_arguments", "get:run", "list objects"),
+    Command("describe", "describe:add_arguments", "describe:run", "show objects in detail"),
+    Command("delete", "delete:add_arguments", "delete:run", "delete objects"),
+    Command(
+        "patch",
+        "patch:patch_add_arguments",
+        "patch:patch_run",
+        "update fields of an object (strategic merge patch)",
+    ),
+    Command(
+        "scale",
+        "patch:scale_add_arguments",
+        "patch:scale_run",
+        "set the replicas of a deployment or replicaset",
+    ),
+    Command(
+        "exec",
+        "exec:exec_add_arguments",
+        "exec:exec_run",
+        "run a command in a container",
+        split_command=True,
+    ),
+    Command(
+        "attach",
+        "attach:attach_add_arguments",
+        "attach:attach_run",
+        "attach to a running container's main process",
+    ),
+    Command(
+        "run",
+        "run:run_add_arguments",
+        "run:run_run",
+        "start a pod and attach to it",
+        split_command=True,
+    ),
+    Command("logs", "logs:logs_add_arguments", "logs:logs_run", "print a container's output"),
+    Command(
+        "port-forward",
+        "portforward:port_forward_add_arguments",
+        "portforward:port_forward_run",
+        "forward local ports to a pod",
+    ),
+    Command(
+        "flows",
+        "observe:flows_add_arguments",
+        "observe:flows_run",
+        "stream flow events from the nodes",
+        _OWN,
+    ),
+    Command(
+        "trace",
+        "observe:trace_add_arguments",
+        "observe:trace_run",
+        "follow one probe hop by hop",
+        _OWN,
+    ),
+    Command(
+        "cni",
+        "cni:cni_add_arguments",
+        "cni:cni_run",
+        "show a node's CNI network config (conflist)",
+        _OWN,
+    ),
+    Command("chaos", "chaos:add_arguments", "chaos:run", "break nodes and links on purpose", _OWN),
+    Command(
+        "up",
+        "local:up_add_arguments",
+        "local:up_run",
+        "start a local cluster in network namespaces",
+        _OWN,
+    ),
+    Command("down", "local:down_add_arguments", "local:down_run", "stop the local cluster", _OWN),
+    Command(
+        "apiserver",
+        "components:apiserver_add_arguments",
+        "components:apiserver_run",
+        "run the api-server",
+        _OWN,
+    ),
+    Command(
+        "agent", "components:agent_add_arguments", "components:agent_run", "run a node agent", _OWN
+    ),
+    Command(
+        "dns", "components:dns_add_arguments", "components:dns_run", "run the cluster DNS", _OWN
+    ),
 )
 
 _BY_NAME = {c.name: c for c in TABLE}
@@ -78,16 +145,21 @@ class CommandUnavailable(KnemuError):
     """The module implementing a subcommand cannot be imported."""
 
 
-def _load(command: Command) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]:
+def _function(command: Command, name: str) -> Callable[..., Any]:
+    module_name, _, function_name = name.partition(":")
+    path = f"{COMMANDS_PACKAGE}.{module_name}"
     try:
-        module = importlib.import_module(command.module_path)
-        add_arguments = getattr(module, command.prefix + "add_arguments")
-        return add_arguments, getattr(module, command.prefix + "run")
+        function: Callable[..., Any] = getattr(importlib.import_module(path), function_name)
     except (ImportError, AttributeError) as exc:
         raise CommandUnavailable(
-            f"knemu {command.name} is not available in this installation: {command.module_path} "
+            f"knemu {command.name} is not available in this installation: {path} "
             f"could not be loaded ({exc}); check that knemu is installed completely"
         ) from None
+    return function
+
+
+def _load(command: Command) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]:
+    return _function(command, command.add_arguments), _function(command, command.run)
 
 
 def _add_globals(parser: argparse.ArgumentParser, default: Any) -> None:

@@ -26,6 +26,8 @@ from knemu import yamlload
 from knemu.errors import LocalError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# The annotation where `apply` records the manifest it applied (the base of its 3-way merge).
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 STDIN = "-"
 
 

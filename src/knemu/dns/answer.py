@@ -113,10 +113,6 @@ class Answerer:
         question = wire[HEADER_BYTES : keyed[1]]
         return Reply(wire[:2] + cached.head + question + cached.after_question(), cached.rcode)
 
-    def clear_cache(self) -> None:
-        """Forget every cached reply (done by itself whenever the view changes)."""
-        self.cache.clear(self.view.generation)
-
     def cache_statistics(self) -> dict[str, int]:
         return self.cache.statistics()
 

@@ -1,6 +1,6 @@
 """Flags of `knemu dns`, mapped to ``DnsConfig`` by a table.
 
-The names match those of ``knemu dns`` (knemu.cli.components: one flag per DnsConfig field).
+The names match those of ``knemu dns`` (cli.commands.components: one flag per DnsConfig field).
 ``main(argv)`` backs ``python -m knemu.dns --listen 127.0.0.1:5353 --apiserver HOST:PORT``, for
 running the component without the CLI package.
 """

@@ -129,10 +129,6 @@ class DnsServer:
         self._forwards = 0
         self._synced = asyncio.Event()
 
-    @property
-    def tcp_address(self) -> tuple[str, int]:
-        return self.udp_address
-
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> DnsServer:

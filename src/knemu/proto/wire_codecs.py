@@ -66,10 +66,6 @@ class IPv4Packet:
     options: bytes = b""
     checksum: int = 0  # as decoded; encode computes it
 
-    @property
-    def header_len(self) -> int:
-        return IPV4_MIN_HEADER + len(self.options)
-
 
 def encode_ipv4(pkt: IPv4Packet) -> bytes:
     """Serialise with a freshly computed header checksum (RFC 791 section 3.1)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
-from knemu.apiserver.admission import Admission
+from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.controllers.common import Context
 from knemu.apiserver.controllers.deployment import DeploymentController
 from knemu.apiserver.controllers.endpoints import EndpointsController
@@ -27,7 +27,7 @@ from knemu.apiserver.controllers.scheduler import Scheduler
 from knemu.apiserver.controllers.service import ServiceController
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
 
 __all__ = ["MAX_ROUNDS", "ControllerManager"]

@@ -13,10 +13,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from knemu.apiserver.admission import Admission
+from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.nodes import NodeRegistry, condition
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.store import Store
+from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
 from knemu.errors import NotFound
 

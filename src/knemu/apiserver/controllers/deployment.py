@@ -22,7 +22,6 @@ import copy
 import math
 from typing import Any
 
-from knemu.apiserver import naming
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
@@ -36,6 +35,7 @@ from knemu.apiserver.controllers.common import (
     uid,
 )
 from knemu.apiserver.controllers.deployment_status import deployment_status
+from knemu.apiserver.meta import naming
 from knemu.errors import KnemuError
 
 HASH_LABEL = "pod-template-hash"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from knemu.apiserver import naming
+from knemu.apiserver.meta import naming
 
 Obj = dict[str, Any]
 

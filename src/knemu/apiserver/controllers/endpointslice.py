@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from knemu.apiserver import labels, naming
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
@@ -36,6 +35,7 @@ from knemu.apiserver.controllers.common import (
     owner_reference,
     uid,
 )
+from knemu.apiserver.meta import labels, naming
 from knemu.apiserver.nodes import is_ready
 
 SERVICE_NAME = "kubernetes.io/service-name"

@@ -19,7 +19,7 @@ from knemu.apiserver.controllers.common import (
     namespace,
     uid,
 )
-from knemu.apiserver.store import CLUSTER_SCOPED_KINDS
+from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS
 
 QUARANTINE_S = 40.0  # pkg/controller/podgc quarantineTime
 DEPENDENT_KINDS = ("ReplicaSet", "Pod", "EndpointSlice", "Endpoints", "Service", "Deployment")

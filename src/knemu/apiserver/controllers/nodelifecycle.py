@@ -21,7 +21,6 @@ the next eviction is due, so the server can sleep until then.
 
 from __future__ import annotations
 
-from knemu.apiserver import naming
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
@@ -31,6 +30,7 @@ from knemu.apiserver.controllers.common import (
     namespace,
 )
 from knemu.apiserver.controllers.scheduler import tolerates
+from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import UNREACHABLE_TAINT, condition, is_ready, set_condition
 from knemu.errors import NotFound
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from knemu.apiserver import naming
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
@@ -28,6 +27,7 @@ from knemu.apiserver.controllers.common import (
     owner_reference,
     uid,
 )
+from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import condition
 from knemu.errors import AlreadyExists, KnemuError
 

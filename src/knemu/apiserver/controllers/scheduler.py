@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from knemu.apiserver import labels
 from knemu.apiserver.controllers.common import Context, Obj, is_active, meta, name, namespace
+from knemu.apiserver.meta import labels
 from knemu.apiserver.nodes import condition, is_ready, set_condition
 from knemu.errors import LocalError, NotFound
 

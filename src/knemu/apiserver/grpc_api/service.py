@@ -1,0 +1,255 @@
+"""gRPC service knemu.v1.Cluster: watch streams, node registration, leases, pod status.
+
+A thin asyncio adapter: Watch turns a WatchHub subscription into the stream described in
+knemu.proto's header (snapshot or backlog, SYNCED, live events in resourceVersion order, and
+RELIST then end of stream for a watcher that is too far behind), converting stored JSON with
+``knemu.apiserver.grpc_api.convert``; the unary calls delegate to the NodeRegistry.  Every
+knemu error becomes the gRPC status its class names (``errors.KnemuError.grpc_code``).
+
+A watcher that stops reading is bounded twice: HTTP/2 flow control stops our writes once its
+window is full, and meanwhile its hub queue overflows, is dropped and unsubscribed; when the
+watcher reads again it gets what was in flight, then RELIST, then the end of the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from google.protobuf import json_format
+
+from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
+from knemu.apiserver.storage.store import Store, StoredEvent
+from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
+from knemu.config import Timings
+from knemu.errors import Gone, KnemuError, Unavailable
+from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    # Never share a port with another process: tests and `knemu up` pick free ports.
+    ("grpc.so_reuseport", 0),
+    # Accept the clients' keepalive pings (knemu.proto.client pings every 10 s) and ping
+    # watchers ourselves so that a vanished node's stream is closed and its queue freed.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+_EVENT_TYPES = {
+    "ADDED": pb.WatchEvent.ADDED,
+    "MODIFIED": pb.WatchEvent.MODIFIED,
+    "DELETED": pb.WatchEvent.DELETED,
+}
+
+
+class Registry(Protocol):
+    """What the service needs of knemu.apiserver.nodes.NodeRegistry (docs/INTERFACES.md)."""
+
+    def register(
+        self,
+        name: str,
+        identity: str,
+        internal_ip: str,
+        vtep_mac: str,
+        vxlan_port: int,
+        kubelet_port: int,
+        labels: dict[str, str],
+        now: float,
+    ) -> dict[str, Any]: ...
+
+    def renew(self, name: str, now: float) -> bool: ...
+
+    def report_pod_status(self, report: dict[str, Any], now: float) -> bool: ...
+
+    def record_event(self, report: dict[str, Any], now: float) -> None: ...
+
+
+def event_to_proto(event: StoredEvent) -> pb.WatchEvent:
+    return pb.WatchEvent(
+        type=_EVENT_TYPES[event.type],
+        resource_version=event.rv,
+        object=to_object(event.kind, event.obj),
+    )
+
+
+def _relist(reason: str, rv: int) -> pb.WatchEvent:
+    return pb.WatchEvent(type=pb.WatchEvent.RELIST, resource_version=rv, message=reason)
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A request as a dict keyed by its proto field names, every field present."""
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: KnemuError) -> NoReturn:
+    code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+    await context.abort(code, exc.message)
+    raise AssertionError("context.abort returned")  # abort always raises
+
+
+class ClusterService(pb_grpc.ClusterServicer):
+    def __init__(self, store: Store, hub: WatchHub, registry: Registry, timings: Timings) -> None:
+        self._store = store
+        self._hub = hub
+        self._registry = registry
+        self._timings = timings
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvent]:
+        kinds = await self._watch_kinds(request, context)
+        who = request.watcher or context.peer()
+        since = request.since_resource_version
+        log.info(
+            "watch %s: kinds %s from rv %d (store at rv %d)",
+            who,
+            ",".join(sorted(kinds)),
+            since,
+            self._store.resource_version,
+        )
+        try:
+            sub = self._hub.subscribe(kinds, since)
+        except Gone as exc:
+            yield _relist(exc.message, self._store.resource_version)
+            return
+        try:
+            async for event in _stream(sub):
+                yield event
+        finally:
+            sub.close()
+            log.info("watch %s: ended", who)
+
+    async def _watch_kinds(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> frozenset[str]:
+        kinds = frozenset(request.kinds) or WATCHABLE_KINDS
+        unknown = sorted(kinds - WATCHABLE_KINDS)
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Watch: kind(s) {', '.join(repr(k) for k in unknown)} cannot be watched; "
+                f"ask for some of {', '.join(sorted(WATCHABLE_KINDS))}",
+            )
+        if request.since_resource_version < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Watch: since_resource_version {request.since_resource_version} is negative; "
+                "use 0 to list or a resourceVersion you have seen",
+            )
+        return kinds
+
+    async def RegisterNode(
+        self, request: pb.RegisterNodeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterNodeResponse:
+        try:
+            node = self._registry.register(
+                request.name,
+                request.identity,
+                request.internal_ip,
+                request.vtep_mac,
+                request.vxlan_port,
+                request.kubelet_port,
+                dict(request.labels),
+                time.time(),
+            )
+        except KnemuError as exc:
+            await _abort(context, exc)
+        return pb.RegisterNodeResponse(
+            node=node_to_proto(node),
+            lease_duration_s=self._timings.node_grace_s,
+            renew_interval_s=self._timings.lease_renew_s,
+        )
+
+    async def RenewLease(
+        self, request: pb.RenewLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RenewLeaseResponse:
+        try:
+            known = self._registry.renew(request.node_name, time.time())
+        except KnemuError as exc:
+            await _abort(context, exc)
+        return pb.RenewLeaseResponse(known=known)
+
+    async def ReportPodStatus(
+        self, request: pb.PodStatusReport, context: grpc.aio.ServicerContext
+    ) -> pb.PodStatusAck:
+        try:
+            known = self._registry.report_pod_status(_as_dict(request), time.time())
+        except KnemuError as exc:
+            await _abort(context, exc)
+        return pb.PodStatusAck(known=known)
+
+    async def RecordEvent(
+        self, request: pb.EventReport, context: grpc.aio.ServicerContext
+    ) -> pb.EventAck:
+        try:
+            self._registry.record_event(_as_dict(request), time.time())
+        except KnemuError as exc:
+            await _abort(context, exc)
+        return pb.EventAck()
+
+
+async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
+    """Initial events, SYNCED, then live events until the subscription is Gone."""
+    for event in sub.initial:
+        yield event_to_proto(event)
+    yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, resource_version=sub.synced_rv)
+    last = sub.synced_rv
+    while True:
+        try:
+            event = await sub.next()
+        except Gone as exc:
+            if sub.closed:
+                # The api-server is shutting down: end the stream without RELIST so that
+                # watchers resume from their last rv once it is back, instead of relisting.
+                return
+            yield _relist(exc.message, last)
+            return
+        last = event.rv
+        yield event_to_proto(event)
+
+
+async def start_grpc_server(
+    listen: str,
+    store: Store,
+    hub: WatchHub,
+    registry: Registry,
+    *,
+    timings: Timings | None = None,
+) -> grpc.aio.Server:
+    """Serve knemu.v1.Cluster on ``listen`` (HOST:PORT; port 0 picks a free one).
+
+    The port actually bound is on the returned server as ``server.bound_port`` (read it with
+    ``bound_port(server)``).  Stop with ``await server.stop(grace_s)``.  ``timings`` gives the
+    lease duration and renew interval told to registering nodes (default: Timings()).
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    service = ClusterService(store, hub, registry, timings or Timings())
+    pb_grpc.add_ClusterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise Unavailable(
+            f"gRPC: cannot listen on {listen} ({exc}); is another api-server using that port? "
+            "pick another with grpc_listen"
+        ) from None
+    await server.start()
+    server.bound_port = port
+    log.info("gRPC service knemu.v1.Cluster listening on %s (port %d)", listen, port)
+    return server
+
+
+def bound_port(server: grpc.aio.Server) -> int:
+    """The TCP port a server made by start_grpc_server listens on."""
+    port: int = server.bound_port
+    return port

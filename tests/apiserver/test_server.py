@@ -1,0 +1,219 @@
+"""The whole api-server in-process (free ports) and as a process (SIGTERM -> exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from knemu.apiserver.rest import resources
+from knemu.apiserver.server import ApiServer, serve
+from knemu.config import ApiServerConfig, Timings
+from knemu.proto.client import ClusterClient
+from knemu.testing import wait_for
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def config_for(tmp_path: Path) -> ApiServerConfig:
+    return ApiServerConfig(
+        data_dir=str(tmp_path / "data"), listen="127.0.0.1:0", grpc_listen="127.0.0.1:0"
+    )
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
+    async with ApiServer(config_for(tmp_path)) as srv:
+        yield srv
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def send_json(method: str, url: str, body: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_ready_line_and_bootstrap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="knemu.apiserver")
+    async with ApiServer(config_for(tmp_path)) as srv:
+        ready = [r.getMessage() for r in caplog.records if "ready" in r.getMessage()]
+        data = os.path.abspath(tmp_path / "data")
+        assert ready == [
+            f"knemu apiserver ready: rest={srv.rest_url} grpc={srv.grpc_target} data={data}"
+        ]
+        assert not srv.rest_url.endswith(":0") and not srv.grpc_target.endswith(":0")
+        status, svc = await get_json(
+            srv.rest_url + "/api/v1/namespaces/kube-system/services/kube-dns"
+        )
+        assert status == 200 and svc["spec"]["clusterIP"] == "10.96.0.10"
+    assert (tmp_path / "data" / "knemu.db").exists()
+
+
+async def test_restart_keeps_objects_and_resource_version(tmp_path: Path) -> None:
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kt-keep"}}
+    async with ApiServer(config_for(tmp_path)) as srv:
+        status, created = await send_json("POST", srv.rest_url + "/api/v1/namespaces", ns)
+        assert status == 201
+    async with ApiServer(config_for(tmp_path)) as srv:
+        status, got = await get_json(srv.rest_url + "/api/v1/namespaces/kt-keep")
+        assert status == 200 and got["metadata"]["uid"] == created["metadata"]["uid"]
+        _, lst = await get_json(srv.rest_url + "/api/v1/namespaces")
+        assert int(lst["metadata"]["resourceVersion"]) >= int(
+            created["metadata"]["resourceVersion"]
+        )
+
+
+async def test_grpc_registration_shows_up_in_rest_and_proxy(server: ApiServer) -> None:
+    agent = web.Application()
+    agent.router.add_get("/healthz", _ok)
+    runner = web.AppRunner(agent)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        async with ClusterClient(server.grpc_target) as cluster:
+            reply = await cluster.register_node(
+                identity="kt-host-1",
+                internal_ip="127.0.0.1",
+                vtep_mac="02:00:00:00:00:01",
+                kubelet_port=runner.addresses[0][1],
+            )
+        name = reply.node.metadata.name
+        status, node = await get_json(f"{server.rest_url}/api/v1/nodes/{name}")
+        assert status == 200
+        assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+        async with aiohttp.ClientSession() as http:
+            url = f"{server.rest_url}/api/v1/nodes/{name}/proxy/healthz"
+            async with http.get(url) as resp:
+                assert resp.status == 200 and await resp.text() == "agent ok"
+    finally:
+        await runner.cleanup()
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="agent ok")
+
+
+async def test_controllers_run_on_changes(server: ApiServer) -> None:
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sample"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "sample"}},
+            "template": {
+                "metadata": {"labels": {"app": "sample"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            },
+        },
+    }
+    url = server.rest_url + "/apis/apps/v1/namespaces/default/deployments"
+    assert (await send_json("POST", url, deploy))[0] == 201
+
+    async def three_pods() -> bool:
+        _, pods = await get_json(
+            server.rest_url + "/api/v1/namespaces/default/pods?labelSelector=app%3Dsample"
+        )
+        return len(pods["items"]) == 3
+
+    await wait_for(three_pods, 20, what="the Deployment's 3 pods")
+
+
+async def test_lease_expiry_runs_without_store_changes(tmp_path: Path) -> None:
+    # Nothing writes after the registration: only the timer-driven sync can mark it NotReady.
+    fast = Timings(lease_renew_s=0.1, node_grace_s=0.5, eviction_toleration_s=30.0)
+    config = config_for(tmp_path).replace(timings=fast)
+    async with ApiServer(config) as srv:
+        async with ClusterClient(srv.grpc_target) as cluster:
+            reply = await cluster.register_node(
+                identity="kt-host-2", internal_ip="127.0.0.1", vtep_mac="02:00:00:00:00:02"
+            )
+        url = f"{srv.rest_url}/api/v1/nodes/{reply.node.metadata.name}"
+
+        async def not_ready() -> bool:
+            _, node = await get_json(url)
+            ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+            return bool(ready) and ready[0]["status"] != "True"
+
+        await wait_for(not_ready, 20, what="the node to become NotReady after its lease expired")
+
+
+async def test_serve_until_stop(tmp_path: Path) -> None:
+    ready, stop = asyncio.Event(), asyncio.Event()
+    servers: list[ApiServer] = []
+    task = asyncio.create_task(
+        serve(config_for(tmp_path), ready=ready, stop=stop, started=servers.append)
+    )
+    await asyncio.wait_for(ready.wait(), 20)
+    status, _ = await get_json(servers[0].rest_url + "/version")
+    assert status == 200
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+def test_process_sigterm_exits_zero(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    args = ["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knemu.apiserver", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while time.monotonic() < deadline and "knemu apiserver ready:" not in line:
+            line = proc.stderr.readline()
+            assert line, "the api-server exited before it was ready"
+        assert "rest=http://127.0.0.1:" in line and ":0 " not in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_seed_manifests_apply_unchanged_over_rest(server: ApiServer) -> None:
+    """Every example manifest, sent as its own YAML text (seed 002's trailing TABs included)
+    to its Kubernetes path, is accepted."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    files = sorted(examples.rglob("*.yaml"))
+    assert files, "no example manifests found"
+    async with aiohttp.ClientSession() as http:
+        for i, path in enumerate(files):
+            ns = f"kt-example-{i}"  # seed 002's three files reuse one Service name
+            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            async with http.post(f"{server.rest_url}/api/v1/namespaces", json=namespace) as r:
+                assert r.status == 201
+            for text in re.split(r"^---\s*$", path.read_text(encoding="utf-8"), flags=re.M):
+                doc = yaml.safe_load(re.sub(r"[ \t]+$", "", text, flags=re.M))
+                if not doc:
+                    continue
+                res = resources.by_kind(doc["kind"])
+                assert res is not None, f"{path.name}: kind {doc['kind']} is not served"
+                prefix = "/api/v1" if not res.group else f"/apis/{res.group_version}"
+                url = f"{server.rest_url}{prefix}/namespaces/{ns}/{res.plural}"
+                headers = {"Content-Type": "application/yaml"}
+                async with http.post(url, data=text, headers=headers) as resp:
+                    body = await resp.json()
+                    assert resp.status == 201, f"{path.name}: {body.get('message')}"
