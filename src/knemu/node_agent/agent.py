@@ -1,12 +1,14 @@
 """The node agent: kubelet + CNI + kube-proxy of one node, wired around the router core.
 
-Start-up (``run_agent``): ``register`` with the api-server (name, identity, underlay IP, VTEP
-MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every part (the
-router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet API);
-``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket, the DNS
-forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the kubelet HTTP
-API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes, Pods,
-Services and EndpointSlices.
+Start-up (``run_agent``): make ``/dev/net/tun`` when the node has none (``dataplane.tundev``: a
+Docker Swarm task cannot map devices), settle the pod MTU (the underlay link's minus VXLAN's 50
+bytes unless set: ``dataplane.mtu``), ``register`` with the api-server (name, identity, underlay
+IP, VTEP MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every
+part (the router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet
+API); ``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket,
+the DNS forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the
+kubelet HTTP API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes,
+Pods, Services and EndpointSlices.
 Nodes become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
 Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
 and their hostPorts are published on the node IP (``cni.hostports``).  ``NodeTables``
@@ -40,6 +42,8 @@ from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
+from knemu.node_agent.dataplane.tundev import ensure_tun_device
+from knemu.node_agent.dataplane.underlay import resolve_pod_mtu
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.capture import CaptureTaps
@@ -58,16 +62,24 @@ MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
-def default_underlay_ip() -> str:
-    """The source address of the default route (connect() on UDP sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): only a route lookup
-        except OSError as exc:
-            raise ConfigError(
-                f"no default route to take the underlay IP from ({exc}); set underlay_ip"
-            ) from None
-        return str(s.getsockname()[0])
+def default_underlay_ip(apiserver: str = "") -> str:
+    """The source address of the default route, else of the route to the api-server (HOST:PORT):
+    an internal network such as a Swarm overlay has no default route.  connect() on UDP sends
+    nothing; it only looks the route up."""
+    host = apiserver.rpartition(":")[0].strip("[]")
+    targets = [("192.0.2.1", 9)] + ([(host, 9)] if host else [])  # TEST-NET-1 (RFC 5737)
+    errors = []
+    for target in targets:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect(target)
+            except OSError as exc:
+                errors.append(f"{target[0]}: {exc}")
+                continue
+            return str(s.getsockname()[0])
+    raise ConfigError(
+        f"no route to take the underlay IP from ({'; '.join(errors)}); set underlay_ip"
+    )
 
 
 class PodLinks:
@@ -148,13 +160,14 @@ class Agent:
         self.identity = reg.identity
         self.renew_interval_s = reg.renew_interval_s
         pod_cidr = reg.node.pod_cidr
-        self.plan = plan = host_plan(pod_cidr, mtu_bytes=config.pod_mtu_bytes)
+        mtu = config.pod_mtu_or_default  # run_agent has settled it from the underlay
+        self.plan = plan = host_plan(pod_cidr, mtu_bytes=mtu)
         self.flows = FlowLog()
         self.faults = Impairments(seed=config.seed)
         local = LocalNode(
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
-            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes,
+            vxlan_port=config.vxlan_port, mtu=mtu,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -409,7 +422,11 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    underlay_ip = config.underlay_ip or default_underlay_ip()
+    underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
+    ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
+    mtu = await resolve_pod_mtu(config.pod_mtu_bytes, underlay_ip)
+    log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
+    config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()
     client = ClusterClient(config.apiserver)
     agent: Agent | None = None

@@ -61,6 +61,7 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "underlay_ip": FlagExtra(help="this node's address on the node network"),
     "proxy_mode": FlagExtra(choices=PROXY_MODES, help="kube-proxy mode"),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
+    "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),
     "dns_upstream": FlagExtra(help="HOST:PORT of knemu dns, where pod DNS queries go"),
     "seed": FlagExtra(help="seed for random choices (iptables mode, faults)"),
