@@ -103,6 +103,7 @@ class DropReason(StrEnum):
     BAD_CHECKSUM = "bad_checksum"
     BAD_VXLAN_HEADER = "bad_vxlan_header"
     WRONG_VNI = "wrong_vni"
+    BAD_OUTER_HEADER = "bad_outer_header"  # IP-in-IP: outer protocol is not 4
     WRONG_MAC = "wrong_mac"
     UNKNOWN_PEER = "unknown_peer"
     UNKNOWN_PORT = "unknown_port"
