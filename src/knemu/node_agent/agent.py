@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -30,10 +31,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from knemu.config import AgentConfig
+from knemu.config import BACKEND_LABEL, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
-from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
@@ -122,6 +123,7 @@ async def register(
                 name=config.node_name, identity=identity, internal_ip=underlay_ip,
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
+                labels={BACKEND_LABEL: config.backend},
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -153,7 +155,7 @@ class Agent:
         local = LocalNode(
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
-            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes,
+            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes, backend=config.backend,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -172,7 +174,8 @@ class Agent:
             client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
             seed=config.seed,
         )  # fmt: skip
-        self.tables = NodeTables(self.name, self.router, self.informer)
+        self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
+                                 self._backend_mismatch)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -212,7 +215,9 @@ class Agent:
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
         self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name)
-        await self.underlay.open((self.underlay_ip, self.config.vxlan_port))
+        backend = self.router.backend
+        raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
+        await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -227,7 +232,8 @@ class Agent:
         log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
                     f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
-                    f"proxy mode {self.config.proxy_mode}")  # fmt: skip
+                    f"proxy mode {self.config.proxy_mode}, "
+                    f"network backend {self.config.backend}")  # fmt: skip
 
     async def stop(self) -> None:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
@@ -365,10 +371,19 @@ class Agent:
 
     # -- what the kubelet API serves ---------------------------------------------------------
 
+    def _backend_mismatch(self, peer: str, backend: str) -> None:
+        """A peer speaks another pod network backend: say so where `knemu describe` shows."""
+        self.pods.record("Node", "", self.name, "Warning", "NetworkBackendMismatch",
+                         f"node {peer} uses network backend {backend}, this node "
+                         f"{self.config.backend}: no route to its pods; run every node with "
+                         f"the same --backend")  # fmt: skip
+
     def table_snapshot(self) -> dict[str, Any]:
         """``GET /table``: the router's tables and what else shapes this node's forwarding."""
         snap = self.router.table_snapshot()
         snap["node"] = self.name
+        snap["backend"] = self.config.backend
+        snap["backend_mismatch"] = dict(self.tables.mismatched)
         snap["impairments"] = self.faults.describe()
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
@@ -404,6 +419,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then drain.  A signal that arrives
     while the agent is still starting (waiting for the api-server) ends the start-up too."""
     stop = stop or asyncio.Event()
+    mtu = backends.pod_mtu_bytes(config.backend, config.pod_mtu_bytes)
+    config = dataclasses.replace(config, pod_mtu_bytes=mtu)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

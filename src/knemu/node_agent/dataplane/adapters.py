@@ -168,8 +168,15 @@ class UnderlayEndpoint:
         self._loop = asyncio.get_running_loop()
         self._timers: set[asyncio.TimerHandle] = set()
 
-    async def open(self, local_addr: tuple[str, int]) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    async def open(self, local_addr: tuple[str, int], ip_protocol: int = 0) -> None:
+        """UDP on ``local_addr``; with ``ip_protocol`` a raw IPv4 socket for that protocol
+        instead (IP-in-IP: 4), bound to the address only: the kernel writes the outer IPv4
+        header on send, and each read is a whole received IPv4 packet (raw(7))."""
+        if ip_protocol:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, ip_protocol)
+            local_addr = (local_addr[0], 0)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             _grow_buffers(sock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from knemu.config import POD_MTU_BYTES
 from knemu.errors import ConfigError
 from knemu.node_agent.dataplane.backends.base import (
     TRANSPORT_IP,
@@ -23,9 +24,19 @@ __all__ = [
     "PeerLink",
     "VxlanBackend",
     "create",
+    "pod_mtu_bytes",
 ]
 
 BACKENDS = ("vxlan", "ipip")
+UNDERLAY_MTU_BYTES = 1500
+
+
+def pod_mtu_bytes(name: str, configured: int) -> int:
+    """The pod MTU for ``name``: the configured one, except that VXLAN's default (1450,
+    underlay 1500 - 50) becomes 1500 - 20 = 1480 for IP-in-IP, as Calico's IPIP MTU."""
+    if name == "ipip" and configured == POD_MTU_BYTES:
+        return UNDERLAY_MTU_BYTES - IpipBackend.overhead_bytes
+    return configured
 
 
 def create(
