@@ -45,12 +45,14 @@ class FiveTuple:
 
 @dataclass(frozen=True, slots=True)
 class OuterHeader:
-    """The underlay (VXLAN in UDP) header around the packet, for encap/decap events."""
+    """The underlay header around the packet, for encap/decap events: VXLAN in UDP, or the
+    outer IPv4 header of IP-in-IP (``encapsulation`` "ipip": no port, no VNI)."""
 
     src_ip: str
     dst_ip: str
     dst_port: int
     vni: int
+    encapsulation: str = "vxlan"
 
 
 @dataclass(frozen=True, slots=True)

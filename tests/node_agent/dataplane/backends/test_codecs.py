@@ -142,3 +142,16 @@ def test_ipip_mtu_is_1480() -> None:
     too_big = wire.udp_packet(POD_A, POD_B, 1, 2, b"x" * (1481 - 28))
     out = r1.handle_pod("a", too_big, 0.0)
     assert out is not None and out[0] is not OUT_UNDERLAY  # ICMP fragmentation needed back
+
+
+def test_ipip_flow_events_show_the_outer_ip_header() -> None:
+    events: list[object] = []
+    r1 = Router(dataclasses.replace(node(1), backend="ipip"), flow_sink=events.append)
+    r1.set_peer("node-2", "10.244.2.0/24", UNDERLAY2, MAC2)
+    r1.add_local_pod(POD_A, "a")
+    r1.set_forward_events(True)
+    r1.handle_pod("a", INNER, 0.0)
+    outer = [e.outer for e in events if getattr(e, "outer", None) is not None]  # type: ignore[attr-defined]
+    assert outer and dataclasses.asdict(outer[0]) == {
+        "src_ip": UNDERLAY1, "dst_ip": UNDERLAY2, "dst_port": 0, "vni": 0, "encapsulation": "ipip"
+    }  # fmt: skip
