@@ -62,6 +62,8 @@ def test_seed_003_over_ipip_and_pod_mtu_1480(cluster: LocalCluster) -> None:
     poll(all_replicas, 60, "curl to the ClusterIP reaches all 3 replicas", every_s=0.5)
     out = cluster.exec("tools-1", "cat /sys/class/net/eth0/mtu")
     assert out.stdout.strip() == "1480"
+    out = cluster.exec("tools-1", "curl -s -m 5 http://sample-clusterip:8080/")  # DNS too
+    assert FROM.search(out.stdout), out.stdout + out.stderr
 
 
 def test_tshark_decodes_the_underlay_as_ip_in_ip(cluster: LocalCluster, tmp_path: Path) -> None:
