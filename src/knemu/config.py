@@ -34,8 +34,9 @@ POD_MTU_BYTES = 1450
 KUBELET_PORT = 10250
 DEFAULT_AGENT_STATE_DIR = "/run/knemu"
 PROXY_MODES = ("iptables", "ipvs", "userspace")
-# Pod networks (docs/ARCHITECTURE.md, "Backends"): VXLAN (flannel), IP-in-IP (Calico IPIP).
-NETWORK_BACKENDS = ("vxlan", "ipip")
+# Pod networks (docs/ARCHITECTURE.md, "Backends"): VXLAN (flannel), IP-in-IP (Calico IPIP),
+# BGP with native routing (Calico BGP mode: BIRD on every node).
+NETWORK_BACKENDS = ("vxlan", "ipip", "bgp")
 # Published by each agent on its Node (label; the api-server mirrors it into flannel's
 # backend-type annotation) so peers can refuse a node that speaks another backend.
 BACKEND_LABEL = "knemu.dev/network-backend"
@@ -146,7 +147,7 @@ class AgentConfig(_Config):
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"
     # How pod packets cross the underlay: vxlan | ipip (every node of a cluster the same).
-    # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20).
+    # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20), bgp 1500.
     backend: str = "vxlan"
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN

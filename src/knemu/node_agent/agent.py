@@ -29,6 +29,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from knemu.config import BACKEND_LABEL, AgentConfig
@@ -36,6 +37,8 @@ from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
 from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.backends import bird
+from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
@@ -174,8 +177,14 @@ class Agent:
             client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
             seed=config.seed,
         )  # fmt: skip
+        # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
+        self.bgp: BgpSpeaker | None = None
+        if config.backend == "bgp":
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
-                                 self._backend_mismatch)  # fmt: skip
+                                 self._backend_mismatch,
+                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -216,8 +225,11 @@ class Agent:
         self.host_port.start()
         self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name)
         backend = self.router.backend
-        raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
-        await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if backend.transport != backends.TRANSPORT_NONE:
+            raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
+            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if self.bgp is not None:
+            await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -250,6 +262,8 @@ class Agent:
             await self.dns.close()
         if self.underlay is not None:
             self.underlay.close()
+        if self.bgp is not None:
+            await self.bgp.stop()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
@@ -384,6 +398,8 @@ class Agent:
         snap["node"] = self.name
         snap["backend"] = self.config.backend
         snap["backend_mismatch"] = dict(self.tables.mismatched)
+        if self.bgp is not None:
+            snap["bgp"] = self.bgp.status
         snap["impairments"] = self.faults.describe()
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()

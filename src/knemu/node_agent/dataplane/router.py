@@ -122,6 +122,8 @@ class Router:
             routes.by_prefix, routes.prefix_lens, routes.peer_by_ip
         )  # fmt: skip
         self.backend = routes.backend
+        # BGP: other nodes' podCIDRs are the kernel's (BIRD's routes), not this table's
+        self._native = node.backend == "bgp"
         self._decapsulate = routes.backend.decapsulate
         self._local_net = routes.own_prefix
         self._gw, self._own = nat.gw, nat.own
@@ -458,6 +460,10 @@ class Router:
                 Drop.NO_SERVICE, pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now
             )
         net, mask = self._cluster_net
+        if self._native and origin is not FROM_HOST and addr & mask == net:
+            # Native routing: the node's kernel forwards it by the route BGP learned.  One
+            # that comes back from the kernel (no such route: withdrawn) is dropped below.
+            return _TO_HOST
         if origin is FROM_HOST and addr & mask != net:
             # The node itself (or a hostNetwork pod) reaching a service whose backend is
             # another node's IP (a hostNetwork pod there): the flow, masqueraded to our

@@ -206,6 +206,7 @@ class NodeTables:
         services: ServiceCache,
         backend: str = "vxlan",
         on_mismatch: Callable[[str, str], None] | None = None,
+        on_bgp_peers: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.node_name = node_name
         self.router = router
@@ -216,6 +217,10 @@ class NodeTables:
         # them): node name -> their backend; ``on_mismatch(name, backend)`` once per change.
         self.mismatched: dict[str, str] = {}
         self._on_mismatch = on_mismatch
+        # Backend bgp: the router gets no peer routes (BGP supplies them); the BGP speaker
+        # gets the peers' underlay addresses (node name -> IP), as Calico's mesh is built.
+        self.bgp_peers: dict[str, str] = {}
+        self._on_bgp_peers = on_bgp_peers
         # (namespace, service) -> {slice name: slice}
         self._slices: dict[tuple[str, str], dict[str, pb.EndpointSlice]] = {}
 
@@ -262,6 +267,7 @@ class NodeTables:
                 self.router.remove_peer(node.metadata.name)
                 self.peer_names.pop(node.internal_ip, None)
                 self.mismatched.pop(node.metadata.name, None)
+                self._set_bgp_peer(node.metadata.name, None)
             return
         if peer.backend != self.backend:
             self.router.remove_peer(peer.name)
@@ -273,12 +279,26 @@ class NodeTables:
                     self._on_mismatch(peer.name, peer.backend)
             return
         self.mismatched.pop(peer.name, None)
+        if self.backend == "bgp":
+            self.peer_names[peer.underlay_ip] = peer.name
+            self._set_bgp_peer(peer.name, peer.underlay_ip)
+            return
         self.peer_names[peer.underlay_ip] = peer.name
         try:
             self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
                                  peer.vxlan_port, peer.ready)  # fmt: skip
         except ConfigError as exc:
             log.warning("ignoring node %s: %s", peer.name, exc.message)
+
+    def _set_bgp_peer(self, name: str, ip: str | None) -> None:
+        if self.backend != "bgp" or self.bgp_peers.get(name) == ip:
+            return
+        if ip is None:
+            del self.bgp_peers[name]
+        else:
+            self.bgp_peers[name] = ip
+        if self._on_bgp_peers is not None:
+            self._on_bgp_peers(dict(self.bgp_peers))
 
     def _apply_service(self, namespace: str, name: str) -> None:
         key = service_key(namespace, name)

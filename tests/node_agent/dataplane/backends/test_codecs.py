@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from knemu.errors import ConfigError
 from knemu.node_agent.dataplane import backends
 from knemu.node_agent.dataplane.backends.ipip import IPPROTO_IPIP, encode_ipip
-from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY, Router
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY, Router
 from knemu.node_agent.events import DropReason
 from knemu.node_agent.kubeproxy.service_table import Backend
 from knemu.proto import wire
@@ -155,3 +155,47 @@ def test_ipip_flow_events_show_the_outer_ip_header() -> None:
     assert outer and dataclasses.asdict(outer[0]) == {
         "src_ip": UNDERLAY1, "dst_ip": UNDERLAY2, "dst_port": 0, "vni": 0, "encapsulation": "ipip"
     }  # fmt: skip
+
+
+def test_bgp_hands_other_nodes_pod_packets_to_the_kernel_and_drops_what_it_returns() -> None:
+    r1 = Router(dataclasses.replace(node(1), backend="bgp", mtu=1500))
+    r1.add_local_pod(POD_A, "a")
+    out = r1.handle_pod("a", INNER, 0.0)  # to 10.244.2.7: no peer table, the kernel's routes
+    assert out is not None and out[0] is OUT_HOST and bytes(out[2])[16:20] == INNER[16:20]
+    # The kernel has no BGP route (withdrawn) and sends it back into the host TUN: dropped.
+    assert r1.handle_host(INNER, 0.0) is None
+    assert r1.statistics()["drop_no_route"] == 1
+    # Arriving from another node through the kernel: delivered to the local pod.
+    back = wire.udp_packet(POD_B, POD_A, 53, 5000, b"hi")
+    got = r1.handle_host(back, 0.0)
+    assert got is not None and got[:2] == (OUT_POD, "a")
+
+
+def test_bgp_node_tables_feed_the_speaker_not_the_router() -> None:
+    from knemu.node_agent.dataplane.tables import NodeTables
+    from knemu.proto import knemu_pb2 as pb
+
+    routes: list[str] = []
+    peers: list[dict[str, str]] = []
+
+    class Sink:
+        def set_peer(self, name: str, *args: object, **kw: object) -> None:
+            routes.append(name)
+
+        def remove_peer(self, name: str) -> None:
+            pass
+
+        def set_service(self, *args: object) -> None:
+            pass
+
+        def remove_service(self, key: str) -> None:
+            pass
+
+    tables = NodeTables("node-1", Sink(), None, "bgp", None, peers.append)  # type: ignore[arg-type]
+    n2 = pb.Node(metadata=pb.ObjectMeta(name="node-2"), pod_cidr="10.244.2.0/24",
+                 internal_ip=UNDERLAY2, vtep_mac=MAC2)  # fmt: skip
+    n2.metadata.annotations["flannel.alpha.coreos.com/backend-type"] = "bgp"
+    tables.apply("ADDED", "Node", n2, None)
+    tables.apply("MODIFIED", "Node", n2, n2)
+    tables.apply("DELETED", "Node", n2, None)
+    assert routes == [] and peers == [{"node-2": UNDERLAY2}, {}]

@@ -12,14 +12,17 @@ from knemu.node_agent.dataplane.backends.base import (
     PeerLink,
 )
 from knemu.node_agent.dataplane.backends.ipip import IpipBackend
+from knemu.node_agent.dataplane.backends.native import TRANSPORT_NONE, NativeBackend
 from knemu.node_agent.dataplane.backends.vxlan import VxlanBackend
 
 __all__ = [
     "BACKENDS",
     "TRANSPORT_IP",
+    "TRANSPORT_NONE",
     "TRANSPORT_UDP",
     "Backend",
     "IpipBackend",
+    "NativeBackend",
     "PeerAddress",
     "PeerLink",
     "VxlanBackend",
@@ -27,15 +30,17 @@ __all__ = [
     "pod_mtu_bytes",
 ]
 
-BACKENDS = ("vxlan", "ipip")
+BACKENDS = ("vxlan", "ipip", "bgp")
 UNDERLAY_MTU_BYTES = 1500
 
 
 def pod_mtu_bytes(name: str, configured: int) -> int:
     """The pod MTU for ``name``: the configured one, except that VXLAN's default (1450,
-    underlay 1500 - 50) becomes 1500 - 20 = 1480 for IP-in-IP, as Calico's IPIP MTU."""
+    underlay 1500 - 50) becomes 1500 - 20 = 1480 for IP-in-IP, 1500 for native routing."""
     if name == "ipip" and configured == POD_MTU_BYTES:
         return UNDERLAY_MTU_BYTES - IpipBackend.overhead_bytes
+    if name == "bgp" and configured == POD_MTU_BYTES:
+        return UNDERLAY_MTU_BYTES
     return configured
 
 
@@ -52,4 +57,6 @@ def create(
             ) from None
     if name == "ipip":
         return IpipBackend()
+    if name == "bgp":
+        return NativeBackend()
     raise ConfigError(f"node {node}: network backend {name!r} is not one of {', '.join(BACKENDS)}")
