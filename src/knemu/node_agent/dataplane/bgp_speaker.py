@@ -71,12 +71,30 @@ class BgpSpeaker:
         out, _ = await proc.communicate()
         return out.decode(errors="replace")
 
+    async def _reload(self) -> bool:
+        """``birdc configure``; False when birdc could not reach BIRD (e.g. BIRD has only just
+        started and has no control socket yet), so the caller tries again."""
+        proc = await asyncio.create_subprocess_exec(
+            "birdc", "-s", str(self.ctl), "configure",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            log.warning("birdc configure failed (retrying): %s", out.decode(errors="replace"))
+            return False
+        return True
+
     async def _run(self) -> None:
+        pending = False  # a configuration BIRD has not loaded yet: retried every poll
         while True:
-            if self._dirty.is_set():
+            if self._dirty.is_set() or pending:
                 self._dirty.clear()
                 self.conf.write_text(bird.render(self.cfg))
-                await self._birdc("configure")
+                try:
+                    pending = not await self._reload()
+                except OSError as exc:
+                    log.warning("birdc failed: %s", exc)
+                    pending = True
             try:
                 sessions = bird.parse_protocols(await self._birdc("show", "protocols"))
                 routes = bird.parse_routes(

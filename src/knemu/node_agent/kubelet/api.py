@@ -9,6 +9,8 @@
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
+* ``/capture`` streams pcapng/pcap of the underlay or a pod's eth0 (``capture``).
+* ``/lifecycle`` kills or freezes the node on request (``lifecycle``, for the console).
 * ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
@@ -32,6 +34,8 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import FlowEvent
 from knemu.node_agent.kubelet.attach import serve_attach
+from knemu.node_agent.kubelet.capture import CaptureTaps, serve_capture
+from knemu.node_agent.kubelet.lifecycle import serve_lifecycle
 from knemu.node_agent.kubelet.port_forward import serve_portforward
 from knemu.node_agent.kubelet.responses import (
     CLOSE,
@@ -74,7 +78,7 @@ class RunningPods(Protocol):
 class KubeletApi:
     """The HTTP API over the node's parts it serves.  ``table``, ``metrics`` and ``cni`` are
     read at request time (the agent composes them); ``inject`` feeds a trace probe to the
-    router as if the pod had sent it."""
+    router as if the pod had sent it; ``captures`` taps the node's adapters for ``/capture``."""
 
     def __init__(
         self,
@@ -87,6 +91,7 @@ class KubeletApi:
         metrics: Callable[[], str],
         cni: Callable[[], CniConfig | None],
         inject: agent_trace.Inject,
+        captures: CaptureTaps,
     ) -> None:
         self.name = node_name
         self.pods = pods
@@ -98,6 +103,7 @@ class KubeletApi:
         self._inject = inject
         self._runner: web.AppRunner | None = None
         self.open_streams = 0
+        self.captures = captures
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
         self.app = web.Application()
         r = self.app.router
@@ -113,6 +119,8 @@ class KubeletApi:
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
+        r.add_get("/capture", self._capture)
+        r.add_post("/lifecycle", self._lifecycle)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -295,12 +303,21 @@ class KubeletApi:
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
         return await serve_portforward(request, self.pods.handles, self.name)
 
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        return await serve_capture(request, self.captures, self.name, self._wall_offset)
+
+    async def _lifecycle(self, request: web.Request) -> web.Response:
+        return await serve_lifecycle(request, self.name)
+
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         key = f"{m['ns']}/{m['pod']}"
         try:
             path = self.pods.runtime.log_path(key, m["container"])
             lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
+            if request.query.get("previous") in ("1", "true"):
+                data = self.pods.runtime.runner(key, m["container"]).previous_log()
+                return web.Response(body=tail_lines(data, lines), content_type="text/plain")
         except KnemuError as exc:
             return error_response(exc)
         except ValueError:

@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, local_cluster, poll
-from test_local_cluster import FROM, wait_backends
+from localcluster import FROM, REPO, LocalCluster, local_cluster, wait_backends
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -122,7 +123,7 @@ def wait_enforced(c: LocalCluster, policies: set[str], nodes: tuple[str, ...]) -
                 return False
         return True
 
-    poll(ok, 30, f"policies {sorted(policies)} on {', '.join(nodes)}", every_s=0.2)
+    wait_until(ok, 30, what=f"policies {sorted(policies)} on {', '.join(nodes)}", interval_s=0.2)
 
 
 def delete_policies(c: LocalCluster) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll, tools_pod
+from localcluster import LocalCluster, local_cluster, tools_pod
+
+from knemu.testing import wait_until
 
 pytestmark = [
     pytest.mark.netns,
@@ -50,11 +52,11 @@ def test_sessions_established_and_pod_cidrs_learned_over_bgp(cluster: LocalClust
         return True
 
     try:
-        poll(mesh_up, 60, "BGP sessions Established on both nodes", every_s=0.5)
-    except AssertionError as exc:
+        wait_until(mesh_up, 60, what="BGP sessions Established on both nodes", interval_s=0.5)
+    except TimeoutError as exc:
         raise AssertionError(f"{exc}: {seen}") from None
-    poll(lambda: learned(cluster, "node-1") == {"10.244.2.0/24": cluster.node_ip(2)}, 15,
-         "node-1 learns node-2's podCIDR over BGP")  # fmt: skip
+    wait_until(lambda: learned(cluster, "node-1") == {"10.244.2.0/24": cluster.node_ip(2)}, 15,
+               what="node-1 learns node-2's podCIDR over BGP")  # fmt: skip
     status = cluster.knemu("bgp", "node-1").stdout
     assert re.search(r"Mesh_\S+\s+up\s+.*Established", status), status
     assert f"10.244.2.0/24        {cluster.node_ip(2)}" in status, status
@@ -81,7 +83,9 @@ def test_seed_003_with_plain_pod_ip_on_the_underlay(cluster: LocalCluster, tmp_p
         assert "listening on" in capture.stderr.readline()
         out = cluster.exec("tools-1", f"curl -s -m 5 http://{target}/")
         assert FROM.search(out.stdout), out.stdout + out.stderr
-        poll(lambda: capture.poll() is not None, 10, "6 packets captured", every_s=0.2)
+        wait_until(
+            lambda: capture.poll() is not None, 10, what="6 packets captured", interval_s=0.2
+        )
     finally:
         capture.terminate()
         capture.wait(10)
@@ -100,12 +104,14 @@ def test_seed_003_with_plain_pod_ip_on_the_underlay(cluster: LocalCluster, tmp_p
 
 
 def test_a_killed_nodes_route_is_withdrawn(cluster: LocalCluster) -> None:
-    poll(lambda: "10.244.2.0/24" in learned(cluster, "node-1"), 30, "route to node-2 learned")
+    wait_until(
+        lambda: "10.244.2.0/24" in learned(cluster, "node-1"), 30, what="route to node-2 learned"
+    )
     start = time.monotonic()
     cluster.knemu("chaos", "--runtime", "local", "--cluster", cluster.name, "--state-dir",
                   str(cluster.state_root), "kill-node", "node-2")  # fmt: skip
-    poll(lambda: "10.244.2.0/24" not in learned(cluster, "node-1"), 30,
-         "node-2's podCIDR withdrawn on node-1", every_s=0.1)  # fmt: skip
+    wait_until(lambda: "10.244.2.0/24" not in learned(cluster, "node-1"), 30,
+               what="node-2's podCIDR withdrawn on node-1", interval_s=0.1)  # fmt: skip
     print(f"\nBGP: killed node's route withdrawn after {time.monotonic() - start:.2f} s "
           "(its speaker dies with the agent: the kernel closes the session; a silent node "
           "goes at the 9 s hold time)")  # fmt: skip

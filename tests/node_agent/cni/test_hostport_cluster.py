@@ -13,7 +13,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll, tools_pod
+from localcluster import LocalCluster, local_cluster, tools_pod
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -80,7 +82,9 @@ def events_for(c: LocalCluster, name: str, reason: str) -> list[dict[str, object
 
 def test_host_port_answers_on_its_node_ip_only(cluster: LocalCluster) -> None:
     url = f"http://{cluster.node_ip(2)}:{HOST_PORT}/"
-    poll(lambda: answered_by(cluster, 3, url, "hp-web"), 30, "hp-web on node-2's hostPort")
+    wait_until(
+        lambda: answered_by(cluster, 3, url, "hp-web"), 30, what="hp-web on node-2's hostPort"
+    )
     match = FROM.search(curl_from_node(cluster, 3, url).stdout)
     # a userspace relay like the NodePort proxy: the pod sees node-2's gateway as the client
     assert match is not None and match.group(2) == "10.244.2.1"
@@ -105,7 +109,7 @@ def test_udp_host_port_answers_too(cluster: LocalCluster) -> None:
         match = FROM.search(out.stdout)
         return match is not None and match.group(1) == "hp-web"
 
-    poll(answered, 30, "a UDP answer on node-2's hostPort", every_s=0.2)
+    wait_until(answered, 30, what="a UDP answer on node-2's hostPort", interval_s=0.2)
 
 
 def test_each_node_serves_its_conflist(cluster: LocalCluster) -> None:
@@ -126,8 +130,8 @@ def test_each_node_serves_its_conflist(cluster: LocalCluster) -> None:
 
 def test_the_scheduler_keeps_a_second_pod_off_the_node(cluster: LocalCluster) -> None:
     cluster.apply(web("hp-twin", "nodeSelector: {kubernetes.io/hostname: node-2}"))
-    poll(lambda: bool(events_for(cluster, "hp-twin", "FailedScheduling")), 30,
-         "FailedScheduling for hp-twin")  # fmt: skip
+    wait_until(lambda: bool(events_for(cluster, "hp-twin", "FailedScheduling")), 30,
+         what="FailedScheduling for hp-twin")  # fmt: skip
     message = str(events_for(cluster, "hp-twin", "FailedScheduling")[0]["message"])
     assert message.startswith("0/3 nodes are available: ") and f"1 {NO_PORTS}" in message
     assert pod_status(cluster, "hp-twin")["phase"] == "Pending"
@@ -138,13 +142,15 @@ def test_a_pod_pinned_to_the_node_by_hand_is_rejected_by_its_agent(
     cluster: LocalCluster,
 ) -> None:
     cluster.apply(web("hp-pinned", "nodeName: node-2"))
-    poll(lambda: pod_status(cluster, "hp-pinned").get("phase") == "Failed", 30,
-         "hp-pinned rejected")  # fmt: skip
+    wait_until(lambda: pod_status(cluster, "hp-pinned").get("phase") == "Failed", 30,
+         what="hp-pinned rejected")  # fmt: skip
     status = pod_status(cluster, "hp-pinned")
     assert status["reason"] == "NodePorts"
     assert str(status["message"]).startswith(f"Pod was rejected: Predicate NodePorts failed: "
                                              f"{NO_PORTS}")  # fmt: skip
-    poll(lambda: bool(events_for(cluster, "hp-pinned", "NodePorts")), 30, "NodePorts event")
+    wait_until(
+        lambda: bool(events_for(cluster, "hp-pinned", "NodePorts")), 30, what="NodePorts event"
+    )
     url = f"http://{cluster.node_ip(2)}:{HOST_PORT}/"
     assert answered_by(cluster, 3, url, "hp-web"), "the first pod keeps its port"
     cluster.knemu("delete", "pod", "hp-pinned")
@@ -156,7 +162,9 @@ def test_the_example_lands_on_a_free_node_and_answers_there(cluster: LocalCluste
     node = int(pod["spec"]["nodeName"].rsplit("-", 1)[1])
     assert node != 2  # node-2's 8088/TCP is taken
     url = f"http://{cluster.node_ip(node)}:{HOST_PORT}/"
-    poll(lambda: answered_by(cluster, 2, url, "host-port-web"), 30, "the example's hostPort")
+    wait_until(
+        lambda: answered_by(cluster, 2, url, "host-port-web"), 30, what="the example's hostPort"
+    )
     cluster.knemu("delete", "pod", "host-port-web")
 
 
@@ -164,6 +172,6 @@ def test_deleting_the_pod_removes_the_mapping(cluster: LocalCluster) -> None:
     url = f"http://{cluster.node_ip(2)}:{HOST_PORT}/"
     assert answered_by(cluster, 3, url, "hp-web")
     cluster.knemu("delete", "pod", "hp-web")
-    poll(lambda: curl_from_node(cluster, 3, url).returncode == 7, 60,
-         "connection refused on node-2's hostPort")  # fmt: skip
+    wait_until(lambda: curl_from_node(cluster, 3, url).returncode == 7, 60,
+         what="connection refused on node-2's hostPort")  # fmt: skip
     assert cluster.table("node-2")["host_ports"] == []

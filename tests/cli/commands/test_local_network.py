@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster_helpers import unique_name, unique_subnet
+from localcluster import unique_name, unique_subnet
 
 from knemu.cli.commands.local import (
     Cluster,

@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll
+from localcluster import LocalCluster, local_cluster, read_until
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -69,25 +69,29 @@ def wait_running(c: LocalCluster, name: str) -> None:
             and c.get(f"/api/v1/namespaces/default/pods/{name}")["status"].get("phase") == "Running"
         )
 
-    poll(running, 60, f"pod {name} Running", every_s=0.1)
+    wait_until(running, 60, what=f"pod {name} Running", interval_s=0.1)
 
 
 def delete(c: LocalCluster, name: str) -> None:
     c.knemu("delete", "pod", name, check=False)
-    poll(lambda: name not in pod_names(c), 60, f"pod {name} gone", every_s=0.1)
+    wait_until(lambda: name not in pod_names(c), 60, what=f"pod {name} gone", interval_s=0.1)
 
 
 def test_run_i_gives_cat_our_stdin_and_removes_the_pod(cluster: LocalCluster) -> None:
     out = run_i(cluster, "cat1", "hello\n", "cat")
     assert (out.returncode, out.stdout) == (0, 'hello\npod "cat1" deleted\n'), out.stderr
-    poll(lambda: "cat1" not in pod_names(cluster), 60, "pod cat1 gone (--rm)", every_s=0.1)
+    wait_until(
+        lambda: "cat1" not in pod_names(cluster), 60, what="pod cat1 gone (--rm)", interval_s=0.1
+    )
 
 
 def test_run_i_wc_counts_piped_lines(cluster: LocalCluster) -> None:
     out = run_i(cluster, "wc1", "a\nb\n", "wc", "-l")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["2", 'pod "wc1" deleted']
-    poll(lambda: "wc1" not in pod_names(cluster), 60, "pod wc1 gone (--rm)", every_s=0.1)
+    wait_until(
+        lambda: "wc1" not in pod_names(cluster), 60, what="pod wc1 gone (--rm)", interval_s=0.1
+    )
 
 
 def test_run_i_with_empty_stdin_sees_eof_and_returns_the_exit_code(cluster: LocalCluster) -> None:
@@ -141,7 +145,7 @@ def test_stdin_stays_open_across_sessions_without_stdin_once(cluster: LocalClust
                 assert proc.stdin is not None
                 proc.stdin.write(f"{word}\n".encode())
                 proc.stdin.close()  # our EOF: the container's stdin stays open
-                assert read_until(proc, f"got {word}\n".encode(), 30).endswith(b"\n")
+                assert read_until(proc, proc.stdout, f"got {word}\n", 30).endswith("\n")
                 assert proc.poll() is None  # still attached: the container did not end
         phase = cluster.get("/api/v1/namespaces/default/pods/keeper")["status"]["phase"]
         assert phase == "Running"
@@ -182,22 +186,3 @@ def attach_process(c: LocalCluster, pod: str) -> Iterator[subprocess.Popen[bytes
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-
-
-def read_until(proc: subprocess.Popen[bytes], want: bytes, timeout_s: float) -> bytes:
-    """stdout of ``proc`` until it contains ``want``, with a deadline."""
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while want not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"no {want!r} within {timeout_s} s; got {seen!r}")
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                err = proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"attach ended before {want!r}: {seen!r} {err!r}")
-            seen += chunk
-    return seen

@@ -1,4 +1,5 @@
-"""Shared helpers for the local-cluster tests: unique names and subnets, polling with deadlines."""
+"""Helpers for the tests that run a whole local cluster (`knemu up`, marker ``netns``): unique
+names and subnets, and ``LocalCluster``, which drives the cluster through the real CLI and REST."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
+import selectors
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from knemu.testing import wait_until
 
 
 def unique_name() -> str:
@@ -42,17 +47,9 @@ def unique_subnet() -> str:
     raise RuntimeError("no free 192.168.x.0/24 found for a test cluster")
 
 
-def poll(cond: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(every_s)
-
-
 # -- a running local cluster, driven through the real CLI --------------------------------------
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class LocalCluster:
@@ -140,7 +137,9 @@ class LocalCluster:
             ready = [p for p in self.pods(namespace, selector) if _is_ready(p)]
             return len(ready) >= count
 
-        poll(check, timeout_s, f"{count} ready pods {selector!r} in {namespace}", every_s=0.2)
+        wait_until(
+            check, timeout_s, what=f"{count} ready pods {selector!r} in {namespace}", interval_s=0.2
+        )
         return ready
 
     def service(self, name: str, namespace: str = "default") -> dict[str, Any]:
@@ -210,3 +209,43 @@ spec:
     image: tools
     command: ["sleep", "3600"]
 """
+
+
+def read_until(
+    proc: subprocess.Popen[bytes], stream: IO[bytes] | None, want: str, timeout_s: float = 30
+) -> str:
+    """What ``stream`` of ``proc`` says until it contains ``want`` (a regex), with a deadline:
+    for CLI processes that stream (attach, port-forward) and must be read without blocking."""
+    assert stream is not None
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while not re.search(want, seen.decode(errors="replace")):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no {want!r} within {timeout_s} s; got {seen!r}")
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                err = proc.stderr.read() if proc.stderr and stream is not proc.stderr else b""
+                raise AssertionError(f"{proc.args!r} ended before {want!r}: {seen!r} {err!r}")
+            seen += chunk
+    return seen.decode()
+
+
+# The echo line of the built-in nginx/echo workload: which pod answered and whom it saw.
+FROM = re.compile(r"From=(\S+)\s+ClientIP=(\S+)")
+
+
+def wait_backends(c: LocalCluster, key: str, count: int) -> None:
+    """Until every node's router has ``count`` backends for service ``key``."""
+
+    def ok() -> bool:
+        for node in c.node_names():
+            svcs = {s["key"]: s for s in c.table(node)["services"]}
+            ports = svcs.get(key, {}).get("ports", [])
+            if not ports or any(len(p["backends"]) != count for p in ports):
+                return False
+        return True
+
+    wait_until(ok, 60, what=f"{count} backends of {key} on every node", interval_s=0.2)

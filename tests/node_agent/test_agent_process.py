@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from localcluster_helpers import REPO, poll
+from localcluster import REPO
+
+from knemu.testing import wait_until
 
 
 def test_sigterm_during_registration_exits_cleanly(tmp_path: Path) -> None:
@@ -26,7 +28,9 @@ def test_sigterm_during_registration_exits_cleanly(tmp_path: Path) -> None:
             stdout=out, stderr=out, env=env,
         )  # fmt: skip
     try:
-        poll(lambda: b"registration failed" in log.read_bytes(), 30, "a failed registration")
+        wait_until(
+            lambda: b"registration failed" in log.read_bytes(), 30, what="a failed registration"
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, log.read_text()
     finally:

@@ -9,18 +9,16 @@ checks that `knemu down` leaves nothing behind, and every forwarder is ended by 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import selectors
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from typing import IO
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster
+from localcluster import LocalCluster, local_cluster, read_until
+
+from knemu.testing import free_port
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -63,13 +61,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-def free_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def forwarder(c: LocalCluster, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """`knemu port-forward ARGS`; SIGTERM on exit if it still runs."""
@@ -89,26 +80,6 @@ def forwarder(c: LocalCluster, *args: str) -> Iterator[subprocess.Popen[bytes]]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-
-
-def read_until(proc: subprocess.Popen[bytes], stream: IO[bytes] | None, want: str,
-               timeout_s: float = 30) -> str:  # fmt: skip
-    """What ``stream`` of ``proc`` says until it contains ``want`` (a regex), with a deadline."""
-    assert stream is not None
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while not re.search(want, seen.decode(errors="replace")):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"no {want!r} within {timeout_s} s; got {seen!r}")
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                err = proc.stderr.read() if proc.stderr and stream is not proc.stderr else b""
-                raise AssertionError(f"port-forward ended before {want!r}: {seen!r} {err!r}")
-            seen += chunk
-    return seen.decode()
 
 
 def curl(port: int, path: str = "/") -> subprocess.CompletedProcess[str]:

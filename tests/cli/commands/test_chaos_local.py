@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll
-from test_local_cluster import FROM, wait_backends
+from localcluster import FROM, LocalCluster, local_cluster, wait_backends
 
+from knemu.testing import wait_until
 from knemu.testing_traffic import RequestResult, parse_request_log, request_loop_pod
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -83,7 +83,12 @@ def start_client(c: LocalCluster, name: str, node: str, target: str, count: int)
     """A pod on ``node`` that requests ``target`` every 0.1 s, ``count`` times (a bounded loop;
     knemu.testing_traffic): waits until it has logged its first request."""
     c.apply(request_loop_pod(name, node, target, count))
-    poll(lambda: bool(results(c, name)), 60, f"{name} to report its first request", every_s=0.2)
+    wait_until(
+        lambda: bool(results(c, name)),
+        60,
+        what=f"{name} to report its first request",
+        interval_s=0.2,
+    )
 
 
 def results(c: LocalCluster, pod: str) -> list[RequestResult]:
@@ -111,8 +116,8 @@ def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(cluster: Loc
             return all(not (usable_backends(cluster.table(n)) & victim_ips) for n in live)
 
         # The deadline counts from the kill, not from when `knemu chaos` returned.
-        poll(gone_everywhere, killed_at + GRACE_S + MARGIN_S - time.time(),
-             f"{victim}'s endpoints to leave every table", every_s=0.05)  # fmt: skip
+        wait_until(gone_everywhere, killed_at + GRACE_S + MARGIN_S - time.time(),
+             what=f"{victim}'s endpoints to leave every table", interval_s=0.05)  # fmt: skip
         gone_after = time.time() - killed_at
 
         def recovered() -> bool:
@@ -123,10 +128,19 @@ def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(cluster: Loc
                    if p["metadata"]["name"] in pods}  # fmt: skip
             return all(usable_backends(cluster.table(n)) == ips for n in live)
 
-        poll(recovered, 90, "3 ready replicas on live nodes, in every live table", every_s=0.2)
+        wait_until(
+            recovered,
+            90,
+            what="3 ready replicas on live nodes, in every live table",
+            interval_s=0.2,
+        )
         recovered_at = time.time()
-        poll(lambda: any(t > recovered_at + 5 for t, _, _ in results(cluster, "chaos-client")),
-             30, "5 s of requests after recovery", every_s=0.2)  # fmt: skip
+        wait_until(
+            lambda: any(t > recovered_at + 5 for t, _, _ in results(cluster, "chaos-client")),
+            30,
+            what="5 s of requests after recovery",
+            interval_s=0.2,
+        )
         rows = [r for r in results(cluster, "chaos-client") if r.sent_at >= killed_at]
         failures = [(t, rc) for t, ok, rc in rows if not ok]
         window = (max(t for t, _ in failures) - killed_at) if failures else 0.0
@@ -147,8 +161,8 @@ def test_kill_node_endpoints_leave_every_table_and_traffic_recovers(cluster: Loc
         assert "started" in chaos(cluster, "start-node", victim)
         # Ready comes with registration, before the agent's HTTP API listens (as `knemu up`
         # does, wait for both).
-        poll(lambda: victim in ready_nodes(cluster) and agent_healthy(cluster, victim), 60,
-             f"{victim} Ready and serving again", every_s=0.2)  # fmt: skip
+        wait_until(lambda: victim in ready_nodes(cluster) and agent_healthy(cluster, victim), 60,
+             what=f"{victim} Ready and serving again", interval_s=0.2)  # fmt: skip
     wait_backends(cluster, SERVICE, 3)  # the restarted node's router has the service again
     assert ready_nodes(cluster) == {"node-1", "node-2", "node-3"}
 
@@ -223,8 +237,8 @@ spec:
 """)
     try:
         cluster.wait_ready(1, selector="app=reuse")
-        poll(lambda: usable_backends(cluster.table("node-1"), "default/reuse") != set(), 60,
-             "reuse-a in node-1's table", every_s=0.2)  # fmt: skip
+        wait_until(lambda: usable_backends(cluster.table("node-1"), "default/reuse") != set(), 60,
+             what="reuse-a in node-1's table", interval_s=0.2)  # fmt: skip
         ip = cluster.service("reuse")["spec"]["clusterIP"]
         # Connection: close, and the client reads to EOF before closing: the server closes
         # first, so the client's port is free again at once (no TIME_WAIT on the client)
@@ -232,16 +246,27 @@ spec:
         script = tmp_path / "reuse_client.py"
         script.write_text(REUSE_CLIENT)
         curl = f"python3 {script} {ip} 8080 {REUSE_PORT}"
-        poll(lambda: pod_ready(cluster, "reuse-client"), 60, "reuse-client Ready", every_s=0.2)
+        wait_until(
+            lambda: pod_ready(cluster, "reuse-client"),
+            60,
+            what="reuse-client Ready",
+            interval_s=0.2,
+        )
         first = cluster.exec("reuse-client", curl).stdout
         assert [f for f, _ in FROM.findall(first)] == ["reuse-a"], first
         cluster.apply(ECHO.format(name="reuse-b", node="node-3"))
         cluster.wait_ready(2, selector="app=reuse")
         cluster.knemu("delete", "pod", "reuse-a")
         b_ip = str(cluster.get("/api/v1/namespaces/default/pods/reuse-b")["status"]["podIP"])
-        poll(lambda: all(usable_backends(cluster.table(n), "default/reuse") == {b_ip}
-                         for n in cluster.node_names()), 60, "only reuse-b left in every table",
-             every_s=0.2)  # fmt: skip
+        wait_until(
+            lambda: all(
+                usable_backends(cluster.table(n), "default/reuse") == {b_ip}
+                for n in cluster.node_names()
+            ),
+            60,
+            what="only reuse-b left in every table",
+            interval_s=0.2,
+        )
         second = cluster.exec("reuse-client", curl).stdout
         assert [f for f, _ in FROM.findall(second)] == ["reuse-b"], (
             f"same source port after reuse-a left: {second.strip()!r}; node-1 flows: "

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll
-from test_local_cluster import FROM, wait_backends
+from localcluster import FROM, LocalCluster, local_cluster, wait_backends
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -144,7 +145,7 @@ def test_headless_service_gives_one_a_record_per_ready_pod(cluster: LocalCluster
             got = sorted(out.stdout.split())
             return got == want
 
-        poll(answered, 10, f"one A per ready pod {want}", every_s=0.2)
+        wait_until(answered, 10, what=f"one A per ready pod {want}", interval_s=0.2)
         # Each pod answers on its own address: the records are usable as they are.
         for ip in got:
             out = run_in(cluster, CLIENT, f"curl -s -m 5 http://{ip}/")
@@ -162,7 +163,7 @@ def pod_ready(cluster: LocalCluster, name: str) -> bool:
 def resolv_conf_of(cluster: LocalCluster, name: str, dns: str) -> str:
     cluster.apply(tools_manifest(name, dns))
     try:
-        poll(lambda: pod_ready(cluster, name), 60, f"pod {name} Ready", every_s=0.2)
+        wait_until(lambda: pod_ready(cluster, name), 60, what=f"pod {name} Ready", interval_s=0.2)
         return run_in(cluster, name, "cat /etc/resolv.conf")
     finally:
         cluster.knemu("delete", "pod", name, check=False)

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from localcluster_helpers import LocalCluster, local_cluster, poll, tools_pod
+from localcluster import LocalCluster, local_cluster, tools_pod
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,8 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.apply_file("examples/service-internal-traffic-local.yaml")
         c.wait_ready(2, selector="role=tools")
         c.wait_ready(2, selector="app=local-web")
-        poll(lambda: all(len(usable(c.table(n))) == 2 for n in ("node-1", "node-3")), 60,
-             "both endpoints in node-1's and node-3's tables")  # fmt: skip
+        wait_until(lambda: all(len(usable(c.table(n))) == 2 for n in ("node-1", "node-3")), 60,
+             what="both endpoints in node-1's and node-3's tables")  # fmt: skip
         yield c
 
 
@@ -90,7 +92,7 @@ def test_node_port_on_node_3_still_reaches_an_endpoint(cluster: LocalCluster) ->
             seen.add(match.group(1))
         return match is not None
 
-    poll(answered, 30, "an answer on node-3's NodePort")
+    wait_until(answered, 30, what="an answer on node-3's NodePort")
     for _ in range(9):
         assert answered()
     assert seen <= {"local-web-1", "local-web-2"}

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
+from localcluster import REPO, LocalCluster, local_cluster, tools_pod
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -59,7 +61,9 @@ def test_seed_003_over_ipip_and_pod_mtu_1480(cluster: LocalCluster) -> None:
         names = {frm for frm, _ in FROM.findall(out.stdout)}
         return names == {p["metadata"]["name"] for p in cluster.pods(selector="app=sample-app")}
 
-    poll(all_replicas, 60, "curl to the ClusterIP reaches all 3 replicas", every_s=0.5)
+    wait_until(
+        all_replicas, 60, what="curl to the ClusterIP reaches all 3 replicas", interval_s=0.5
+    )
     out = cluster.exec("tools-1", "cat /sys/class/net/eth0/mtu")
     assert out.stdout.strip() == "1480"
     out = cluster.exec("tools-1", "curl -s -m 5 http://sample-clusterip:8080/")  # DNS too
@@ -158,7 +162,7 @@ def test_a_linux_ipip_tunnel_is_a_working_peer(
 ) -> None:
     ns, _ = kernel_peer
     target = str(remote_pod(cluster)["status"]["podIP"])
-    echo = REPO / "tests" / "integration" / "icmp_echo.py"
+    echo = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
 
     def peer_reaches_pod() -> bool:
         out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "-m", "3",
@@ -167,7 +171,7 @@ def test_a_linux_ipip_tunnel_is_a_working_peer(
         match = FROM.search(out.stdout)
         return match is not None and match.group(2) == PEER_POD_IP
 
-    poll(peer_reaches_pod, 30, "TCP from the kernel ipip peer to a pod", every_s=0.5)
+    wait_until(peer_reaches_pod, 30, what="TCP from the kernel ipip peer to a pod", interval_s=0.5)
     ping = subprocess.run(["ip", "netns", "exec", ns, "python3", str(echo), target],
                           capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
     assert ping.returncode == 0, ping.stdout + ping.stderr

@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
+from localcluster import FROM, REPO, LocalCluster, local_cluster, tools_pod, wait_backends
 
 from knemu.node_agent.runtime.sandbox import netns_name
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
-
-FROM = re.compile(r"From=(\S+)\s+ClientIP=(\S+)")
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +45,6 @@ def curl_many(c: LocalCluster, pod: str, url: str, times: int) -> list[tuple[str
     out = c.exec(pod, f"for i in $(seq {times}); do curl -s -m 5 {url}; echo; done")
     assert out.returncode == 0, out.stderr
     return FROM.findall(out.stdout)
-
-
-def wait_backends(c: LocalCluster, key: str, count: int) -> None:
-    """Until every node's router has ``count`` backends for service ``key``."""
-
-    def ok() -> bool:
-        for node in c.node_names():
-            svcs = {s["key"]: s for s in c.table(node)["services"]}
-            ports = svcs.get(key, {}).get("ports", [])
-            if not ports or any(len(p["backends"]) != count for p in ports):
-                return False
-        return True
-
-    poll(ok, 60, f"{count} backends of {key} on every node", every_s=0.2)
 
 
 def test_seed_003_clusterip_balances_over_all_replicas_and_keeps_client_ip(
@@ -110,7 +95,7 @@ def test_pod_to_pod_on_the_same_node_and_across_nodes(cluster: LocalCluster) -> 
 
 def test_ping_across_nodes(cluster: LocalCluster) -> None:
     # No ping binary here: a raw-socket ICMP echo (RFC 792) run inside the pod.
-    script = REPO / "tests" / "integration" / "icmp_echo.py"
+    script = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
     target = pod_ip(cluster, "tools-3")
     out = cluster.exec("tools-1", f"python3 {script} {target}")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -147,7 +132,7 @@ def test_node_port_from_the_underlay(cluster: LocalCluster) -> None:
         # kube-proxy userspace style: the backend sees node-2's gateway as the client.
         return match is not None and match.group(2) == "10.244.2.1"
 
-    poll(answered, 30, "an answer on node-2's NodePort", every_s=0.2)
+    wait_until(answered, 30, what="an answer on node-2's NodePort", interval_s=0.2)
 
 
 def test_udp_node_port_from_the_underlay(cluster: LocalCluster) -> None:
@@ -164,15 +149,18 @@ def test_udp_node_port_from_the_underlay(cluster: LocalCluster) -> None:
         match = FROM.search(out.stdout)
         return match is not None and match.group(2) == "10.244.1.1"
 
-    poll(answered, 30, "a UDP answer on node-1's NodePort", every_s=0.2)
+    wait_until(answered, 30, what="a UDP answer on node-1's NodePort", interval_s=0.2)
 
 
 def test_service_without_endpoints_refuses_at_once(cluster: LocalCluster) -> None:
     cluster.apply(SERVICE.format(name="empty", type="ClusterIP", affinity="None", proto="TCP")
                   .replace("app: sample-app", "app: nobody"))  # fmt: skip
     ip = cluster.service("empty")["spec"]["clusterIP"]
-    poll(lambda: any(s["key"] == "default/empty" for s in cluster.table("node-1")["services"]),
-         30, "service default/empty on node-1")  # fmt: skip
+    wait_until(
+        lambda: any(s["key"] == "default/empty" for s in cluster.table("node-1")["services"]),
+        30,
+        what="service default/empty on node-1",
+    )
     out = cluster.exec("tools-1", f"curl -s -m 10 -o /dev/null -w '%{{time_total}}' "
                        f"http://{ip}:8080/; echo ' rc='$?")  # fmt: skip
     took, rc = out.stdout.split()
@@ -214,10 +202,12 @@ def test_deleting_a_pod_and_a_service_updates_every_node(cluster: LocalCluster) 
             out.append({b["ip"] for s in svcs for p in s["ports"] for b in p["backends"]})
         return out
 
-    poll(lambda: all(ips == {pod_ip(cluster, "doomed-b")} for ips in backends()), 60,
-         f"backend {victim_ip} removed on every node", every_s=0.2)  # fmt: skip
+    wait_until(lambda: all(ips == {pod_ip(cluster, "doomed-b")} for ips in backends()), 60,
+         what=f"backend {victim_ip} removed on every node", interval_s=0.2)  # fmt: skip
     cluster.knemu("delete", "service", "doomed")
-    poll(lambda: backends() == [set()] * cluster.nodes, 60, "service removed on every node")
+    wait_until(
+        lambda: backends() == [set()] * cluster.nodes, 60, what="service removed on every node"
+    )
     assert all(
         all(s["key"] != "default/doomed" for s in cluster.table(n)["services"])
         for n in cluster.node_names()
@@ -289,7 +279,7 @@ def test_chaos_partition_between_two_nodes_then_heal(cluster: LocalCluster) -> N
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
-    script = REPO / "tests" / "integration" / "icmp_echo.py"
+    script = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
     try:
         assert cluster.exec("tools-1", f"python3 {script} {far}").returncode == 1
         assert cluster.exec("tools-1", f"python3 {script} {near}").returncode == 0
@@ -334,7 +324,9 @@ def test_node_killed_and_restarted_with_chaos_adopts_its_pods(cluster: LocalClus
                 return False
         return True
 
-    poll(all_reachable, 60, "node-1's pods reachable after the agent restarted", every_s=0.5)
+    wait_until(
+        all_reachable, 60, what="node-1's pods reachable after the agent restarted", interval_s=0.5
+    )
     assert on_node_1() == before
 
 

@@ -14,7 +14,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from localcluster_helpers import REPO, LocalCluster, local_cluster, poll, tools_pod
+from localcluster import REPO, LocalCluster, local_cluster, tools_pod
+
+from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -96,8 +98,8 @@ def test_its_pod_ip_is_the_node_ip(cluster: LocalCluster) -> None:
 
 def test_it_listens_on_the_node_ip(cluster: LocalCluster) -> None:
     url = f"http://{cluster.node_ip(2)}:{PORT}/"
-    poll(lambda: answered(in_node(cluster, 3, "curl", "-s", "-m", "5", url)), 30,
-         "hn-web on node-2's IP from node-3")  # fmt: skip
+    wait_until(lambda: answered(in_node(cluster, 3, "curl", "-s", "-m", "5", url)), 30,
+         what="hn-web on node-2's IP from node-3")  # fmt: skip
     # no relay in between: the client is node-3 itself
     match = FROM.search(in_node(cluster, 3, "curl", "-s", "-m", "5", url).stdout)
     assert match is not None and match.group(2) == cluster.node_ip(3)
@@ -128,7 +130,9 @@ def test_a_cluster_ip_service_selects_it(cluster: LocalCluster) -> None:
                 if s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == "hn-svc"
                 for e in s.get("endpoints") or [] for a in e["addresses"]]  # fmt: skip
 
-    poll(lambda: addresses() == [cluster.node_ip(2)], 30, "hn-svc's endpoint at node-2's IP")
+    wait_until(
+        lambda: addresses() == [cluster.node_ip(2)], 30, what="hn-svc's endpoint at node-2's IP"
+    )
     ip = cluster.service("hn-svc")["spec"]["clusterIP"]
     for client in ("tools-1", "tools-2"):  # another node, and the backend's own node
         out = cluster.exec(client, f"curl -s -m 5 http://{ip}/")
@@ -170,8 +174,8 @@ def test_the_example_answers_on_its_node_ip(cluster: LocalCluster) -> None:
     assert pod["spec"]["containers"][0]["ports"][0]["hostPort"] == 8090  # defaulted
     url = f"http://{cluster.node_ip(node)}:8090/"
     client = 1 if node != 1 else 2
-    poll(lambda: FROM.search(in_node(cluster, client, "curl", "-s", "-m", "5", url).stdout)
-         is not None, 30, "the example on its node's IP")  # fmt: skip
+    wait_until(lambda: FROM.search(in_node(cluster, client, "curl", "-s", "-m", "5", url).stdout)
+         is not None, 30, what="the example on its node's IP")  # fmt: skip
     out = cluster.exec("tools-1", "curl -s -m 5 http://host-network-web/")
     assert "From=host-network-web" in out.stdout, out.stdout + out.stderr
     cluster.knemu("delete", "-f", str(REPO / "examples/pod-host-network.yaml"))
@@ -180,8 +184,8 @@ def test_the_example_answers_on_its_node_ip(cluster: LocalCluster) -> None:
 def test_deleting_it_closes_the_port(cluster: LocalCluster) -> None:
     url = f"http://{cluster.node_ip(2)}:{PORT}/"
     cluster.knemu("delete", "pod", "hn-web")
-    poll(lambda: in_node(cluster, 3, "curl", "-s", "-m", "5", url).returncode == 7, 60,
-         "connection refused on node-2's port")  # fmt: skip
+    wait_until(lambda: in_node(cluster, 3, "curl", "-s", "-m", "5", url).returncode == 7, 60,
+         what="connection refused on node-2's port")  # fmt: skip
     # the node's namespace is still there and whole: its agent still answers
     assert cluster.get("/api/v1/nodes/node-2")["metadata"]["name"] == "node-2"
     out = cluster.exec("tools-2", "true")
