@@ -35,6 +35,12 @@ POD_MTU_BYTES = 1450  # when the underlay interface cannot be found (1500 minus 
 KUBELET_PORT = 10250
 DEFAULT_AGENT_STATE_DIR = "/run/knemu"
 PROXY_MODES = ("iptables", "ipvs", "userspace")
+# Pod networks (docs/ARCHITECTURE.md, "Backends"): VXLAN (flannel), IP-in-IP (Calico IPIP),
+# BGP with native routing (Calico BGP mode: BIRD on every node).
+NETWORK_BACKENDS = ("vxlan", "ipip", "bgp")
+# Published by each agent on its Node (label; the api-server mirrors it into flannel's
+# backend-type annotation) so peers can refuse a node that speaks another backend.
+BACKEND_LABEL = "knemu.dev/network-backend"
 IPVS_SCHEDULERS = ("rr", "lc", "sh")
 
 
@@ -141,6 +147,9 @@ class AgentConfig(_Config):
     kubelet_listen_port: int = KUBELET_PORT
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"
+    # How pod packets cross the underlay: vxlan | ipip (every node of a cluster the same).
+    # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20), bgp 1500.
+    backend: str = "vxlan"
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -173,7 +182,12 @@ class AgentConfig(_Config):
             )
         if self.pod_mtu_bytes and not 576 <= self.pod_mtu_bytes <= 9000:
             raise ConfigError(
-                "pod_mtu_bytes must be between 576 and 9000 (or 0: the underlay's MTU minus 50)"
+                "pod_mtu_bytes must be between 576 and 9000 (or 0: the underlay's MTU less the "
+                "backend's overhead)"
+            )
+        if self.backend not in NETWORK_BACKENDS:
+            raise ConfigError(
+                f"backend {self.backend!r} is not one of {', '.join(NETWORK_BACKENDS)}"
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")

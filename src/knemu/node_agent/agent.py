@@ -30,13 +30,16 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from knemu.config import AgentConfig
+from knemu.config import BACKEND_LABEL, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
-from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.backends import bird
+from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
@@ -135,6 +138,7 @@ async def register(
                 name=config.node_name, identity=identity, internal_ip=underlay_ip,
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
+                labels={BACKEND_LABEL: config.backend},
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -167,7 +171,7 @@ class Agent:
         local = LocalNode(
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
-            vxlan_port=config.vxlan_port, mtu=mtu,
+            vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -186,7 +190,14 @@ class Agent:
             client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
             seed=config.seed,
         )  # fmt: skip
-        self.tables = NodeTables(self.name, self.router, self.informer)
+        # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
+        self.bgp: BgpSpeaker | None = None
+        if config.backend == "bgp":
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
+        self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
+                                 self._backend_mismatch,
+                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -227,7 +238,12 @@ class Agent:
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
         self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name)
-        await self.underlay.open((self.underlay_ip, self.config.vxlan_port))
+        backend = self.router.backend
+        if backend.transport != backends.TRANSPORT_NONE:
+            raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
+            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if self.bgp is not None:
+            await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -242,7 +258,8 @@ class Agent:
         log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
                     f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
-                    f"proxy mode {self.config.proxy_mode}")  # fmt: skip
+                    f"proxy mode {self.config.proxy_mode}, "
+                    f"network backend {self.config.backend}")  # fmt: skip
 
     async def stop(self) -> None:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
@@ -259,6 +276,8 @@ class Agent:
             await self.dns.close()
         if self.underlay is not None:
             self.underlay.close()
+        if self.bgp is not None:
+            await self.bgp.stop()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
@@ -380,10 +399,21 @@ class Agent:
 
     # -- what the kubelet API serves ---------------------------------------------------------
 
+    def _backend_mismatch(self, peer: str, backend: str) -> None:
+        """A peer speaks another pod network backend: say so where `knemu describe` shows."""
+        self.pods.record("Node", "", self.name, "Warning", "NetworkBackendMismatch",
+                         f"node {peer} uses network backend {backend}, this node "
+                         f"{self.config.backend}: no route to its pods; run every node with "
+                         f"the same --backend")  # fmt: skip
+
     def table_snapshot(self) -> dict[str, Any]:
         """``GET /table``: the router's tables and what else shapes this node's forwarding."""
         snap = self.router.table_snapshot()
         snap["node"] = self.name
+        snap["backend"] = self.config.backend
+        snap["backend_mismatch"] = dict(self.tables.mismatched)
+        if self.bgp is not None:
+            snap["bgp"] = self.bgp.status
         snap["impairments"] = self.faults.describe()
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
@@ -424,7 +454,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
     ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
-    mtu = await resolve_pod_mtu(config.pod_mtu_bytes, underlay_ip)
+    mtu = await resolve_pod_mtu(
+        config.pod_mtu_bytes, underlay_ip, backends.overhead_bytes(config.backend), config.backend
+    )
     log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
     config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()

@@ -14,6 +14,7 @@ from knemu.node_agent.dataplane.capture import (
     CaptureReader,
     CaptureSession,
     CaptureStatistics,
+    raw_ipv4,
 )
 from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.proto import wire
@@ -25,6 +26,7 @@ from .kubelet_helpers import make_kubelet_api
 
 class FakeAdapter:
     tap = None
+    ip_protocol: int | None = 0  # an open UDP underlay (pods' ports ignore it)
 
 
 def test_taps_are_installed_while_captures_run_and_removed_after() -> None:
@@ -72,6 +74,32 @@ def test_a_full_queue_skips_the_filter_and_the_underlay_skips_building() -> None
     underlay.tap(b"\x08" + bytes(150), NODE_1, NODE_2, 2.0, True)
     session.offer(tcp(), 3.0)  # would be filtered out, but there is no room anyway
     assert session.statistics() == CaptureStatistics(captured=1, dropped=2, filtered=0)
+
+
+def test_an_ipip_underlay_is_captured_with_protocol_4_outer_headers() -> None:
+    underlay = FakeAdapter()
+    underlay.ip_protocol = 4  # raw socket: reads whole IPv4 packets, sends the inner one
+    taps = CaptureTaps(lambda: underlay, {})
+    session = CaptureSession("pcap")
+    taps.attach_underlay(session)
+    assert underlay.tap is not None
+    inner = tcp()
+    underlay.tap(inner, NODE_1, NODE_2, 1.0, True)  # sent: the kernel adds the outer header
+    underlay.tap(raw_ipv4(inner, NODE_2[0], NODE_1[0], 4), NODE_2, NODE_1, 2.0, False)
+    reader = CaptureReader()
+    reader.feed(session.header() + session.take())
+    sent, received = (wire.decode_ipv4(p[1]) for p in reader.packets)
+    assert (sent.src, sent.dst, sent.proto) == (NODE_1[0], NODE_2[0], 4)
+    assert (received.src, received.dst, received.proto) == (NODE_2[0], NODE_1[0], 4)
+    assert bytes(sent.payload) == inner == bytes(received.payload)
+    assert wire.ipv4_header_checksum(reader.packets[0][1]) == 0
+
+
+def test_an_underlay_that_never_opened_names_the_bgp_backend() -> None:
+    underlay = FakeAdapter()
+    underlay.ip_protocol = None
+    with pytest.raises(Exception, match="network backend is bgp"):
+        CaptureTaps(lambda: underlay, {}).attach_underlay(CaptureSession())
 
 
 # -- through the HTTP API ----------------------------------------------------------------------

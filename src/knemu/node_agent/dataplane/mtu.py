@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from knemu.config import POD_MTU_BYTES
 from knemu.errors import ConfigError
 
+ETHERNET_MTU_BYTES = 1500  # an underlay whose link we cannot see is taken to be Ethernet
 VXLAN_OVERHEAD_BYTES = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 MIN_POD_MTU_BYTES = 576  # RFC 791: every IPv4 host accepts 576-byte datagrams
 MAX_POD_MTU_BYTES = 9000  # AgentConfig's ceiling: the common jumbo-frame size
@@ -41,29 +41,36 @@ class PodMtu:
     reason: str
 
 
-def choose_pod_mtu(configured_bytes: int, underlay_ip: str, link: UnderlayLink | None) -> PodMtu:
-    """``configured_bytes`` when non-zero; else the underlay link's MTU minus 50 (clamped);
-    else, when the link is unknown, the 1500-byte Ethernet default's 1450."""
+def choose_pod_mtu(
+    configured_bytes: int,
+    underlay_ip: str,
+    link: UnderlayLink | None,
+    overhead_bytes: int = VXLAN_OVERHEAD_BYTES,
+    backend: str = "vxlan",
+) -> PodMtu:
+    """``configured_bytes`` when non-zero; else the underlay link's MTU less the backend's
+    ``overhead_bytes`` (VXLAN 50, IP-in-IP 20, BGP 0; clamped); else, when the link is unknown,
+    a 1500-byte Ethernet underlay's (1450 for VXLAN)."""
+    label = "VXLAN" if backend == "vxlan" else backend
     if configured_bytes:
         return PodMtu(configured_bytes, "set explicitly (--mtu)")
     if link is None:
         return PodMtu(
-            POD_MTU_BYTES,
+            ETHERNET_MTU_BYTES - overhead_bytes,
             f"no interface holds underlay address {underlay_ip}; assuming a 1500-byte underlay "
             "(set --mtu to choose)",
         )
-    derived = link.mtu_bytes - VXLAN_OVERHEAD_BYTES
+    derived = link.mtu_bytes - overhead_bytes
     if derived < MIN_POD_MTU_BYTES:
         raise ConfigError(
-            f"underlay interface {link.ifname} has MTU {link.mtu_bytes}: too small for VXLAN "
-            f"pods (needs {MIN_POD_MTU_BYTES + VXLAN_OVERHEAD_BYTES}); raise it or set --mtu"
+            f"underlay interface {link.ifname} has MTU {link.mtu_bytes}: too small for {label} "
+            f"pods (needs {MIN_POD_MTU_BYTES + overhead_bytes}); raise it or set --mtu"
         )
     mtu = min(derived, MAX_POD_MTU_BYTES)
     capped = f", capped at {MAX_POD_MTU_BYTES}" if mtu < derived else ""
     return PodMtu(
         mtu,
-        f"underlay {link.ifname} MTU {link.mtu_bytes} minus {VXLAN_OVERHEAD_BYTES} for VXLAN"
-        + capped,
+        f"underlay {link.ifname} MTU {link.mtu_bytes} minus {overhead_bytes} for {label}" + capped,
     )
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from knemu.errors import ConfigError
-from knemu.node_agent.dataplane.mtu import PodMtu, UnderlayLink, choose_pod_mtu, find_link
+from knemu.node_agent.dataplane.mtu import (
+    VXLAN_OVERHEAD_BYTES,
+    PodMtu,
+    UnderlayLink,
+    choose_pod_mtu,
+    find_link,
+)
 
 
 async def read_underlay_link(address: str) -> UnderlayLink | None:
@@ -30,7 +36,12 @@ async def read_underlay_link(address: str) -> UnderlayLink | None:
     return find_link(out.decode(errors="replace"), address)
 
 
-async def resolve_pod_mtu(configured_bytes: int, underlay_ip: str) -> PodMtu:
+async def resolve_pod_mtu(
+    configured_bytes: int,
+    underlay_ip: str,
+    overhead_bytes: int = VXLAN_OVERHEAD_BYTES,
+    backend: str = "vxlan",
+) -> PodMtu:
     """The pod MTU for this node: reads the underlay link only when none is configured."""
     link = None if configured_bytes else await read_underlay_link(underlay_ip)
-    return choose_pod_mtu(configured_bytes, underlay_ip, link)
+    return choose_pod_mtu(configured_bytes, underlay_ip, link, overhead_bytes, backend)
