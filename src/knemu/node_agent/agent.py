@@ -39,11 +39,13 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.dataplane.steering import Steering
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
+from knemu.node_agent.kubeproxy.healthcheck_server import HealthCheckServers
 from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
 from knemu.node_agent.kubeproxy.relays import ProxyStatistics
 from knemu.node_agent.policy.sync import POLICY_KINDS, PolicySync
@@ -178,6 +180,12 @@ class Agent:
             PodLinks(self.router, self.policy, self.dispatch),
         )  # fmt: skip
         self.nodeports = NodePortProxy(self.underlay_ip)
+        # externalTrafficPolicy Local: kube-proxy's healthcheck ports and the steering rules
+        # that bring the original packets to the router (dataplane/steering.py).
+        self.healthchecks = HealthCheckServers(
+            self.underlay_ip, self.router.services.local_endpoints
+        )
+        self.steering = Steering(self.underlay_ip, plan.ifname)
         self.api = KubeletApi(
             self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
             metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
@@ -218,6 +226,7 @@ class Agent:
         pod_cidr = self.router.node.pod_cidr
         self.cni = cni.install(self.config, self.name, pod_cidr, plan.address)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
+        await self.steering.start()
         self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
@@ -240,6 +249,8 @@ class Agent:
         await self.pods.hostports.close()
         await self.api.stop()
         await self.nodeports.close()
+        await self.healthchecks.close()
+        await self.steering.close()
         if self.dns is not None:
             await self.dns.close()
         if self.underlay is not None:
@@ -397,7 +408,10 @@ class Agent:
         while True:
             await self._nodeport_dirty.wait()
             self._nodeport_dirty.clear()
-            await self.nodeports.apply(tables.node_port_rules(self.informer.list("Service")))
+            services = self.informer.list("Service")
+            await self.nodeports.apply(tables.node_port_rules(services))
+            await self.steering.apply(tables.local_node_ports(services))
+            await self.healthchecks.apply(tables.health_check_ports(services))
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:

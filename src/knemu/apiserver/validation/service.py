@@ -160,6 +160,9 @@ def _policies(spec: Any, stype: str) -> list[FieldError]:
             )
         elif etp not in ("Cluster", "Local"):
             errs.append(not_supported("spec.externalTrafficPolicy", etp, ("Cluster", "Local")))
+    hc = spec.get("healthCheckNodePort")
+    if hc not in (None, 0) and not (is_int(hc) and 0 < hc < 65536):
+        errs.append(invalid("spec.healthCheckNodePort", hc, "must be a port number"))
     itp = spec.get("internalTrafficPolicy")
     if itp not in (None, "", "Cluster", "Local"):
         errs.append(not_supported("spec.internalTrafficPolicy", itp, ("Cluster", "Local")))

@@ -147,7 +147,12 @@ class ServiceNat:
         # come back through us otherwise: hairpin (a pod reaching itself through its service)
         # and clients outside the cluster CIDR, e.g. the node's own kernel using its node IP.
         net, mask = self.cluster_net
-        masq = backend.ip == client or int.from_bytes(client, "big") & mask != net
+        outside = int.from_bytes(client, "big") & mask != net
+        # externalTrafficPolicy Local keeps an outside client's address (the backend is
+        # local, so the reply comes back through us); the relay's node IP is still masked.
+        if rule.preserve_source and client != self.external_client:
+            outside = False
+        masq = backend.ip == client or outside
         src = self.gw if masq else client
         if backend.ip in self.own and (client == self.gw or masq):
             # The node's kernel reaching a service the node itself backs (kube-dns' node-local

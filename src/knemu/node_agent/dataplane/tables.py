@@ -73,6 +73,7 @@ def service_entry(svc: pb.Service) -> ServiceEntry:
         external_ips=tuple(dict.fromkeys((*svc.external_ips, *svc.load_balancer_ips))),
         # KEP-2086: ClusterIP traffic only to this node's endpoints; unset means Cluster.
         internal_local=svc.internal_traffic_policy == "Local",
+        external_local=is_external_local(svc),
     )
 
 
@@ -129,6 +130,32 @@ def node_port_rules(services: Iterable[pb.Service]) -> list[NodePortRule]:
             if p.node_port and (p.protocol or "TCP") in ("TCP", "UDP"):
                 rules.append(NodePortRule(p.protocol or "TCP", p.node_port, svc.cluster_ip, p.port))
     return sorted(set(rules))
+
+
+def is_external_local(svc: pb.Service) -> bool:
+    """externalTrafficPolicy Local, which only NodePort and LoadBalancer services have."""
+    return svc.type in ("NodePort", "LoadBalancer") and svc.external_traffic_policy == "Local"
+
+
+def local_node_ports(services: Iterable[pb.Service]) -> set[tuple[str, int]]:
+    """(protocol, nodePort) of every externalTrafficPolicy Local port: steered into the router
+    so the client's address is kept (``dataplane.steering``)."""
+    return {
+        (p.protocol or "TCP", p.node_port)
+        for svc in services
+        if is_proxied(svc) and is_external_local(svc)
+        for p in svc.ports
+        if p.node_port and (p.protocol or "TCP") in ("TCP", "UDP")
+    }
+
+
+def health_check_ports(services: Iterable[pb.Service]) -> dict[int, str]:
+    """healthCheckNodePort -> "namespace/name": what kube-proxy's healthcheck server serves."""
+    return {
+        svc.health_check_node_port: service_key(svc.metadata.namespace, svc.metadata.name)
+        for svc in services
+        if is_proxied(svc) and is_external_local(svc) and svc.health_check_node_port
+    }
 
 
 @dataclass(frozen=True)
