@@ -44,6 +44,7 @@ from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.pod_sync import PodSync
+from knemu.node_agent.kubeproxy import l2announce
 from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
 from knemu.node_agent.kubeproxy.healthcheck_server import HealthCheckServers
 from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
@@ -363,8 +364,8 @@ class Agent:
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if self.tables.apply(type_, kind, obj, old):
-            self._nodeport_dirty.set()
+        if self.tables.apply(type_, kind, obj, old) or kind == "Node":
+            self._nodeport_dirty.set()  # Nodes: which node announces LoadBalancer addresses
         if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
@@ -384,6 +385,8 @@ class Agent:
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
         snap["host_ports"] = self.pods.hostports.table.snapshot()
+        snap["load_balancer_announced"] = sorted(self.steering.addresses)
+        snap["external_local_steered"] = sorted(f"{n}/{p}" for p, n in self.steering.ports)
         return snap
 
     def metrics_text(self) -> str:
@@ -412,6 +415,9 @@ class Agent:
             await self.nodeports.apply(tables.node_port_rules(services))
             await self.steering.apply(tables.local_node_ports(services))
             await self.healthchecks.apply(tables.health_check_ports(services))
+            addresses = tables.load_balancer_addresses(services, self.tables.slices_of)
+            ready = tables.ready_nodes(self.informer.list("Node"))
+            await self.steering.announce(l2announce.announced_by(self.name, addresses, ready))
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:

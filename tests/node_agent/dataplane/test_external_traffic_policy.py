@@ -125,3 +125,20 @@ def test_tables_steer_and_health_check_only_local_services() -> None:
     assert t.health_check_ports([local, cluster]) == {31999: "default/web"}
     assert t.service_entry(local).external_local and not t.service_entry(cluster).external_local
     assert t.local_node_ports([_svc("Local", stype="ClusterIP")]) == set()
+
+
+def test_load_balancer_addresses_carry_policy_and_endpoint_nodes() -> None:
+    svc = _svc("Local")
+    svc.load_balancer_ips.append(LB_IP)
+    ep = pb.Endpoint(addresses=[POD_C], node_name="node-1",
+                     conditions=pb.EndpointConditions(ready=True))  # fmt: skip
+    gone = pb.Endpoint(addresses=[POD_B], node_name="node-2",
+                       conditions=pb.EndpointConditions(ready=False))  # fmt: skip
+    slices = {("default", "web"): [pb.EndpointSlice(endpoints=[ep, gone])]}
+    (addr,) = t.load_balancer_addresses([svc], lambda ns, name: slices.get((ns, name), []))
+    assert (addr.service, addr.ip, addr.local_only) == ("default/web", LB_IP, True)
+    assert addr.endpoint_nodes == {"node-1"}
+    assert t.load_balancer_addresses([_svc("Local", stype="NodePort")], lambda ns, n: []) == []
+    nodes = [pb.Node(metadata=pb.ObjectMeta(name="node-1"), ready=True),
+             pb.Node(metadata=pb.ObjectMeta(name="node-2"))]  # fmt: skip
+    assert t.ready_nodes(nodes) == ["node-1"]

@@ -7,6 +7,7 @@ from knemu.node_agent.dataplane.steering import (
     LOCAL_PREF,
     RULE_PREF,
     TABLE,
+    address_args,
     local_rule_at,
     rule_args,
     setup_args,
@@ -36,3 +37,13 @@ def test_local_rule_is_found_at_its_exact_preference() -> None:
     moved = RULES.replace("0:\tfrom all lookup local", f"{LOCAL_PREF}:\tfrom all lookup local")
     assert local_rule_at(moved, LOCAL_PREF) and not local_rule_at(moved, 0)
     assert not local_rule_at("32766:\tfrom all lookup main\n", 0)
+
+
+def test_an_announced_address_is_added_before_its_rules_and_only_tcp_udp_are_steered() -> None:
+    add = address_args("add", "eth0", "knemu0", "192.0.2.50")
+    assert add[0] == ["addr", "add", "192.0.2.50/32", "dev", "knemu0"]
+    protos = [a[a.index("ipproto") + 1] for a in add[1:]]
+    assert protos == ["tcp", "udp"]  # never every protocol: ARP must still find it local
+    assert all(a[a.index("to") + 1] == "192.0.2.50/32" for a in add[1:])
+    delete = address_args("del", "eth0", "knemu0", "192.0.2.50")
+    assert delete[-1] == ["addr", "del", "192.0.2.50/32", "dev", "knemu0"]

@@ -13,7 +13,7 @@ import argparse
 import subprocess
 import sys
 
-from knemu.cli.commands.local import describe_leftovers, load_state
+from knemu.cli.commands.local import list_namespaces, load_state
 from knemu.cli.commands.local_plan import DEFAULT_NAME, DEFAULT_SUBNET, STATE_ROOT, Cluster
 from knemu.errors import KnemuError, LocalError
 
@@ -32,8 +32,10 @@ def external_run(args: argparse.Namespace) -> int:
                 "`knemu external -- curl http://NODE_IP:NODE_PORT/`"
             )
         cluster = Cluster(args.name, DEFAULT_SUBNET, 0, args.state_dir)
-        running, _ = describe_leftovers(cluster)
-        if load_state(cluster) is None or not running:
+        # Not "every component runs": the client must keep working while chaos kills nodes.
+        if load_state(cluster) is None or cluster.external_ns not in list_namespaces(
+            cluster.external_ns
+        ):
             raise LocalError(
                 f"no running cluster {cluster.name!r} under {cluster.state_dir}; start one with "
                 f"`knemu up --name {cluster.name}` (or pass --name/--state-dir)"

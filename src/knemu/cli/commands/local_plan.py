@@ -18,6 +18,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from knemu.apiserver.controllers.service import LOAD_BALANCER_POOL
 from knemu.errors import ConfigError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # keeps knh-<name> within IFNAMSIZ (15)
@@ -107,6 +108,9 @@ class Cluster:
             f"-n {ns} link set lo up",
             f"-n {ns} addr add {self.external_ip}/{self.net.prefixlen} dev eth0",
             f"-n {ns} link set eth0 up",
+            # LoadBalancer addresses are on-link, as MetalLB L2 pools are: the client ARPs for
+            # them and the announcing node answers (kubeproxy.l2announce).
+            f"-n {ns} route add {LOAD_BALANCER_POOL} dev eth0",
         ]
 
     def component_configs(self, proxy_mode: str) -> dict[str, dict[str, Any]]:

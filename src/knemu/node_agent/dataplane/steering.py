@@ -24,6 +24,14 @@ preference 0 to 100 so that the rule above is consulted before local delivery (t
 policy-routing arrangement for VRFs and TPROXY), and ``accept_local`` on ``knemu0`` lets the
 kernel forward a packet whose source is one of its own addresses (the un-NATed reply).
 
+LoadBalancer addresses (MetalLB L2, ``kubeproxy.l2announce``) use the same table: the node that
+announces an address puts it on ``knemu0`` as a /32, so the kernel answers ARP for it on the
+underlay (``arp_ignore`` 0: any local address) and forgets it the moment the agent dies (the
+TUN goes with its fd, so a killed node stops answering at once), sends a gratuitous ARP, and
+steers its TCP and UDP from the underlay into the router (``iif eth0 to IP/32``), where the
+service's external rule translates it like a nodePort's (TCP and UDP only: ARP for
+the address must still find the local table).
+
 Only packets from the underlay interface are steered: the node's own processes (``iif lo``)
 still reach the port through the relay, and nothing the router hands to the host can loop back
 into it.  Cluster-policy NodePorts keep the relay, as before.
@@ -32,10 +40,14 @@ into it.  Cluster-policy NodePorts keep the relay, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Iterable
+from pathlib import Path
 
 from knemu.errors import ConfigError
+from knemu.node_agent.kubeproxy.l2announce import ETH_P_ARP, garp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,16 @@ def rule_args(action: str, iif: str, port: Port) -> list[str]:
     proto, number = port
     return ["rule", action, "pref", str(RULE_PREF), "iif", iif, "ipproto", proto.lower(),
             "dport", str(number), "lookup", str(TABLE)]  # fmt: skip
+
+
+def address_args(action: str, iif: str, host_ifname: str, ip: str) -> list[list[str]]:
+    """Announcing a LoadBalancer address: on the host TUN, and its TCP and UDP steered from
+    the underlay.  Per protocol, not the whole address: the kernel answers an ARP request only
+    when the route lookup for its target (protocol 0) still finds the local table."""
+    rules = [["rule", action, "pref", str(RULE_PREF), "iif", iif, "to", f"{ip}/32", "ipproto",
+              proto, "lookup", str(TABLE)] for proto in ("tcp", "udp")]  # fmt: skip
+    addr = ["addr", action, f"{ip}/32", "dev", host_ifname]
+    return [addr, *rules] if action == "add" else [*rules, addr]
 
 
 def setup_args(host_ifname: str) -> list[list[str]]:
@@ -79,6 +101,7 @@ class Steering:
         self._host = host_ifname
         self._iif = ""
         self.ports: set[Port] = set()
+        self.addresses: set[str] = set()  # LoadBalancer addresses this node announces
         self.errors: dict[Port, str] = {}
 
     async def start(self) -> None:
@@ -124,8 +147,36 @@ class Steering:
             self.errors.pop(port, None)
             self.ports.add(port)
 
+    async def announce(self, desired: Iterable[str]) -> None:
+        """Hold exactly the ``desired`` LoadBalancer addresses (module doc)."""
+        want = set(desired)
+        if not self._iif:
+            return
+        for ip in sorted(self.addresses - want):
+            for args in address_args("del", self._iif, self._host, ip):
+                await _ip(args, check=False)
+            self.addresses.discard(ip)
+            log.info("no longer announcing %s", ip)
+        for ip in sorted(want - self.addresses):
+            for args in address_args("add", self._iif, self._host, ip):
+                await _ip(args, check=False)
+            self.addresses.add(ip)
+            self._gratuitous_arp(ip)
+            log.info("announcing %s on %s", ip, self._iif)
+
+    def _gratuitous_arp(self, ip: str) -> None:
+        try:
+            mac = Path(f"/sys/class/net/{self._iif}/address").read_text().strip()
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
+                s.bind((self._iif, 0))
+                s.send(garp(mac, ip))
+        except (OSError, ValueError) as exc:  # clients then learn the MAC when they ARP
+            log.warning("gratuitous ARP for %s on %s failed: %s", ip, self._iif, exc)
+
     async def close(self) -> None:
         await self.apply(())
+        with contextlib.suppress(ConfigError):
+            await self.announce(())
 
 
 async def _ip(args: list[str], check: bool = True) -> str | None:

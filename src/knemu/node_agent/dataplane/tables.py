@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from knemu.config import DNS_SERVICE_IP
 from knemu.errors import ConfigError
+from knemu.node_agent.kubeproxy.l2announce import LoadBalancerAddress
 from knemu.node_agent.kubeproxy.relays import NodePortRule
 from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import knemu_pb2 as pb
@@ -156,6 +157,34 @@ def health_check_ports(services: Iterable[pb.Service]) -> dict[int, str]:
         for svc in services
         if is_proxied(svc) and is_external_local(svc) and svc.health_check_node_port
     }
+
+
+def load_balancer_addresses(
+    services: Iterable[pb.Service], slices_of: Callable[[str, str], list[pb.EndpointSlice]]
+) -> list[LoadBalancerAddress]:
+    """Every status.loadBalancer.ingress IP of a LoadBalancer service, with what the MetalLB
+    L2 choice needs (``kubeproxy.l2announce``): the policy and the nodes with ready endpoints."""
+    out = []
+    for svc in services:
+        if svc.type != "LoadBalancer" or not is_proxied(svc) or is_agent_owned(svc):
+            continue
+        ns, name = svc.metadata.namespace, svc.metadata.name
+        nodes = frozenset(
+            ep.node_name
+            for eps in slices_of(ns, name)
+            for ep in eps.endpoints
+            if ep.node_name and ep.conditions.ready
+        )
+        out += [
+            LoadBalancerAddress(service_key(ns, name), ip, is_external_local(svc), nodes)
+            for ip in svc.load_balancer_ips
+            if ip and ":" not in ip
+        ]
+    return out
+
+
+def ready_nodes(nodes: Iterable[pb.Node]) -> list[str]:
+    return [n.metadata.name for n in nodes if n.ready]
 
 
 @dataclass(frozen=True)

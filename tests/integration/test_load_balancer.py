@@ -1,0 +1,69 @@
+"""LoadBalancer addresses from outside the cluster on a real 3-node local cluster: one node
+announces the address (MetalLB L2 style), the external client reaches the service through it,
+and when that node is killed the address moves to another node.  All traffic stays inside the
+cluster's namespaces; the fixture always runs `knemu down`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from localcluster_helpers import LocalCluster, local_cluster, poll
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
+
+LB_IP = "192.0.2.50"
+FROM = re.compile(r"From=(\S+)")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path_factory.mktemp("knemu-state")) as c:
+        c.apply_file("examples/service-load-balancer.yaml")
+        c.wait_ready(3, selector="app=lb-web")
+        yield c
+
+
+def from_outside(c: LocalCluster, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return c.knemu("external", "--name", c.name, "--state-dir", str(c.state_root), "--", *cmd,
+                   check=False, timeout_s=30)  # fmt: skip
+
+
+def announcers(c: LocalCluster, nodes: list[str]) -> list[str]:
+    return [n for n in nodes if LB_IP in c.table(n).get("load_balancer_announced", [])]
+
+
+def answered(c: LocalCluster) -> bool:
+    out = from_outside(c, "curl", "-s", "-m", "3", f"http://{LB_IP}/")
+    return FROM.search(out.stdout) is not None
+
+
+def test_status_carries_the_requested_address(cluster: LocalCluster) -> None:
+    ingress = cluster.service("lb-web")["status"]["loadBalancer"]["ingress"]
+    assert [i["ip"] for i in ingress] == [LB_IP]
+
+
+def test_one_node_announces_and_the_external_client_is_answered(cluster: LocalCluster) -> None:
+    nodes = ["node-1", "node-2", "node-3"]
+    poll(lambda: len(announcers(cluster, nodes)) == 1, 30, f"one node announcing {LB_IP}")
+    poll(lambda: answered(cluster), 30, f"an answer from {LB_IP}")
+    for _ in range(5):
+        assert answered(cluster)
+
+
+def test_the_address_moves_when_its_node_is_killed(cluster: LocalCluster) -> None:
+    nodes = ["node-1", "node-2", "node-3"]
+    poll(lambda: len(announcers(cluster, nodes)) == 1, 30, f"one node announcing {LB_IP}")
+    (victim,) = announcers(cluster, nodes)
+    out = cluster.knemu("chaos", "--runtime", "local", "--cluster", cluster.name,
+                        "--state-dir", str(cluster.state_root), "kill-node", victim)  # fmt: skip
+    assert "killed" in out.stdout
+    survivors = [n for n in nodes if n != victim]
+    poll(lambda: len(announcers(cluster, survivors)) == 1, 60,
+         f"{LB_IP} announced by a surviving node")  # fmt: skip
+    # Pods on the dead node leave the endpoints once it is NotReady; the others answer.
+    poll(lambda: answered(cluster), 60, f"an answer from {LB_IP} after the failover")
+    for _ in range(5):
+        assert answered(cluster)
