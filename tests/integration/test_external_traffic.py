@@ -87,3 +87,40 @@ def test_from_inside_the_node_the_relay_still_masquerades(cluster: LocalCluster)
     match = ECHO.search(out.stdout)
     assert match is not None, out
     assert match.groups() == ("etl-web-1", "10.244.1.1")
+
+
+def lb_ip(c: LocalCluster) -> str:
+    return str(c.service("etl-web")["status"]["loadBalancer"]["ingress"][0]["ip"])
+
+
+def announcer(c: LocalCluster, nodes: list[str]) -> list[str]:
+    ip = lb_ip(c)
+    return [n for n in nodes if ip in c.table(n).get("load_balancer_announced", [])]
+
+
+def test_local_load_balancer_moves_between_nodes_with_endpoints_and_keeps_the_client(
+    cluster: LocalCluster,
+) -> None:
+    """Last in the module: it kills a node.  With externalTrafficPolicy Local only nodes with
+    an endpoint may announce (node-1, node-2); when the announcer dies the other one takes the
+    address and the pod there still sees the external client's own address."""
+    c = cluster
+    nodes = ["node-1", "node-2", "node-3"]
+    poll(lambda: len(announcer(c, nodes)) == 1, 30, "one node announcing etl-web's address")
+    (first,) = announcer(c, nodes)
+    assert first in ("node-1", "node-2")
+    url = f"http://{lb_ip(c)}/"
+
+    def answer() -> tuple[str, str] | None:
+        match = ECHO.search(from_outside(c, "curl", "-s", "-m", "3", url).stdout)
+        return None if match is None else (match.group(1), match.group(2))
+
+    poll(lambda: answer() is not None, 30, "an answer from etl-web's LoadBalancer address")
+    assert answer() == (f"etl-web-{first[-1]}", external_ip(c))
+    out = c.knemu("chaos", "--runtime", "local", "--cluster", c.name,
+                  "--state-dir", str(c.state_root), "kill-node", first)  # fmt: skip
+    assert "killed" in out.stdout
+    other = "node-2" if first == "node-1" else "node-1"
+    poll(lambda: announcer(c, [other, "node-3"]) == [other], 60, f"{other} announcing")
+    poll(lambda: answer() is not None, 60, "an answer after the failover")
+    assert answer() == (f"etl-web-{other[-1]}", external_ip(c))
