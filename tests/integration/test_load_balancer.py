@@ -53,6 +53,47 @@ def test_one_node_announces_and_the_external_client_is_answered(cluster: LocalCl
         assert answered(cluster)
 
 
+GUARDED = """apiVersion: v1
+kind: Service
+metadata:
+  name: lb-guarded
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 192.0.2.51
+  loadBalancerSourceRanges: ["10.0.0.0/8"]
+  allocateLoadBalancerNodePorts: false
+  selector:
+    app: lb-web
+  ports:
+  - port: 80
+    targetPort: 8080
+"""
+
+
+def test_source_ranges_drop_other_clients_visibly(cluster: LocalCluster) -> None:
+    c = cluster
+    c.apply(GUARDED)
+    svc = c.service("lb-guarded")
+    assert "nodePort" not in svc["spec"]["ports"][0]  # allocateLoadBalancerNodePorts: false
+    nodes = ["node-1", "node-2", "node-3"]
+
+    def announcers_51() -> list[str]:
+        return [n for n in nodes if "192.0.2.51" in c.table(n).get("load_balancer_announced", [])]
+
+    poll(lambda: len(announcers_51()) == 1, 30, "one node announcing 192.0.2.51")
+    (node,) = announcers_51()
+    out = from_outside(c, "curl", "-s", "-m", "2", "http://192.0.2.51/")
+    assert out.returncode == 28, out  # dropped: the external client is not in 10.0.0.0/8
+
+    def dropped() -> bool:
+        counters = c.table(node)["counters"]
+        return bool(counters.get("drop_load_balancer_source_range", 0))
+
+    poll(dropped, 10, f"{node} counting the source-range drop")
+    flows = c.knemu("flows", node, "-o", "json", "--port", "80")
+    assert "load_balancer_source_range" in flows.stdout, flows.stdout
+
+
 def test_the_address_moves_when_its_node_is_killed(cluster: LocalCluster) -> None:
     nodes = ["node-1", "node-2", "node-3"]
     poll(lambda: len(announcers(cluster, nodes)) == 1, 30, f"one node announcing {LB_IP}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from knemu.errors import ConfigError
 from knemu.node_agent.dataplane import tables as t
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, OUT_UNDERLAY
 from knemu.node_agent.events import FlowDropped
@@ -142,3 +143,39 @@ def test_load_balancer_addresses_carry_policy_and_endpoint_nodes() -> None:
     nodes = [pb.Node(metadata=pb.ObjectMeta(name="node-1"), ready=True),
              pb.Node(metadata=pb.ObjectMeta(name="node-2"))]  # fmt: skip
     assert t.ready_nodes(nodes) == ["node-1"]
+
+
+def test_source_ranges_guard_the_load_balancer_address_only() -> None:
+    p = pair()
+    entry, backends = local_web([on("node-1", POD_C)])
+    entry = replace(entry, external_local=False, load_balancer_ips=(LB_IP,),
+                    source_ranges=("192.168.59.0/30", "2001:db8::/32"))  # fmt: skip
+    p.set_service(entry, backends)
+    out = p.r1.handle_host(syn(CLIENT, LB_IP, 40000, 80), 1.0)  # .2 is in the /30
+    assert out is not None and out[:2] == (OUT_POD, "c")
+    assert p.r1.handle_host(syn("192.168.59.9", LB_IP, 40001, 80), 1.0) is None
+    drops = [e for e in p.events if isinstance(e, FlowDropped)]
+    assert [e.reason for e in drops] == ["load_balancer_source_range"]
+    assert drops[0].flow is not None and drops[0].flow.src_ip == "192.168.59.9"
+    # The nodePort is not a LoadBalancer address: not guarded (as kube-proxy's KUBE-FW).
+    out = p.r1.handle_host(syn("192.168.59.9", UNDERLAY1, 40002, NODE_PORT), 1.0)
+    assert out is not None and out[:2] == (OUT_POD, "c")
+
+
+def test_a_malformed_source_range_names_the_field() -> None:
+    entry, backends = local_web([on("node-1", POD_C)])
+    bad = replace(entry, source_ranges=("10.0.0.0/33",))
+    try:
+        ServiceTable(node_name="node-1").set_service(bad, backends)
+    except ConfigError as exc:
+        assert "spec.loadBalancerSourceRanges[0]" in exc.message
+    else:
+        raise AssertionError("a malformed range was accepted")
+
+
+def test_tables_carry_source_ranges() -> None:
+    svc = _svc("Cluster")
+    svc.load_balancer_ips.append(LB_IP)
+    svc.load_balancer_source_ranges.append("10.0.0.0/8")
+    entry = t.service_entry(svc)
+    assert entry.load_balancer_ips == (LB_IP,) and entry.source_ranges == ("10.0.0.0/8",)

@@ -214,6 +214,7 @@ def service_to_proto(obj: Mapping[str, Any]) -> pb.Service:
         load_balancer_ips=[_str(_map(i).get("ip")) for i in ingress if _map(i).get("ip")],
         cluster_ips=_strs(spec.get("clusterIPs")),
         health_check_node_port=_u32(spec.get("healthCheckNodePort")),
+        load_balancer_source_ranges=_strs(spec.get("loadBalancerSourceRanges")),
     )
 
 

@@ -136,6 +136,8 @@ class ServiceNat:
         client = bytes(key[:4])
         if rule.external is not None and client == self.external_client:
             rule = rule.external  # NodePort traffic relayed by this node: see __init__
+        if rule.refuses_source(client, bytes(key[4:8])):
+            return self.verdicts.drop(Drop.SOURCE_RANGE, pkt, origin, now)
         backend = self.services.pick(rule, client, now)
         if backend is None:
             if rule.no_local:

@@ -75,6 +75,8 @@ def service_entry(svc: pb.Service) -> ServiceEntry:
         # KEP-2086: ClusterIP traffic only to this node's endpoints; unset means Cluster.
         internal_local=svc.internal_traffic_policy == "Local",
         external_local=is_external_local(svc),
+        load_balancer_ips=tuple(svc.load_balancer_ips),
+        source_ranges=tuple(svc.load_balancer_source_ranges),
     )
 
 

@@ -35,6 +35,7 @@ it any); ClusterIP traffic keeps every endpoint unless ``internalTrafficPolicy``
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,8 @@ class ServiceEntry:
     external_ips: tuple[str, ...] = ()
     internal_local: bool = False  # internalTrafficPolicy: Local
     external_local: bool = False  # externalTrafficPolicy: Local
+    load_balancer_ips: tuple[str, ...] = ()  # also in external_ips; source_ranges guard them
+    source_ranges: tuple[str, ...] = ()  # spec.loadBalancerSourceRanges ("": everyone)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,17 @@ class CompiledPort:
     no_local: bool = False
     # externalTrafficPolicy Local (the external twin): the client's address is kept, no SNAT.
     preserve_source: bool = False
+    # loadBalancerSourceRanges: (network, mask) pairs a client of ``guarded`` addresses (the
+    # LoadBalancer IPs, as kube-proxy's KUBE-FW chain) must be in; empty: no restriction.
+    source_ranges: tuple[tuple[int, int], ...] = ()
+    guarded: frozenset[bytes] = frozenset()
+
+    def refuses_source(self, client: bytes, dst: bytes) -> bool:
+        """True when ``client`` may not reach the LoadBalancer address ``dst``."""
+        if not self.source_ranges or dst not in self.guarded:
+            return False
+        addr = int.from_bytes(client, "big")
+        return not any(addr & mask == net for net, mask in self.source_ranges)
 
 
 def _usable(backends: Iterable[Backend]) -> list[Backend]:
@@ -148,6 +162,22 @@ def _validate(entry: ServiceEntry, spe: ServicePortEntry) -> int:
             "not proxied; only IPv4 is carried)"
         )
     return proto
+
+
+def _ranges(entry: ServiceEntry) -> tuple[tuple[int, int], ...]:
+    """loadBalancerSourceRanges as (network, mask) integers; IPv6 ranges are skipped (IPv4
+    data plane), a malformed one is a ConfigError naming the field."""
+    out = []
+    for i, text in enumerate(entry.source_ranges):
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"service {entry.key}: spec.loadBalancerSourceRanges[{i}] {text!r} is not a CIDR"
+            ) from None
+        if net.version == 4:
+            out.append((int(net.network_address), int(net.netmask)))
+    return tuple(out)
 
 
 def _check_port(service: str, port: int, what: str) -> None:
@@ -289,6 +319,8 @@ class ServiceTable:
             proto=proto,
             port=spe.port,
             affinity_s=entry.session_affinity_timeout_s,
+            source_ranges=_ranges(entry),
+            guarded=frozenset(ip_to_bytes(ip) for ip in _v4(*entry.load_balancer_ips)),
         )
         for b in (b for b in backends if ":" not in b.ip):
             _check_port(entry.key, b.port, f"backend {b.ip} target port")

@@ -1,5 +1,6 @@
-"""healthCheckNodePort: allocated for LoadBalancer + externalTrafficPolicy Local only, from the
-NodePort range, never shared with a nodePort, kept on update, dropped when no longer needed."""
+"""LoadBalancer spec fields: healthCheckNodePort (allocated for LoadBalancer with
+externalTrafficPolicy Local only, from the NodePort range, never shared with a nodePort, kept on
+update, dropped when no longer needed), loadBalancerSourceRanges, allocateLoadBalancerNodePorts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from knemu.apiserver.grpc_api.convert import service_to_proto
 from knemu.errors import Invalid
 
 from ..cluster import Cluster
@@ -57,3 +59,18 @@ def test_taken_or_out_of_range_port_is_refused_with_the_field(cluster: Cluster) 
             cluster.admission.admit_create(bad, cluster.now)
         (cause,) = info.value.causes
         assert cause.field == "spec.healthCheckNodePort"
+
+
+def test_source_ranges_must_be_cidrs_and_reach_the_agents(cluster: Cluster) -> None:
+    bad = _lb("bad", loadBalancerSourceRanges=["10.0.0.0/8", "nonsense"])
+    with pytest.raises(Invalid) as info:
+        cluster.admission.admit_create(bad, cluster.now)
+    (cause,) = info.value.causes
+    assert cause.field == "spec.loadBalancerSourceRanges[1]"
+    svc = cluster.apply(_lb("ok", loadBalancerSourceRanges=["192.168.59.0/24"]))
+    assert service_to_proto(svc).load_balancer_source_ranges == ["192.168.59.0/24"]
+
+
+def test_no_node_ports_when_the_load_balancer_asks_for_none(cluster: Cluster) -> None:
+    svc = cluster.apply(_lb("web", allocateLoadBalancerNodePorts=False))
+    assert "nodePort" not in svc["spec"]["ports"][0]
