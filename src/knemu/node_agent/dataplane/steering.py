@@ -102,7 +102,6 @@ class Steering:
         self._iif = ""
         self.ports: set[Port] = set()
         self.addresses: set[str] = set()  # LoadBalancer addresses this node announces
-        self.errors: dict[Port, str] = {}
 
     async def start(self) -> None:
         """Find the underlay interface, forget rules a crashed agent left, set the table up.
@@ -140,11 +139,10 @@ class Steering:
             await _ip(rule_args("del", self._iif, port), check=False)
             self.ports.discard(port)
         for port in sorted(want - self.ports):
-            err = await _ip(rule_args("add", self._iif, port), check=False)
-            if err is None:
-                self.errors[port] = "ip rule add failed"
+            if await _ip(rule_args("add", self._iif, port), check=False) is None:
+                log.warning("cannot steer nodePort %s/%d: its clients' addresses are lost "
+                            "(it is still served through the relay)", port[0], port[1])  # fmt: skip
                 continue
-            self.errors.pop(port, None)
             self.ports.add(port)
 
     async def announce(self, desired: Iterable[str]) -> None:
