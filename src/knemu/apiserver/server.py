@@ -26,6 +26,7 @@ from aiohttp import web
 
 from knemu.apiserver import builtins
 from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.console.routes import add_console_routes
 from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
@@ -94,7 +95,7 @@ class ApiServer:
         hub = self.hub = WatchHub(store, cfg.watch_queue_events)
         recorder = EventRecorder(store)
         admission = Admission(store, cfg, recorder)
-        registry = NodeRegistry(store, cfg, recorder)
+        registry = NodeRegistry(store, cfg, recorder, machine_capacity())
         manager = ControllerManager(store, cfg, registry, recorder)
         builtins.bootstrap(store, admission, self.clock())
         store.add_listener(self._on_store_event)
@@ -116,6 +117,7 @@ class ApiServer:
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
+        add_console_routes(app, store, hub)  # the web console at /console/
         RestApi(store, hub, admission, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(
@@ -219,3 +221,16 @@ def run(config: ApiServerConfig) -> int:
         log.error("%s", err.message)
         return err.exit_code
     return 0
+
+
+def machine_capacity() -> dict[str, str]:
+    """This machine's CPUs and memory, which every emulated node shares."""
+    capacity = {"cpu": str(os.cpu_count() or 1)}
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    capacity["memory"] = f"{line.split()[1]}Ki"
+    except OSError:
+        pass  # not Linux: no memory figure
+    return capacity

@@ -43,6 +43,7 @@ from knemu.node_agent.dataplane.steering import Steering
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.node_agent.kubeproxy import l2announce
 from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
@@ -190,6 +191,7 @@ class Agent:
         self.api = KubeletApi(
             self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
             metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
+            captures=CaptureTaps(lambda: self.underlay, self.pods.ports),
         )  # fmt: skip
         # Opened by start(), closed by stop():
         self.cni: cni.CniConfig | None = None

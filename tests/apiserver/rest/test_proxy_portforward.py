@@ -15,6 +15,7 @@ import pytest
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.portforward_frames import ClientDecoder, close_frame, frame, port_prefix
 from knemu.testing import free_port
 
@@ -38,7 +39,7 @@ async def agent() -> AsyncIterator[tuple[int, int]]:
     pods = SimpleNamespace(handles=handles, runtime=None)
     api = KubeletApi(
         "n1", pods, FlowLog(), Impairments(), table=dict, metrics=str, cni=lambda: None,
-        inject=lambda key, packet, now: None,
+        inject=lambda key, packet, now: None, captures=CaptureTaps(lambda: None, {}),
     )  # fmt: skip
     await api.start("127.0.0.1", 0)
     try:

@@ -17,6 +17,7 @@ from knemu.node_agent.cni.conflist import CniConfig
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.node_agent.kubelet.pod_sync import PodSync
 from knemu.node_agent.runtime.pods import PodHandle
 from knemu.proto import knemu_pb2 as pb
@@ -31,6 +32,7 @@ def make_kubelet_api(
     metrics: Callable[[], str] = str,
     cni: Callable[[], CniConfig | None] = lambda: None,
     inject: Callable[[str, bytes, float], None] = lambda key, packet, now: None,
+    captures: CaptureTaps | None = None,
 ) -> KubeletApi:
     """Node ``node-1``; ``pods`` has ``handles`` and ``runtime`` (empty when not given)."""
     return KubeletApi(
@@ -42,6 +44,7 @@ def make_kubelet_api(
         metrics=metrics,
         cni=cni,
         inject=inject,
+        captures=captures if captures is not None else CaptureTaps(lambda: None, {}),
     )
 
 

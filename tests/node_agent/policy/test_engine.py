@@ -4,7 +4,6 @@ updates (checked against a fresh build), and its compile time at 1000 pods / 100
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -490,22 +489,16 @@ spec:
     return namespaces, pods, policies
 
 
-def test_1000_pods_and_100_policies_compile_well_under_a_second() -> None:
+def test_1000_pods_and_100_policies_compile_to_the_same_tables_in_either_order() -> None:
+    # How long this takes is bench/bench_router.py's business (tests check behaviour): here the
+    # engine must reach the same state whichever arrives first, pods or policies.
     namespaces, pods, policies = _scale_objects()
-    timings = {}
-    for order in ("pods first", "policies first"):
+    engines = []
+    for first, second in ((pods, policies), (policies, pods)):
         e = PolicyEngine(NODE, dns_ip=GW)
-        start = time.perf_counter()
-        first, second = (pods, policies) if order == "pods first" else (policies, pods)
         feed(e, *namespaces, *first, *second)
-        timings[order] = time.perf_counter() - start
-    start = time.perf_counter()
-    feed(e, pod("pod-0", "10.244.1.2", {"app": "app-1", "role": "db"}, namespace="ns-0",
-                ports=[{"name": "http", "containerPort": 8080}]))  # fmt: skip
-    feed(e, policies[5])
-    feed(e, namespace("ns-3", {"team": "t0"}))
-    timings["three changes"] = time.perf_counter() - start
-    print("compile times (s):", {k: round(v, 4) for k, v in timings.items()})
-    assert len(e.tracked) > 100
-    assert timings["pods first"] < 0.5 and timings["policies first"] < 0.5, timings
-    assert timings["three changes"] < 0.05, timings
+        engines.append(e)
+    a, b = engines
+    assert len(a.tracked) > 100
+    assert a.tracked == b.tracked
+    assert a.snapshot() == b.snapshot()

@@ -24,6 +24,7 @@ restart components (``kill_namespace_processes``, ``restart_component``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import knemu
+from knemu.cli.commands import kubeconfig
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
@@ -47,6 +49,7 @@ from knemu.cli.commands.local_plan import (
 )
 from knemu.config import PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.runtime.runc import remove_cgroups
 
 STOP_GRACE_S = 10.0
 MARKER_ENV = "KNEMU_LOCAL_CLUSTER"
@@ -132,6 +135,15 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    kubeconfig_argument(parser)
+
+
+def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig to add the cluster to (default $KUBECONFIG or ~/.kube/config)",
+    )
 
 
 def up_run(args: argparse.Namespace) -> int:
@@ -140,10 +152,15 @@ def up_run(args: argparse.Namespace) -> int:
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         bring_up(cluster, args.proxy_mode, args.timeout)
+        config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
+        kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
+        state = load_state(cluster) or {}
+        save_state(cluster, {**state, "kubeconfig": str(config_path)})
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     print(cluster.summary())
+    print(kubeconfig.usage(config_path, cluster.name))
     return 0
 
 
@@ -234,14 +251,32 @@ def load_state_dir(state_dir: Path) -> dict[str, Any] | None:
 def kill_namespace_processes(state_dir: Path, target: str) -> None:
     """SIGKILL everything inside node ``target``'s namespace and its pods' namespaces, as a
     machine that dies takes its pods with it.  Control-plane targets have no namespace."""
+    for pids in _node_namespace_pids(state_dir, target):
+        stop_processes(pids, pid_exists, signal_group=False, grace_s=0)
+
+
+def signal_pod_processes(state_dir: Path, target: str, sig: int) -> None:
+    """Send ``sig`` (SIGSTOP/SIGCONT: freeze/thaw) to the processes of node ``target``'s pods
+    (pause, built-in workloads, runc containers), which run in sessions of their own."""
+    for pids in _node_namespace_pids(state_dir, target, pods_only=True):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _node_namespace_pids(state_dir: Path, target: str, pods_only: bool = False) -> list[list[int]]:
     state = load_state_dir(state_dir)
     if state is None or not target.startswith("node-"):
-        return
+        return []
     node_ns = f"knemu-{state['name']}-{target}"
+    out = []
     for ns in list_namespaces(node_ns):
-        if ns == node_ns or re.fullmatch(re.escape(node_ns) + r"-[0-9a-f]{8}", ns):
+        if (ns == node_ns and not pods_only) or re.fullmatch(
+            re.escape(node_ns) + r"-[0-9a-f]{8}", ns
+        ):
             pids = run_ip(["ip", "netns", "pids", ns], check=False).stdout.split()
-            stop_processes([int(p) for p in pids], pid_exists, signal_group=False, grace_s=0)
+            out.append([int(p) for p in pids])
+    return out
 
 
 def restart_component(state_dir: Path, target: str) -> int:
@@ -333,12 +368,17 @@ def log_tail(cluster: Cluster, role: str, lines: int = 15) -> str:
 def down_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs are")
+    kubeconfig_argument(parser)
 
 
 def down_run(args: argparse.Namespace) -> int:
     try:
         cluster = Cluster(args.name, DEFAULT_SUBNET, 0, args.state_dir)
+        recorded = (load_state(cluster) or {}).get("kubeconfig")
         removed = tear_down(cluster)
+        config_path = Path(args.kubeconfig or recorded or kubeconfig.default_path())
+        if kubeconfig.remove_from(config_path, cluster.name):
+            removed.append(f"context {kubeconfig.entry_name(cluster.name)} in {config_path}")
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -363,6 +403,14 @@ def tear_down(cluster: Cluster) -> list[str]:
         run_ip(["ip", "netns", "delete", ns], check=False)
     if link_exists(cluster.host_link):
         run_ip(["ip", "link", "delete", cluster.host_link], check=False)
+    # Cgroups of runc containers whose agent was killed; a process SIGKILLed above may take
+    # a moment to leave its cgroup, so try again (bounded).
+    deadline = time.monotonic() + STOP_GRACE_S
+    while not remove_cgroups(f"/knemu/{cluster.prefix}*", kill=True):
+        if time.monotonic() > deadline:
+            found.append(f"cgroups /knemu/{cluster.prefix}* (still busy)")
+            break
+        time.sleep(0.05)
     if cluster.state_dir.exists():
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
     return found

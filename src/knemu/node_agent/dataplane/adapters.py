@@ -14,6 +14,11 @@ routing decision of its own.
   Faults are applied here, on the way out and on the way in (``knemu.node_agent.dataplane.faults``):
   the injector says, per datagram, which copies to deliver and when; delayed copies are
   scheduled with ``loop.call_at`` so nothing ever sleeps.
+
+Both carry a ``tap`` for ``knemu capture`` (``knemu.node_agent.dataplane.capture``): None
+while nobody captures, so an idle tap costs one test per packet; a capture sets it to a
+function that must not block.  Underlay taps see datagrams as on the wire: received ones
+before impairments apply, sent ones after.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32  # linux/asm-generic/socket.h
 
 PacketSink = Callable[[bytes, float], None]  # (ip packet, now)
 DatagramSink = Callable[[bytes, tuple[str, int], float], None]  # (payload, source, now)
+PacketTap = Callable[[bytes | bytearray, float, bool], None]  # (ip packet, now, outbound)
+# (udp payload, source, destination, now, outbound)
+DatagramTap = Callable[[bytes | bytearray, tuple[str, int], tuple[str, int], float, bool], None]
 
 
 @dataclass
@@ -74,6 +82,7 @@ class TunPort:
         self._batch = batch
         self._loop = loop or asyncio.get_running_loop()
         self._reading = False
+        self.tap: PacketTap | None = None  # packets the device sent (outbound) and was given
 
     def start(self) -> None:
         if not self._reading:
@@ -88,7 +97,7 @@ class TunPort:
     def _on_readable(self) -> None:
         # Hot path: one clock read and one statistics update per wakeup, not per packet.
         now = self._loop.time()
-        fd, on_packet, read = self.fd, self._on_packet, os.read
+        fd, on_packet, read, tap = self.fd, self._on_packet, os.read, self.tap
         packets = nbytes = 0
         try:
             for _ in range(self._batch):
@@ -105,6 +114,8 @@ class TunPort:
                 if packet:
                     packets += 1
                     nbytes += len(packet)
+                    if tap is not None:
+                        tap(packet, now, True)
                     on_packet(packet, now)
         finally:
             stats = self.stats
@@ -113,6 +124,8 @@ class TunPort:
             stats.rx_bytes += nbytes
 
     def write(self, packet: bytes | bytearray) -> None:
+        if self.tap is not None:
+            self.tap(packet, self._loop.time(), False)
         try:
             os.write(self.fd, packet)
         except BlockingIOError:
@@ -167,6 +180,8 @@ class UnderlayEndpoint:
         self._sock: socket.socket | None = None
         self._loop = asyncio.get_running_loop()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._local: tuple[str, int] = ("0.0.0.0", 0)
+        self.tap: DatagramTap | None = None
 
     async def open(self, local_addr: tuple[str, int]) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -178,6 +193,7 @@ class UnderlayEndpoint:
             sock.close()
             raise
         self._sock = sock
+        self._local = self.address
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -191,7 +207,7 @@ class UnderlayEndpoint:
         assert self._sock is not None
         # Hot path: one clock read, one impairment check and one statistics update per wakeup.
         now = self._loop.time()
-        recvfrom, sink = self._sock.recvfrom, self._sink
+        recvfrom, sink, tap, local = self._sock.recvfrom, self._sink, self.tap, self._local
         impaired = bool(self.impairments)
         packets = nbytes = 0
         try:
@@ -205,6 +221,8 @@ class UnderlayEndpoint:
                     continue
                 packets += 1
                 nbytes += len(data)
+                if tap is not None:
+                    tap(data, addr, local, now, False)
                 if impaired:
                     self._impaired_receive(data, addr, now)
                 else:
@@ -220,6 +238,8 @@ class UnderlayEndpoint:
         now = self._loop.time()
         self.stats.rx_packets += 1
         self.stats.rx_bytes += len(data)
+        if self.tap is not None:
+            self.tap(data, addr, self._local, now, False)
         if self.impairments:
             self._impaired_receive(data, addr, now)
         else:
@@ -266,6 +286,8 @@ class UnderlayEndpoint:
             return
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(data)
+        if self.tap is not None:
+            self.tap(data, self._local, addr, self._loop.time(), True)
 
     def close(self) -> None:
         for handle in self._timers:

@@ -1,2 +1,2 @@
 """The kubelet: pod sync with the api-server, the HTTP API (exec, attach, port-forward, logs,
-trace, flows, chaos) and metrics."""
+trace, flows, chaos, packet capture, lifecycle) and metrics."""

@@ -9,6 +9,8 @@
 * ``/flows`` is NDJSON, one ``FlowEvent.to_dict()`` per line, times in seconds since the epoch.
 * ``/trace`` injects one probe packet as if the pod had sent it and reports the hops this node
   saw; the CLI collects the other nodes' hops from their ``/flows``.
+* ``/capture`` streams pcapng/pcap of the underlay or a pod's eth0 (``capture``).
+* ``/lifecycle`` kills or freezes the node on request (``lifecycle``, for the console).
 * ``/cni`` is the CNI network configuration list the agent wrote (where: ``cni.conf_dir``).
 * Errors are Kubernetes ``Status`` objects with the error's HTTP status.
 """
@@ -20,7 +22,6 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
@@ -32,6 +33,9 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import FlowEvent
 from knemu.node_agent.kubelet.attach import serve_attach
+from knemu.node_agent.kubelet.capture import CaptureTaps, serve_capture
+from knemu.node_agent.kubelet.lifecycle import serve_lifecycle
+from knemu.node_agent.kubelet.logs import serve_logs
 from knemu.node_agent.kubelet.port_forward import serve_portforward
 from knemu.node_agent.kubelet.responses import (
     CLOSE,
@@ -43,22 +47,13 @@ from knemu.node_agent.kubelet.responses import (
     error_response,
     exit_status,
 )
+from knemu.node_agent.kubelet.stats import StatsApi
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 FOLLOW_QUEUE = 10_000  # events buffered per /flows follower; beyond that they are dropped
-LOG_POLL_S = 0.2  # how often a followed log file is checked for new bytes
 MAX_STREAMS = 256  # exec, attach and port-forward websockets open at once; more get 429
-
-
-def tail_lines(data: bytes, lines: int | None) -> bytes:
-    if lines is None:
-        return data
-    if lines <= 0:
-        return b""
-    parts = data.splitlines(keepends=True)
-    return b"".join(parts[-lines:])
 
 
 class RunningPods(Protocol):
@@ -74,7 +69,7 @@ class RunningPods(Protocol):
 class KubeletApi:
     """The HTTP API over the node's parts it serves.  ``table``, ``metrics`` and ``cni`` are
     read at request time (the agent composes them); ``inject`` feeds a trace probe to the
-    router as if the pod had sent it."""
+    router as if the pod had sent it; ``captures`` taps the node's adapters for ``/capture``."""
 
     def __init__(
         self,
@@ -87,6 +82,7 @@ class KubeletApi:
         metrics: Callable[[], str],
         cni: Callable[[], CniConfig | None],
         inject: agent_trace.Inject,
+        captures: CaptureTaps,
     ) -> None:
         self.name = node_name
         self.pods = pods
@@ -98,6 +94,7 @@ class KubeletApi:
         self._inject = inject
         self._runner: web.AppRunner | None = None
         self.open_streams = 0
+        self.captures = captures
         self._wall_offset = time.time() - asyncio.get_running_loop().time()
         self.app = web.Application()
         r = self.app.router
@@ -113,6 +110,10 @@ class KubeletApi:
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
+        stats = StatsApi(lambda: self.pods.runtime, lambda: self.name)
+        r.add_get("/stats/summary", stats.handle)
+        r.add_get("/capture", self._capture)
+        r.add_post("/lifecycle", self._lifecycle)
         r.add_get("/chaos", self._chaos_list)
         r.add_post("/chaos", self._chaos_add)
         r.add_delete("/chaos", self._chaos_clear)
@@ -295,51 +296,26 @@ class KubeletApi:
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
         return await serve_portforward(request, self.pods.handles, self.name)
 
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        return await serve_capture(request, self.captures, self.name, self._wall_offset)
+
+    async def _lifecycle(self, request: web.Request) -> web.Response:
+        return await serve_lifecycle(request, self.name)
+
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         key = f"{m['ns']}/{m['pod']}"
         try:
-            path = self.pods.runtime.log_path(key, m["container"])
-            lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
+            runner = self.pods.runtime.runner(key, m["container"])
+            return await serve_logs(request, runner, m["pod"], runner.spec.name,
+                                    lambda: key in self.pods.handles)  # fmt: skip
         except KnemuError as exc:
             return error_response(exc)
-        except ValueError:
-            return error_response(LocalError("tailLines must be a number"))
-        follow = request.query.get("follow") in ("1", "true")
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
-        offset = await _send_file(resp, path, lines)
-        while follow and key in self.pods.handles:
-            await asyncio.sleep(LOG_POLL_S)  # tail -f: the log is a plain file
-            offset = await _send_from(resp, path, offset)
-        await resp.write_eof()
-        return resp
 
 
 def _offer(queue: asyncio.Queue[FlowEvent], event: FlowEvent) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses events, not the router
         queue.put_nowait(event)
-
-
-async def _send_file(resp: web.StreamResponse, path: Path, lines: int | None) -> int:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    await resp.write(tail_lines(data, lines))
-    return len(data)
-
-
-async def _send_from(resp: web.StreamResponse, path: Path, offset: int) -> int:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return offset
-    if data:
-        await resp.write(data)
-    return offset + len(data)
 
 
 async def _bridge(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process) -> None:

@@ -21,11 +21,16 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.runtime import probes
+from knemu.node_agent.runtime.log_index import LogIndex
+from knemu.node_agent.runtime.oci_launch import ImageStep
+from knemu.node_agent.runtime.runc import OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
@@ -36,6 +41,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BACKOFF_INITIAL_S = 10.0  # kubelet: 10 s, doubled per restart, capped at 5 minutes
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0  # a container that ran 10 minutes restarts without back-off
+LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, kubelet/logs.py)
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
@@ -70,6 +76,8 @@ class ContainerCore:
     exit_code: int = 0
     restart_count: int = 0
     started_at: float = 0.0  # wall clock of the current/last start (for RFC 3339 output)
+    # lastState.terminated: the run before a restart (exit code, reason, wall clock times)
+    last: tuple[int, str, float, float] | None = None
     _started_mono: float = 0.0
     _backoff_s: float = field(default=0.0)
 
@@ -81,7 +89,7 @@ class ContainerCore:
         self._started_mono, self.started_at = now, wall
 
     def on_exited(
-        self, returncode: int, now: float, reason: str = "", message: str = ""
+        self, returncode: int, now: float, reason: str = "", message: str = "", wall: float = 0.0
     ) -> float | None:
         """Record an exit; return the delay before the restart, or None when it stays dead."""
         self.exit_code = exit_code(returncode)
@@ -92,6 +100,7 @@ class ContainerCore:
             self.restart_policy == "OnFailure" and self.exit_code == 0
         ):
             return None
+        self.last = (self.exit_code, self.reason, self.started_at, wall)
         if now - self._started_mono >= BACKOFF_RESET_S:
             self._backoff_s = 0.0
         delay = self._backoff_s
@@ -120,6 +129,8 @@ class ContainerStatus:
     message: str = ""
     exit_code: int = 0
     started_at: str = ""  # RFC 3339
+    last: tuple[int, str, str, str] | None = None  # lastState: exit code, reason, RFC 3339 x2
+    init: bool = False  # an init container (status.initContainerStatuses)
 
 
 @dataclass(frozen=True)
@@ -171,8 +182,13 @@ class Runner:
         log_path: Path,
         on_change: Callable[[], None],
         on_event: EventSink,
+        image_step: ImageStep | None = None,
     ) -> None:
         self.spec, self.pod, self.core, self.env = spec, pod, core, env
+        # Images from the node's store run as runc containers (runtime.oci_launch); without
+        # an image step (or for a built-in's image) the process runs in the pod's namespaces.
+        self.image_step = image_step
+        self.oci: OciContainer | None = None
         self.log_path = log_path
         self.plan = plan_container(spec, pod.name, env)
         if self.plan.builtin:
@@ -181,15 +197,36 @@ class Runner:
         self.process: asyncio.subprocess.Process | None = None
         self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
         self.log_start = 0  # log file offset where the current run's output begins
+        self.previous_start: int | None = None  # ... and the previous run's (logs -p)
+        self.log_index = LogIndex()  # when the log grew (logs --timestamps, --since)
+        self._log_watch: asyncio.Task[None] | None = None
+        self.runs = 0
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
             self._supervise(), name=f"container {self.pod.key}/{self.spec.name}"
         )
+        self._log_watch = loop.create_task(
+            self._watch_log(), name=f"log index {self.pod.key}/{self.spec.name}"
+        )
+
+    async def _watch_log(self) -> None:
+        """Record when the log file grows: the kubelet/logs.py times of its lines."""
+        while True:
+            with contextlib.suppress(OSError):
+                self.log_index.observe(self.log_path.stat().st_size, time.time())
+            await asyncio.sleep(LOG_WATCH_S)
+
+    async def wait_done(self) -> None:
+        """Until the container has stopped for good (init containers: success, or failure
+        under restartPolicy Never)."""
+        if self._task is not None:
+            await self._task
 
     def status(self) -> ContainerStatus:
         c = self.core
@@ -197,10 +234,23 @@ class Runner:
             name=self.spec.name, image=self.spec.image, ready=self.ready and c.state == "running",
             restart_count=c.restart_count, state=c.state, reason=c.reason, message=c.message,
             exit_code=c.exit_code, started_at=rfc3339(c.started_at) if c.started_at else "",
+            last=(c.last[0], c.last[1], rfc3339(c.last[2]) if c.last[2] else "",
+                  rfc3339(c.last[3]) if c.last[3] else "") if c.last else None,
         )  # fmt: skip
 
     async def _supervise(self) -> None:
-        if self.plan.error:
+        if self.image_step is not None:
+            try:
+                self.oci = await self.image_step.resolve(
+                    self.plan.error, self._waiting, self._on_event
+                )
+            except KnemuError as exc:  # e.g. the image's User is not in its /etc/passwd
+                config = isinstance(exc, LocalError)  # the spec or the image, not the node
+                self._waiting("CreateContainerConfigError" if config else "CreateContainerError",
+                              exc.message)  # fmt: skip
+                self._on_event("Warning", "Failed", exc.message)
+                return
+        if self.oci is None and self.plan.error:
             self.core.cannot_run("ErrImagePull", self.plan.error)
             self._on_change()
             self._on_event("Warning", "Failed", self.plan.error)
@@ -214,11 +264,16 @@ class Runner:
             self._on_event("Warning", "Failed", message)
             log.exception("container %s/%s", self.pod.key, self.spec.name)
 
+    def _waiting(self, reason: str, message: str) -> None:
+        self.core.cannot_run(reason, message)
+        self._on_change()
+
     async def _restart_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             returncode, reason, message = await self._run_once(loop)
-            delay = self.core.on_exited(returncode, loop.time(), reason, message)
+            wall = datetime.datetime.now(datetime.UTC).timestamp()
+            delay = self.core.on_exited(returncode, loop.time(), reason, message, wall)
             self._on_change()
             if delay is None or self._stopping:
                 return
@@ -229,7 +284,7 @@ class Runner:
 
     async def _run_once(self, loop: asyncio.AbstractEventLoop) -> tuple[int, str, str]:
         """Start the process and wait for it; (returncode, reason override, message)."""
-        problem = self._start_problem()
+        problem = "" if self.oci else self._start_problem()
         if problem:
             self._on_event("Warning", "Failed", problem)
             return 128, "StartError", problem
@@ -237,6 +292,7 @@ class Runner:
             what = (
                 f"knemu built-in {self.plan.builtin}" if self.plan.builtin else "the node's tools"
             )
+            what = "the node's image store" if self.oci else what
             self._on_event(
                 "Normal", "Pulled",
                 f'Container image "{self.spec.image}" already present on machine ({what})',
@@ -270,7 +326,15 @@ class Runner:
             self.stdin, stdin_fd = await ContainerStdin.open(self.spec.stdin_once)
         try:
             with open(self.log_path, "ab") as log:
+                if self.runs:
+                    self.previous_start = self.log_start
+                self.runs += 1
                 self.log_start = log.tell()
+                if self.oci is not None:
+                    return await self.oci.start(
+                        stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                        stdout=log, stderr=log,
+                    )  # fmt: skip
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
                     stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
@@ -283,6 +347,17 @@ class Runner:
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)  # the process has its copy; EOF must follow our end only
+
+    def previous_log(self) -> bytes:
+        """The previous run's output (``kubectl logs --previous``); NotFound without one."""
+        if self.previous_start is None:
+            raise NotFound(
+                f'previous terminated container "{self.spec.name}" in pod "{self.pod.name}" '
+                "not found: it has not restarted"
+            )
+        with open(self.log_path, "rb") as f:
+            f.seek(self.previous_start)
+            return f.read(self.log_start - self.previous_start)
 
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""
@@ -318,7 +393,9 @@ class Runner:
             )
         if self.spec.has_readiness_probe:
             return
-        if self.plan.ports:  # a real nginx is listening within milliseconds of its start
+        if (
+            self.plan.ports and self.oci is None
+        ):  # a real nginx is listening within milliseconds of its start
             task = asyncio.get_running_loop().create_task(self._ready_when_listening())
             self._probe_tasks.append(task)
         else:
@@ -361,7 +438,14 @@ class Runner:
             "Normal", "Killing",
             f"Container {self.spec.name} failed liveness probe, will be restarted",
         )  # fmt: skip
-        _killpg(self.process.pid, signal.SIGKILL)
+        self._kill(self.process.pid, signal.SIGKILL)
+
+    def _kill(self, pgid: int, sig: int) -> None:
+        """Signal a run: runc's process group and, for SIGKILL, the container itself (whose
+        init ignores signals it has no handler for, and may have left runc's group)."""
+        _killpg(pgid, sig)
+        if self.oci is not None and sig == signal.SIGKILL:
+            asyncio.get_running_loop().create_task(self.oci.kill(sig))
 
     def _stop_probes(self) -> None:
         for task in self._probe_tasks:
@@ -370,6 +454,12 @@ class Runner:
 
     async def run_exec(self, argv: list[str]) -> int:
         """Run a command in the container's context (exec probes); its exit code."""
+        if self.oci is not None:
+            proc = await self.oci.exec(
+                argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            return await proc.wait()
         proc = await spawn_in_pod(
             self.pod, argv, self.env, self.spec.working_dir or None,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -392,10 +482,16 @@ class Runner:
                 await asyncio.wait_for(proc.wait(), grace_s)
             except TimeoutError:
                 pass
+        if self.oci is not None:
+            await self.oci.kill(signal.SIGKILL)
         if proc is not None:
             _killpg(proc.pid, signal.SIGKILL)  # the leader and anything it left behind
             await proc.wait()
+        if self.oci is not None:
+            await self.oci.delete()
         self._stop_probes()
+        if self._log_watch is not None:
+            self._log_watch.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -39,7 +39,7 @@ from pathlib import Path
 from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.cni import ipam, resolv
-from knemu.node_agent.runtime import host_sandbox, sandbox
+from knemu.node_agent.runtime import downward, host_sandbox, init_containers, sandbox
 from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -51,6 +51,8 @@ from knemu.node_agent.runtime.containers import (
     spawn_in_pod,
 )
 from knemu.node_agent.runtime.host_sandbox import NetworkPlan
+from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
+from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.proto import knemu_pb2 as pb
 
 __all__ = ["ContainerStatus", "PodHandle", "PodRuntime", "PodStatus", "pod_phase"]
@@ -85,7 +87,11 @@ class PodStatus:
                 pb.ContainerStatus(
                     name=c.name, ready=c.ready, restart_count=c.restart_count, state=c.state,
                     reason=c.reason, message=c.message, exit_code=c.exit_code,
-                    started_at=c.started_at, image=c.image,
+                    started_at=c.started_at, image=c.image, has_last_state=c.last is not None,
+                    last_exit_code=c.last[0] if c.last else 0,
+                    last_reason=c.last[1] if c.last else "",
+                    last_started_at=c.last[2] if c.last else "",
+                    last_finished_at=c.last[3] if c.last else "", init=c.init,
                 )
                 for c in self.container_statuses
             ],
@@ -134,6 +140,8 @@ class _Pod:
     handle: PodHandle
     sandbox: sandbox.Sandbox
     runners: list[Runner] = field(default_factory=list)
+    init_runners: list[Runner] = field(default_factory=list)
+    init_task: asyncio.Task[None] | None = None
     last: PodStatus | None = None
     stopping: bool = False
 
@@ -166,6 +174,9 @@ class PodRuntime:
         self._records_path = self._state_dir / f"sandboxes-{node_name}.json"
         self._records = sandbox.load_records(self._records_path)
         self._pods: dict[str, _Pod] = {}
+        # Images in <state_dir>/images run with runc (runtime.oci_launch).
+        self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
+        self.volumes = PodVolumes(self._state_dir / "volumes")
         self._locks: dict[str, asyncio.Lock] = {}
         try:
             self._node_resolv = resolv.parse_resolv_conf(NODE_RESOLV_CONF.read_text())
@@ -199,11 +210,18 @@ class PodRuntime:
             raise NotFound(f"pod {key} is not running on node {self.node_name}; check its node")
         return self._runner(p, container)
 
+    def container_pids(self, key: str) -> dict[str, int]:
+        """Each running container's process id (the root of its process tree), by name."""
+        p = self._pods.get(key)
+        runners = p.runners if p else []
+        return {r.spec.name: r.process.pid for r in runners
+                if r.process is not None and r.process.returncode is None}  # fmt: skip
+
     def _runner(self, p: _Pod, container: str) -> Runner:
-        for r in p.runners:
+        for r in p.runners + p.init_runners:
             if r.spec.name == container or not container:
                 return r
-        names = ", ".join(r.spec.name for r in p.runners)
+        names = ", ".join(r.spec.name for r in p.runners + p.init_runners)
         raise NotFound(f"container {container!r} is not in pod {p.handle.key}; it has: {names}")
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -233,7 +251,7 @@ class PodRuntime:
             self._pods[key] = p
             self._records[box.netns] = (box.pause_pid, box.start_ticks)
             sandbox.save_records(self._records_path, self._records)
-            self._start_containers(p)
+            await self._start_containers(p)
             self._report(p)
             return handle
 
@@ -285,31 +303,77 @@ class PodRuntime:
             mtu=self.config.pod_mtu_bytes, resolv_conf=conf.render(), hosts=hosts,
         )  # fmt: skip
 
-    def _start_containers(self, p: _Pod) -> None:
+    async def _pod_paths(self, p: _Pod) -> PodPaths:
+        """What runc containers need of the pod: namespaces, files, volumes (made here)."""
+        volumes, error = {}, ""
+        try:
+            volumes = await asyncio.to_thread(
+                self.volumes.prepare, p.pod, p.handle.netns, p.handle.ip
+            )
+        except (KnemuError, OSError) as exc:
+            error = exc.message if isinstance(exc, KnemuError) else str(exc)
+            self._on_event(p.handle.key, "Warning", "FailedMount", error)
+        pid_ns = await self.oci.pod_pid_namespace(p.handle) if p.pod.share_process_namespace else ""
+        return PodPaths(
+            p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
+            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns), pid_ns,
+            volumes, error,
+        )  # fmt: skip
+
+    async def _start_containers(self, p: _Pod) -> None:
         meta = p.pod.metadata
         ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
-        for spec in p.pod.containers:
-            core = ContainerCore(
-                spec.name, p.pod.restart_policy or "Always", self._backoff[0], self._backoff[1]
+        paths = await self._pod_paths(p)
+        policy = p.pod.restart_policy or "Always"
+        for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
+                                     init_containers.init_restart_policy(policy)),
+                                    (p.pod.containers, p.runners, policy)):  # fmt: skip
+            for original in specs:
+                spec, config_error = self._with_env_refs(p, original)
+                core = ContainerCore(spec.name, pol, self._backoff[0], self._backoff[1])
+                if p.pod.init_containers and runners is p.runners:
+                    core.reason = "PodInitializing"
+                runners.append(Runner(
+                    spec, ctx, core, container_env(spec, p.sandbox.hostname),
+                    log_dir / f"{spec.name}.log",
+                    on_change=functools.partial(self._report, p),
+                    on_event=functools.partial(self._on_event, p.handle.key),
+                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec), config_error),
+                ))  # fmt: skip
+        if p.init_runners:
+            p.init_task = asyncio.get_running_loop().create_task(
+                self._init_then_start(p), name=f"init containers {p.handle.key}"
             )
-            env = container_env(spec, p.sandbox.hostname)
-            runner = Runner(
-                spec, ctx, core, env, log_dir / f"{spec.name}.log",
-                on_change=functools.partial(self._report, p),
-                on_event=functools.partial(self._on_event, p.handle.key),
-            )  # fmt: skip
-            p.runners.append(runner)
-            runner.start()
+        else:
+            for runner in p.runners:
+                runner.start()
+
+    def _with_env_refs(self, p: _Pod, spec: pb.Container) -> tuple[pb.Container, str]:
+        """The spec with its fieldRef env values filled in, or the spec and why they cannot
+        be (the container then waits with CreateContainerConfigError)."""
+        try:
+            fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
+            return downward.resolve_env(spec, fields), ""
+        except KnemuError as exc:
+            return spec, exc.message
+
+    async def _init_then_start(self, p: _Pod) -> None:
+        if await init_containers.run_in_order(p.init_runners):
+            for runner in p.runners:
+                runner.start()
+        self._report(p)
 
     def _compute(self, p: _Pod) -> PodStatus:
+        inits = tuple(init_containers.as_init(r.status()) for r in p.init_runners)
         statuses = tuple(r.status() for r in p.runners)
-        phase = pod_phase(statuses, p.pod.restart_policy or "Always")
+        policy = p.pod.restart_policy or "Always"
+        phase = init_containers.init_phase(inits, policy) or pod_phase(statuses, policy)
         meta = p.pod.metadata
         return PodStatus(
             meta.namespace, meta.name, meta.uid, self.node_name, phase, p.handle.ip,
             ready=phase == "Running" and bool(statuses) and all(s.ready for s in statuses),
-            container_statuses=statuses,
+            container_statuses=statuses + inits,
         )  # fmt: skip
 
     def _report(self, p: _Pod) -> None:
@@ -330,10 +394,13 @@ class PodRuntime:
     async def _stop(self, p: _Pod) -> None:
         p.stopping = True
         grace = min(float(p.pod.termination_grace_period_s or DEFAULT_GRACE_S), self._max_grace_s)
+        if p.init_task is not None:
+            p.init_task.cancel()
         try:
-            await asyncio.gather(*(r.stop(grace) for r in p.runners))
+            await asyncio.gather(*(r.stop(grace) for r in p.init_runners + p.runners))
         finally:
             await sandbox.destroy_sandbox(p.sandbox)
+            await asyncio.to_thread(self.volumes.remove, p.handle.netns)
             self._pods.pop(p.handle.key, None)
             self._records.pop(p.handle.netns, None)
             sandbox.save_records(self._records_path, self._records)
@@ -342,6 +409,7 @@ class PodRuntime:
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop_pod(key) for key in list(self._pods)))
+        await self.oci.clean(set())  # runc state, bundles and cgroups of this node
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -364,6 +432,11 @@ class PodRuntime:
             )
         if not argv:
             raise LocalError("exec needs a command; give one after --")
+        if runner.oci is not None:  # runc exec: the container's namespaces, root and user
+            return await runner.oci.exec(
+                argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
         return await spawn_in_pod(
             runner.pod, argv, runner.env, runner.spec.working_dir or None,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -387,6 +460,8 @@ class PodRuntime:
             suffix = name[len(prefix) :]
             if name not in mine and len(suffix) == 8 and "-" not in suffix:
                 await sandbox.clean_netns(name)
+        await self.oci.clean(mine)  # containers of pods a previous run left
+        await asyncio.to_thread(self.volumes.remove_all_except, mine)
         keep = {p.metadata.uid for p in wanted} | {p.handle.uid for p in self._pods.values()}
         if self.ipam.retain(keep):
             ipam.save(self.ipam, self._ipam_path)
