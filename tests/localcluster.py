@@ -55,8 +55,12 @@ REPO = Path(__file__).resolve().parents[1]
 class LocalCluster:
     """`knemu up` in a unique name and /24; every call goes through the real CLI or REST."""
 
-    def __init__(self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables") -> None:
+    def __init__(
+        self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
+        backend: str = "vxlan",
+    ) -> None:  # fmt: skip
         self.name = unique_name()
+        self.backend = backend
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -93,7 +97,8 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--timeout", "90", timeout_s=150)  # fmt: skip
+                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -174,10 +179,10 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables"
+    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan"
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend)
     try:
         c.up()
         yield c

@@ -23,7 +23,7 @@ from knemu.apiserver import ipam
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
-from knemu.config import VNI, ApiServerConfig
+from knemu.config import BACKEND_LABEL, NETWORK_BACKENDS, VNI, ApiServerConfig
 from knemu.errors import LocalError, NotFound
 
 Obj = dict[str, Any]
@@ -31,6 +31,7 @@ IDENTITY_LABEL = "knemu.dev/identity"
 IDENTITY_ANNOTATION = "knemu.dev/identity"
 VXLAN_PORT_ANNOTATION = "knemu.dev/vxlan-port"
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
+BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 REPORTS_KEPT = 65536  # pods whose last reported readiness is remembered
@@ -162,6 +163,12 @@ class NodeRegistry:
         """Create or refresh a Node; empty ``name``: same node for the same identity, else
         the lowest free node-N (podCIDR 10.244.N.0/24)."""
         _check_inputs(internal_ip, vtep_mac, vxlan_port, kubelet_port)
+        backend = labels.get(BACKEND_LABEL, "vxlan")
+        if backend not in NETWORK_BACKENDS:
+            raise LocalError(
+                f"label {BACKEND_LABEL}={backend!r}: not one of {', '.join(NETWORK_BACKENDS)}; "
+                "start the agent with a supported --backend"
+            )
         if not name and identity:
             name = self._name_for_identity(identity)
         name, pod_cidr = ipam.choose_node(self._store, self._config, name)
@@ -225,7 +232,8 @@ class NodeRegistry:
         annotations.update(
             {
                 BACKEND_DATA: json.dumps({"VNI": VNI, "VtepMAC": vtep_mac}, separators=(",", ":")),
-                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                # the node's pod network backend (vxlan | ipip), as flannel publishes it
+                BACKEND_TYPE: node_labels.get(BACKEND_LABEL, "vxlan"),
                 "flannel.alpha.coreos.com/kube-subnet-manager": "true",
                 PUBLIC_IP: internal_ip,
                 VXLAN_PORT_ANNOTATION: str(vxlan_port),

@@ -113,7 +113,9 @@ class Cluster:
             f"-n {ns} route add {LOAD_BALANCER_POOL} dev eth0",
         ]
 
-    def component_configs(self, proxy_mode: str) -> dict[str, dict[str, Any]]:
+    def component_configs(
+        self, proxy_mode: str, backend: str = "vxlan"
+    ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
             "apiserver": {
@@ -137,6 +139,7 @@ class Cluster:
                 "state_dir": str(self.state_dir / f"node-{n}"),
                 "netns_prefix": f"knemu-{self.name}",
                 "proxy_mode": proxy_mode,
+                "backend": backend,
                 "seed": n,
             }
         return configs

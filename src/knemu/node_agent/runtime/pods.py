@@ -300,7 +300,7 @@ class PodRuntime:
         )  # fmt: skip
         return await sandbox.create_sandbox(
             netns=netns, hostname=hostname, tun_name=sandbox.tun_name_for(meta.uid), pod_ip=ip,
-            mtu=self.config.pod_mtu_bytes, resolv_conf=conf.render(), hosts=hosts,
+            mtu=self.config.pod_mtu_or_default, resolv_conf=conf.render(), hosts=hosts,
         )  # fmt: skip
 
     async def _pod_paths(self, p: _Pod) -> PodPaths:
