@@ -30,6 +30,7 @@ from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
+from knemu.apiserver.rest import limits
 from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
 from knemu.apiserver.storage.store import Store, StoredEvent
@@ -114,7 +115,7 @@ class ApiServer:
         )
 
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=limits.MAX_BODY_BYTES)
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
         RestApi(store, hub, admission, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.

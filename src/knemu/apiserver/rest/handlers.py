@@ -29,6 +29,7 @@ from knemu.apiserver.rest.bodies import (
     scale_of,
     selector_text,
 )
+from knemu.apiserver.rest.limits import body_too_large
 from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
 from knemu.apiserver.rest.paths import Target, delete_options, parse_target, watch_filter
 from knemu.apiserver.rest.selectors import paginate
@@ -137,6 +138,9 @@ class RestApi:
                     f"GET /{'api' if group_version == 'v1' else 'apis'}/{group_version}"
                 )
             return await handler(request, target)
+        except web.HTTPRequestEntityTooLarge:
+            too_large = body_too_large()
+            return _json(status_failure(too_large), too_large.http_status)
         except KnemuError as err:
             kind = target.res.plural if target else ""
             return _json(status_failure(err, kind, target.name if target else ""), err.http_status)
