@@ -6,8 +6,10 @@ controller loop and, in ``run``, the signal wait); ``serve`` runs one until told
 
 The controller loop runs ``ControllerManager.sync(now)`` whenever the store changes (a burst
 of writes is coalesced into one sync), when the manager's next deadline (lease expiry,
-eviction toleration) comes due, and at least every 0.5 s.  ``sync`` is synchronous and runs
-until quiet, so the writes it makes itself do not schedule another pass.
+eviction toleration) comes due, and at least every 0.5 s.  Controllers never block serving:
+each ``sync`` is one step of at most ``CONTROLLER_STEP_S`` (plus the controller running when
+it ran out); an unfinished sync yields to the event loop for ``STEP_PAUSE_S`` and resumes.
+So ``replicas: 20000`` is created in budgeted steps while requests (and SIGTERM) are served.
 """
 
 from __future__ import annotations
@@ -42,8 +44,16 @@ log = logging.getLogger("knemu.apiserver")
 
 CONTROLLER_PERIOD_S = 0.5  # sync at least this often (leases, evictions)
 COALESCE_S = 0.02  # gather a burst of writes into one sync
+CONTROLLER_STEP_S = 0.1  # time budget of one controller step on the event loop
+STEP_PAUSE_S = 0.005  # between steps of an unfinished sync: requests are served meanwhile
 _SHUTDOWN_GRACE_S = 1.0
 DB_FILE = "knemu.db"
+
+
+def _budget(seconds: float) -> Callable[[], bool]:
+    """``over_budget()`` for one controller step: True once ``seconds`` have passed."""
+    end = time.monotonic() + seconds
+    return lambda: time.monotonic() >= end
 
 
 def _split_hostport(value: str) -> tuple[str, int]:
@@ -138,15 +148,18 @@ class ApiServer:
         self._dirty.set()
 
     async def _controller_loop(self, manager: ControllerManager) -> None:
-        failed = False
+        failed, settled = False, True
         while True:
             try:
-                await self._wait_for_work(manager, CONTROLLER_PERIOD_S if failed else None)
-                manager.sync(self.clock())
+                if settled:
+                    await self._wait_for_work(manager, CONTROLLER_PERIOD_S if failed else None)
+                else:
+                    await asyncio.sleep(STEP_PAUSE_S)  # let requests in between steps
+                settled = manager.sync(self.clock(), _budget(CONTROLLER_STEP_S))
                 failed = False
             except Exception:  # keep serving; the next pass may succeed
                 log.exception("controller sync failed; retrying in %.1f s", CONTROLLER_PERIOD_S)
-                failed = True
+                failed, settled = True, True
             # sync ran synchronously: every write since the wake-up was its own
             self._dirty.clear()
 
