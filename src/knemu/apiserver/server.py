@@ -33,6 +33,7 @@ from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.rest import limits
+from knemu.apiserver.rest.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
 from knemu.apiserver.storage.store import Store, StoredEvent
@@ -64,9 +65,15 @@ def _split_hostport(value: str) -> tuple[str, int]:
 class ApiServer:
     """Every api-server component, started by ``start()`` and stopped by ``stop()``."""
 
-    def __init__(self, config: ApiServerConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ApiServerConfig,
+        clock: Callable[[], float] = time.time,
+        connection_limits: ConnectionLimits | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.connections = ConnectionGuard(connection_limits or ConnectionLimits())
         self.rest_url = ""
         self.grpc_target = ""
         self._dirty = asyncio.Event()
@@ -130,12 +137,16 @@ class ApiServer:
         RestApi(store, hub, admission, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE_S, access_log=None
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_GRACE_S,
+            access_log=None,
+            keepalive_timeout=self.connections.limits.idle_timeout_s,
         )
         await runner.setup()
         host, port = _split_hostport(self.config.listen)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await GuardedTCPSite(runner, host, port, self.connections).start()
         except OSError as exc:
             raise Unavailable(
                 f"REST: cannot listen on {self.config.listen} ({exc.strerror}); is another "

@@ -29,7 +29,7 @@ from knemu.apiserver.rest.bodies import (
     scale_of,
     selector_text,
 )
-from knemu.apiserver.rest.limits import body_too_large
+from knemu.apiserver.rest.limits import WatchQuota, body_too_large
 from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
 from knemu.apiserver.rest.paths import Target, delete_options, parse_target, watch_filter
 from knemu.apiserver.rest.selectors import paginate
@@ -93,6 +93,7 @@ class RestApi:
         self.admission = admission
         self.clock = clock
         self.watch_check_s = watch_check_s
+        self.watches = WatchQuota()
         Handler = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
         self._handlers: dict[tuple[str, str], Handler] = {
             ("collection", "GET"): self._list,
@@ -196,14 +197,19 @@ class RestApi:
 
     async def _list(self, request: web.Request, t: Target) -> web.StreamResponse:
         if request.query.get("watch") in ("true", "1"):
-            return await serve_watch(
-                request,
-                self.hub,
-                t.res.kind,
-                t.res.group_version,
-                watch_filter(request, t),
-                self.watch_check_s,
-            )
+            client = request.remote or "?"
+            self.watches.acquire(client)
+            try:
+                return await serve_watch(
+                    request,
+                    self.hub,
+                    t.res.kind,
+                    t.res.group_version,
+                    watch_filter(request, t),
+                    self.watch_check_s,
+                )
+            finally:
+                self.watches.release(client)
         query = request.query
         items, extra = paginate(
             self._selected(request, t), query.get("limit", ""), query.get("continue", "")

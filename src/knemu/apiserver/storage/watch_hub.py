@@ -7,10 +7,11 @@ live events, with no gap and no duplicate between the two because the store and 
 synchronously in one thread (the snapshot and the registration happen without a write between
 them).
 
-Each subscription has a bounded queue.  A watcher that does not keep up is not allowed to grow
-memory without limit: when its queue is full, its queue is dropped and its next ``next()``
-raises ``Gone`` ("watcher too slow ... relist"), the same contract as a Kubernetes watch that
-is terminated and must relist.
+Each subscription has a bounded queue, and so is its backlog: resuming from more than
+``queue_events`` changes ago raises ``Gone`` without loading them.  A watcher that does not
+keep up is not allowed to grow memory without limit: when its queue is full, its queue is
+dropped and its next ``next()`` raises ``Gone`` ("watcher too slow ... relist"), the same
+contract as a Kubernetes watch that is terminated and must relist.
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ class WatchHub:
                 for obj in self._store.list(kind)
             ]
         else:
+            behind = self._store.resource_version - since_rv
+            if behind > self._limit:
+                # More than a queue's worth of changes to replay: loading them would cost as
+                # much memory as an overflowing queue, so the answer is the same (relist).
+                raise Gone(
+                    f"resourceVersion {since_rv} is {behind} changes behind, more than a "
+                    f"watcher may queue ({self._limit}); relist and watch from the list's "
+                    "resourceVersion"
+                )
             initial = [
                 e for e in self._store.events_since(since_rv) if not wanted or e.kind in wanted
             ]
