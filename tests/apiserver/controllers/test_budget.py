@@ -85,7 +85,7 @@ def test_failing_pod_creation_stops_after_the_first_slow_start_batch(
         attempts.append(obj)
         raise Exhausted("no room")
 
-    monkeypatch.setattr(cluster.manager.replicasets._ctx.admission, "admit_create", refuse)  # noqa: SLF001
+    monkeypatch.setattr(cluster.manager.replicasets._ctx.admission, "admit_create", refuse)
     cluster.manager.replicasets.sync(cluster.now)
     assert len(attempts) == 1  # the first batch (1 pod) failed: no 99 more attempts
     assert len(cluster.events("FailedCreate")) == 1
