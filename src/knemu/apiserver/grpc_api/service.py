@@ -211,8 +211,12 @@ class ClusterService(pb_grpc.ClusterServicer):
 
 async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
     """Initial events, SYNCED, then live events until the subscription is Gone."""
-    for event in sub.initial:
-        yield event_to_proto(event)
+    try:
+        for event in sub.initial:  # decoded one by one as the stream is written
+            yield event_to_proto(event)
+    except Gone as exc:  # the backlog was compacted under a slow reader
+        yield _relist(exc.message, sub.synced_rv)
+        return
     yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, resource_version=sub.synced_rv)
     last = sub.synced_rv
     while True:

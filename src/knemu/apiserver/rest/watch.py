@@ -157,8 +157,13 @@ async def serve_watch(
     try:
         await resp.prepare(request)
         filt.complete = since == 0
-        for event in sub.initial:
-            await stream.send(event)
+        try:
+            for event in sub.initial:  # decoded one by one: an unread watch holds one
+                await stream.send(event)
+        except Gone as err:  # the backlog was compacted under a slow reader: relist
+            await resp.write(_error_line(err))
+            await resp.write_eof()
+            return resp
         await _pump(stream, hub, timeout, check_s)
         await resp.write_eof()
     except ConnectionResetError:
