@@ -3,7 +3,7 @@ the api-server's memory or event loop.
 
 * ``MAX_BODY_BYTES`` (3 MiB, kube-apiserver's ``--max-request-body-bytes`` default): a longer
   body is refused with 413 RequestEntityTooLarge before it is parsed.
-* ``MAX_DEPTH`` (100 levels of objects/arrays) and ``MAX_NODES`` (500,000 values): checked on
+* ``MAX_DEPTH`` (100 levels of objects/arrays) and ``MAX_NODES`` (100,000 values): checked on
   every decoded body, with an explicit stack (never recursion), so a body nested 10^6 deep or
   a YAML alias bomb gets a 400 naming the limit instead of a RecursionError or an exponential
   copy.  Only JSON values pass: string keys, finite numbers, integers within int64; YAML
@@ -28,7 +28,7 @@ from knemu.errors import LocalError
 MAX_BODY_BYTES = 3 * 1024 * 1024
 MAX_OBJECT_BYTES = 3 * 1024 * 1024
 MAX_DEPTH = 100
-MAX_NODES = 500_000
+MAX_NODES = 100_000
 MAX_JSON_PATCH_OPS = 10_000
 _INT64 = (-(2**63), 2**63 - 1)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.errors import Gone
 
-BACKLOG_PAGE = 256  # events read from the store at a time for a resuming watcher
+BACKLOG_PAGE = 32  # events read from the store at a time for a resuming watcher
 
 
 @dataclass
