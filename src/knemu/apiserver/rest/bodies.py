@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from knemu import yamlload
-from knemu.apiserver.rest.limits import TooComplex, check_value
+from knemu.apiserver.rest.limits import TooComplex, check_value, check_yaml_flow_depth
 from knemu.apiserver.rest.status import BadRequest, Obj
 from knemu.errors import Conflict
 
@@ -42,6 +42,7 @@ def _decode(raw: bytes, content_type: str, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"{what} is not UTF-8 ({exc}); send JSON text") from None
     if "yaml" in content_type:
+        check_yaml_flow_depth(text, what)
         return _load_yaml(text, what)
     try:
         return json.loads(text)

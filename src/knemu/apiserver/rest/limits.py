@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
+from itertools import accumulate
 from typing import Any
 
 from knemu.errors import LocalError
@@ -113,6 +115,24 @@ def check_value(value: Any, what: str = "request body", budget: int = MAX_NODES)
     if count > budget:
         raise TooComplex(f"{what} holds more than {budget} values (the api-server's limit)")
     return count
+
+
+_NOT_FLOW = re.compile(r"[^\[\]{}]+")
+
+
+def check_yaml_flow_depth(text: str, what: str = "request body") -> None:
+    """PyYAML takes seconds (quadratic) on deep flow collections (``[[[[...``) before it
+    fails, so their depth is counted first.  Brackets inside quoted strings count too: an
+    over-estimate that no real manifest comes near."""
+    brackets = _NOT_FLOW.sub("", text)
+    if len(brackets) <= MAX_DEPTH:
+        return
+    steps = (1 if c in "[{" else -1 for c in brackets)
+    if max(accumulate(steps), default=0) > MAX_DEPTH:
+        raise TooComplex(
+            f"{what} is nested more than {MAX_DEPTH} levels deep; Kubernetes objects are "
+            "never that deep"
+        )
 
 
 def check_json_patch_ops(ops: list[Any]) -> None:
