@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from knemu.apiserver.rest.connections import ConnectionLimits
+from knemu.apiserver.rest.handlers import MAX_CASCADE_IN_REQUEST
 from knemu.apiserver.rest.limits import MAX_WATCHES_PER_CLIENT
 from knemu.apiserver.server import ApiServer
 from knemu.config import ApiServerConfig
@@ -234,3 +235,23 @@ async def test_a_doubling_patch_stays_within_the_memory_bound(tmp_path: Path) ->
             async with http.patch(pods + "/p", data=json.dumps(ops), headers=headers) as resp:
                 assert resp.status in (413, 422), await resp.text()
         assert rss_bytes() - before < RSS_BOUND_BYTES
+
+
+@pytest.mark.slow
+async def test_deleting_a_big_deployment_leaves_the_rest_to_the_garbage_collector(
+    tmp_path: Path,
+) -> None:
+    async with ApiServer(config_for(tmp_path / "data")) as server:
+        store = server.store
+        assert store is not None
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.rest_url + DEPLOYMENTS, json=deployment("big", 200)) as r:
+                assert r.status == 201
+            await wait_for(lambda: len(store.list("Pod")) == 200, 60.0, what="200 pods")
+            started = time.monotonic()
+            async with http.delete(server.rest_url + DEPLOYMENTS + "/big") as r:
+                assert r.status == 200
+            took = time.monotonic() - started
+            left = len(store.list("Pod"))
+        assert 200 - left <= MAX_CASCADE_IN_REQUEST and took < 2.0
+        await wait_for(lambda: not store.list("Pod"), 30.0, what="the garbage collector")

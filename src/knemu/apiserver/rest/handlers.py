@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # Kubernetes refuses to delete these namespaces (apiserver's namespace lifecycle admission).
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+MAX_CASCADE_IN_REQUEST = 100  # dependents of one owner deleted by the request itself
+_OWNER_KINDS = frozenset({"Deployment", "ReplicaSet", "Service"})  # what owns objects in knemu
 
 
 class Forbidden(LocalError):
@@ -334,7 +336,12 @@ class RestApi:
                     self._delete_quietly(child, orphan=False)
             return gone
         uid = meta.get("uid")
-        for child in self._dependents(uid, ns or None):
+        if not orphan and kind not in _OWNER_KINDS:
+            return gone  # dependents of other kinds, if any, are the garbage collector's
+        dependents = self._dependents(uid, ns or None)
+        for child in dependents if orphan else dependents[:MAX_CASCADE_IN_REQUEST]:
+            # Beyond MAX_CASCADE_IN_REQUEST the garbage collector deletes the rest
+            # (background cascading deletion) in budgeted steps, off the request path.
             if orphan:
                 refs = child["metadata"]["ownerReferences"]
                 child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
