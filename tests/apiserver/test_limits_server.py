@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from knemu.apiserver.rest import watch
 from knemu.apiserver.rest.connections import ConnectionLimits
 from knemu.apiserver.rest.handlers import MAX_CASCADE_IN_REQUEST
 from knemu.apiserver.rest.limits import MAX_WATCHES_PER_CLIENT
@@ -255,3 +256,32 @@ async def test_deleting_a_big_deployment_leaves_the_rest_to_the_garbage_collecto
             left = len(store.list("Pod"))
         assert 200 - left <= MAX_CASCADE_IN_REQUEST and took < 2.0
         await wait_for(lambda: not store.list("Pod"), 30.0, what="the garbage collector")
+
+
+async def test_a_watch_client_that_reads_nothing_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queue has room, but its socket is full: after WRITE_TIMEOUT_S the connection is
+    aborted and the subscription freed, instead of a handler waiting forever."""
+    monkeypatch.setattr(watch, "WRITE_TIMEOUT_S", 0.5)
+    async with ApiServer(config_for(tmp_path / "data", watch_queue_events=1000)) as server:
+        store, hub = server.store, server.hub
+        assert store is not None and hub is not None
+        port = int(server.rest_url.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        path = "/api/v1/namespaces/default/events?watch=true"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await wait_for(lambda: hub.statistics().subscribers >= 1, 5.0, what="the watch")
+        for i in range(400):  # 400 x 64 KB: more than the socket buffers hold
+            event = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"e{i}", "namespace": "default"},
+                "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                "message": "m" * 65536,
+            }
+            store.create(event, 1.0)
+            await asyncio.sleep(0.001)
+        await wait_for(lambda: server.connections.statistics()["open"] == 0, 10.0, what="cut off")
+        assert hub.statistics().subscribers == 0
+        writer.close()
