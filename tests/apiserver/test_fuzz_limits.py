@@ -296,3 +296,20 @@ def test_grpc_oversized_requests_are_resource_exhausted(served: Served) -> None:
             return err.value.code()
 
     assert asyncio.run(call()) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@FUZZ
+@given(
+    body=json_values,
+    method=st.sampled_from(["PUT", "PATCH"]),
+    name=st.sampled_from(["d", "missing"]),
+    ctype=st.sampled_from(PATCH_TYPES),
+)
+def test_scale_and_apply_never_answer_5xx(
+    served: Served, body: Any, method: str, name: str, ctype: str
+) -> None:
+    resource = "/apis/apps/v1/namespaces/default/deployments"
+    served.call("POST", resource, json.dumps(RESOURCES[resource]).encode())
+    ctype = ctype if method == "PATCH" else "application/json"
+    served.call(method, f"{resource}/d/scale", json.dumps(body).encode(), ctype)
+    served.call("PATCH", f"{resource}/{name}", json.dumps(body).encode(), ctype)

@@ -191,3 +191,22 @@ async def test_numbers_json_cannot_carry_are_400(api: Api, text: str) -> None:
         "POST", PODS, data=text, headers={"Content-Type": "application/json"}
     )
     assert status == 400, reply
+
+
+async def test_scale_bodies_of_the_wrong_shape_are_4xx(api: Api) -> None:
+    assert (await api.call("POST", DEPLOYMENTS, json=deployment("d", 1)))[0] == 201
+    for body in ({"spec": 5}, {"metadata": 5}, {"spec": {"replicas": 2**31}}):
+        status, reply = await api.call(
+            "PATCH", f"{DEPLOYMENTS}/d/scale", data=json.dumps(body), headers=MERGE_PATCH
+        )
+        assert status == 422, reply
+    status, reply = await api.call("PUT", f"{DEPLOYMENTS}/d/scale", json={"spec": 5})
+    assert status == 422 and "spec" in fields(reply), reply
+
+
+async def test_server_side_apply_of_a_new_object_with_bad_metadata_is_400(api: Api) -> None:
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    status, reply = await api.call(
+        "PATCH", f"{DEPLOYMENTS}/new", data=json.dumps({"metadata": 5}), headers=apply
+    )
+    assert status == 400 and "metadata" in reply["message"], reply

@@ -43,13 +43,15 @@ from knemu.apiserver.rest.status import (
 from knemu.apiserver.rest.watch import serve_watch
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
-from knemu.errors import AlreadyExists, KnemuError, LocalError, NotFound
+from knemu.apiserver.validation import shapes
+from knemu.errors import AlreadyExists, FieldError, Invalid, KnemuError, LocalError, NotFound
 
 log = logging.getLogger(__name__)
 
 # Kubernetes refuses to delete these namespaces (apiserver's namespace lifecycle admission).
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 MAX_CASCADE_IN_REQUEST = 100  # dependents of one owner deleted by the request itself
+SCALE_SHAPE = {"metadata": shapes.OBJECT_META, "spec": {"replicas": "int32"}}
 _OWNER_KINDS = frozenset({"Deployment", "ReplicaSet", "Service"})  # what owns objects in knemu
 
 
@@ -302,7 +304,9 @@ class RestApi:
             obj = apply_patch({}, raw, ctype)
             obj.setdefault("kind", t.res.kind)
             obj.setdefault("apiVersion", t.res.group_version)
-            self._check_identity(obj.setdefault("metadata", {}), t)
+            if not isinstance(obj.setdefault("metadata", {}), dict):
+                raise BadRequest("metadata must be a JSON object")
+            self._check_identity(obj["metadata"], t)
             return self._do_create(request, t, obj)
         if old is None:
             old = self._lookup(t)
@@ -387,6 +391,10 @@ class RestApi:
             scale = apply_patch(current, raw, request.headers.get("Content-Type", ""))
         else:
             scale = decode_object(raw, request.content_type)
+        shape_errors: list[FieldError] = []
+        shapes.check(scale, SCALE_SHAPE, "", shape_errors)
+        if shape_errors:
+            raise Invalid("Scale", t.name, shape_errors)
         replicas = scale.get("spec", {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise BadRequest(f"Scale spec.replicas must be an integer >= 0, not {replicas!r}")
