@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
+from knemu.apiserver.grpc_api import service as grpc_service
 from knemu.apiserver.rest import watch
 from knemu.apiserver.rest.connections import ConnectionLimits
 from knemu.apiserver.rest.handlers import MAX_CASCADE_IN_REQUEST
-from knemu.apiserver.rest.limits import MAX_WATCHES_PER_CLIENT
 from knemu.apiserver.server import ApiServer
+from knemu.apiserver.storage.watch_quota import MAX_WATCHES_PER_CLIENT
 from knemu.config import ApiServerConfig
+from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 from knemu.testing import apiserver_process, wait_for
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
@@ -285,3 +288,24 @@ async def test_a_watch_client_that_reads_nothing_is_cut_off(
         await wait_for(lambda: server.connections.statistics()["open"] == 0, 10.0, what="cut off")
         assert hub.statistics().subscribers == 0
         writer.close()
+
+
+async def test_grpc_watches_per_peer_are_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_service, "MAX_WATCHES_PER_PEER", 2)
+    async with (
+        ApiServer(config_for(tmp_path / "data")) as server,
+        grpc.aio.insecure_channel(server.grpc_target) as channel,
+    ):
+        stub = pb_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
+        held = [stub.Watch(pb.WatchRequest(kinds=["Pod"])) for _ in range(2)]
+        for call in held:
+            first = await call.read()
+            assert first.type == pb.WatchEvent.SYNCED
+        extra = stub.Watch(pb.WatchRequest(kinds=["Pod"]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await extra.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in held:
+            call.cancel()

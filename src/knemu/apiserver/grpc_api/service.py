@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
+from knemu.apiserver.storage.watch_quota import WatchQuota
 from knemu.config import Timings
 from knemu.errors import Gone, KnemuError, Unavailable
 from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
@@ -32,6 +33,7 @@ from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 SERVICE = "knemu.v1.Cluster"
+MAX_WATCHES_PER_PEER = 200  # open Watch streams per client address
 MAX_REQUEST_BYTES = 1024 * 1024
 SERVER_OPTIONS: list[tuple[str, int]] = [
     # Never share a port with another process: tests and `knemu up` pick free ports.
@@ -108,12 +110,18 @@ async def _abort(context: grpc.aio.ServicerContext, exc: KnemuError) -> NoReturn
     raise AssertionError("context.abort returned")  # abort always raises
 
 
+def _peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.1:5000`` / ``ipv6:[::1]:5000`` -> the address without the port."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
 class ClusterService(pb_grpc.ClusterServicer):
     def __init__(self, store: Store, hub: WatchHub, registry: Registry, timings: Timings) -> None:
         self._store = store
         self._hub = hub
         self._registry = registry
         self._timings = timings
+        self.watches = WatchQuota(MAX_WATCHES_PER_PEER)
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
@@ -128,9 +136,15 @@ class ClusterService(pb_grpc.ClusterServicer):
             since,
             self._store.resource_version,
         )
+        peer = _peer_host(context.peer())
+        try:
+            self.watches.acquire(peer)
+        except KnemuError as exc:
+            await _abort(context, exc)
         try:
             sub = self._hub.subscribe(kinds, since)
         except Gone as exc:
+            self.watches.release(peer)
             yield _relist(exc.message, self._store.resource_version)
             return
         try:
@@ -138,6 +152,7 @@ class ClusterService(pb_grpc.ClusterServicer):
                 yield event
         finally:
             sub.close()
+            self.watches.release(peer)
             log.info("watch %s: ended", who)
 
     async def _watch_kinds(

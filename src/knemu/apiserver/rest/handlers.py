@@ -29,7 +29,7 @@ from knemu.apiserver.rest.bodies import (
     scale_of,
     selector_text,
 )
-from knemu.apiserver.rest.limits import WatchQuota, body_too_large
+from knemu.apiserver.rest.limits import body_too_large
 from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
 from knemu.apiserver.rest.paths import Target, delete_options, parse_target, watch_filter
 from knemu.apiserver.rest.selectors import paginate
@@ -43,6 +43,7 @@ from knemu.apiserver.rest.status import (
 from knemu.apiserver.rest.watch import serve_watch
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
+from knemu.apiserver.storage.watch_quota import WatchQuota
 from knemu.apiserver.validation import shapes
 from knemu.errors import AlreadyExists, FieldError, Invalid, KnemuError, LocalError, NotFound
 
