@@ -129,3 +129,13 @@ def test_a_malformed_stored_object_is_skipped_and_reported(
     assert web and len(web[0]["endpoints"]) == 2
     assert any("skip Pod default/bad" in r.getMessage() for r in caplog.records)
     assert cluster.manager.statistics()["malformed"] >= 1
+
+
+def test_stored_replicas_beyond_int32_are_skipped_not_created(cluster: Cluster) -> None:
+    """Data written before int32 was checked (issue 16: 2147483648 replicas hung every
+    restart): the controllers skip that Deployment and settle."""
+    cluster.store.create(deployment("huge", 2**31), cluster.now)
+    cluster.apply(deployment("ok", 2))
+    assert cluster.manager.sync(cluster.now)
+    names = {p["metadata"]["name"].rsplit("-", 2)[0] for p in cluster.pods()}
+    assert names == {"ok"} and len(cluster.pods()) == 2
