@@ -56,7 +56,7 @@ def main() -> int:
     try:
         t0 = time.monotonic()
         cluster.compose("up", "-d", "--scale", "node=3")
-        wait_until(lambda: len(cluster.ready_nodes()) == 3, 180, "3 Ready nodes", interval=0.1)
+        wait_until(lambda: len(cluster.ready_nodes()) == 3, 180, "3 Ready nodes", interval_s=0.1)
         cold = time.monotonic() - t0
         print(f"cold start, compose up -> 3 nodes Ready: {cold:5.1f} s   (kind ~33 s, k3d ~20 s)")
         cluster.knemu("apply", "-f", "-", stdin=DEPLOYMENT)

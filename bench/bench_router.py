@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 
 from knemu.apiserver.grpc_api import convert
-from knemu.node_agent.agent_netpol import PolicySync
-from knemu.node_agent.router import LocalNode, Router
-from knemu.node_agent.service_table import Backend, ServiceEntry, ServicePortEntry
+from knemu.node_agent.dataplane.router import LocalNode, Router
+from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
+from knemu.node_agent.policy.sync import PolicySync
 from knemu.proto import wire
 
 CLIENT = "10.244.1.5"

@@ -18,9 +18,9 @@ import signal
 import socket
 import subprocess
 
-from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
-from knemu.node_agent.router import OUT_POD, OUT_UNDERLAY, LocalNode, Output, Router
-from knemu.node_agent.tun import open_tun
+from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY, LocalNode, Output, Router
+from knemu.node_agent.dataplane.tun import open_tun
 
 BATCH = 64
 

@@ -76,20 +76,33 @@ def wait_until(
     *,
     what: str = "",
     interval_s: float = POLL_INTERVAL_S,
+    retry_on: tuple[type[BaseException], ...] = (),
 ) -> Any:
-    """``wait_for`` for code without an event loop (tests driving the synchronous CLI)."""
+    """``wait_for`` for code without an event loop (tests driving the synchronous CLI).
+
+    Exceptions of the ``retry_on`` types count as "not yet" (a cluster mid-restart answers with
+    errors for a while); the last one is named if the wait times out.
+    """
     deadline = time.monotonic() + timeout_s
-    while not (result := predicate()):
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+        except retry_on as exc:
+            result, last_error = None, exc
+        if result:
+            return result
         if time.monotonic() >= deadline:
             name = what or getattr(predicate, "__name__", repr(predicate))
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {name}")
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {name}{detail}")
         time.sleep(interval_s)
-    return result
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free right now on ``host`` (the kernel picks it; SO_REUSEADDR-safe), TCP or
+    ``kind=socket.SOCK_DGRAM`` for UDP."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from typing import Any
 
 import docker
 from docker.models.containers import Container
+
+from knemu import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = str(ROOT / "scripts" / "compose")
@@ -135,20 +136,12 @@ class ComposeCluster:
 
 
 def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the cluster may be mid-restart: keep polling
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    """knemu.testing.wait_until at the pace of a container cluster, tolerating errors while
+    containers restart."""
+    return testing.wait_until(
+        predicate, timeout_s, what=what, interval_s=interval_s, retry_on=(Exception,)
     )
 
 

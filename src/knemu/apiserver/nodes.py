@@ -311,11 +311,28 @@ def _container_state(cs: dict[str, Any], old: Obj | None, now: float) -> Obj:
     return {"waiting": waiting}
 
 
-def _container_statuses(pod: Obj, report: dict[str, Any], now: float) -> list[Obj]:
+def _last_state(cs: dict[str, Any]) -> Obj:
+    """lastState.terminated of a restarted container, from the node's report."""
+    if not cs.get("has_last_state"):
+        return {}
+    term: Obj = {"exitCode": int(cs.get("last_exit_code") or 0),
+                 "reason": cs.get("last_reason") or "Error"}  # fmt: skip
+    for key, field in (("startedAt", "last_started_at"), ("finishedAt", "last_finished_at")):
+        if cs.get(field):
+            term[key] = cs[field]
+    return {"terminated": term}
+
+
+def _container_statuses(
+    pod: Obj, report: dict[str, Any], now: float, init: bool = False
+) -> list[Obj]:
     uid = str(pod["metadata"].get("uid", ""))
-    olds = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    olds = {c.get("name"): c for c in (pod.get("status") or {}).get(key) or []}
     out = []
     for cs in report.get("container_statuses") or []:
+        if bool(cs.get("init")) != init:
+            continue
         name = str(cs.get("name") or "")
         state = _container_state(cs, olds.get(name), now)
         out.append(
@@ -328,7 +345,7 @@ def _container_statuses(pod: Obj, report: dict[str, Any], now: float) -> list[Ob
                 "restartCount": int(cs.get("restart_count") or 0),
                 "started": "running" in state,
                 "state": state,
-                "lastState": (olds.get(name) or {}).get("lastState") or {},
+                "lastState": _last_state(cs) or (olds.get(name) or {}).get("lastState") or {},
             }
         )
     return out
@@ -353,11 +370,20 @@ def build_pod_status(pod: Obj, node: Obj | None, report: dict[str, Any], now: fl
             status.pop(key, None)
     containers = _container_statuses(pod, report, now)
     status["containerStatuses"] = containers
+    inits = _container_statuses(pod, report, now, init=True)
+    if inits:
+        status["initContainerStatuses"] = inits
+    pending_inits = [c["name"] for c in inits if "terminated" not in c["state"]
+                     or c["state"]["terminated"].get("exitCode") != 0]  # fmt: skip
     unready = [c["name"] for c in containers if not c["ready"]]
     view: Obj = {"kind": "Pod", "status": status}
     ready = bool(report.get("ready"))
     not_ready_msg = f"containers with unready status: [{' '.join(unready)}]"
-    set_condition(view, "Initialized", "True", "", "", now)
+    if pending_inits:
+        message = f"containers with incomplete status: [{' '.join(pending_inits)}]"
+        set_condition(view, "Initialized", "False", "ContainersNotInitialized", message, now)
+    else:
+        set_condition(view, "Initialized", "True", "", "", now)
     set_condition(
         view,
         "Ready",

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from knemu.apiserver import builtins
 from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.console.routes import add_console_routes
 from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
@@ -134,6 +135,7 @@ class ApiServer:
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
         app = web.Application(client_max_size=limits.MAX_BODY_BYTES)
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
+        add_console_routes(app, store, hub)  # the web console at /console/
         RestApi(store, hub, admission, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(

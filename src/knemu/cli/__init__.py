@@ -108,6 +108,19 @@ TABLE: tuple[Command, ...] = (
         _OWN,
     ),
     Command(
+        "capture",
+        "capture:add_arguments",
+        "capture:run",
+        "write pcap of a node's underlay or a pod's eth0",
+    ),
+    Command(
+        "console",
+        "console:add_arguments",
+        "console:run",
+        "print (or --open) the web console's URL",
+        _OWN,
+    ),
+    Command(
         "cni",
         "cni:cni_add_arguments",
         "cni:cni_run",
@@ -115,6 +128,13 @@ TABLE: tuple[Command, ...] = (
         _OWN,
     ),
     Command("chaos", "chaos:add_arguments", "chaos:run", "break nodes and links on purpose", _OWN),
+    Command(
+        "image",
+        "image:add_arguments",
+        "image:run",
+        "load container images into the nodes, list them",
+        _OWN,
+    ),
     Command(
         "up",
         "local:up_add_arguments",

@@ -1,13 +1,17 @@
 """The node agent: kubelet + CNI + kube-proxy of one node, wired around the router core.
 
-Start-up (``Agent.start``): register with the api-server (name, identity, underlay IP, VTEP MAC,
-VXLAN and kubelet ports) and learn the podCIDR; create the host TUN ``knemu0`` (10.244.N.1);
-build the router; open the underlay socket, the DNS forwarder (kube-dns is a node-local service,
-docs/INTERFACES.md "Pod DNS"), the NodePort proxy and the kubelet HTTP API; write the CNI
-conflist it implements (``cni``); then watch Nodes, Pods, Services and EndpointSlices.  Nodes
-become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
+Start-up (``run_agent``): ``register`` with the api-server (name, identity, underlay IP, VTEP
+MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every part (the
+router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet API);
+``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket, the DNS
+forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the kubelet HTTP
+API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes, Pods,
+Services and EndpointSlices.
+Nodes become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
 Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
-and their hostPorts are published on the node IP (``agent_hostports``).
+and their hostPorts are published on the node IP (``cni.hostports``).  ``NodeTables``
+(``dataplane.tables``) turns the watched objects into router calls; the kubelet parts
+(``kubelet``) get the few collaborators they use, never this object.
 
 While the api-server is away the data plane keeps forwarding with the last tables: the
 informer reconnects on its own, lease renewals and status reports are retried.  SIGTERM drains:
@@ -23,21 +27,27 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from knemu.config import AgentConfig
 from knemu.errors import ConfigError, KnemuError
-from knemu.node_agent import agent_tables as tables, cni
-from knemu.node_agent.adapters import TunPort, UnderlayEndpoint
-from knemu.node_agent.agent_netpol import POLICY_KINDS, PolicySync
-from knemu.node_agent.agent_pods import PodSync
-from knemu.node_agent.dnsproxy import DnsForwarder
-from knemu.node_agent.faults import Impairments
-from knemu.node_agent.flows import FlowLog
-from knemu.node_agent.host import HostInterface, host_plan
-from knemu.node_agent.kubelet_api import KubeletApi
-from knemu.node_agent.nodeport import NodePortProxy
-from knemu.node_agent.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.cni import conflist as cni
+from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
+from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.dataplane.tables import NodeTables
+from knemu.node_agent.kubelet import metrics
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
+from knemu.node_agent.kubelet.pod_sync import PodSync
+from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
+from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
+from knemu.node_agent.kubeproxy.relays import ProxyStatistics
+from knemu.node_agent.policy.sync import POLICY_KINDS, PolicySync
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff, ClusterClient, Informer
 
@@ -60,34 +70,128 @@ def default_underlay_ip() -> str:
         return str(s.getsockname()[0])
 
 
-class Agent:
-    """One node's agent; ``async with Agent(config) as agent`` runs it until the block ends."""
+class PodLinks:
+    """Plugs a running pod into the data plane (``kubelet.pod_sync.PodNetwork``): its packets
+    go to the router, the router delivers to its IP, NetworkPolicy polices it from the first
+    packet."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, router: Router, policy: PolicySync | None, send: Callable[[Output | None], None]
+    ) -> None:
+        self.router = router
+        self.policy = policy
+        self.send = send
+
+    def receiver(self, key: str) -> Callable[[bytes, float], None]:
+        router, send = self.router, self.send
+
+        def feed(packet: bytes, now: float) -> None:
+            send(router.handle_pod(key, packet, now))
+
+        return feed
+
+    def plug(self, key: str, ip: str) -> None:
+        self.router.add_local_pod(ip, key)
+        if self.policy is not None:
+            self.policy.set_local_pod(key, ip)
+
+    def unplug(self, key: str, ip: str) -> None:
+        self.router.remove_local_pod(ip)
+        if self.policy is not None:
+            self.policy.set_local_pod(key, None)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the api-server gave this node when it registered."""
+
+    node: pb.Node  # its name and podCIDR
+    underlay_ip: str
+    identity: str
+    renew_interval_s: float
+
+
+async def register(
+    config: AgentConfig, client: ClusterClient, underlay_ip: str, identity: str
+) -> Registration:
+    """Register, retrying with backoff while the api-server is unreachable."""
+    backoff = Backoff(0.1, 3.0, config.seed)
+    mac = tables.vtep_mac(identity, underlay_ip)
+    while True:
+        try:
+            reply = await client.register_node(
+                name=config.node_name, identity=identity, internal_ip=underlay_ip,
+                vtep_mac=mac, vxlan_port=config.vxlan_port,
+                kubelet_port=config.kubelet_listen_port,
+            )  # fmt: skip
+        except KnemuError as exc:
+            # Loud on the first failure, then every tenth, while the api-server is away.
+            level = logging.WARNING if backoff.failures % 10 == 0 else logging.DEBUG
+            log.log(level, "registration failed (%s); retrying", exc.message)
+            await asyncio.sleep(backoff.next_delay_s())
+            continue
+        if not reply.node.pod_cidr:
+            raise ConfigError(f"api-server gave node {reply.node.metadata.name} no podCIDR")
+        return Registration(reply.node, underlay_ip, identity, reply.renew_interval_s or 1.0)
+
+
+class Agent:
+    """One registered node's agent, whole once built: ``async with Agent(config, client,
+    registration) as agent`` opens its devices and sockets and runs it until the block ends
+    (``run_agent`` registers first)."""
+
+    def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
         self.config = config
-        self.underlay_ip = config.underlay_ip or default_underlay_ip()
-        self.identity = config.identity or socket.gethostname()
-        self.client = ClusterClient(config.apiserver)
+        self.client = client
+        self.name = reg.node.metadata.name
+        self.underlay_ip = reg.underlay_ip
+        self.identity = reg.identity
+        self.renew_interval_s = reg.renew_interval_s
+        pod_cidr = reg.node.pod_cidr
+        self.plan = plan = host_plan(pod_cidr, mtu_bytes=config.pod_mtu_bytes)
         self.flows = FlowLog()
         self.faults = Impairments(seed=config.seed)
-        self.name = config.node_name
-        self.router: Router
+        local = LocalNode(
+            name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
+            pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
+            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes,
+        )  # fmt: skip
+        self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
+                             flow_sink=self.flows.append)  # fmt: skip
+        self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
+        self.flows.on_watch = self.router.set_forward_events
+        entry, backends = tables.dns_service(plan.address)
+        self.router.set_service(entry.key, entry, backends)
+        # None: NetworkPolicy not enforced (flannel-like)
+        self.policy = (
+            PolicySync(self.router, self.name, plan.address, self.router.conntrack.timeouts)
+            if config.network_policy
+            else None
+        )
+        kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
+        self.informer = Informer(
+            client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
+            seed=config.seed,
+        )  # fmt: skip
+        self.tables = NodeTables(self.name, self.router, self.informer)
+        self.pods = PodSync(
+            config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
+            PodLinks(self.router, self.policy, self.dispatch),
+        )  # fmt: skip
+        self.nodeports = NodePortProxy(self.underlay_ip)
+        self.api = KubeletApi(
+            self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
+            metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
+            captures=CaptureTaps(lambda: self.underlay, self.pods.ports),
+        )  # fmt: skip
+        # Opened by start(), closed by stop():
+        self.cni: cni.CniConfig | None = None
         self.host: HostInterface | None = None
         self.host_port: TunPort | None = None
         self.underlay: UnderlayEndpoint | None = None
         self.dns: DnsForwarder | None = None
-        self.nodeports: NodePortProxy | None = None
-        self.cni: cni.CniConfig | None = None
-        self.pods: PodSync
-        self.policy: PolicySync | None = None  # None: NetworkPolicy not enforced (flannel-like)
-        self.informer: Informer | None = None
-        self.api: KubeletApi | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
-        self._peer_names: dict[str, str] = {}  # underlay IP -> node name, for per-peer faults
-        # (namespace, service) -> {slice name: slice}: a service's slices without scanning
-        # every slice of the cluster on each event (10,000 services would make that O(n^2)).
-        self._slices: dict[tuple[str, str], dict[str, pb.EndpointSlice]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -103,18 +207,9 @@ class Agent:
         await self.stop()
 
     async def start(self) -> None:
-        node = await self._register()
-        self.name = node.metadata.name
-        plan = host_plan(node.pod_cidr, mtu_bytes=self.config.pod_mtu_bytes)
-        local = LocalNode(
-            name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
-            pod_cidr=node.pod_cidr, gateway_ip=plan.address, vni=self.config.vni,
-            vxlan_port=self.config.vxlan_port, mtu=self.config.pod_mtu_bytes,
-        )  # fmt: skip
-        self.router = Router(local, self.config.proxy_mode, self.config.ipvs_scheduler,
-                             self.config.seed, flow_sink=self.flows.append)  # fmt: skip
-        self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
-        self.flows.on_watch = self.router.set_forward_events
+        """Open the host TUN, the underlay socket, the DNS forwarder and the kubelet API, write
+        the CNI conflist, then start the loops."""
+        plan, pods = self.plan, self.pods
         self.host = await HostInterface.create(plan)
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
@@ -122,47 +217,33 @@ class Agent:
         await self.underlay.open((self.underlay_ip, self.config.vxlan_port))
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
-        entry, backends = tables.dns_service(plan.address)
-        self.router.set_service(entry.key, entry, backends)
-        self.nodeports = NodePortProxy(self.underlay_ip)
-        if self.config.network_policy:
-            self.policy = PolicySync(self.router, self.name, plan.address)
-        self.pods = PodSync(self, plan.address)
-        self.cni = cni.install(self.config, self.name, node.pod_cidr, plan.address)
-        self.api = KubeletApi(self)
+        pod_cidr = self.router.node.pod_cidr
+        self.cni = cni.install(self.config, self.name, pod_cidr, plan.address)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
-        kinds = WATCHED_KINDS + (POLICY_KINDS if self.policy is not None else ())
-        self.informer = Informer(
-            self.client, kinds, f"agent/{self.name}", self._on_watch,
-            self.pods.on_synced, seed=self.config.seed,
-        )  # fmt: skip
         self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
         self._spawn("nodeports", self._sync_nodeports)
-        self._spawn("hostports", lambda: self.pods.hostports.run(self.underlay_ip))
-        self._spawn("reports", self.pods.run_reporters)
-        log.info("node %s up: podCIDR %s, underlay %s", self.name, node.pod_cidr, self.underlay_ip)
-        self.pods.record("Node", "", self.name, "Normal", "Starting",
-                         f"Started knemu agent: podCIDR {node.pod_cidr}, gateway {plan.address}, "
-                         f"proxy mode {self.config.proxy_mode}")  # fmt: skip
+        self._spawn("hostports", lambda: pods.hostports.run(self.underlay_ip))
+        self._spawn("reports", pods.run_reporters)
+        log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
+        pods.record("Node", "", self.name, "Normal", "Starting",
+                    f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
+                    f"proxy mode {self.config.proxy_mode}")  # fmt: skip
 
     async def stop(self) -> None:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
         for name in ("informer", "lease"):
             await self._cancel(name)
-        if hasattr(self, "pods"):
-            with contextlib.suppress(Exception):
-                await self.pods.stop_all()
+        with contextlib.suppress(Exception):
+            await self.pods.stop_all()
         for name in list(self._tasks):
             await self._cancel(name)
-        if hasattr(self, "pods"):
-            await self.pods.hostports.close()
-        if self.api is not None:
-            await self.api.stop()
-        for closer in (self.nodeports, self.dns):
-            if closer is not None:
-                await closer.close()
+        await self.pods.hostports.close()
+        await self.api.stop()
+        await self.nodeports.close()
+        if self.dns is not None:
+            await self.dns.close()
         if self.underlay is not None:
             self.underlay.close()
         if self.host_port is not None:
@@ -202,27 +283,6 @@ class Agent:
     def vtep_mac(self) -> str:
         return tables.vtep_mac(self.identity, self.underlay_ip)
 
-    async def _register(self) -> pb.Node:
-        """Register, retrying with backoff while the api-server is unreachable."""
-        backoff = Backoff(0.1, 3.0, self.config.seed)
-        while True:
-            try:
-                reply = await self.client.register_node(
-                    name=self.name, identity=self.identity, internal_ip=self.underlay_ip,
-                    vtep_mac=self.vtep_mac, vxlan_port=self.config.vxlan_port,
-                    kubelet_port=self.config.kubelet_listen_port,
-                )  # fmt: skip
-            except KnemuError as exc:
-                # Loud on the first failure, then every tenth, while the api-server is away.
-                level = logging.WARNING if backoff.failures % 10 == 0 else logging.DEBUG
-                log.log(level, "registration failed (%s); retrying", exc.message)
-                await asyncio.sleep(backoff.next_delay_s())
-                continue
-            if not reply.node.pod_cidr:
-                raise ConfigError(f"api-server gave node {reply.node.metadata.name} no podCIDR")
-            self.renew_interval_s = reply.renew_interval_s or 1.0
-            return reply.node
-
     async def _renew_leases(self) -> None:
         """Renew every renew_interval_s; a server that forgot us gets a fresh registration.
         Failures are logged when they start and when they end, not once a second."""
@@ -246,7 +306,9 @@ class Agent:
             await asyncio.sleep(self.renew_interval_s)
 
     async def _reregister(self) -> None:
-        node = await self._register()
+        reg = await register(self.config, self.client, self.underlay_ip, self.identity)
+        self.renew_interval_s = reg.renew_interval_s
+        node = reg.node
         running = self.router.node.pod_cidr
         if node.pod_cidr != running:
             log.error("node %s got podCIDR %s after registering again but runs %s; "
@@ -258,11 +320,11 @@ class Agent:
         if out is None:
             return
         kind, target, data = out
-        if kind == OUT_POD:
+        if kind is OUT_POD:
             port = self.pods.ports.get(target)
             if port is not None:
                 port.write(data)
-        elif kind == OUT_HOST:
+        elif kind is OUT_HOST:
             if self.host_port is not None:
                 self.host_port.write(data)
         elif self.underlay is not None:
@@ -274,11 +336,9 @@ class Agent:
     def _from_underlay(self, data: bytes, src: tuple[str, int], now: float) -> None:
         self.dispatch(self.router.handle_underlay(data, src, now))
 
-    def from_pod(self, key: str) -> Callable[[bytes, float], None]:
-        def feed(packet: bytes, now: float) -> None:
-            self.dispatch(self.router.handle_pod(key, packet, now))
-
-        return feed
+    def inject_from_pod(self, key: str, packet: bytes, now: float) -> None:
+        """A packet as if pod ``key`` had sent it (``knemu trace`` probes)."""
+        self.dispatch(self.router.handle_pod(key, packet, now))
 
     async def _run_timers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -294,67 +354,48 @@ class Agent:
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if kind == "Node":
-            self._apply_node(type_, obj)
-        elif kind == "Service":
-            self._apply_service(obj.metadata.namespace, obj.metadata.name)
-        elif kind == "EndpointSlice":
-            self._index_slice(type_, obj, old)
-            if old is not None and old.service_name != obj.service_name:
-                self._apply_service(old.metadata.namespace, old.service_name)
-            self._apply_service(obj.metadata.namespace, obj.service_name)
-        elif kind == "Pod":
+        if self.tables.apply(type_, kind, obj, old):
+            self._nodeport_dirty.set()
+        if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
-    def _index_slice(self, type_: str, obj: pb.EndpointSlice, old: pb.EndpointSlice | None) -> None:
-        name = obj.metadata.name
-        for s in (old, obj):
-            if s is not None:
-                group = self._slices.get((s.metadata.namespace, s.service_name))
-                if group is not None:
-                    group.pop(name, None)
-                    if not group:
-                        del self._slices[(s.metadata.namespace, s.service_name)]
-        if type_ != "DELETED":
-            self._slices.setdefault((obj.metadata.namespace, obj.service_name), {})[name] = obj
+    async def _on_synced(self) -> None:
+        await self.pods.on_synced()
 
     def _peer_name(self, ip: str) -> str:
-        return self._peer_names.get(ip, ip)
+        return self.tables.peer_name(ip)
 
-    def _apply_node(self, type_: str, node: pb.Node) -> None:
-        peer = tables.peer_of(node, self.name)
-        if type_ == "DELETED" or peer is None:
-            if node.metadata.name != self.name:
-                self.router.remove_peer(node.metadata.name)
-                self._peer_names.pop(node.internal_ip, None)
-            return
-        self._peer_names[peer.underlay_ip] = peer.name
-        try:
-            self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
-                                 peer.vxlan_port, peer.ready)  # fmt: skip
-        except ConfigError as exc:
-            log.warning("ignoring node %s: %s", peer.name, exc.message)
+    # -- what the kubelet API serves ---------------------------------------------------------
 
-    def _apply_service(self, namespace: str, name: str) -> None:
-        assert self.informer is not None
-        key = tables.service_key(namespace, name)
-        svc = self.informer.get("Service", namespace, name)
-        self._nodeport_dirty.set()
-        if svc is not None and tables.is_agent_owned(svc):
-            return  # kube-dns stays the node-local forwarder
-        if svc is None or not tables.is_proxied(svc):
-            self.router.remove_service(key)
-            return
-        entry = tables.service_entry(svc)
-        slices = list(self._slices.get((namespace, name), {}).values())
-        try:
-            self.router.set_service(key, entry, tables.backends_of(entry, slices))
-        except ConfigError as exc:
-            log.warning("service %s not proxied: %s", key, exc.message)
-            self.router.remove_service(key)
+    def table_snapshot(self) -> dict[str, Any]:
+        """``GET /table``: the router's tables and what else shapes this node's forwarding."""
+        snap = self.router.table_snapshot()
+        snap["node"] = self.name
+        snap["impairments"] = self.faults.describe()
+        policy = self.policy  # None: this node does not enforce
+        snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
+        snap["host_ports"] = self.pods.hostports.table.snapshot()
+        return snap
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: every part's counters."""
+        ports = {name: port.stats for name, port in self.pods.ports.items()}
+        if self.host_port is not None:
+            ports["host"] = self.host_port.stats
+        if self.underlay is not None:
+            ports["underlay"] = self.underlay.stats
+        proxies: dict[str, ProxyStatistics] = {
+            "nodeport": self.nodeports.stats,
+            "hostport": self.pods.hostports.stats,
+        }
+        return metrics.render(
+            self.name, self.router.statistics(), len(self.pods.handles), ports,
+            self.faults.statistics(), self.flows.statistics(),
+            None if self.dns is None else self.dns.relay.stats, proxies,
+            self.pods.events_dropped,
+        )  # fmt: skip
 
     async def _sync_nodeports(self) -> None:
-        assert self.informer is not None and self.nodeports is not None
         while True:
             await self._nodeport_dirty.wait()
             self._nodeport_dirty.clear()
@@ -368,8 +409,18 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(config)
-    starting = asyncio.create_task(agent.start(), name="agent-start")
+    underlay_ip = config.underlay_ip or default_underlay_ip()
+    identity = config.identity or socket.gethostname()
+    client = ClusterClient(config.apiserver)
+    agent: Agent | None = None
+
+    async def bring_up() -> None:
+        nonlocal agent
+        reg = await register(config, client, underlay_ip, identity)
+        agent = Agent(config, client, reg)
+        await agent.start()
+
+    starting = asyncio.create_task(bring_up(), name="agent-start")
     stopping = asyncio.create_task(stop.wait(), name="agent-stop-signal")
     try:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -382,7 +433,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await agent.stop()
+        if agent is not None:
+            await agent.stop()  # closes the client too
+        else:
+            await client.close()
 
 
 def run(config: AgentConfig) -> int:

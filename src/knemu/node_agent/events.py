@@ -9,6 +9,7 @@ to-overlay, from-overlay) shortened to ours.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 # Observation points: where in the node the packet was seen when the decision was made.
@@ -89,6 +90,35 @@ class FlowTranslated(FlowEvent):
     translated: FiveTuple | None = None  # the 5-tuple after the rewrite
     service: str = ""  # "ns/name:port"
     verdict = VERDICT_TRANSLATED
+
+
+class DropReason(StrEnum):
+    """Why the router dropped or answered a packet instead of forwarding it.  The values are
+    the names in counters (``drop_<reason>``, ``refused_<reason>``), metrics labels and flow
+    events, so text output is unchanged by the enum."""
+
+    # malformed or unexpected input
+    TRUNCATED = "truncated"
+    NOT_IPV4 = "not_ipv4"
+    BAD_CHECKSUM = "bad_checksum"
+    BAD_VXLAN_HEADER = "bad_vxlan_header"
+    WRONG_VNI = "wrong_vni"
+    WRONG_MAC = "wrong_mac"
+    UNKNOWN_PEER = "unknown_peer"
+    UNKNOWN_PORT = "unknown_port"
+    SPOOFED_SOURCE = "spoofed_source"
+    # routing
+    UNKNOWN_POD = "unknown_pod"
+    NO_ROUTE = "no_route"
+    TTL_EXCEEDED = "ttl_exceeded"
+    TOO_BIG = "too_big"
+    # services and policy
+    NO_SERVICE = "no_service"
+    NO_ENDPOINTS = "no_endpoints"
+    NO_LOCAL_ENDPOINTS = "no_local_endpoints"
+    STALE_BACKEND = "stale_backend"
+    NAT_COLLISION = "nat_collision"
+    POLICY_DENIED = "policy_denied"
 
 
 @dataclass(frozen=True, slots=True)

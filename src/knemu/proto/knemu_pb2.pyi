@@ -178,17 +178,25 @@ class EnvVar(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    FIELD_PATH_FIELD_NUMBER: _builtins.int
+    UNSUPPORTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.str
+    field_path: _builtins.str
+    """valueFrom.fieldRef.fieldPath (the node fills in the value)"""
+    unsupported: _builtins.str
+    """valueFrom's source when knemu cannot fill it (configMapKeyRef ...)"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.str = ...,
+        field_path: _builtins.str = ...,
+        unsupported: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "name", b"name", "unsupported", b"unsupported", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -358,6 +366,12 @@ class Container(_message.Message):
     HAS_LIVENESS_PROBE_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
+    IMAGE_PULL_POLICY_FIELD_NUMBER: _builtins.int
+    RUN_AS_USER_FIELD_NUMBER: _builtins.int
+    RUN_AS_GROUP_FIELD_NUMBER: _builtins.int
+    VOLUME_MOUNTS_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_LIMIT_MILLIS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -368,6 +382,15 @@ class Container(_message.Message):
     closed when the first attached client's stdin ends (core/v1 Container.stdinOnce).
     """
     stdin_once: _builtins.bool
+    image_pull_policy: _builtins.str
+    """Always | IfNotPresent | Never"""
+    run_as_user: _builtins.int
+    """securityContext.runAsUser/runAsGroup (unset: the image's User)"""
+    run_as_group: _builtins.int
+    memory_limit_bytes: _builtins.int
+    """resources.limits.memory (0: none)"""
+    cpu_limit_millis: _builtins.int
+    """resources.limits.cpu in millicores (0: none)"""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -380,6 +403,8 @@ class Container(_message.Message):
     def readiness_probe(self) -> Global___Probe: ...
     @_builtins.property
     def liveness_probe(self) -> Global___Probe: ...
+    @_builtins.property
+    def volume_mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeMount]: ...
     def __init__(
         self,
         *,
@@ -396,14 +421,127 @@ class Container(_message.Message):
         has_liveness_probe: _builtins.bool = ...,
         stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
+        image_pull_policy: _builtins.str = ...,
+        run_as_user: _builtins.int | None = ...,
+        run_as_group: _builtins.int | None = ...,
+        volume_mounts: _abc.Iterable[Global___VolumeMount] | None = ...,
+        memory_limit_bytes: _builtins.int = ...,
+        cpu_limit_millis: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "liveness_probe", b"liveness_probe", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "stdin", b"stdin", "stdin_once", b"stdin_once", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "args", b"args", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "env", b"env", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__run_as_group: _TypeAlias = _typing.Literal["run_as_group"]  # noqa: Y015
+    _WhichOneofArgType__run_as_group: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group"]  # noqa: Y015
+    _WhichOneofReturnType__run_as_user: _TypeAlias = _typing.Literal["run_as_user"]  # noqa: Y015
+    _WhichOneofArgType__run_as_user: _TypeAlias = _typing.Literal["_run_as_user", b"_run_as_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_group) -> _WhichOneofReturnType__run_as_group | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_user) -> _WhichOneofReturnType__run_as_user | None: ...
+
+Global___Container: _TypeAlias = Container  # noqa: Y015
+
+@_typing.final
+class VolumeMount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MOUNT_PATH_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    SUB_PATH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mount_path: _builtins.str
+    read_only: _builtins.bool
+    sub_path: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mount_path: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+        sub_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mount_path", b"mount_path", "name", b"name", "read_only", b"read_only", "sub_path", b"sub_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Container: _TypeAlias = Container  # noqa: Y015
+Global___VolumeMount: _TypeAlias = VolumeMount  # noqa: Y015
+
+@_typing.final
+class DownwardAPIFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    FIELD_PATH_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """file name inside the volume"""
+    field_path: _builtins.str
+    """metadata.name | metadata.namespace | metadata.uid | metadata.labels ..."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        field_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownwardAPIFile: _TypeAlias = DownwardAPIFile  # noqa: Y015
+
+@_typing.final
+class Volume(_message.Message):
+    """One pod volume; exactly one source is set (kind names it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MEDIUM_FIELD_NUMBER: _builtins.int
+    SIZE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    HOST_PATH_FIELD_NUMBER: _builtins.int
+    HOST_PATH_TYPE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """emptyDir | hostPath | downwardAPI | "" (a source knemu does not support)"""
+    medium: _builtins.str
+    """emptyDir: "" | Memory"""
+    size_limit_bytes: _builtins.int
+    """emptyDir sizeLimit"""
+    host_path: _builtins.str
+    host_path_type: _builtins.str
+    """"" | DirectoryOrCreate | Directory | FileOrCreate | File ..."""
+    unsupported: _builtins.str
+    """the source's key when kind is "" (configMap, secret, ...)"""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownwardAPIFile]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        medium: _builtins.str = ...,
+        size_limit_bytes: _builtins.int = ...,
+        host_path: _builtins.str = ...,
+        host_path_type: _builtins.str = ...,
+        items: _abc.Iterable[Global___DownwardAPIFile] | None = ...,
+        unsupported: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_path", b"host_path", "host_path_type", b"host_path_type", "items", b"items", "kind", b"kind", "medium", b"medium", "name", b"name", "size_limit_bytes", b"size_limit_bytes", "unsupported", b"unsupported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Volume: _TypeAlias = Volume  # noqa: Y015
 
 @_typing.final
 class DNSConfigOption(_message.Message):
@@ -472,6 +610,9 @@ class Pod(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     POD_IP_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
+    INIT_CONTAINERS_FIELD_NUMBER: _builtins.int
+    SHARE_PROCESS_NAMESPACE_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     """spec"""
     restart_policy: _builtins.str
@@ -486,12 +627,17 @@ class Pod(_message.Message):
     """status"""
     pod_ip: _builtins.str
     ready: _builtins.bool
+    share_process_namespace: _builtins.bool
     @_builtins.property
     def metadata(self) -> Global___ObjectMeta: ...
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Container]: ...
     @_builtins.property
     def dns_config(self) -> Global___PodDNSConfig: ...
+    @_builtins.property
+    def init_containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Container]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
     def __init__(
         self,
         *,
@@ -508,10 +654,13 @@ class Pod(_message.Message):
         phase: _builtins.str = ...,
         pod_ip: _builtins.str = ...,
         ready: _builtins.bool = ...,
+        init_containers: _abc.Iterable[Global___Container] | None = ...,
+        share_process_namespace: _builtins.bool = ...,
+        volumes: _abc.Iterable[Global___Volume] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns_config", b"dns_config", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "dns_config", b"dns_config", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "metadata", b"metadata", "node_name", b"node_name", "phase", b"phase", "pod_ip", b"pod_ip", "ready", b"ready", "restart_policy", b"restart_policy", "subdomain", b"subdomain", "termination_grace_period_s", b"termination_grace_period_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "dns_config", b"dns_config", "dns_policy", b"dns_policy", "host_network", b"host_network", "hostname", b"hostname", "init_containers", b"init_containers", "metadata", b"metadata", "node_name", b"node_name", "phase", b"phase", "pod_ip", b"pod_ip", "ready", b"ready", "restart_policy", b"restart_policy", "share_process_namespace", b"share_process_namespace", "subdomain", b"subdomain", "termination_grace_period_s", b"termination_grace_period_s", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1336,6 +1485,12 @@ class ContainerStatus(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    HAS_LAST_STATE_FIELD_NUMBER: _builtins.int
+    LAST_EXIT_CODE_FIELD_NUMBER: _builtins.int
+    LAST_REASON_FIELD_NUMBER: _builtins.int
+    LAST_STARTED_AT_FIELD_NUMBER: _builtins.int
+    LAST_FINISHED_AT_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     ready: _builtins.bool
     restart_count: _builtins.int
@@ -1347,6 +1502,14 @@ class ContainerStatus(_message.Message):
     started_at: _builtins.str
     """RFC 3339"""
     image: _builtins.str
+    has_last_state: _builtins.bool
+    """lastState.terminated: the previous run of a restarted container"""
+    last_exit_code: _builtins.int
+    last_reason: _builtins.str
+    last_started_at: _builtins.str
+    last_finished_at: _builtins.str
+    init: _builtins.bool
+    """an init container (status.initContainerStatuses)"""
     def __init__(
         self,
         *,
@@ -1359,10 +1522,16 @@ class ContainerStatus(_message.Message):
         exit_code: _builtins.int = ...,
         started_at: _builtins.str = ...,
         image: _builtins.str = ...,
+        has_last_state: _builtins.bool = ...,
+        last_exit_code: _builtins.int = ...,
+        last_reason: _builtins.str = ...,
+        last_started_at: _builtins.str = ...,
+        last_finished_at: _builtins.str = ...,
+        init: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "image", b"image", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "has_last_state", b"has_last_state", "image", b"image", "init", b"init", "last_exit_code", b"last_exit_code", "last_finished_at", b"last_finished_at", "last_reason", b"last_reason", "last_started_at", b"last_started_at", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,10 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from knemu.node_agent.kubelet_api import KubeletApi
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.portforward_frames import ClientDecoder, close_frame, frame, port_prefix
 from knemu.testing import free_port
 
@@ -33,7 +36,11 @@ async def agent() -> AsyncIterator[tuple[int, int]]:
     """(agent API port, echo port); the agent runs pod default/p only."""
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     handles = {"default/p": SimpleNamespace(ip="127.0.0.1", uid="uid-p")}
-    api = KubeletApi(SimpleNamespace(name="n1", pods=SimpleNamespace(handles=handles)))  # type: ignore[arg-type]
+    pods = SimpleNamespace(handles=handles, runtime=None)
+    api = KubeletApi(
+        "n1", pods, FlowLog(), Impairments(), table=dict, metrics=str, cni=lambda: None,
+        inject=lambda key, packet, now: None, captures=CaptureTaps(lambda: None, {}),
+    )  # fmt: skip
     await api.start("127.0.0.1", 0)
     try:
         yield api.port, echo.sockets[0].getsockname()[1]

@@ -31,6 +31,11 @@ from knemu.apiserver.grpc_api.netpol import (
     namespace_to_proto as namespace_to_proto,
     network_policy_to_proto as network_policy_to_proto,
 )
+from knemu.apiserver.grpc_api.pod_runtime import (
+    container_runtime_fields,
+    env_var_to_proto,
+    pod_runtime_fields,
+)
 from knemu.errors import LocalError
 from knemu.proto import knemu_pb2 as pb
 
@@ -115,11 +120,7 @@ def _probe_to_proto(value: Any) -> pb.Probe:
 
 def _container_to_proto(value: Any) -> pb.Container:
     src = _map(value)
-    # env: only literal values travel; valueFrom (secrets, fieldRef) is not emulated.
-    env = [
-        pb.EnvVar(name=_str(e.get("name")), value=_str(e.get("value")))
-        for e in map(_map, _list(src.get("env")))
-    ]
+    env = [env_var_to_proto(e) for e in map(_map, _list(src.get("env")))]
     ports = [
         pb.ContainerPort(
             name=_str(p.get("name")),
@@ -144,6 +145,7 @@ def _container_to_proto(value: Any) -> pb.Container:
         has_liveness_probe=isinstance(src.get("livenessProbe"), Mapping),
         stdin=_bool(src.get("stdin")),
         stdin_once=_bool(src.get("stdinOnce")),
+        **container_runtime_fields(src),
     )
 
 
@@ -176,6 +178,7 @@ def pod_to_proto(obj: Mapping[str, Any]) -> pb.Pod:
         phase=_str(status.get("phase")),
         pod_ip=_str(status.get("podIP")),
         ready=_condition_true(status, "Ready"),
+        **pod_runtime_fields(spec, _container_to_proto),
     )
 
 

@@ -252,6 +252,8 @@ class NodeProxy:
                 params["follow"] = "true"
             if request.query.get("tailLines", "").isdigit():
                 params["tailLines"] = request.query["tailLines"]
+            if _truthy(request.query.get("previous")):
+                params["previous"] = "true"
             url = f"{base}/containerLogs/{ns}/{name}/{container}"
             return await self._forward(request, node, base, "GET", url, params, b"")
         except KnemuError as err:

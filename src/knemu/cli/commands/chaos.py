@@ -175,10 +175,12 @@ class LocalRuntime:
 
     def stop(self, target: str) -> str:
         self._signal(target, signal.SIGSTOP)
-        return f"{target}: process group {self._pid(target)} frozen (SIGSTOP)"
+        self.local.signal_pod_processes(self.state_dir, target, signal.SIGSTOP)  # as docker pause
+        return f"{target}: process group {self._pid(target)} and its pods frozen (SIGSTOP)"
 
     def start(self, target: str) -> str:
         try:
+            self.local.signal_pod_processes(self.state_dir, target, signal.SIGCONT)
             self._signal(target, signal.SIGCONT)
             return f"{target}: process group {self._pid(target)} thawed (SIGCONT)"
         except LocalError:

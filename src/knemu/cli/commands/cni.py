@@ -1,7 +1,7 @@
 """``knemu cni [NODE]``: the CNI network configuration a node's agent implements.
 
 On a real node this is ``cat /etc/cni/net.d/10-calico.conflist`` (seed 001).  Each knemu agent
-writes the list of plugins it actually is (``knemu.node_agent.cni``) and serves it at
+writes the list of plugins it actually is (``knemu.node_agent.cni.conflist``) and serves it at
 ``GET /cni``, reached through the api-server's node proxy as ``knemu flows`` is.  One node
 prints its conflist; without NODE the output is one JSON object, node name -> conflist.
 """

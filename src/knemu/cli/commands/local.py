@@ -24,6 +24,7 @@ restart components (``kill_namespace_processes``, ``restart_component``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,6 +48,7 @@ from knemu.cli.commands.local_plan import (
 )
 from knemu.config import PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.runtime.runc import remove_cgroups
 
 STOP_GRACE_S = 10.0
 MARKER_ENV = "KNEMU_LOCAL_CLUSTER"
@@ -234,14 +236,32 @@ def load_state_dir(state_dir: Path) -> dict[str, Any] | None:
 def kill_namespace_processes(state_dir: Path, target: str) -> None:
     """SIGKILL everything inside node ``target``'s namespace and its pods' namespaces, as a
     machine that dies takes its pods with it.  Control-plane targets have no namespace."""
+    for pids in _node_namespace_pids(state_dir, target):
+        stop_processes(pids, pid_exists, signal_group=False, grace_s=0)
+
+
+def signal_pod_processes(state_dir: Path, target: str, sig: int) -> None:
+    """Send ``sig`` (SIGSTOP/SIGCONT: freeze/thaw) to the processes of node ``target``'s pods
+    (pause, built-in workloads, runc containers), which run in sessions of their own."""
+    for pids in _node_namespace_pids(state_dir, target, pods_only=True):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _node_namespace_pids(state_dir: Path, target: str, pods_only: bool = False) -> list[list[int]]:
     state = load_state_dir(state_dir)
     if state is None or not target.startswith("node-"):
-        return
+        return []
     node_ns = f"knemu-{state['name']}-{target}"
+    out = []
     for ns in list_namespaces(node_ns):
-        if ns == node_ns or re.fullmatch(re.escape(node_ns) + r"-[0-9a-f]{8}", ns):
+        if (ns == node_ns and not pods_only) or re.fullmatch(
+            re.escape(node_ns) + r"-[0-9a-f]{8}", ns
+        ):
             pids = run_ip(["ip", "netns", "pids", ns], check=False).stdout.split()
-            stop_processes([int(p) for p in pids], pid_exists, signal_group=False, grace_s=0)
+            out.append([int(p) for p in pids])
+    return out
 
 
 def restart_component(state_dir: Path, target: str) -> int:
@@ -363,6 +383,14 @@ def tear_down(cluster: Cluster) -> list[str]:
         run_ip(["ip", "netns", "delete", ns], check=False)
     if link_exists(cluster.host_link):
         run_ip(["ip", "link", "delete", cluster.host_link], check=False)
+    # Cgroups of runc containers whose agent was killed; a process SIGKILLed above may take
+    # a moment to leave its cgroup, so try again (bounded).
+    deadline = time.monotonic() + STOP_GRACE_S
+    while not remove_cgroups(f"/knemu/{cluster.prefix}*", kill=True):
+        if time.monotonic() > deadline:
+            found.append(f"cgroups /knemu/{cluster.prefix}* (still busy)")
+            break
+        time.sleep(0.05)
     if cluster.state_dir.exists():
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
     return found

@@ -134,6 +134,7 @@ class Cluster:
         lines = [
             f"cluster {self.name} is up: {self.nodes} node(s) Ready",
             f"  api-server  {self.server_url}  (gRPC {self.grpc_target})",
+            f"  console     {self.server_url}/console/",
             f"  dns         {self.host_ip}:{DNS_PORT}",
         ]
         lines += [f"  node-{n:<6} {self.node_ip(n):<15} netns {self.node_ns(n)}"

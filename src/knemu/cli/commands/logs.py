@@ -75,12 +75,17 @@ def logs_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--container", default=None)
     parser.add_argument("-f", "--follow", action="store_true", help="keep streaming new output")
     parser.add_argument("--tail", type=int, default=-1, help="lines from the end (-1: all)")
+    parser.add_argument("-p", "--previous", action="store_true",
+                        help="the previous (terminated) run of a restarted container")  # fmt: skip
 
 
 def stream_logs(
-    client: ApiClient, namespace: str, pod: str, container: str, follow: bool, tail: int = -1
-) -> None:
+    client: ApiClient, namespace: str, pod: str, container: str, follow: bool, tail: int = -1,
+    previous: bool = False,
+) -> None:  # fmt: skip
     query = {"container": container, "follow": "true" if follow else "false"}
+    if previous:
+        query["previous"] = "true"
     if tail >= 0:
         query["tailLines"] = str(tail)
     for chunk in client.stream(client.pod_log_path(namespace, pod), query):
@@ -93,7 +98,9 @@ def logs_run(args: argparse.Namespace) -> int:
     name = args.pod.removeprefix("pod/").removeprefix("pods/")
     pod = client.get(PODS, namespace, name)
     container = pick_container(pod, args.container)
-    if args.follow and not container_ended(container)(pod):
+    if args.previous:
+        stream_logs(client, namespace, name, container, False, args.tail, previous=True)
+    elif args.follow and not container_ended(container)(pod):
         # Ends when the container does, even if the node keeps the stream open.
         asyncio.run(follow_until_ended(client, namespace, name, container, args.tail))
     else:

@@ -101,7 +101,10 @@ def pod_status(pod: Obj) -> tuple[str, int, int, int]:
     reason = status.get("reason") or status.get("phase") or "Pending"
     ready = restarts = 0
     running = False
-    for cs in reversed(status.get("containerStatuses") or []):
+    init_reason = _init_status(status)
+    if init_reason:
+        reason = init_reason
+    for cs in [] if init_reason else reversed(status.get("containerStatuses") or []):
         restarts += int(cs.get("restartCount") or 0)
         state = cs.get("state") or {}
         waiting, terminated = state.get("waiting") or {}, state.get("terminated")
@@ -118,6 +121,22 @@ def pod_status(pod: Obj) -> tuple[str, int, int, int]:
         reason = "Unknown" if status.get("reason") == "NodeLost" else "Terminating"
     total = len(_spec(pod).get("containers") or [])
     return reason, ready, total, restarts
+
+
+def _init_status(status: Obj) -> str:
+    """kubectl's ``Init:N/M``, ``Init:<reason>`` while init containers have not all succeeded."""
+    inits = status.get("initContainerStatuses") or []
+    for i, cs in enumerate(inits):
+        state = cs.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting") or {}
+        if terminated is not None and terminated.get("exitCode") == 0:
+            continue
+        if terminated is not None:
+            return f"Init:{terminated.get('reason') or _exit_reason(terminated)}"
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return f"Init:{waiting['reason']}"
+        return f"Init:{i}/{len(inits)}"
+    return ""
 
 
 def _exit_reason(terminated: Obj) -> str:

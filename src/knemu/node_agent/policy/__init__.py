@@ -1,0 +1,1 @@
+"""NetworkPolicy: the rules, the per-node engine, the router's gate and its watch wiring."""

@@ -1,0 +1,55 @@
+"""Which image a container runs, per ``imagePullPolicy`` (sans-I/O).
+
+knemu nodes pull from no registry: images reach them with ``knemu image load`` (as kind's
+``kind load docker-image``).  So, following the kubelet's image manager
+(https://kubernetes.io/docs/concepts/containers/images/#image-pull-policy):
+
+* image in the node's store -> run it (``Always`` would pull first; with no registry the
+  loaded image is what a pull would give, said in the Pulled event);
+* not in the store, but one the built-in workloads stand in for (``nginx*``, echo, tools
+  images; ``workloads.plan_container``) -> the built-in;
+* not in the store, ``Never`` -> ``ErrImageNeverPull``;
+* otherwise -> ``ErrImagePull`` then ``ImagePullBackOff`` (retried with the kubelet's image
+  back-off, 10 s doubling to 300 s), the message naming ``knemu image load IMAGE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PULL_BACKOFF_INITIAL_S = 10.0
+PULL_BACKOFF_MAX_S = 300.0
+
+
+@dataclass(frozen=True)
+class ImageDecision:
+    kind: str  # "store" | "builtin" | "missing"
+    reason: str = ""  # for "missing": ErrImagePull | ErrImageNeverPull
+    message: str = ""
+
+
+def decide(
+    image: str, pull_policy: str, in_store: bool, builtin_error: str, node: str
+) -> ImageDecision:
+    """``builtin_error`` is ``plan_container``'s error ('' when a built-in can stand in)."""
+    if in_store:
+        return ImageDecision("store")
+    if not builtin_error:
+        return ImageDecision("builtin")
+    load = f"load it with `knemu image load {image}`"
+    if pull_policy == "Never":
+        return ImageDecision(
+            "missing", "ErrImageNeverPull",
+            f'Container image "{image}" is not present with pull policy of Never on {node}; '
+            f"{load}",
+        )  # fmt: skip
+    return ImageDecision(
+        "missing", "ErrImagePull",
+        f'Failed to pull image "{image}": it is not in the image store of {node} and knemu '
+        f"nodes pull from no registry ({builtin_error}); {load}",
+    )  # fmt: skip
+
+
+def pull_backoff_s(failures: int) -> float:
+    """Delay before the next look after ``failures`` failed pulls (1 -> 10 s, doubling)."""
+    return float(min(PULL_BACKOFF_MAX_S, PULL_BACKOFF_INITIAL_S * 2 ** max(0, failures - 1)))
