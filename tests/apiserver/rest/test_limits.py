@@ -148,6 +148,10 @@ async def test_doubling_json_patch_is_refused_before_it_grows(api: Api) -> None:
         ({"spec": {"tolerations": [5]}}, "spec.tolerations[0]"),
         ({"spec": {"containers": [{"name": "c", "image": 5}]}}, "spec.containers[0].image"),
         ({"spec": {"nodeSelector": []}}, "spec.nodeSelector"),
+        (
+            {"spec": {"initContainers": [{"name": "i", "image": 5}]}},
+            "spec.initContainers[0].image",
+        ),
     ],
 )
 async def test_objects_of_the_wrong_shape_are_422_with_the_field(
@@ -174,6 +178,16 @@ async def test_wrong_shapes_by_update_patch_and_status_are_422(api: Api) -> None
     created["metadata"]["ownerReferences"] = [5]
     status, reply = await api.call("PUT", f"{PODS}/p", json=created)
     assert status == 422 and "metadata.ownerReferences[0]" in fields(reply), reply
+
+
+async def test_init_container_statuses_of_the_wrong_shape_are_422(api: Api) -> None:
+    assert (await api.call("POST", PODS, json=pod("p")))[0] == 201
+    bad = {"status": {"initContainerStatuses": [{"name": "i", "lastState": {"terminated": 5}}]}}
+    status, reply = await api.call(
+        "PATCH", f"{PODS}/p/status", data=json.dumps(bad), headers=MERGE_PATCH
+    )
+    assert status == 422, reply
+    assert "status.initContainerStatuses[0].lastState.terminated" in fields(reply), reply
 
 
 @pytest.mark.parametrize("replicas", [2**31, -(2**63), 1e300, "5"])

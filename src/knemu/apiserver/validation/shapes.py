@@ -183,6 +183,17 @@ _CONTAINER_STATE: Shape = {
         "finishedAt": "str",
     },
 }
+_CONTAINER_STATUS: Shape = {
+    "name": "str",
+    "ready": "bool",
+    "started": "bool",
+    "restartCount": "int32",
+    "image": "str",
+    "imageID": "str",
+    "containerID": "str",
+    "state": _CONTAINER_STATE,
+    "lastState": _CONTAINER_STATE,
+}
 POD_STATUS: Shape = {
     "phase": "str",
     "reason": "str",
@@ -195,19 +206,8 @@ POD_STATUS: Shape = {
     "qosClass": "str",
     "nominatedNodeName": "str",
     "conditions": [CONDITION],
-    "containerStatuses": [
-        {
-            "name": "str",
-            "ready": "bool",
-            "started": "bool",
-            "restartCount": "int32",
-            "image": "str",
-            "imageID": "str",
-            "containerID": "str",
-            "state": _CONTAINER_STATE,
-            "lastState": _CONTAINER_STATE,
-        }
-    ],
+    "containerStatuses": [_CONTAINER_STATUS],
+    "initContainerStatuses": [_CONTAINER_STATUS],
 }
 POD_TEMPLATE: Shape = {"metadata": OBJECT_META, "spec": POD_SPEC}
 _WORKLOAD_STATUS: Shape = {
