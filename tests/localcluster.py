@@ -55,8 +55,12 @@ REPO = Path(__file__).resolve().parents[1]
 class LocalCluster:
     """`knemu up` in a unique name and /24; every call goes through the real CLI or REST."""
 
-    def __init__(self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables") -> None:
+    def __init__(
+        self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
+        backend: str = "vxlan",
+    ) -> None:  # fmt: skip
         self.name = unique_name()
+        self.backend = backend
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -64,6 +68,7 @@ class LocalCluster:
         net = ipaddress.ip_network(self.subnet)
         self.host_ip = str(net.network_address + 1)
         self.server = f"http://{self.host_ip}:6443"
+        self.kubeconfig = state_root / f"kubeconfig-{self.name}"
 
     def node_ip(self, n: int) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
@@ -75,6 +80,7 @@ class LocalCluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO / "src")
         env["KNEMU_SERVER"] = self.server
+        env["KUBECONFIG"] = str(self.kubeconfig)  # never the user's own ~/.kube/config
         return env
 
     def knemu(self, *args: str, timeout_s: float = 60, check: bool = True,
@@ -91,7 +97,8 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--timeout", "90", timeout_s=150)  # fmt: skip
+                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -105,6 +112,8 @@ class LocalCluster:
         assert f"knemu-{self.name}-" not in left, "knemu down left namespaces behind"
         assert not (self.state_root / f"cluster-{self.name}").exists()
         assert not cluster_processes(self), "knemu down left processes behind"
+        if self.kubeconfig.exists():
+            assert f"knemu-{self.name}" not in self.kubeconfig.read_text(), "kubeconfig left"
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=10) as resp:
@@ -170,10 +179,10 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables"
+    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan"
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend)
     try:
         c.up()
         yield c

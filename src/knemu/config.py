@@ -6,7 +6,8 @@ The address plan is written down once, here (DESIGN.md "Address plan"):
   out of the cluster CIDR 10.244.0.0/16; 10.244.N.1 is the node's own gateway address.
 * Services get ClusterIPs from 10.96.0.0/12; ``kubernetes`` is 10.96.0.1 and ``kube-dns``
   10.96.0.10.  NodePorts come from 30000-32767.
-* VXLAN runs on UDP 4789 with VNI 1; pods get MTU 1450 (1500 minus 50 bytes of VXLAN).
+* VXLAN runs on UDP 4789 with VNI 1; pods get the underlay's MTU minus 50 bytes of VXLAN (1450
+  on a 1500-byte underlay, 1400 on a Docker Swarm overlay) unless it is set explicitly.
 
 Each component has one frozen dataclass.  ``from_mapping`` builds it from a dict (a YAML file,
 environment, or flags), rejecting unknown keys and checking values, with units in the names.
@@ -30,10 +31,16 @@ DNS_SERVICE_IP = "10.96.0.10"
 NODE_PORT_RANGE = (30000, 32767)
 VXLAN_PORT = 4789
 VNI = 1
-POD_MTU_BYTES = 1450
+POD_MTU_BYTES = 1450  # when the underlay interface cannot be found (1500 minus 50)
 KUBELET_PORT = 10250
 DEFAULT_AGENT_STATE_DIR = "/run/knemu"
 PROXY_MODES = ("iptables", "ipvs", "userspace")
+# Pod networks (docs/ARCHITECTURE.md, "Backends"): VXLAN (flannel), IP-in-IP (Calico IPIP),
+# BGP with native routing (Calico BGP mode: BIRD on every node).
+NETWORK_BACKENDS = ("vxlan", "ipip", "bgp")
+# Published by each agent on its Node (label; the api-server mirrors it into flannel's
+# backend-type annotation) so peers can refuse a node that speaks another backend.
+BACKEND_LABEL = "knemu.dev/network-backend"
 IPVS_SCHEDULERS = ("rr", "lc", "sh")
 
 
@@ -136,10 +143,13 @@ class AgentConfig(_Config):
     underlay_ip: str = ""  # empty: the address of the interface holding the default route
     vxlan_port: int = VXLAN_PORT
     vni: int = VNI
-    pod_mtu_bytes: int = POD_MTU_BYTES
+    pod_mtu_bytes: int = 0  # 0: the underlay's MTU minus 50 (node_agent/dataplane/mtu.py)
     kubelet_listen_port: int = KUBELET_PORT
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"
+    # How pod packets cross the underlay: vxlan | ipip (every node of a cluster the same).
+    # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20), bgp 1500.
+    backend: str = "vxlan"
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -153,6 +163,12 @@ class AgentConfig(_Config):
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
 
+    @property
+    def pod_mtu_or_default(self) -> int:
+        """pod_mtu_bytes; while it is 0 (the agent has not yet read the underlay's MTU, or a
+        part runs without an agent) the 1500-byte underlay's 1450."""
+        return self.pod_mtu_bytes or POD_MTU_BYTES
+
     def validate(self) -> None:
         _check_hostport("apiserver", self.apiserver)
         _check_hostport("dns_upstream", self.dns_upstream)
@@ -164,8 +180,15 @@ class AgentConfig(_Config):
             raise ConfigError(
                 f"ipvs_scheduler {self.ipvs_scheduler!r} is not one of {', '.join(IPVS_SCHEDULERS)}"
             )
-        if not 576 <= self.pod_mtu_bytes <= 9000:
-            raise ConfigError("pod_mtu_bytes must be between 576 and 9000")
+        if self.pod_mtu_bytes and not 576 <= self.pod_mtu_bytes <= 9000:
+            raise ConfigError(
+                "pod_mtu_bytes must be between 576 and 9000 (or 0: the underlay's MTU less the "
+                "backend's overhead)"
+            )
+        if self.backend not in NETWORK_BACKENDS:
+            raise ConfigError(
+                f"backend {self.backend!r} is not one of {', '.join(NETWORK_BACKENDS)}"
+            )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")
 

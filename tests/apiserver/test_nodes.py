@@ -207,3 +207,18 @@ def test_agent_events_are_recorded(cluster: Cluster) -> None:
     assert event["count"] == 2
     assert event["source"] == {"component": "kubelet", "host": "node-1"}
     assert event["involvedObject"]["uid"]
+
+
+def test_the_agents_backend_label_becomes_flannels_backend_type(cluster: Cluster) -> None:
+    labels = {"knemu.dev/network-backend": "ipip"}
+    node = cluster.registry.register(
+        "", "h", "192.168.59.7", "02:00:00:00:00:07", 4789, 10250, labels, cluster.now
+    )
+    assert node["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-type"] == "ipip"
+    assert cluster.add_node(2)["metadata"]["annotations"][
+        "flannel.alpha.coreos.com/backend-type"] == "vxlan"  # fmt: skip
+    with pytest.raises(LocalError, match="network-backend='gre': not one of vxlan, ipip"):
+        cluster.registry.register(
+            "", "g", "192.168.59.8", "02:00:00:00:00:08", 4789, 10250,
+            {"knemu.dev/network-backend": "gre"}, cluster.now,
+        )  # fmt: skip

@@ -16,13 +16,14 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from knemu.apiserver import ipam
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
-from knemu.config import VNI, ApiServerConfig
+from knemu.config import BACKEND_LABEL, NETWORK_BACKENDS, VNI, ApiServerConfig
 from knemu.errors import LocalError, NotFound
 
 Obj = dict[str, Any]
@@ -30,6 +31,7 @@ IDENTITY_LABEL = "knemu.dev/identity"
 IDENTITY_ANNOTATION = "knemu.dev/identity"
 VXLAN_PORT_ANNOTATION = "knemu.dev/vxlan-port"
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
+BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 REPORTS_KEPT = 65536  # pods whose last reported readiness is remembered
@@ -88,7 +90,16 @@ def _check_inputs(internal_ip: str, vtep_mac: str, vxlan_port: int, kubelet_port
 class NodeRegistry:
     """Registration, in-memory leases, pod status reports (see the module docstring)."""
 
-    def __init__(self, store: Store, config: ApiServerConfig, recorder: EventRecorder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ApiServerConfig,
+        recorder: EventRecorder,
+        capacity: Mapping[str, str] | None = None,
+    ) -> None:
+        # cpu and memory of the machine the nodes run on (they share it: namespaces or
+        # containers of one host), for status.capacity and `kubectl top nodes` percentages
+        self._capacity = {"pods": "110", **(capacity or {})}
         self._store = store
         self._config = config
         self._recorder = recorder
@@ -152,6 +163,12 @@ class NodeRegistry:
         """Create or refresh a Node; empty ``name``: same node for the same identity, else
         the lowest free node-N (podCIDR 10.244.N.0/24)."""
         _check_inputs(internal_ip, vtep_mac, vxlan_port, kubelet_port)
+        backend = labels.get(BACKEND_LABEL, "vxlan")
+        if backend not in NETWORK_BACKENDS:
+            raise LocalError(
+                f"label {BACKEND_LABEL}={backend!r}: not one of {', '.join(NETWORK_BACKENDS)}; "
+                "start the agent with a supported --backend"
+            )
         if not name and identity:
             name = self._name_for_identity(identity)
         name, pod_cidr = ipam.choose_node(self._store, self._config, name)
@@ -215,7 +232,8 @@ class NodeRegistry:
         annotations.update(
             {
                 BACKEND_DATA: json.dumps({"VNI": VNI, "VtepMAC": vtep_mac}, separators=(",", ":")),
-                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                # the node's pod network backend (vxlan | ipip), as flannel publishes it
+                BACKEND_TYPE: node_labels.get(BACKEND_LABEL, "vxlan"),
                 "flannel.alpha.coreos.com/kube-subnet-manager": "true",
                 PUBLIC_IP: internal_ip,
                 VXLAN_PORT_ANNOTATION: str(vxlan_port),
@@ -230,8 +248,8 @@ class NodeRegistry:
             {"type": "Hostname", "address": name},
         ]
         status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": kubelet_port}}
-        status.setdefault("capacity", {"pods": "110"})
-        status.setdefault("allocatable", {"pods": "110"})
+        status["capacity"] = {**(status.get("capacity") or {}), **self._capacity}
+        status["allocatable"] = {**(status.get("allocatable") or {}), **self._capacity}
         status["nodeInfo"] = {
             "kubeletVersion": "knemu",
             "kubeProxyVersion": "knemu",

@@ -113,7 +113,7 @@ class ApiServer:
         hub = self.hub = WatchHub(store, cfg.watch_queue_events)
         recorder = EventRecorder(store)
         admission = Admission(store, cfg, recorder)
-        registry = NodeRegistry(store, cfg, recorder)
+        registry = NodeRegistry(store, cfg, recorder, machine_capacity())
         manager = ControllerManager(store, cfg, registry, recorder)
         builtins.bootstrap(store, admission, self.clock())
         store.add_listener(self._on_store_event)
@@ -246,3 +246,16 @@ def run(config: ApiServerConfig) -> int:
         log.error("%s", err.message)
         return err.exit_code
     return 0
+
+
+def machine_capacity() -> dict[str, str]:
+    """This machine's CPUs and memory, which every emulated node shares."""
+    capacity = {"cpu": str(os.cpu_count() or 1)}
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    capacity["memory"] = f"{line.split()[1]}Ki"
+    except OSError:
+        pass  # not Linux: no memory figure
+    return capacity

@@ -127,6 +127,13 @@ TABLE: tuple[Command, ...] = (
         "show a node's CNI network config (conflist)",
         _OWN,
     ),
+    Command(
+        "bgp",
+        "bgp:bgp_add_arguments",
+        "bgp:bgp_run",
+        "show nodes' BGP sessions and learned routes (calicoctl node status)",
+        _OWN,
+    ),
     Command("chaos", "chaos:add_arguments", "chaos:run", "break nodes and links on purpose", _OWN),
     Command(
         "image",
@@ -143,6 +150,13 @@ TABLE: tuple[Command, ...] = (
         _OWN,
     ),
     Command("down", "local:down_add_arguments", "local:down_run", "stop the local cluster", _OWN),
+    Command(
+        "kubeconfig",
+        "kubeconfig:kubeconfig_add_arguments",
+        "kubeconfig:kubeconfig_run",
+        "print a kubeconfig for kubectl",
+        _OWN,
+    ),
     Command(
         "apiserver",
         "components:apiserver_add_arguments",

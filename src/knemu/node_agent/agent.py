@@ -1,12 +1,14 @@
 """The node agent: kubelet + CNI + kube-proxy of one node, wired around the router core.
 
-Start-up (``run_agent``): ``register`` with the api-server (name, identity, underlay IP, VTEP
-MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every part (the
-router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet API);
-``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket, the DNS
-forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the kubelet HTTP
-API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes, Pods,
-Services and EndpointSlices.
+Start-up (``run_agent``): make ``/dev/net/tun`` when the node has none (``dataplane.tundev``: a
+Docker Swarm task cannot map devices), settle the pod MTU (the underlay link's minus VXLAN's 50
+bytes unless set: ``dataplane.mtu``), ``register`` with the api-server (name, identity, underlay
+IP, VTEP MAC, VXLAN and kubelet ports) and learn the podCIDR; ``Agent(...)`` then builds every
+part (the router, NodeTables, PolicySync, the informer, PodSync, the NodePort proxy, the kubelet
+API); ``Agent.start`` creates the host TUN ``knemu0`` (10.244.N.1), opens the underlay socket,
+the DNS forwarder (kube-dns is a node-local service, docs/INTERFACES.md "Pod DNS") and the
+kubelet HTTP API, writes the CNI conflist it implements (``cni.conflist``), then watches Nodes,
+Pods, Services and EndpointSlices.
 Nodes become router peers, Services plus EndpointSlices become service rules and NodePort listeners,
 Pods bound here are run by the PodRuntime and attached to the router through their TUN fds,
 and their hostPorts are published on the node IP (``cni.hostports``).  ``NodeTables``
@@ -28,18 +30,23 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from knemu.config import AgentConfig
+from knemu.config import BACKEND_LABEL, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
-from knemu.node_agent.dataplane import tables
+from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.backends import bird
+from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
+from knemu.node_agent.dataplane.tundev import ensure_tun_device
+from knemu.node_agent.dataplane.underlay import resolve_pod_mtu
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.capture import CaptureTaps
@@ -58,16 +65,24 @@ MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
-def default_underlay_ip() -> str:
-    """The source address of the default route (connect() on UDP sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): only a route lookup
-        except OSError as exc:
-            raise ConfigError(
-                f"no default route to take the underlay IP from ({exc}); set underlay_ip"
-            ) from None
-        return str(s.getsockname()[0])
+def default_underlay_ip(apiserver: str = "") -> str:
+    """The source address of the default route, else of the route to the api-server (HOST:PORT):
+    an internal network such as a Swarm overlay has no default route.  connect() on UDP sends
+    nothing; it only looks the route up."""
+    host = apiserver.rpartition(":")[0].strip("[]")
+    targets = [("192.0.2.1", 9)] + ([(host, 9)] if host else [])  # TEST-NET-1 (RFC 5737)
+    errors = []
+    for target in targets:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect(target)
+            except OSError as exc:
+                errors.append(f"{target[0]}: {exc}")
+                continue
+            return str(s.getsockname()[0])
+    raise ConfigError(
+        f"no route to take the underlay IP from ({'; '.join(errors)}); set underlay_ip"
+    )
 
 
 class PodLinks:
@@ -123,6 +138,7 @@ async def register(
                 name=config.node_name, identity=identity, internal_ip=underlay_ip,
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
+                labels={BACKEND_LABEL: config.backend},
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -148,13 +164,14 @@ class Agent:
         self.identity = reg.identity
         self.renew_interval_s = reg.renew_interval_s
         pod_cidr = reg.node.pod_cidr
-        self.plan = plan = host_plan(pod_cidr, mtu_bytes=config.pod_mtu_bytes)
+        mtu = config.pod_mtu_or_default  # run_agent has settled it from the underlay
+        self.plan = plan = host_plan(pod_cidr, mtu_bytes=mtu)
         self.flows = FlowLog()
         self.faults = Impairments(seed=config.seed)
         local = LocalNode(
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
-            vxlan_port=config.vxlan_port, mtu=config.pod_mtu_bytes,
+            vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -173,7 +190,14 @@ class Agent:
             client, kinds, f"agent/{self.name}", self._on_watch, self._on_synced,
             seed=config.seed,
         )  # fmt: skip
-        self.tables = NodeTables(self.name, self.router, self.informer)
+        # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
+        self.bgp: BgpSpeaker | None = None
+        if config.backend == "bgp":
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
+        self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
+                                 self._backend_mismatch,
+                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -214,7 +238,12 @@ class Agent:
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
         self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name)
-        await self.underlay.open((self.underlay_ip, self.config.vxlan_port))
+        backend = self.router.backend
+        if backend.transport != backends.TRANSPORT_NONE:
+            raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
+            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if self.bgp is not None:
+            await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -229,7 +258,8 @@ class Agent:
         log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
                     f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
-                    f"proxy mode {self.config.proxy_mode}")  # fmt: skip
+                    f"proxy mode {self.config.proxy_mode}, "
+                    f"network backend {self.config.backend}")  # fmt: skip
 
     async def stop(self) -> None:
         """Drain: stop pods first (their traffic needs the router), then close everything."""
@@ -246,6 +276,8 @@ class Agent:
             await self.dns.close()
         if self.underlay is not None:
             self.underlay.close()
+        if self.bgp is not None:
+            await self.bgp.stop()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
@@ -367,10 +399,21 @@ class Agent:
 
     # -- what the kubelet API serves ---------------------------------------------------------
 
+    def _backend_mismatch(self, peer: str, backend: str) -> None:
+        """A peer speaks another pod network backend: say so where `knemu describe` shows."""
+        self.pods.record("Node", "", self.name, "Warning", "NetworkBackendMismatch",
+                         f"node {peer} uses network backend {backend}, this node "
+                         f"{self.config.backend}: no route to its pods; run every node with "
+                         f"the same --backend")  # fmt: skip
+
     def table_snapshot(self) -> dict[str, Any]:
         """``GET /table``: the router's tables and what else shapes this node's forwarding."""
         snap = self.router.table_snapshot()
         snap["node"] = self.name
+        snap["backend"] = self.config.backend
+        snap["backend_mismatch"] = dict(self.tables.mismatched)
+        if self.bgp is not None:
+            snap["bgp"] = self.bgp.status
         snap["impairments"] = self.faults.describe()
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
@@ -409,7 +452,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    underlay_ip = config.underlay_ip or default_underlay_ip()
+    underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
+    ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
+    mtu = await resolve_pod_mtu(
+        config.pod_mtu_bytes, underlay_ip, backends.overhead_bytes(config.backend), config.backend
+    )
+    log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
+    config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()
     client = ClusterClient(config.apiserver)
     agent: Agent | None = None

@@ -45,12 +45,14 @@ class FiveTuple:
 
 @dataclass(frozen=True, slots=True)
 class OuterHeader:
-    """The underlay (VXLAN in UDP) header around the packet, for encap/decap events."""
+    """The underlay header around the packet, for encap/decap events: VXLAN in UDP, or the
+    outer IPv4 header of IP-in-IP (``encapsulation`` "ipip": no port, no VNI)."""
 
     src_ip: str
     dst_ip: str
     dst_port: int
     vni: int
+    encapsulation: str = "vxlan"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class DropReason(StrEnum):
     BAD_CHECKSUM = "bad_checksum"
     BAD_VXLAN_HEADER = "bad_vxlan_header"
     WRONG_VNI = "wrong_vni"
+    BAD_OUTER_HEADER = "bad_outer_header"  # IP-in-IP: outer protocol is not 4
     WRONG_MAC = "wrong_mac"
     UNKNOWN_PEER = "unknown_peer"
     UNKNOWN_PORT = "unknown_port"

@@ -7,6 +7,7 @@ in a real browser by tests/apiserver/console/test_console_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,14 +33,17 @@ async def api(tmp_path: Path) -> AsyncIterator[Any]:
         yield server
 
 
-async def read_events(resp: aiohttp.ClientResponse, until: str) -> list[dict[str, Any]]:
-    """Feed messages up to and including the first of type ``until``."""
+async def read_events(
+    resp: aiohttp.ClientResponse, until: str, kind: str | None = None
+) -> list[dict[str, Any]]:
+    """Feed messages up to and including the first of type ``until`` (and ``kind``, if given:
+    other objects' changes, a Lease renewed or an Event recorded, may come first)."""
     out = []
     async for raw in resp.content:
         line = raw.decode().strip()
         if line.startswith("data: "):
             out.append(json.loads(line[6:]))
-            if out[-1]["type"] == until:
+            if out[-1]["type"] == until and kind in (None, out[-1].get("kind")):
                 return out
     raise AssertionError(f"the feed ended before {until}: {out}")
 
@@ -85,7 +89,7 @@ async def test_feed_sends_a_snapshot_then_live_changes(api: Any) -> None:
         async with http.post(api.rest_url + "/api/v1/namespaces/default/services",
                              json=svc) as created:  # fmt: skip
             assert created.status == 201
-        live = await read_events(resp, "ADDED")
+        live = await asyncio.wait_for(read_events(resp, "ADDED", "Service"), 30)
         added = [m for m in live if m.get("kind") == "Service"]
         assert added and added[-1]["object"]["name"] == "web"
         assert added[-1]["object"]["clusterIP"].startswith("10.")

@@ -206,7 +206,10 @@ def test_sync_is_quiet_when_nothing_changes(cluster: Cluster) -> None:
         cluster.admission.admit_create({"kind": "Namespace", "metadata": {"name": "x"}}, 0), 0
     )
     cluster.tick()
-    assert cluster.manager.rounds == 1  # a write wakes every controller; nothing else to do
+    # a write wakes every controller: the new namespace gets its ServiceAccount "default"
+    # in the first round, the second writes nothing
+    assert cluster.manager.rounds == 2
+    assert cluster.store.get("ServiceAccount", "x", "default") is not None
     stats = cluster.manager.statistics()
     assert stats["skipped"] == 1 and stats["unsettled"] == 0 and stats["syncs"] >= 4
 
@@ -235,6 +238,9 @@ def test_rollback_makes_the_old_replicaset_the_newest_revision(cluster: Cluster)
     assert sets[first]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert sets[first]["spec"]["replicas"] == 3
     assert {p["spec"]["containers"][0]["image"] for p in cluster.pods()} == {"nginx:1.16"}
+    deploy = cluster.store.get("Deployment", "default", "sample-deployment")
+    assert deploy is not None  # the Deployment names its newest revision, as upstream
+    assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
 
 def test_revision_history_limit_deletes_old_replicasets(cluster: Cluster) -> None:
@@ -321,3 +327,15 @@ def test_paused_deployment_does_not_roll_out(cluster: Cluster) -> None:
     cluster.store.update(cluster.admission.admit_update(deploy, deploy, cluster.now), cluster.now)
     cluster.tick()
     assert len(cluster.pods()) == 3
+
+
+def test_a_null_template_creation_timestamp_is_the_same_template(cluster: Cluster) -> None:
+    _three_nodes(cluster)
+    _deploy(cluster)
+    cluster.tick()
+    deploy = cluster.store.get("Deployment", "default", "sample-deployment")
+    assert deploy is not None
+    deploy["spec"]["template"]["metadata"]["creationTimestamp"] = None  # as kubectl sends it
+    cluster.store.update(cluster.admission.admit_update(deploy, deploy, cluster.now), cluster.now)
+    cluster.tick()
+    assert len(cluster.store.list("ReplicaSet", "default")) == 1

@@ -44,7 +44,11 @@ async def test_discovery_documents(rest: RestEnv) -> None:
     _, groups = await rest.call("GET", "/apis")
     assert {g["name"] for g in groups["groups"]} == {
         "apps",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "coordination.k8s.io",
         "discovery.k8s.io",
+        "metrics.k8s.io",
         "networking.k8s.io",
     }
     _, apps = await rest.call("GET", "/apis/apps/v1")
@@ -239,12 +243,25 @@ async def test_json_patch_errors_are_status_answers(rest: RestEnv) -> None:
 async def test_apply_patch_creates_then_updates(rest: RestEnv) -> None:
     body = json.dumps(pod("ssa"))
     hdr = {"Content-Type": "application/apply-patch+yaml"}
-    status, created = await rest.call("PATCH", PODS + "/ssa", data=body, headers=hdr)
+    url = PODS + "/ssa?fieldManager=me"
+    status, created = await rest.call("PATCH", url, data=body, headers=hdr)
     assert status == 201 and created["metadata"]["name"] == "ssa"
-    status, updated = await rest.call(
-        "PATCH", PODS + "/ssa", data='{"spec": {"hostname": "q"}}', headers=hdr
-    )
+    assert created["metadata"]["managedFields"][0]["manager"] == "me"
+    again = pod("ssa", hostname="q")
+    status, updated = await rest.call("PATCH", url, data=json.dumps(again), headers=hdr)
     assert status == 200 and updated["spec"]["hostname"] == "q"
+    status, missing = await rest.call("PATCH", PODS + "/ssa", data=body, headers=hdr)
+    assert status == 422 and missing["details"]["causes"][0]["field"] == "fieldManager"
+    other = pod("ssa", hostname="z")
+    status, conflict = await rest.call(
+        "PATCH", PODS + "/ssa?fieldManager=you", data=json.dumps(other), headers=hdr
+    )
+    assert status == 409 and conflict["reason"] == "Conflict"
+    assert conflict["message"].endswith('conflict with "me" using v1: .spec.hostname')
+    status, forced = await rest.call(
+        "PATCH", PODS + "/ssa?fieldManager=you&force=true", data=json.dumps(other), headers=hdr
+    )
+    assert status == 200 and forced["spec"]["hostname"] == "z"
 
 
 async def test_dry_run_stores_nothing(rest: RestEnv) -> None:
@@ -436,3 +453,71 @@ async def test_watch_bookmarks_carry_the_latest_resource_version(rest: RestEnv) 
         "type": "BOOKMARK",
         "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "2"}},
     }
+
+
+async def test_openapi_endpoints(rest: RestEnv) -> None:
+    status, v2 = await rest.call("GET", "/openapi/v2")
+    assert status == 200 and "io.k8s.api.core.v1.Pod" in v2["definitions"]
+    proto = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    async with rest.http.get(rest.base + "/openapi/v2", headers={"Accept": proto}) as resp:
+        assert resp.headers["Content-Type"].endswith("spec.v2.v1.0+protobuf")
+        assert (await resp.read())[:5] == b"\x0a\x032.0"
+    _, disc = await rest.call("GET", "/openapi/v3")
+    url = disc["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    async with rest.http.get(rest.base + url) as resp:
+        assert resp.headers["Cache-Control"] == "public, immutable"
+        doc = await resp.json()
+    assert "io.k8s.api.apps.v1.Deployment" in doc["components"]["schemas"]
+    status, missing = await rest.call("GET", "/openapi/v3/apis/nope/v1")
+    assert status == 404 and missing["reason"] == "NotFound"
+
+
+TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+
+
+async def test_table_responses_and_categories(rest: RestEnv) -> None:
+    await rest.call("POST", PODS, json=pod("a"))
+    status, table = await rest.call("GET", PODS, headers=TABLE)
+    assert status == 200 and table["kind"] == "Table"
+    assert table["metadata"]["resourceVersion"]
+    assert [r["cells"][0] for r in table["rows"]] == ["a"]
+    _, one = await rest.call("GET", PODS + "/a", headers=TABLE)
+    assert one["kind"] == "Table" and len(one["rows"]) == 1
+    status, bad = await rest.call("GET", PODS + "?includeObject=All", headers=TABLE)
+    assert status == 400 and "includeObject" in bad["message"]
+    _, plain = await rest.call("GET", PODS)
+    assert plain["kind"] == "PodList"
+    _, core = await rest.call("GET", "/api/v1")
+    pods = next(r for r in core["resources"] if r["name"] == "pods")
+    assert pods["categories"] == ["all"]
+
+
+async def test_table_watch(rest: RestEnv) -> None:
+    await rest.call("POST", PODS, json=pod("a"))
+    url = rest.base + PODS + "?watch=true&timeoutSeconds=1"
+    async with rest.http.get(url, headers=TABLE) as resp:
+        first = json.loads(await resp.content.readline())
+    assert first["type"] == "ADDED" and first["object"]["kind"] == "Table"
+    assert first["object"]["rows"][0]["cells"][0] == "a"
+
+
+async def test_reviews_are_answered_not_stored(rest: RestEnv) -> None:
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    review = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+              "spec": {"resourceAttributes": {"verb": "delete", "resource": "pods"}}}  # fmt: skip
+    status, body = await rest.call("POST", path, json=review)
+    assert status == 201 and body["status"]["allowed"] is True
+    assert "does not authorize" in body["status"]["reason"]
+    status, bad = await rest.call("POST", path, json={**review, "spec": {}})
+    assert status == 422 and bad["details"]["causes"][0]["field"] == "spec"
+    assert (await rest.call("GET", path))[0] == 405
+    _, who = await rest.call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                             json={"kind": "SelfSubjectReview"})  # fmt: skip
+    assert who["status"]["userInfo"]["username"] == "knemu-admin"
+    _, rules = await rest.call("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                               json={"spec": {"namespace": "default"}})  # fmt: skip
+    assert rules["status"]["resourceRules"][0]["verbs"] == ["*"]
+    _, authz = await rest.call("GET", "/apis/authorization.k8s.io/v1")
+    assert {r["name"]: r["verbs"] for r in authz["resources"]}["selfsubjectaccessreviews"] == [
+        "create"
+    ]

@@ -79,3 +79,10 @@ def test_flows_without_follow_prints_every_node_sorted(capsys: pytest.CaptureFix
                               limit=10, output="json")  # fmt: skip
     assert observe.flows_run(args) == 0
     assert json.loads(capsys.readouterr().out)["node"] == "node-2"
+
+
+def test_an_ip_in_ip_outer_header_is_shown_without_port_or_vni() -> None:
+    hop = dict(HOP_2, outer={"src_ip": "192.168.59.11", "dst_ip": "192.168.59.12",
+                             "dst_port": 0, "vni": 0, "encapsulation": "ipip"})  # fmt: skip
+    line = observe.format_flow(hop)
+    assert "outer 192.168.59.11 -> 192.168.59.12 ipip" in line and "vni" not in line

@@ -165,3 +165,17 @@ def test_other_kinds_are_ignored() -> None:
     pod = pb.Pod(metadata=pb.ObjectMeta(name="p", namespace="default"))
     assert tables.apply("ADDED", "Pod", pod, None) is False
     assert rec.peers == {} and rec.services == {}
+
+
+def test_a_peer_with_another_backend_gets_no_route_and_is_reported_once() -> None:
+    router, seen = Recorder(), []
+    tables = NodeTables("node-1", router, Cache(), "ipip", lambda n, b: seen.append((n, b)))
+    vxlan_peer = node("node-2", 2)  # no backend-type annotation: vxlan
+    tables.apply("ADDED", "Node", vxlan_peer, None)
+    tables.apply("MODIFIED", "Node", vxlan_peer, vxlan_peer)
+    assert router.peers == {} and seen == [("node-2", "vxlan")]
+    assert tables.mismatched == {"node-2": "vxlan"}
+    ipip_peer = node("node-2", 2)
+    ipip_peer.metadata.annotations["flannel.alpha.coreos.com/backend-type"] = "ipip"
+    tables.apply("MODIFIED", "Node", ipip_peer, vxlan_peer)
+    assert "node-2" in router.peers and tables.mismatched == {}

@@ -18,8 +18,10 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.events import POINT_FROM_POD, FiveTuple, FlowForwarded
 from knemu.node_agent.kubelet import metrics
-from knemu.node_agent.kubelet.api import MAX_STREAMS, KubeletApi, tail_lines
+from knemu.node_agent.kubelet.api import MAX_STREAMS, KubeletApi
+from knemu.node_agent.kubelet.logs import LogOptions, select
 from knemu.node_agent.kubelet.responses import exit_status
+from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.testing import wait_for
 
 from .kubelet_helpers import make_kubelet_api
@@ -43,6 +45,15 @@ class FakeRuntime:
 
     def log_path(self, key: str, container: str) -> Path:
         return self.logs
+
+    def runner(self, key: str, container: str) -> SimpleNamespace:
+        """A container that ran twice: "one\n" was its first run's output."""
+        if key != "default/web":
+            raise NotFound(f"pod {key} is not running on node node-1")
+        return SimpleNamespace(
+            log_path=self.logs, log_start=4, previous_start=0, log_index=LogIndex(),
+            spec=SimpleNamespace(name=container),
+        )  # fmt: skip
 
 
 class FakeRouter:
@@ -84,7 +95,8 @@ def test_exit_status_matches_kubelet() -> None:
     failure = json.loads(exit_status(2))
     assert failure["reason"] == "NonZeroExitCode"
     assert failure["details"]["causes"] == [{"reason": "ExitCode", "message": "2"}]
-    assert tail_lines(b"a\nb\nc\n", 2) == b"b\nc\n" and tail_lines(b"a\n", 0) == b""
+    assert select(b"a\nb\nc\n", 0, None, LogOptions(tail_lines=2)) == b"b\nc\n"
+    assert select(b"a\n", 0, None, LogOptions(tail_lines=0)) == b""
 
 
 async def exec_ws(base: str, query: list[tuple[str, str]], stdin: bytes | None) -> dict[int, bytes]:
@@ -154,6 +166,16 @@ async def test_logs_tail_and_healthz(api: tuple[KubeletApi, str, Any]) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{base}/containerLogs/default/web/main?tailLines=2") as r:
             assert await r.text() == "two\nthree\n"
+        async with s.get(f"{base}/containerLogs/default/web/main") as r:
+            assert await r.text() == "two\nthree\n"  # the current run only
+        async with s.get(f"{base}/containerLogs/default/web/main?previous=true") as r:
+            assert await r.text() == "one\n"
+        async with s.get(f"{base}/containerLogs/default/web/main?limitBytes=5") as r:
+            assert await r.text() == "two\nt"
+        async with s.get(f"{base}/containerLogs/default/web/main?limitBytes=0") as r:
+            assert r.status == 400 and "limitBytes" in (await r.json())["message"]
+        async with s.get(f"{base}/containerLogs/default/web/main?sinceTime=never") as r:
+            assert r.status == 400 and "sinceTime" in (await r.json())["message"]
         async with s.get(f"{base}/healthz") as r:
             assert await r.text() == "ok"
 

@@ -14,32 +14,19 @@ from knemu.node_agent.dataplane.capture import (
     CaptureReader,
     CaptureSession,
     CaptureStatistics,
-    raw_ipv4_udp,
+    raw_ipv4,
 )
 from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.proto import wire
 from knemu.testing import wait_for
 
+from .._packets import NODE_1, NODE_2, POD_A, tcp, vxlan
 from .kubelet_helpers import make_kubelet_api
-
-POD_A, POD_B = "10.244.1.5", "10.244.2.7"
-NODE_1, NODE_2 = ("192.168.59.11", 4789), ("192.168.59.12", 4789)
-
-
-def tcp(src: str = POD_A, dst: str = POD_B, sport: int = 40000, dport: int = 80) -> bytes:
-    seg = wire.TcpSegment(sport, dport, seq=1, ack=0, flags=wire.TCP_SYN, payload=b"")
-    return wire.tcp_packet(src, dst, seg)
-
-
-def vxlan(inner: bytes, src: tuple[str, int] = NODE_1, dst: tuple[str, int] = NODE_2) -> bytes:
-    frame = wire.encode_ethernet(
-        wire.EthernetFrame(b"\x02" + bytes(5), b"\x02" + bytes(4) + b"\x01", 0x0800, inner)
-    )
-    return raw_ipv4_udp(wire.encode_vxlan(1, frame), src, dst, ident=7)
 
 
 class FakeAdapter:
     tap = None
+    ip_protocol: int | None = 0  # an open UDP underlay (pods' ports ignore it)
 
 
 def test_taps_are_installed_while_captures_run_and_removed_after() -> None:
@@ -87,6 +74,32 @@ def test_a_full_queue_skips_the_filter_and_the_underlay_skips_building() -> None
     underlay.tap(b"\x08" + bytes(150), NODE_1, NODE_2, 2.0, True)
     session.offer(tcp(), 3.0)  # would be filtered out, but there is no room anyway
     assert session.statistics() == CaptureStatistics(captured=1, dropped=2, filtered=0)
+
+
+def test_an_ipip_underlay_is_captured_with_protocol_4_outer_headers() -> None:
+    underlay = FakeAdapter()
+    underlay.ip_protocol = 4  # raw socket: reads whole IPv4 packets, sends the inner one
+    taps = CaptureTaps(lambda: underlay, {})
+    session = CaptureSession("pcap")
+    taps.attach_underlay(session)
+    assert underlay.tap is not None
+    inner = tcp()
+    underlay.tap(inner, NODE_1, NODE_2, 1.0, True)  # sent: the kernel adds the outer header
+    underlay.tap(raw_ipv4(inner, NODE_2[0], NODE_1[0], 4), NODE_2, NODE_1, 2.0, False)
+    reader = CaptureReader()
+    reader.feed(session.header() + session.take())
+    sent, received = (wire.decode_ipv4(p[1]) for p in reader.packets)
+    assert (sent.src, sent.dst, sent.proto) == (NODE_1[0], NODE_2[0], 4)
+    assert (received.src, received.dst, received.proto) == (NODE_2[0], NODE_1[0], 4)
+    assert bytes(sent.payload) == inner == bytes(received.payload)
+    assert wire.ipv4_header_checksum(reader.packets[0][1]) == 0
+
+
+def test_an_underlay_that_never_opened_names_the_bgp_backend() -> None:
+    underlay = FakeAdapter()
+    underlay.ip_protocol = None
+    with pytest.raises(Exception, match="network backend is bgp"):
+        CaptureTaps(lambda: underlay, {}).attach_underlay(CaptureSession())
 
 
 # -- through the HTTP API ----------------------------------------------------------------------

@@ -184,8 +184,12 @@ def test_missing_image_says_how_to_load_it(cluster: LocalCluster) -> None:
     wait_until(
         lambda: waiting_reason() in ("ErrImagePull", "ImagePullBackOff"), 60, what="ErrImagePull"
     )
-    events = c.get("/api/v1/namespaces/default/events")["items"]
-    assert any("knemu image load knemu.test/absent:v1" in e.get("message", "") for e in events)
+
+    def told_how_to_load() -> bool:  # the event is recorded after the status report
+        events = c.get("/api/v1/namespaces/default/events")["items"]
+        return any("knemu image load knemu.test/absent:v1" in e.get("message", "") for e in events)
+
+    wait_until(told_how_to_load, 30, what="an event naming `knemu image load`")
 
 
 def _runc_pids(c: LocalCluster, node: str) -> list[int]:

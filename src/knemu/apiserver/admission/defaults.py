@@ -125,6 +125,11 @@ def default_pod(obj: Obj, toleration_s: float) -> None:
 def _default_template(spec: dict[str, Any]) -> None:
     template = _dict(spec, "template")
     default_pod_spec(_dict(template, "spec"))
+    # Go clients (kubectl rollout undo) send a template's zero creationTimestamp as null;
+    # it means "unset", and must not make an equal template look different.
+    template_meta = template.get("metadata")
+    if isinstance(template_meta, dict) and template_meta.get("creationTimestamp", 0) is None:
+        del template_meta["creationTimestamp"]
 
 
 def default_deployment(obj: Obj) -> None:

@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from knemu.apiserver import ipam
+from knemu.apiserver.admission import config_defaults
 from knemu.apiserver.admission.defaults import apply_defaults
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
-from knemu.apiserver.validation import common as v
+from knemu.apiserver.validation import common as v, config as cfg
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
     validate_deployment,
@@ -54,6 +55,7 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "ReplicaSet": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    **cfg.API_VERSIONS,
 }
 # kubectl's short names and plurals (kubectl api-resources).
 _SHORT_NAMES = {
@@ -66,6 +68,7 @@ _SHORT_NAMES = {
     "deploy": "Deployment",
     "rs": "ReplicaSet",
     "netpol": "NetworkPolicy",
+    **cfg.SHORT_NAMES,
 }
 VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Namespace": v.validate_namespace,
@@ -78,12 +81,14 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Service": validate_service,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    **cfg.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
+    **cfg.UPDATE_VALIDATORS,
 }
 
 
@@ -166,6 +171,7 @@ class Admission:
         self._check_namespace(obj)
         self._reset_status(obj)
         apply_defaults(obj, self._config.timings.eviction_toleration_s)
+        config_defaults.apply_defaults(obj)
         self._raise_if(obj, validate(obj))
         self._allocate(obj, None, now)
         return obj
@@ -183,6 +189,7 @@ class Admission:
             raise Invalid(kind, name, [v.invalid("metadata.name", name, detail)])
         self._carry_allocations(old, new)
         apply_defaults(new, self._config.timings.eviction_toleration_s)
+        config_defaults.apply_defaults(new)
         errs = validate(new)
         if kind in UPDATE_VALIDATORS:
             errs += UPDATE_VALIDATORS[kind](old, new)

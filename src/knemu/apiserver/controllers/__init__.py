@@ -31,10 +31,12 @@ from knemu.apiserver.controllers.deployment import DeploymentController
 from knemu.apiserver.controllers.endpoints import EndpointsController
 from knemu.apiserver.controllers.endpointslice import EndpointSliceController
 from knemu.apiserver.controllers.gc import GarbageCollector
+from knemu.apiserver.controllers.nodelease import NodeLeaseController
 from knemu.apiserver.controllers.nodelifecycle import NodeLifecycleController
 from knemu.apiserver.controllers.replicaset import ReplicaSetController
 from knemu.apiserver.controllers.scheduler import Scheduler
 from knemu.apiserver.controllers.service import ServiceController
+from knemu.apiserver.controllers.serviceaccount import ServiceAccountController
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
@@ -75,6 +77,7 @@ class ControllerManager:
         self.services = ServiceController(self._ctx)
         self.slices = EndpointSliceController(self._ctx)
         self.gc = GarbageCollector(self._ctx)
+        self.leases = NodeLeaseController(self._ctx)
         self._controllers: list[Controller] = [
             self.deployments,
             self.replicasets,
@@ -84,6 +87,8 @@ class ControllerManager:
             self.endpoints,
             self.services,
             self.gc,
+            self.leases,
+            ServiceAccountController(self._ctx),
         ]
         self.rounds = 0  # rounds run by the last sync (statistics, tests)
         self._recorder = recorder
@@ -170,6 +175,7 @@ class ControllerManager:
             self.nodes.next_deadline(now),
             self.replicasets.next_deadline(),
             self.gc.next_deadline(),
+            self.leases.next_deadline(),
         ]
         due = [d for d in candidates if d is not None]
         return min(due) if due else None

@@ -274,7 +274,14 @@ class DeploymentController:
 
     def _write_status(self, deploy: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
         status = deployment_status(deploy, new_rs, old, surge_and_unavailable(deploy)[1], now)
-        if deploy.get("status") != status:
+        # The Deployment carries its newest ReplicaSet's revision (SetDeploymentRevision);
+        # `kubectl rollout history/undo` read and restore it.
+        rev = str(revision(new_rs)) if new_rs is not None else None
+        annotations = meta(deploy).get("annotations") or {}
+        stale = rev is not None and rev != "0" and annotations.get(REVISION) != rev
+        if stale:
+            meta(deploy)["annotations"] = {**annotations, REVISION: rev}
+        if deploy.get("status") != status or stale:
             deploy["status"] = status
             self._ctx.store.update(deploy, now)
 

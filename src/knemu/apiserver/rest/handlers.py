@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from knemu.apiserver.rest import resources
+from knemu.apiserver.meta.naming import rfc3339
+from knemu.apiserver.rest import resources, reviews, ssa, tables
 from knemu.apiserver.rest.bodies import (
     check_preconditions,
     decode_object,
@@ -30,6 +31,8 @@ from knemu.apiserver.rest.bodies import (
     selector_text,
 )
 from knemu.apiserver.rest.limits import body_too_large
+from knemu.apiserver.rest.metrics import MetricsApi
+from knemu.apiserver.rest.openapi import http as openapi_http
 from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
 from knemu.apiserver.rest.paths import Target, delete_options, parse_target, watch_filter
 from knemu.apiserver.rest.selectors import paginate
@@ -68,6 +71,18 @@ class Admitter(Protocol):
     def admit_create(self, obj: Obj, now: float) -> Obj: ...
 
     def admit_update(self, old: Obj, new: Obj, now: float) -> Obj: ...
+
+
+# The APIResource verb of a request on the main resource (subresources have their own).
+_VERBS = {
+    ("collection", "GET"): "list",
+    ("collection", "POST"): "create",
+    ("collection", "DELETE"): "deletecollection",
+    ("object", "GET"): "get",
+    ("object", "PUT"): "update",
+    ("object", "PATCH"): "patch",
+    ("object", "DELETE"): "delete",
+}
 
 
 def _dry_run(request: web.Request) -> bool:
@@ -125,6 +140,9 @@ class RestApi:
         app.router.add_get("/version", self._version)
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, self._health)
+        openapi_http.add_routes(app)
+        reviews.add_routes(app)
+        MetricsApi(self.store).add_routes(app)
         app.router.add_route("*", "/api/{version}/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)
 
@@ -138,6 +156,9 @@ class RestApi:
             target = parse_target(group_version, info["tail"])
             shape = target.sub or ("object" if target.name else "collection")
             handler = self._handlers.get((shape, request.method))
+            verb = _VERBS.get((shape, request.method))
+            if verb is not None and verb not in target.res.verbs:
+                handler = None  # e.g. a write to the metrics API or to a review
             if handler is None:
                 raise MethodNotAllowed(
                     f"{request.method} is not supported on {request.path}; see the verbs in "
@@ -193,7 +214,16 @@ class RestApi:
     async def _get(self, request: web.Request, t: Target) -> web.StreamResponse:
         if request.query.get("watch") in ("true", "1") and not t.sub:
             return await self._list(request, t)
-        return _json(self._lookup(t))
+        return _json(self._as_table(request, t, [self._lookup(t)]) or self._lookup(t))
+
+    def _as_table(self, request: web.Request, t: Target, items: list[Obj]) -> Obj | None:
+        """The objects as a meta.k8s.io Table when the client asks for one (tables.py)."""
+        version = tables.requested_version(request.headers.get("Accept", ""))
+        if version is None or t.sub:
+            return None
+        include = request.query.get("includeObject", "PartialObjectMetadata")
+        return tables.table(t.res.kind, items, self.clock(), version=version,
+                            include_object=include)  # fmt: skip
 
     def _selected(self, request: web.Request, t: Target) -> list[Obj]:
         filt = watch_filter(request, t)
@@ -212,6 +242,9 @@ class RestApi:
                     t.res.group_version,
                     watch_filter(request, t),
                     self.watch_check_s,
+                    tables.watch_transform(
+                        request.headers.get("Accept", ""), request.query, self.clock
+                    ),
                 )
             finally:
                 self.watches.release(client)
@@ -221,7 +254,10 @@ class RestApi:
         )
         body = object_list(t.res.group_version, t.res.list_kind, items, self.store.resource_version)
         body["metadata"].update(extra)
-        return _json(body)
+        table = self._as_table(request, t, items)
+        if table is not None:
+            table["metadata"] = body["metadata"]
+        return _json(table or body)
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -276,6 +312,9 @@ class RestApi:
         """Common tail of PUT and PATCH: split status, admit, store (unless dryRun)."""
         # The resourceVersion the client sent is its precondition (optimistic concurrency).
         sent_rv = new.get("metadata", {}).get("resourceVersion")
+        managed = old.get("metadata", {}).get("managedFields")
+        if managed and "managedFields" not in new.get("metadata", {}):
+            new["metadata"]["managedFields"] = managed  # a plain update keeps field owners
         if t.sub == "status":
             merged = copy.deepcopy(old)
             merged["status"] = new.get("status", {})
@@ -300,15 +339,8 @@ class RestApi:
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "")
         old = self.store.get(t.res.kind, t.namespace or "", t.name)
-        if old is None and ctype.startswith(APPLY_PATCH) and not t.sub:
-            # Server-side apply creates what does not exist yet.
-            obj = apply_patch({}, raw, ctype)
-            obj.setdefault("kind", t.res.kind)
-            obj.setdefault("apiVersion", t.res.group_version)
-            if not isinstance(obj.setdefault("metadata", {}), dict):
-                raise BadRequest("metadata must be a JSON object")
-            self._check_identity(obj["metadata"], t)
-            return self._do_create(request, t, obj)
+        if ctype.startswith(APPLY_PATCH) and not t.sub:
+            return self._server_side_apply(request, t, old, raw)
         if old is None:
             old = self._lookup(t)
         patched = apply_patch(old, raw, ctype)
@@ -317,6 +349,28 @@ class RestApi:
         patched["kind"] = t.res.kind
         self._check_identity(patched["metadata"], t)
         return self._update(request, t, old, patched)
+
+    def _server_side_apply(
+        self, request: web.Request, t: Target, old: Obj | None, raw: bytes
+    ) -> web.Response:
+        """Apply with field management (ssa.py); creates what does not exist yet."""
+        manager = request.query.get("fieldManager", "")
+        if not manager:  # as ValidatePatchOptions answers
+            detail = "is required for apply patch: name who applies (kubectl sends one)"
+            raise Invalid("PatchOptions.meta.k8s.io", "",
+                          [FieldError("fieldManager", f"Required value: {detail}",
+                                      "FieldValueRequired")])  # fmt: skip
+        config = decode_object(raw, APPLY_PATCH)
+        if not isinstance(config.get("metadata", {}), dict):
+            raise BadRequest("metadata must be a JSON object")
+        force = request.query.get("force") in ("true", "1")
+        obj = ssa.apply(old or {}, config, manager, force, rfc3339(self.clock()))
+        obj["kind"] = t.res.kind
+        obj.setdefault("apiVersion", t.res.group_version)
+        self._check_identity(obj.setdefault("metadata", {}), t)
+        if old is None:
+            return self._do_create(request, t, obj)
+        return self._update(request, t, old, obj)
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         old = self._lookup(t)

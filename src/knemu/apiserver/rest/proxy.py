@@ -46,6 +46,10 @@ _FORWARDED_HEADERS = ("Content-Type", "Accept")
 _FLAGS = {"exec": ("stdin", "tty"), "attach": ("stdin", "stdout", "stderr", "tty", "fromStart")}
 
 
+_LOG_OPTIONS = ("follow", "tailLines", "limitBytes", "previous", "timestamps", "sinceSeconds",
+                "sinceTime")  # fmt: skip
+
+
 def kubelet_address(node: Obj) -> tuple[str, int]:
     """(InternalIP, kubelet port) of a Node object; Unavailable if it has no address."""
     name = node.get("metadata", {}).get("name", "?")
@@ -247,13 +251,8 @@ class NodeProxy:
         try:
             base, node, container = self._pod_target(request)
             ns, name = request.match_info["ns"], request.match_info["name"]
-            params = {}
-            if _truthy(request.query.get("follow")):
-                params["follow"] = "true"
-            if request.query.get("tailLines", "").isdigit():
-                params["tailLines"] = request.query["tailLines"]
-            if _truthy(request.query.get("previous")):
-                params["previous"] = "true"
+            # PodLogOptions go to the kubelet as they came; it answers bad ones (400)
+            params = {k: v for k, v in request.query.items() if k in _LOG_OPTIONS}
             url = f"{base}/containerLogs/{ns}/{name}/{container}"
             return await self._forward(request, node, base, "GET", url, params, b"")
         except KnemuError as err:

@@ -40,6 +40,8 @@ class Resource:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()  # "status", "scale"
+    categories: tuple[str, ...] = ()  # "all": listed by `kubectl get all`, as upstream
+    verbs: tuple[str, ...] = _ALL_VERBS  # ("create",): a review answered, never stored
 
     @property
     def group_version(self) -> str:
@@ -61,10 +63,12 @@ class Resource:
                 "singularName": self.singular,
                 "namespaced": self.namespaced,
                 "kind": self.kind,
-                "verbs": list(_ALL_VERBS),
+                "verbs": list(self.verbs),
                 "shortNames": list(self.short_names),
             }
         ]
+        if self.categories:
+            entries[0]["categories"] = list(self.categories)
         for sub in self.subresources:
             entry: dict[str, Any] = {
                 "name": f"{self.plural}/{sub}",
@@ -79,15 +83,58 @@ class Resource:
         return entries
 
 
+_ALL = ("all",)
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",)),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",)),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",)),
-    Resource("", "v1", "services", "Service", True, ("svc",), ("status",)),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",), _ALL),
+    Resource("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL),
     Resource("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     Resource("", "v1", "events", "Event", True, ("ev",)),
-    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
-    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale")),
+    Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
+    Resource("", "v1", "secrets", "Secret", True),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
+    Resource(
+        "",
+        "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        True,
+        ("rc",),
+        ("status",),
+        _ALL,
+    ),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Resource("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, verbs=("get", "list")),
+    Resource("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, verbs=("get", "list")),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        False,
+        verbs=("create",),
+    ),
+    Resource(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        False,
+        verbs=("create",),
+    ),
+    Resource(
+        "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
+    ),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), _ALL),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
 )

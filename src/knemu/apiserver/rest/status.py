@@ -36,8 +36,10 @@ def status_failure(err: KnemuError, kind: str = "", name: str = "") -> Obj:
     if isinstance(err, Invalid):
         details["kind"] = kind or err.kind
         details["name"] = name or err.name
+    causes = getattr(err, "causes", None)  # Invalid's field errors, apply's conflicts
+    if causes:
         details["causes"] = [
-            {"reason": c.type, "message": c.message, "field": c.field} for c in err.causes
+            {"reason": c.type, "message": c.message, "field": c.field} for c in causes
         ]
     body: Obj = {
         "kind": "Status",

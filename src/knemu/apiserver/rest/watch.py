@@ -115,11 +115,13 @@ class _Stream:
     filt: WatchFilter
     bookmark: Obj | None  # allowWatchBookmarks: the object BOOKMARK events carry
     bookmarked_rv: int = 0
+    transform: Callable[[Obj], Obj] | None = None  # e.g. into a Table (tables.watch_transform)
 
     async def send(self, event: StoredEvent) -> None:
         etype = self.filt.translate(event)
         if etype is not None:
-            await self.write(watch_event_line(etype, event.obj))
+            obj = self.transform(event.obj) if self.transform else event.obj
+            await self.write(watch_event_line(etype, obj))
 
     async def write(self, data: bytes) -> None:
         """Write, but a client that reads nothing for WRITE_TIMEOUT_S is cut off: its
@@ -153,6 +155,7 @@ async def serve_watch(
     api_version: str,
     filt: WatchFilter,
     check_s: float,
+    transform: Callable[[Obj], Obj] | None = None,
 ) -> web.StreamResponse:
     """Stream watch events for ``kind`` until timeout, disconnect, shutdown or 410."""
     since, timeout = _since(request), _timeout(request)
@@ -167,7 +170,7 @@ async def serve_watch(
         return resp
     wants_bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
     bookmark = {"kind": kind, "apiVersion": api_version} if wants_bookmarks else None
-    stream = _Stream(request, resp, sub, filt, bookmark, sub.synced_rv)
+    stream = _Stream(request, resp, sub, filt, bookmark, sub.synced_rv, transform=transform)
     try:
         await resp.prepare(request)
         filt.complete = since == 0

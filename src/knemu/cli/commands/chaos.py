@@ -4,7 +4,8 @@ Two kinds of chaos:
 
 * **Process chaos** acts on whatever runs a node or a control-plane component: under docker
   compose the container (``kill-node`` = SIGKILL the container, ``stop-node``/``start-node`` =
-  freeze/thaw it with the cgroup freezer, ``restart``), on a local cluster (``knemu up``) the
+  freeze/thaw it with the cgroup freezer, ``restart``), under Docker Swarm the node's task
+  (``chaos_swarm``, which adds ``drain-host``), on a local cluster (``knemu up``) the
   component's process group.  A node's container is found through the identity it registered
   with (label ``knemu.dev/identity`` on its Node object: the container's hostname).
 * **Network chaos** is applied by the node's own agent on its underlay traffic (no kernel ``tc``):
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from knemu.cli.client import ApiClient, resolve_kind
+from knemu.cli.commands import chaos_swarm
 from knemu.errors import LocalError, RemoteError
 
 IMPAIRMENTS: dict[str, tuple[str, str]] = {
@@ -201,15 +203,20 @@ class LocalRuntime:
 
 def _runtime(args: argparse.Namespace) -> Runtime:
     kind = args.runtime
+    project = args.project or os.environ.get("COMPOSE_PROJECT_NAME", "")
     if kind == "auto":
         kind = (
             "local"
             if (Path(args.state_dir) / f"cluster-{args.cluster}" / "state.json").exists()
             else "docker"
         )
+        if kind == "docker" and not project and chaos_swarm.is_swarm_stack(args.stack):
+            kind = "swarm"
     if kind == "local":
         return LocalRuntime(args.cluster, args.state_dir)
-    return DockerRuntime(args.client, args.project or os.environ.get("COMPOSE_PROJECT_NAME", ""))
+    if kind == "swarm":
+        return chaos_swarm.runtime_from_args(args)
+    return DockerRuntime(args.client, project)
 
 
 def _nodes(client: ApiClient) -> list[dict[str, Any]]:
@@ -277,15 +284,17 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "partition": run_partition,
     "heal": run_heal,
     **{name: run_impairment for name in IMPAIRMENTS},
+    **chaos_swarm.HANDLERS,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
-        choices=("auto", "docker", "local"),
+        choices=("auto", "docker", "local", "swarm"),
         default="auto",
-        help="what runs the cluster (auto: a local `knemu up` state, else docker)",
+        help="what runs the cluster (auto: a local `knemu up` state, else a swarm stack "
+        "--stack on this manager, else docker compose)",
     )
     parser.add_argument("--cluster", default="knemu", help="local cluster name (knemu up --name)")
     parser.add_argument(
@@ -293,6 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--state-dir", default="/run/knemu", help="local clusters' state root")
     sub = parser.add_subparsers(dest="chaos_command", required=True, metavar="CHAOS")
+    chaos_swarm.add_arguments(parser, sub)
     for name, help_text in (
         ("kill-node", "SIGKILL a node (its container, or its processes and pods)"),
         ("stop-node", "freeze a node (docker pause / SIGSTOP)"),

@@ -22,6 +22,7 @@ import yaml
 
 from knemu.config import (
     IPVS_SCHEDULERS,
+    NETWORK_BACKENDS,
     PROXY_MODES,
     AgentConfig,
     ApiServerConfig,
@@ -60,7 +61,11 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "node_name": FlagExtra(help="node name (default: assigned node-N)"),
     "underlay_ip": FlagExtra(help="this node's address on the node network"),
     "proxy_mode": FlagExtra(choices=PROXY_MODES, help="kube-proxy mode"),
+    "backend": FlagExtra(
+        choices=NETWORK_BACKENDS, help="pod network: vxlan (default) or ipip (Calico IPIP)"
+    ),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
+    "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),
     "dns_upstream": FlagExtra(help="HOST:PORT of knemu dns, where pod DNS queries go"),
     "seed": FlagExtra(help="seed for random choices (iptables mode, faults)"),

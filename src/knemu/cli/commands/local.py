@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import knemu
+from knemu.cli.commands import kubeconfig
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
     STATE_ROOT,
     Cluster,
 )
-from knemu.config import PROXY_MODES
+from knemu.config import NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
 from knemu.node_agent.runtime.runc import remove_cgroups
 
@@ -130,10 +131,23 @@ def describe_leftovers(cluster: Cluster) -> tuple[bool, list[str]]:
 def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     parser.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables")
+    parser.add_argument(
+        "--backend", choices=NETWORK_BACKENDS, default="vxlan",
+        help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
+    )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    kubeconfig_argument(parser)
+
+
+def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig to add the cluster to (default $KUBECONFIG or ~/.kube/config)",
+    )
 
 
 def up_run(args: argparse.Namespace) -> int:
@@ -141,15 +155,20 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout)
+        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
+        kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
+        state = load_state(cluster) or {}
+        save_state(cluster, {**state, "kubeconfig": str(config_path)})
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     print(cluster.summary())
+    print(kubeconfig.usage(config_path, cluster.name))
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float) -> None:
+def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -170,7 +189,7 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float) -> None:
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode).items():
+        for role, config in cluster.component_configs(proxy_mode, backend).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args
@@ -353,12 +372,17 @@ def log_tail(cluster: Cluster, role: str, lines: int = 15) -> str:
 def down_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs are")
+    kubeconfig_argument(parser)
 
 
 def down_run(args: argparse.Namespace) -> int:
     try:
         cluster = Cluster(args.name, DEFAULT_SUBNET, 0, args.state_dir)
+        recorded = (load_state(cluster) or {}).get("kubeconfig")
         removed = tear_down(cluster)
+        config_path = Path(args.kubeconfig or recorded or kubeconfig.default_path())
+        if kubeconfig.remove_from(config_path, cluster.name):
+            removed.append(f"context {kubeconfig.entry_name(cluster.name)} in {config_path}")
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -88,7 +88,9 @@ class Cluster:
             ]
         return [["ip", *line.split()] for line in lines]
 
-    def component_configs(self, proxy_mode: str) -> dict[str, dict[str, Any]]:
+    def component_configs(
+        self, proxy_mode: str, backend: str = "vxlan"
+    ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
             "apiserver": {
@@ -112,6 +114,7 @@ class Cluster:
                 "state_dir": str(self.state_dir / f"node-{n}"),
                 "netns_prefix": f"knemu-{self.name}",
                 "proxy_mode": proxy_mode,
+                "backend": backend,
                 "seed": n,
             }
         return configs

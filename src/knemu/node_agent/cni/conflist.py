@@ -76,7 +76,7 @@ def conflist(config: AgentConfig, node_name: str, pod_cidr: str, gateway_ip: str
     plugin: dict[str, Any] = {
         "type": "knemu",
         "nodename": node_name,
-        "mtu": config.pod_mtu_bytes,
+        "mtu": config.pod_mtu_or_default,
         "ipam": host_local_ipam(pod_cidr, gateway_ip),
     }
     if config.network_policy:  # Calico's "policy": {"type": "k8s"}: it enforces NetworkPolicy

@@ -182,9 +182,19 @@ class UnderlayEndpoint:
         self._timers: set[asyncio.TimerHandle] = set()
         self._local: tuple[str, int] = ("0.0.0.0", 0)
         self.tap: DatagramTap | None = None
+        # None until open(); then 0 for UDP, or the IP protocol of a raw socket (IP-in-IP: 4),
+        # whose reads are whole IPv4 packets and whose sends the kernel wraps in one.
+        self.ip_protocol: int | None = None
 
-    async def open(self, local_addr: tuple[str, int]) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    async def open(self, local_addr: tuple[str, int], ip_protocol: int = 0) -> None:
+        """UDP on ``local_addr``; with ``ip_protocol`` a raw IPv4 socket for that protocol
+        instead (IP-in-IP: 4), bound to the address only: the kernel writes the outer IPv4
+        header on send, and each read is a whole received IPv4 packet (raw(7))."""
+        if ip_protocol:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, ip_protocol)
+            local_addr = (local_addr[0], 0)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             _grow_buffers(sock)
@@ -194,6 +204,7 @@ class UnderlayEndpoint:
             raise
         self._sock = sock
         self._local = self.address
+        self.ip_protocol = ip_protocol
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @property

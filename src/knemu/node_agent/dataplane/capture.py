@@ -24,7 +24,9 @@ Link type ``LINKTYPE_RAW`` (101, https://www.tcpdump.org/linktypes.html): each r
 IPv4 packet.  A pod's eth0 is a TUN device, so its packets are IP already; the node's underlay
 socket sees UDP payloads, so ``raw_ipv4_udp`` rebuilds the outer IPv4 and UDP headers around
 each VXLAN datagram, as they were on the wire (RFC 7348 section 5: UDP checksum zero), and
-Wireshark decodes UDP port 4789 as VXLAN.
+Wireshark decodes UDP port 4789 as VXLAN.  With the ipip backend the underlay is a raw
+socket: it reads whole IPv4 packets, and ``raw_ipv4`` adds the outer header (protocol 4) the
+kernel puts on what it sends.
 
 The filter language is a small subset of pcap-filter(7): primitives ``tcp``, ``udp``,
 ``icmp``, ``host A``, ``src A``, ``dst A``, ``port N``, ``vxlan``, each optionally preceded by
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from knemu.errors import LocalError
+from knemu.proto import wire
 
 LINKTYPE_RAW = 101
 DEFAULT_SNAPLEN = 65535
@@ -161,6 +164,16 @@ def raw_ipv4_udp(
 
 
 _pair_sums: dict[tuple[str, str], tuple[int, bytes]] = {}
+
+
+def raw_ipv4(
+    payload: bytes | bytearray, src: str, dst: str, protocol: int, ident: int = 0
+) -> bytes:
+    """An IPv4 header (RFC 791; DF set, TTL 64) around ``payload`` for ``protocol``: what the
+    kernel puts on a raw socket's sends, e.g. IP-in-IP (RFC 2003, protocol 4)."""
+    return wire.encode_ipv4(
+        wire.IPv4Packet(src, dst, protocol, bytes(payload), ident=ident & 0xFFFF)
+    )
 
 
 # -- the filter ------------------------------------------------------------------------------

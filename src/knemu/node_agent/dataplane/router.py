@@ -16,7 +16,8 @@ packet goes through the same pipeline:
    (``no_local_endpoints``) when ``internalTrafficPolicy: Local`` leaves none on this node;
 4. route on the (rewritten) destination: a local pod by its IP, the node itself (gateway,
    node IP, anything outside the cluster) to the host TUN, another node's podCIDR by its prefix
-   (a dict keyed by the first octets: the flannel/Calico route table) to VXLAN (RFC 7348);
+   (a dict keyed by the first octets: the flannel/Calico route table) to the underlay through
+   the node's encapsulation backend (``backends``: VXLAN, RFC 7348, or IP-in-IP, RFC 2003);
 5. NetworkPolicy, only while some local pod is isolated (``policy.gate``): a connection's first
    packet is judged on the final addresses, later ones match its allowed-connection entry;
    a denied packet is dropped (``policy_denied``), as Calico does.
@@ -45,11 +46,10 @@ Choices where Kubernetes leaves room (documented in the table snapshot and tests
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from knemu.node_agent import events as ev
 from knemu.node_agent.dataplane.routes import (
-    ETH_IPV4,
     FROM_HOST,
     FROM_POD,
     FROM_UNDERLAY,
@@ -121,7 +121,10 @@ class Router:
         self._routes, self._prefix_lens, self._peer_by_ip = (
             routes.by_prefix, routes.prefix_lens, routes.peer_by_ip
         )  # fmt: skip
-        self._mac, self._vxlan, self._vni = routes.mac, routes.vxlan, routes.vxlan[4:7]
+        self.backend = routes.backend
+        # BGP: other nodes' podCIDRs are the kernel's (BIRD's routes), not this table's
+        self._native = node.backend == "bgp"
+        self._decapsulate = routes.backend.decapsulate
         self._local_net = routes.own_prefix
         self._gw, self._own = nat.gw, nat.own
         self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
@@ -235,27 +238,18 @@ class Router:
     def handle_underlay(
         self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float
     ) -> Output | None:
-        """A UDP payload from the underlay socket: VXLAN (RFC 7348 section 5) from a peer."""
+        """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet):
+        the backend decapsulates it; only known peers are accepted."""
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
-        if len(datagram) < 42:  # VXLAN 8 + Ethernet 14 + IPv4 20
-            return self._drop(Drop.TRUNCATED, b"", ev.POINT_DECAP, now)
-        if datagram[:8] != self._vxlan:
-            if not datagram[0] & wire.VXLAN_FLAG_I:
-                return self._drop(Drop.BAD_VXLAN_HEADER, b"", ev.POINT_DECAP, now)
-            if datagram[4:7] != self._vni:
-                return self._drop(Drop.WRONG_VNI, b"", ev.POINT_DECAP, now)
-            # Other bits are reserved and MUST be ignored on receipt (RFC 7348 section 5).
+        inner = self._decapsulate(datagram, src_addr)
+        if type(inner) is not bytes:
+            return self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:
             return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
-        dst_mac = datagram[8:14]
-        if dst_mac != self._mac and dst_mac != wire.BROADCAST_MAC:
-            return self._drop(Drop.WRONG_MAC, b"", ev.POINT_DECAP, now)
-        if datagram[20:22] != ETH_IPV4:
-            return self._drop(Drop.NOT_IPV4, b"", ev.POINT_DECAP, now)
         self._stats["decapsulated"] += 1
-        return self._process(datagram[22:], FROM_UNDERLAY, peer, now)
+        return self._process(inner, FROM_UNDERLAY, peer, now)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -383,8 +377,8 @@ class Router:
         via: Any,
         now: float,
     ) -> Output | None:
-        """The output buffer (with VXLAN headroom when encapsulating) and every rewrite in it:
-        NAT, TTL, checksums, each updated incrementally."""
+        """The output buffer (with the backend's headroom when encapsulating) and every
+        rewrite in it: NAT, TTL, checksums, each updated incrementally."""
         dec = origin is not FROM_HOST and kind is not OUT_HOST
         if dec and pkt[8] <= 1:
             return self._answer(
@@ -395,7 +389,7 @@ class Router:
                 return self._too_big(pkt, origin, via, now)
             buf = bytearray(to.encap)
             buf += pkt
-            o = 22
+            o = to.o
         else:
             buf = bytearray(pkt)
             o = 0
@@ -466,6 +460,10 @@ class Router:
                 Drop.NO_SERVICE, pkt, wire.ICMP_DEST_UNREACH, code, origin, via, now
             )
         net, mask = self._cluster_net
+        if self._native and origin is not FROM_HOST and addr & mask == net:
+            # Native routing: the node's kernel forwards it by the route BGP learned.  One
+            # that comes back from the kernel (no such route: withdrawn) is dropped below.
+            return _TO_HOST
         if origin is FROM_HOST and addr & mask != net:
             # The node itself (or a hostNetwork pod) reaching a service whose backend is
             # another node's IP (a hostNetwork pod there): the flow, masqueraded to our

@@ -17,6 +17,7 @@ from typing import Any
 from knemu.config import CLUSTER_CIDR, SERVICE_CIDR
 from knemu.errors import ConfigError
 from knemu.node_agent import events as ev
+from knemu.node_agent.dataplane import backends
 from knemu.proto import wire
 
 
@@ -53,8 +54,9 @@ ETH_IPV4 = b"\x08\x00"
 
 @dataclass(frozen=True)
 class Peer:
-    """A peer node's route: its podCIDR prefix octets, VTEP address and the 22 bytes (VXLAN
-    header + inner Ethernet header) put in front of every packet sent to it."""
+    """A peer node's route: its podCIDR prefix octets, VTEP address, the bytes the backend
+    puts in front of every packet sent to it (``encap``: VXLAN's 22, IP-in-IP's none; ``o``
+    their length) and the underlay destination (``addr``)."""
 
     name: str
     pod_cidr: str
@@ -65,6 +67,7 @@ class Peer:
     prefix: bytes
     encap: bytes
     addr: tuple[str, int]
+    o: int
 
 
 def prefix_of(cidr: str, what: str) -> bytes:
@@ -99,6 +102,7 @@ class LocalNode:
     vni: int = 1
     vxlan_port: int = 4789
     mtu: int = 1450
+    backend: str = "vxlan"  # knemu.node_agent.dataplane.backends.BACKENDS
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
 
@@ -118,10 +122,16 @@ class RouteTable:
         self.node = node
         try:
             self.mac = wire.mac_to_bytes(node.vtep_mac)
-            self.vxlan = wire.vxlan_header(node.vni)
             wire.ip_to_bytes(node.gateway_ip)
         except ValueError as exc:
             raise ConfigError(f"node {node.name}: {exc}; fix the agent's node settings") from None
+        self.backend = backends.create(
+            node.backend,
+            vni=node.vni,
+            vtep_mac=node.vtep_mac,
+            vxlan_port=node.vxlan_port,
+            node=node.name,
+        )
         if not 576 <= node.mtu <= 65535:
             raise ConfigError(f"node {node.name}: mtu {node.mtu} must be 576..65535")
         self.own_prefix = prefix_of(node.pod_cidr, f"node {node.name} pod_cidr")
@@ -149,7 +159,7 @@ class RouteTable:
         object exists; a NotReady node's endpoints leave services through the EndpointSlices."""
         prefix = prefix_of(pod_cidr, f"peer {name} pod_cidr")
         try:
-            mac = wire.mac_to_bytes(vtep_mac)
+            wire.mac_to_bytes(vtep_mac)
             wire.ip_to_bytes(underlay_ip)
         except ValueError as exc:
             raise ConfigError(f"peer {name}: {exc}") from None
@@ -159,7 +169,7 @@ class RouteTable:
                 f"{self.node.pod_cidr}); a node is never its own peer: skip it"
             )
         self.remove_peer(name)
-        eth = mac + self.mac + ETH_IPV4
+        link = self.backend.peer_link(backends.PeerAddress(underlay_ip, vtep_mac, vxlan_port))
         peer = Peer(
             name,
             pod_cidr,
@@ -168,8 +178,9 @@ class RouteTable:
             vxlan_port,
             ready,
             prefix,
-            self.vxlan + eth,
-            (underlay_ip, vxlan_port),
+            link.headroom,
+            link.destination,
+            len(link.headroom),
         )
         self.peers[name] = peer
         self.by_prefix[prefix] = peer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,10 @@ from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, Serv
 from knemu.proto import knemu_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+# Where a node's pod network backend is published (the api-server copies the agent's
+# knemu.dev/network-backend label here, as flannel writes its own); absent means vxlan.
+BACKEND_TYPE_ANNOTATION = "flannel.alpha.coreos.com/backend-type"
 
 DNS_SERVICE_KEY = "kube-system/kube-dns"
 DNS_PORT = 53
@@ -139,6 +143,7 @@ class PeerSpec:
     vtep_mac: str
     vxlan_port: int
     ready: bool
+    backend: str = "vxlan"
 
 
 def peer_of(node: pb.Node, my_name: str) -> PeerSpec | None:
@@ -154,6 +159,7 @@ def peer_of(node: pb.Node, my_name: str) -> PeerSpec | None:
         node.vtep_mac,
         node.vxlan_port or 4789,
         node.ready,
+        node.metadata.annotations.get(BACKEND_TYPE_ANNOTATION) or "vxlan",
     )
 
 
@@ -193,11 +199,28 @@ class NodeTables:
     do not make every event O(n)) and the underlay IP -> node name map the fault injector names
     peers by."""
 
-    def __init__(self, node_name: str, router: RouteSink, services: ServiceCache) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        router: RouteSink,
+        services: ServiceCache,
+        backend: str = "vxlan",
+        on_mismatch: Callable[[str, str], None] | None = None,
+        on_bgp_peers: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
         self.node_name = node_name
         self.router = router
         self.services = services
+        self.backend = backend
         self.peer_names: dict[str, str] = {}  # underlay IP -> node name, for per-peer faults
+        # Peers publishing another backend get no route (their packets would be garbage to
+        # them): node name -> their backend; ``on_mismatch(name, backend)`` once per change.
+        self.mismatched: dict[str, str] = {}
+        self._on_mismatch = on_mismatch
+        # Backend bgp: the router gets no peer routes (BGP supplies them); the BGP speaker
+        # gets the peers' underlay addresses (node name -> IP), as Calico's mesh is built.
+        self.bgp_peers: dict[str, str] = {}
+        self._on_bgp_peers = on_bgp_peers
         # (namespace, service) -> {slice name: slice}
         self._slices: dict[tuple[str, str], dict[str, pb.EndpointSlice]] = {}
 
@@ -243,6 +266,22 @@ class NodeTables:
             if node.metadata.name != self.node_name:
                 self.router.remove_peer(node.metadata.name)
                 self.peer_names.pop(node.internal_ip, None)
+                self.mismatched.pop(node.metadata.name, None)
+                self._set_bgp_peer(node.metadata.name, None)
+            return
+        if peer.backend != self.backend:
+            self.router.remove_peer(peer.name)
+            if self.mismatched.get(peer.name) != peer.backend:
+                self.mismatched[peer.name] = peer.backend
+                log.warning("node %s uses backend %s, this node %s: no route to it",
+                            peer.name, peer.backend, self.backend)  # fmt: skip
+                if self._on_mismatch is not None:
+                    self._on_mismatch(peer.name, peer.backend)
+            return
+        self.mismatched.pop(peer.name, None)
+        if self.backend == "bgp":
+            self.peer_names[peer.underlay_ip] = peer.name
+            self._set_bgp_peer(peer.name, peer.underlay_ip)
             return
         self.peer_names[peer.underlay_ip] = peer.name
         try:
@@ -250,6 +289,16 @@ class NodeTables:
                                  peer.vxlan_port, peer.ready)  # fmt: skip
         except ConfigError as exc:
             log.warning("ignoring node %s: %s", peer.name, exc.message)
+
+    def _set_bgp_peer(self, name: str, ip: str | None) -> None:
+        if self.backend != "bgp" or self.bgp_peers.get(name) == ip:
+            return
+        if ip is None:
+            del self.bgp_peers[name]
+        else:
+            self.bgp_peers[name] = ip
+        if self._on_bgp_peers is not None:
+            self._on_bgp_peers(dict(self.bgp_peers))
 
     def _apply_service(self, namespace: str, name: str) -> None:
         key = service_key(namespace, name)

@@ -145,11 +145,16 @@ class Verdicts:
             svc = half.entry.service
             self.sink(ev.FlowTranslated(now, node, origin, before, nat, after, svc))
         outer = None
-        vni = self.node.vni
-        if kind is OUT_UNDERLAY:
+        if self.node.backend != "vxlan":  # IP-in-IP: an outer IPv4 header only
+            if kind is OUT_UNDERLAY:
+                outer = ev.OuterHeader(self.node.underlay_ip, to.underlay_ip, 0, 0, "ipip")
+            elif origin is FROM_UNDERLAY:
+                outer = ev.OuterHeader(via.underlay_ip, self.node.underlay_ip, 0, 0, "ipip")
+        elif kind is OUT_UNDERLAY:
+            vni = self.node.vni
             outer = ev.OuterHeader(self.node.underlay_ip, to.underlay_ip, to.vxlan_port, vni)
         elif origin is FROM_UNDERLAY:  # the header it arrived in, from the peer's VTEP
             outer = ev.OuterHeader(
-                via.underlay_ip, self.node.underlay_ip, self.node.vxlan_port, vni
+                via.underlay_ip, self.node.underlay_ip, self.node.vxlan_port, self.node.vni
             )
         self.sink(ev.FlowForwarded(now, node, kind.point, after, outer))

@@ -22,7 +22,6 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
@@ -36,6 +35,7 @@ from knemu.node_agent.events import FlowEvent
 from knemu.node_agent.kubelet.attach import serve_attach
 from knemu.node_agent.kubelet.capture import CaptureTaps, serve_capture
 from knemu.node_agent.kubelet.lifecycle import serve_lifecycle
+from knemu.node_agent.kubelet.logs import serve_logs
 from knemu.node_agent.kubelet.port_forward import serve_portforward
 from knemu.node_agent.kubelet.responses import (
     CLOSE,
@@ -47,22 +47,13 @@ from knemu.node_agent.kubelet.responses import (
     error_response,
     exit_status,
 )
+from knemu.node_agent.kubelet.stats import StatsApi
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 FOLLOW_QUEUE = 10_000  # events buffered per /flows follower; beyond that they are dropped
-LOG_POLL_S = 0.2  # how often a followed log file is checked for new bytes
 MAX_STREAMS = 256  # exec, attach and port-forward websockets open at once; more get 429
-
-
-def tail_lines(data: bytes, lines: int | None) -> bytes:
-    if lines is None:
-        return data
-    if lines <= 0:
-        return b""
-    parts = data.splitlines(keepends=True)
-    return b"".join(parts[-lines:])
 
 
 class RunningPods(Protocol):
@@ -119,6 +110,8 @@ class KubeletApi:
         r.add_post("/trace", self._trace)
         r.add_get("/table", self._table)
         r.add_get("/cni", self._cni)
+        stats = StatsApi(lambda: self.pods.runtime, lambda: self.name)
+        r.add_get("/stats/summary", stats.handle)
         r.add_get("/capture", self._capture)
         r.add_post("/lifecycle", self._lifecycle)
         r.add_get("/chaos", self._chaos_list)
@@ -313,50 +306,16 @@ class KubeletApi:
         m = request.match_info
         key = f"{m['ns']}/{m['pod']}"
         try:
-            path = self.pods.runtime.log_path(key, m["container"])
-            lines = int(request.query["tailLines"]) if "tailLines" in request.query else None
-            if request.query.get("previous") in ("1", "true"):
-                data = self.pods.runtime.runner(key, m["container"]).previous_log()
-                return web.Response(body=tail_lines(data, lines), content_type="text/plain")
+            runner = self.pods.runtime.runner(key, m["container"])
+            return await serve_logs(request, runner, m["pod"], runner.spec.name,
+                                    lambda: key in self.pods.handles)  # fmt: skip
         except KnemuError as exc:
             return error_response(exc)
-        except ValueError:
-            return error_response(LocalError("tailLines must be a number"))
-        follow = request.query.get("follow") in ("1", "true")
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
-        offset = await _send_file(resp, path, lines)
-        while follow and key in self.pods.handles:
-            await asyncio.sleep(LOG_POLL_S)  # tail -f: the log is a plain file
-            offset = await _send_from(resp, path, offset)
-        await resp.write_eof()
-        return resp
 
 
 def _offer(queue: asyncio.Queue[FlowEvent], event: FlowEvent) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses events, not the router
         queue.put_nowait(event)
-
-
-async def _send_file(resp: web.StreamResponse, path: Path, lines: int | None) -> int:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    await resp.write(tail_lines(data, lines))
-    return len(data)
-
-
-async def _send_from(resp: web.StreamResponse, path: Path, offset: int) -> int:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return offset
-    if data:
-        await resp.write(data)
-    return offset + len(data)
 
 
 async def _bridge(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process) -> None:

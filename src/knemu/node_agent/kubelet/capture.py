@@ -24,7 +24,7 @@ from aiohttp import web
 
 from knemu.errors import KnemuError, LocalError, NotFound, TooManyRequests
 from knemu.node_agent.dataplane.adapters import DatagramTap, PacketTap
-from knemu.node_agent.dataplane.capture import CaptureSession, raw_ipv4_udp
+from knemu.node_agent.dataplane.capture import CaptureSession, raw_ipv4, raw_ipv4_udp
 from knemu.node_agent.kubelet.responses import error_response
 
 MAX_CAPTURES = 8
@@ -35,9 +35,11 @@ Detach = Callable[[], None]
 
 
 class TappedUnderlay(Protocol):
-    """The underlay socket's adapter (``dataplane.adapters.UnderlayEndpoint``)."""
+    """The underlay socket's adapter (``dataplane.adapters.UnderlayEndpoint``): ``ip_protocol``
+    is None until it is open, 0 for UDP (VXLAN), else a raw socket's protocol (IP-in-IP: 4)."""
 
     tap: DatagramTap | None
+    ip_protocol: int | None
 
 
 class TappedPort(Protocol):
@@ -67,9 +69,14 @@ class CaptureTaps:
 
     def attach_underlay(self, session: CaptureSession) -> Detach:
         underlay = self._underlay()
-        if underlay is None:
-            raise NotFound("the node's underlay socket is not open yet; try again")
+        if underlay is None or underlay.ip_protocol is None:
+            raise NotFound(
+                "the node's underlay socket is not open yet (try again), or the node's "
+                "network backend is bgp, whose pod packets the node's kernel forwards (capture "
+                "them with tcpdump on the node's interface)"
+            )
         sessions = self._add(underlay, session)
+        protocol = underlay.ip_protocol
 
         def tap(
             data: bytes | bytearray,
@@ -85,7 +92,7 @@ class CaptureTaps:
                     s.count_drop()  # the reader is behind: skip building the packet
                     continue
                 if packet is None:
-                    packet = raw_ipv4_udp(data, src, dst, self._ident)
+                    packet = _on_the_wire(data, src, dst, protocol, outbound, self._ident)
                 s.offer(packet, now, outbound)
 
         underlay.tap = tap
@@ -121,6 +128,23 @@ class CaptureTaps:
         if not sessions:
             self._sessions.pop(id(adapter), None)
             adapter.tap = None  # idle again: the adapter's hot path skips the tap
+
+
+def _on_the_wire(
+    data: bytes | bytearray,
+    src: tuple[str, int],
+    dst: tuple[str, int],
+    protocol: int,
+    outbound: bool,
+    ident: int,
+) -> bytes:
+    """The underlay packet as on the wire: UDP payloads get their IPv4/UDP headers rebuilt; a
+    raw socket reads whole IPv4 packets, and what it sends the kernel wraps in IPv4."""
+    if not protocol:
+        return raw_ipv4_udp(data, src, dst, ident)
+    if not outbound:
+        return bytes(data)
+    return raw_ipv4(data, src[0], dst[0], protocol, ident)
 
 
 def _int(query: Mapping[str, str], name: str) -> int | None:

@@ -21,12 +21,14 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.runtime import probes
+from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
 from knemu.node_agent.runtime.runc import OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
@@ -39,6 +41,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BACKOFF_INITIAL_S = 10.0  # kubelet: 10 s, doubled per restart, capped at 5 minutes
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0  # a container that ran 10 minutes restarts without back-off
+LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, kubelet/logs.py)
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
@@ -194,16 +197,30 @@ class Runner:
         self.process: asyncio.subprocess.Process | None = None
         self.stdin: ContainerStdin | None = None  # the current run's, with spec.stdin (attach)
         self.log_start = 0  # log file offset where the current run's output begins
-        self.previous_run: tuple[int, int] | None = None  # log byte range of the run before
+        self.previous_start: int | None = None  # ... and the previous run's (logs -p)
+        self.log_index = LogIndex()  # when the log grew (logs --timestamps, --since)
+        self._log_watch: asyncio.Task[None] | None = None
+        self.runs = 0
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
             self._supervise(), name=f"container {self.pod.key}/{self.spec.name}"
         )
+        self._log_watch = loop.create_task(
+            self._watch_log(), name=f"log index {self.pod.key}/{self.spec.name}"
+        )
+
+    async def _watch_log(self) -> None:
+        """Record when the log file grows: the kubelet/logs.py times of its lines."""
+        while True:
+            with contextlib.suppress(OSError):
+                self.log_index.observe(self.log_path.stat().st_size, time.time())
+            await asyncio.sleep(LOG_WATCH_S)
 
     async def wait_done(self) -> None:
         """Until the container has stopped for good (init containers: success, or failure
@@ -309,8 +326,9 @@ class Runner:
             self.stdin, stdin_fd = await ContainerStdin.open(self.spec.stdin_once)
         try:
             with open(self.log_path, "ab") as log:
-                if self.core.restart_count:  # kubectl logs --previous: the run before this
-                    self.previous_run = (self.log_start, log.tell())
+                if self.runs:
+                    self.previous_start = self.log_start
+                self.runs += 1
                 self.log_start = log.tell()
                 if self.oci is not None:
                     return await self.oci.start(
@@ -332,15 +350,14 @@ class Runner:
 
     def previous_log(self) -> bytes:
         """The previous run's output (``kubectl logs --previous``); NotFound without one."""
-        if self.previous_run is None:
+        if self.previous_start is None:
             raise NotFound(
                 f'previous terminated container "{self.spec.name}" in pod "{self.pod.name}" '
                 "not found: it has not restarted"
             )
-        start, end = self.previous_run
         with open(self.log_path, "rb") as f:
-            f.seek(start)
-            return f.read(end - start)
+            f.seek(self.previous_start)
+            return f.read(self.log_start - self.previous_start)
 
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""
@@ -473,6 +490,8 @@ class Runner:
         if self.oci is not None:
             await self.oci.delete()
         self._stop_probes()
+        if self._log_watch is not None:
+            self._log_watch.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -210,6 +210,13 @@ class PodRuntime:
             raise NotFound(f"pod {key} is not running on node {self.node_name}; check its node")
         return self._runner(p, container)
 
+    def container_pids(self, key: str) -> dict[str, int]:
+        """Each running container's process id (the root of its process tree), by name."""
+        p = self._pods.get(key)
+        runners = p.runners if p else []
+        return {r.spec.name: r.process.pid for r in runners
+                if r.process is not None and r.process.returncode is None}  # fmt: skip
+
     def _runner(self, p: _Pod, container: str) -> Runner:
         for r in p.runners + p.init_runners:
             if r.spec.name == container or not container:
@@ -293,7 +300,7 @@ class PodRuntime:
         )  # fmt: skip
         return await sandbox.create_sandbox(
             netns=netns, hostname=hostname, tun_name=sandbox.tun_name_for(meta.uid), pod_ip=ip,
-            mtu=self.config.pod_mtu_bytes, resolv_conf=conf.render(), hosts=hosts,
+            mtu=self.config.pod_mtu_or_default, resolv_conf=conf.render(), hosts=hosts,
         )  # fmt: skip
 
     async def _pod_paths(self, p: _Pod) -> PodPaths:

@@ -1,0 +1,169 @@
+"""BGP for native routing: BIRD 2 configuration written per node, and BIRD's status read back.
+
+As Calico's node does (its confd templates render ``bird.cfg``), each node runs a real BGP
+speaker, BIRD 2 from Debian: one ``protocol bgp`` per peer, an iBGP node-to-node mesh in one AS
+by default (Calico's 64512), or, with route reflectors, sessions only to the reflectors (which
+peer with every node as ``rr client``).  Each node announces its podCIDR (a ``static``
+blackhole route, as Calico's IPAM blocks are announced) and BIRD writes the routes it learns
+into the kernel table (``protocol kernel``), next hop the announcing node's underlay address.
+
+Sans-I/O: ``render`` returns the configuration text; ``parse_protocols`` and ``parse_routes``
+read ``birdc show protocols`` / ``birdc show route`` output.  Running BIRD is the caller's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from knemu.errors import ConfigError
+
+DEFAULT_AS = 64512  # Calico's default AS number (a private ASN, RFC 6996)
+# BGP hold time (RFC 4271 section 4.2; BIRD's default is 240 s, Calico's BIRD 90 s): a peer
+# silent this long is declared down and its routes are withdrawn.  Short, so a killed node's
+# podCIDR leaves the others' tables in seconds; keepalives every third of it.
+DEFAULT_HOLD_TIME_S = 9
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    """One node's speaker: its underlay address (router id and session source), its podCIDR
+    and the underlay addresses of the nodes it peers with."""
+
+    node: str
+    underlay_ip: str
+    pod_cidr: str
+    peers: tuple[str, ...]
+    asn: int = DEFAULT_AS
+    hold_time_s: int = DEFAULT_HOLD_TIME_S
+    route_reflectors: tuple[str, ...] = ()  # underlay IPs; empty: full node-to-node mesh
+    kernel_table: int = 254  # main
+
+    def validate(self) -> None:
+        what = f"node {self.node} BGP"
+        for ip in (self.underlay_ip, *self.peers, *self.route_reflectors):
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise ConfigError(f"{what}: {ip!r} is not an IPv4 address") from None
+        try:
+            ipaddress.IPv4Network(self.pod_cidr)
+        except ValueError:
+            raise ConfigError(f"{what}: podCIDR {self.pod_cidr!r} is not an IPv4 CIDR") from None
+        if not 1 <= self.asn <= 4294967295:
+            raise ConfigError(f"{what}: AS {self.asn} must be 1..4294967295")
+        if not 3 <= self.hold_time_s <= 65535:
+            raise ConfigError(f"{what}: hold time {self.hold_time_s} s must be 3..65535 (RFC 4271)")
+
+
+def protocol_name(peer_ip: str) -> str:
+    """Calico's naming: ``Mesh_192_168_59_12`` (``Node_`` for a route reflector session)."""
+    return "Mesh_" + peer_ip.replace(".", "_")
+
+
+def sessions_of(cfg: BgpConfig) -> list[tuple[str, bool]]:
+    """(peer IP, peer is our rr client) for every session this node opens."""
+    others = [p for p in cfg.peers if p != cfg.underlay_ip]
+    if not cfg.route_reflectors:
+        return [(p, False) for p in others]
+    if cfg.underlay_ip in cfg.route_reflectors:  # a reflector: every other node is a client
+        return [(p, p not in cfg.route_reflectors) for p in others]
+    return [(p, False) for p in cfg.route_reflectors if p != cfg.underlay_ip]
+
+
+def render(cfg: BgpConfig) -> str:
+    """The ``bird.conf`` of one node (BIRD 2 syntax)."""
+    cfg.validate()
+    keepalive = max(1, cfg.hold_time_s // 3)
+    lines = [
+        f"# knemu node {cfg.node}: written by the agent, as Calico's confd writes bird.cfg",
+        f"router id {cfg.underlay_ip};",
+        "protocol device { scan time 10; }",
+        "protocol static pods {",
+        "  ipv4;",
+        f"  route {cfg.pod_cidr} blackhole;  # this node's podCIDR, announced to the peers",
+        "}",
+        "protocol kernel {",
+        f"  kernel table {cfg.kernel_table};",
+        "  ipv4 { import none; export where source = RTS_BGP; };",
+        "}",
+        "template bgp mesh {",
+        f"  local {cfg.underlay_ip} as {cfg.asn};",
+        "  direct;  # peers share the underlay subnet (iBGP is multihop by default in BIRD 2)",
+        f"  hold time {cfg.hold_time_s};",
+        f"  keepalive time {keepalive};",
+        "  connect retry time 1;",
+        "  error wait time 1, 5;",
+        "  ipv4 {",
+        "    import all;",
+        '    export where proto = "pods" || source = RTS_BGP;',
+        "    next hop self;",
+        "  };",
+        "}",
+    ]
+    for peer, client in sessions_of(cfg):
+        rr = " rr client; rr cluster id 1.0.0.1;" if client else ""
+        lines.append(
+            f"protocol bgp {protocol_name(peer)} from mesh {{ neighbor {peer} as {cfg.asn};{rr} }}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Session:
+    """One row of ``birdc show protocols`` for a BGP protocol."""
+
+    name: str
+    state: str  # up | start | down
+    since: str
+    info: str  # Established | Active | Connect | ...
+
+    @property
+    def established(self) -> bool:
+        return self.info.startswith("Established")
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    via: str  # next hop
+    protocol: str
+    best: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_protocols(text: str) -> list[Session]:
+    """BGP rows of ``birdc show protocols`` (``Name Proto Table State Since Info``)."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 5 or words[1] != "BGP":
+            continue
+        # Since is "HH:MM:SS.mmm" or "YYYY-MM-DD HH:MM:SS" (two words) by BIRD's timeformat.
+        rest = words[4:]
+        since = rest.pop(0)
+        if rest and re.fullmatch(r"\d\d:\d\d:\d\d(\.\d+)?", rest[0]):
+            since += " " + rest.pop(0)
+        out.append(Session(words[0], words[3], since, " ".join(rest)))
+    return out
+
+
+_ROUTE = re.compile(r"^(\d+\.\d+\.\d+\.\d+/\d+)\s+\S+\s+\[(\S+)[^\]]*\]\s*(\*)?")
+_VIA = re.compile(r"^\s+via\s+(\d+\.\d+\.\d+\.\d+)")
+
+
+def parse_routes(text: str) -> list[Route]:
+    """Routes of ``birdc show route`` (the prefix line, then an indented ``via`` line)."""
+    out: list[Route] = []
+    current: tuple[str, str, bool] | None = None
+    for line in text.splitlines():
+        m = _ROUTE.match(line)
+        if m:
+            current = (m.group(1), m.group(2), m.group(3) == "*")
+            continue
+        v = _VIA.match(line)
+        if v and current is not None:
+            out.append(Route(current[0], v.group(1), current[1], current[2]))
+            current = None
+    return out
