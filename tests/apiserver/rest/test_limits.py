@@ -221,6 +221,9 @@ async def test_scale_bodies_of_the_wrong_shape_are_4xx(api: Api) -> None:
 async def test_server_side_apply_of_a_new_object_with_bad_metadata_is_400(api: Api) -> None:
     apply = {"Content-Type": "application/apply-patch+yaml"}
     status, reply = await api.call(
-        "PATCH", f"{DEPLOYMENTS}/new", data=json.dumps({"metadata": 5}), headers=apply
+        "PATCH",
+        f"{DEPLOYMENTS}/new?fieldManager=fuzz",
+        data=json.dumps({"metadata": 5}),
+        headers=apply,
     )
     assert status == 400 and "metadata" in reply["message"], reply
