@@ -6,8 +6,10 @@ controller loop and, in ``run``, the signal wait); ``serve`` runs one until told
 
 The controller loop runs ``ControllerManager.sync(now)`` whenever the store changes (a burst
 of writes is coalesced into one sync), when the manager's next deadline (lease expiry,
-eviction toleration) comes due, and at least every 0.5 s.  ``sync`` is synchronous and runs
-until quiet, so the writes it makes itself do not schedule another pass.
+eviction toleration) comes due, and at least every 0.5 s.  Controllers never block serving:
+each ``sync`` is one step of at most ``CONTROLLER_STEP_S`` (plus the controller running when
+it ran out); an unfinished sync yields to the event loop for ``STEP_PAUSE_S`` and resumes.
+So ``replicas: 20000`` is created in budgeted steps while requests (and SIGTERM) are served.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
+from knemu.apiserver.rest import limits
+from knemu.apiserver.rest.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
 from knemu.apiserver.storage.store import Store, StoredEvent
@@ -42,8 +46,16 @@ log = logging.getLogger("knemu.apiserver")
 
 CONTROLLER_PERIOD_S = 0.5  # sync at least this often (leases, evictions)
 COALESCE_S = 0.02  # gather a burst of writes into one sync
+CONTROLLER_STEP_S = 0.1  # time budget of one controller step on the event loop
+STEP_PAUSE_S = 0.005  # between steps of an unfinished sync: requests are served meanwhile
 _SHUTDOWN_GRACE_S = 1.0
 DB_FILE = "knemu.db"
+
+
+def _budget(seconds: float) -> Callable[[], bool]:
+    """``over_budget()`` for one controller step: True once ``seconds`` have passed."""
+    end = time.monotonic() + seconds
+    return lambda: time.monotonic() >= end
 
 
 def _split_hostport(value: str) -> tuple[str, int]:
@@ -54,9 +66,15 @@ def _split_hostport(value: str) -> tuple[str, int]:
 class ApiServer:
     """Every api-server component, started by ``start()`` and stopped by ``stop()``."""
 
-    def __init__(self, config: ApiServerConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ApiServerConfig,
+        clock: Callable[[], float] = time.time,
+        connection_limits: ConnectionLimits | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.connections = ConnectionGuard(connection_limits or ConnectionLimits())
         self.rest_url = ""
         self.grpc_target = ""
         self._dirty = asyncio.Event()
@@ -115,18 +133,22 @@ class ApiServer:
         )
 
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=limits.MAX_BODY_BYTES)
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
         add_console_routes(app, store, hub)  # the web console at /console/
         RestApi(store, hub, admission, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE_S, access_log=None
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_GRACE_S,
+            access_log=None,
+            keepalive_timeout=self.connections.limits.idle_timeout_s,
         )
         await runner.setup()
         host, port = _split_hostport(self.config.listen)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await GuardedTCPSite(runner, host, port, self.connections).start()
         except OSError as exc:
             raise Unavailable(
                 f"REST: cannot listen on {self.config.listen} ({exc.strerror}); is another "
@@ -139,15 +161,18 @@ class ApiServer:
         self._dirty.set()
 
     async def _controller_loop(self, manager: ControllerManager) -> None:
-        failed = False
+        failed, settled = False, True
         while True:
             try:
-                await self._wait_for_work(manager, CONTROLLER_PERIOD_S if failed else None)
-                manager.sync(self.clock())
+                if settled:
+                    await self._wait_for_work(manager, CONTROLLER_PERIOD_S if failed else None)
+                else:
+                    await asyncio.sleep(STEP_PAUSE_S)  # let requests in between steps
+                settled = manager.sync(self.clock(), _budget(CONTROLLER_STEP_S))
                 failed = False
             except Exception:  # keep serving; the next pass may succeed
                 log.exception("controller sync failed; retrying in %.1f s", CONTROLLER_PERIOD_S)
-                failed = True
+                failed, settled = True, True
             # sync ran synchronously: every write since the wake-up was its own
             self._dirty.clear()
 

@@ -8,8 +8,9 @@ The order follows kube-apiserver's request pipeline
 2. check the namespace exists (the NamespaceLifecycle plugin: NotFound, create it first);
 3. reset status on create (status belongs to controllers and nodes); on update the caller
    has already split spec and status (REST: main resource vs /status subresource);
-4. default (defaults.py) and validate (the validation package), raising errors.Invalid with
-   every field error at once;
+4. check every known field's type (validation/shapes.py: ``spec.tolerations: [5]`` is
+   422, never stored), default (defaults.py) and validate (the validation package),
+   raising errors.Invalid with every field error at once;
 5. allocate: ClusterIP and NodePorts for Services (knemu.apiserver.ipam).
 
 Admission never writes the object itself; the caller stores what it returns.
@@ -37,6 +38,7 @@ from knemu.apiserver.validation.apps import (
 from knemu.apiserver.validation.netpol import validate_network_policy
 from knemu.apiserver.validation.pod import validate_pod, validate_pod_update
 from knemu.apiserver.validation.service import validate_service, validate_service_update
+from knemu.apiserver.validation.shapes import check_shape
 from knemu.config import ApiServerConfig
 from knemu.errors import FieldError, Invalid, NotFound
 
@@ -165,6 +167,7 @@ class Admission:
     def admit_create(self, obj: Obj, now: float) -> Obj:
         """The object to store for a create request; raises Invalid, NotFound, Exhausted."""
         obj = self._normalise(obj)
+        self._raise_if(obj, check_shape(obj))
         self._check_namespace(obj)
         self._reset_status(obj)
         apply_defaults(obj, self._config.timings.eviction_toleration_s)
@@ -178,6 +181,7 @@ class Admission:
         caller (REST) keeps the stored status for the main resource and the stored spec for
         the status subresource, as Kubernetes' status subresource split does."""
         new = self._normalise(new)
+        self._raise_if(new, check_shape(new))
         kind, name = new["kind"], new["metadata"]["name"]
         old_key = (old.get("kind"), old["metadata"].get("name"), old["metadata"].get("namespace"))
         if old_key != (kind, name, new["metadata"].get("namespace")):

@@ -8,11 +8,21 @@ round while the round wrote anything (the store's resourceVersion moved), at mos
 ReplicaSet, pods, bindings and endpoints in one call.  Everything is sans-I/O: time comes in
 as ``now`` and ``next_deadline(now)`` says when a timer (lease expiry, eviction, pod
 availability, orphan quarantine) next needs a sync.
+
+Controllers never block serving: ``sync`` takes an ``over_budget()`` callable (the caller's
+clock, so this stays sans-I/O).  When the budget of a step is spent, the round stops after
+the current controller (and the pod-creating and binding loops stop early); the next
+``sync`` call resumes the round at the next controller, so every controller gets its turn
+however large the cluster is.  A controller that raises is logged and skipped for that round;
+the others still run (one object a controller cannot handle must not stop, say, a new
+Service getting its EndpointSlice).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 from knemu.apiserver.admission.pipeline import Admission
@@ -35,7 +45,12 @@ from knemu.config import ApiServerConfig
 __all__ = ["MAX_ROUNDS", "ControllerManager"]
 
 MAX_ROUNDS = 16
+log = logging.getLogger("knemu.apiserver.controllers")
 PRUNE_EVERY_S = 60.0  # how often expired Events are deleted
+
+
+def _never() -> bool:
+    return False
 
 
 class Controller(Protocol):
@@ -80,33 +95,70 @@ class ControllerManager:
         self._next_prune: float | None = None
         self._quiet_rv: int | None = None  # resourceVersion at which the last sync settled
         self._quiet_until: float | None = None  # ... and the first timer after it
-        self._stats = {"syncs": 0, "skipped": 0, "rounds": 0, "unsettled": 0}
+        self._stats = {
+            "syncs": 0,
+            "skipped": 0,
+            "rounds": 0,
+            "unsettled": 0,
+            "out_of_budget": 0,
+            "failed": 0,
+        }
+        self._position = 0  # next controller of an unfinished round
+        self._round_rv = 0  # resourceVersion when that round started
 
-    def sync(self, now: float) -> None:
-        """Run every controller until a round writes nothing (at most MAX_ROUNDS rounds)."""
+    def sync(self, now: float, over_budget: Callable[[], bool] | None = None) -> bool:
+        """Run every controller until a round writes nothing (at most MAX_ROUNDS rounds) or
+        ``over_budget()`` says this step's time is spent; True once the cluster is quiet."""
         self.rounds = 0
         self._stats["syncs"] += 1
-        if self._is_quiet(now):
+        if self._position == 0 and self._is_quiet(now):
             self._stats["skipped"] += 1
-            return  # nothing changed and no timer is due: every controller would be a no-op
+            return True  # nothing changed and no timer is due: every controller is a no-op
         if self._next_prune is None or now >= self._next_prune:
             self._recorder.prune(now)
             self._next_prune = now + PRUNE_EVERY_S
+        self._ctx.over_budget = over_budget or _never
+        try:
+            return self._run_rounds(now, over_budget or _never)
+        finally:
+            self._ctx.over_budget = _never
+
+    def _run_rounds(self, now: float, over_budget: Callable[[], bool]) -> bool:
         for _ in range(MAX_ROUNDS):
-            before = self._store.resource_version
+            if self._position == 0:
+                self._round_rv = self._store.resource_version
             self.rounds += 1
             self._stats["rounds"] += 1
-            for controller in self._controllers:
-                controller.sync(now)
-            if self._store.resource_version == before:
-                self._quiet_rv, self._quiet_until = before, self.next_deadline(now)
-                return
+            while self._position < len(self._controllers):
+                self._run(self._controllers[self._position], now)
+                self._position += 1
+                if over_budget() and self._position < len(self._controllers):
+                    self._quiet_rv = None
+                    self._stats["out_of_budget"] += 1
+                    return False  # the next sync resumes this round
+            self._position = 0
+            if self._store.resource_version == self._round_rv:
+                self._quiet_rv, self._quiet_until = self._round_rv, self.next_deadline(now)
+                return True
+            if over_budget():
+                self._quiet_rv = None
+                self._stats["out_of_budget"] += 1
+                return False
         self._quiet_rv = None
         self._stats["unsettled"] += 1  # still writing after MAX_ROUNDS: next sync goes on
+        return False
+
+    def _run(self, controller: Controller, now: float) -> None:
+        try:
+            controller.sync(now)
+        except Exception:  # a bug or an object it cannot handle: the others still run
+            self._stats["failed"] += 1
+            log.exception("%s failed; the other controllers go on", type(controller).__name__)
 
     def statistics(self) -> dict[str, int]:
-        """Counters for metrics: syncs, skipped (quiet), rounds, unsettled syncs."""
-        return dict(self._stats)
+        """Counters for metrics: syncs, skipped (quiet), rounds, unsettled syncs, steps that
+        ran out of time budget, controller failures, malformed objects skipped."""
+        return {**self._stats, "malformed": self._ctx.malformed}
 
     def _is_quiet(self, now: float) -> bool:
         """Controllers are functions of the store and time (leases only move later on

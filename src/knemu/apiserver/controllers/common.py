@@ -9,7 +9,9 @@ nothing and the manager can tell when the cluster has gone quiet.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +19,19 @@ from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.nodes import NodeRegistry, condition
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
+from knemu.apiserver.validation.shapes import check_shape
 from knemu.config import ApiServerConfig
 from knemu.errors import NotFound
 
 Obj = dict[str, Any]
+log = logging.getLogger("knemu.apiserver.controllers")
+
+
+_MEMO_LIMIT = 200_000
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -31,8 +42,14 @@ class Context:
     admission: Admission
     registry: NodeRegistry
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # The manager's time budget for this step: loops that write many objects (pod creation,
+    # binding) stop early when it is spent and the next step carries on.
+    over_budget: Callable[[], bool] = _never
     _lists: dict[str, list[Obj]] = field(default_factory=dict)
     _lists_rv: int = -1
+    _checked: dict[tuple[str, str, str], str] = field(default_factory=dict)  # key -> good rv
+    _reported: set[tuple[str, str, str, str]] = field(default_factory=set)  # (key, rv) logged
+    malformed: int = 0  # objects skipped because their shape is wrong (statistics)
 
     def list(self, kind: str) -> list[Obj]:
         """``store.list(kind)``, decoded once per resourceVersion and shared by controllers.
@@ -44,8 +61,39 @@ class Context:
             self._lists.clear()
             self._lists_rv = self.store.resource_version
         if kind not in self._lists:
-            self._lists[kind] = self.store.list(kind)
+            self._lists[kind] = [o for o in self.store.list(kind) if self._well_formed(kind, o)]
         return self._lists[kind]
+
+    def _well_formed(self, kind: str, obj: Obj) -> bool:
+        """False (and one log line per object version) for an object of the wrong shape:
+        one stored before shapes were checked must not stall every controller, so it is
+        skipped and reported, as a Kubernetes controller skips what it cannot decode."""
+        md = obj.get("metadata")
+        if not isinstance(md, dict):
+            md = {}
+        key = (kind, str(md.get("namespace", "")), str(md.get("name", "")))
+        rv = str(md.get("resourceVersion", ""))
+        if self._checked.get(key) == rv:
+            return True
+        errs = check_shape(obj)
+        if len(self._checked) > _MEMO_LIMIT or len(self._reported) > _MEMO_LIMIT:
+            self._checked.clear()  # deleted objects' entries: start over, stay bounded
+            self._reported.clear()
+        if not errs:
+            self._checked[key] = rv
+            return True
+        self.malformed += 1
+        if (*key, rv) not in self._reported:
+            self._reported.add((*key, rv))
+            log.warning(
+                "controllers skip %s %s/%s (resourceVersion %s): %s; fix or delete it",
+                kind,
+                key[1],
+                key[2],
+                rv,
+                "; ".join(str(e) for e in errs[:3]),
+            )
+        return False
 
 
 def meta(obj: Obj) -> Obj:

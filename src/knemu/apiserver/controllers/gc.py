@@ -41,6 +41,8 @@ class GarbageCollector:
                 refs = meta(obj).get("ownerReferences") or []
                 if refs and not any(self._owner_exists(obj, ref) for ref in refs):
                     delete_quietly(self._ctx.store, obj, now)
+                    if self._ctx.over_budget():
+                        return  # the step's time is spent: the next sync goes on
         self._orphaned_pods(now)
 
     def _owner_exists(self, obj: Obj, ref: Obj) -> bool:

@@ -93,16 +93,33 @@ class ReplicaSetController:
         if diff < 0:
             active += self._create_pods(rs, min(-diff, BURST_REPLICAS), now)
         elif diff > 0:
-            doomed = sorted(active, key=deletion_rank)[:diff]
+            # at most burstReplicas per sync, as upstream; a spent step budget stops sooner
+            doomed = sorted(active, key=deletion_rank)[: min(diff, BURST_REPLICAS)]
+            gone: set[int] = set()
             for pod in doomed:
                 if delete_quietly(self._ctx.store, pod, now):
                     self._event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {name(pod)}", now)
-            active = [p for p in active if p not in doomed]
+                gone.add(id(pod))
+                if self._ctx.over_budget():
+                    break
+            active = [p for p in active if id(p) not in gone]
         self._update_status(rs, active, now)
 
     def _create_pods(self, rs: Obj, count: int, now: float) -> list[Obj]:
-        created = []
-        for _ in range(count):
+        """Up to ``count`` pods in slow-start batches of 1, 2, 4, ... (controller.slowStartBatch):
+        an error ends the sync, so a ReplicaSet whose pods all fail costs one attempt, not
+        ``count``.  A spent step budget also ends it; the next sync creates the rest."""
+        created: list[Obj] = []
+        batch = 1
+        while len(created) < count:
+            size = min(batch, count - len(created))
+            if not self._create_batch(rs, size, now, created) or self._ctx.over_budget():
+                break
+            batch *= 2
+        return created
+
+    def _create_batch(self, rs: Obj, size: int, now: float, created: list[Obj]) -> bool:
+        for _ in range(size):
             try:
                 pod = self._create_pod(rs, now)
             except KnemuError as exc:
@@ -113,10 +130,10 @@ class ReplicaSetController:
                     self._event(
                         rs, "Warning", "FailedCreate", f"Error creating: {exc.message}", now
                     )
-                break
+                return False
             created.append(pod)
             self._event(rs, "Normal", "SuccessfulCreate", f"Created pod: {name(pod)}", now)
-        return created
+        return True
 
     def _create_pod(self, rs: Obj, now: float) -> Obj:
         template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})

@@ -151,6 +151,8 @@ class Scheduler:
             ) != "default-scheduler":
                 continue  # another scheduler's pod
             self._schedule(pod, nodes, load, used, now)
+            if self._ctx.over_budget():
+                return  # the step's time is spent: the next sync binds the rest
 
     def _schedule(
         self,

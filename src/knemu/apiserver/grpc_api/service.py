@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
+from knemu.apiserver.storage.watch_quota import WatchQuota
 from knemu.config import Timings
 from knemu.errors import Gone, KnemuError, Unavailable
 from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+SERVICE = "knemu.v1.Cluster"
+MAX_WATCHES_PER_PEER = 200  # open Watch streams per client address
+MAX_REQUEST_BYTES = 1024 * 1024
 SERVER_OPTIONS: list[tuple[str, int]] = [
     # Never share a port with another process: tests and `knemu up` pick free ports.
     ("grpc.so_reuseport", 0),
@@ -40,6 +45,13 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # Bounded everything: requests are small (a pod status, an event); a larger one is
+    # RESOURCE_EXHAUSTED before it is parsed.  Watch events carry objects of at most
+    # rest.limits.MAX_OBJECT_BYTES of JSON, smaller as protobuf.
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_send_message_length", 8 * 1024 * 1024),
+    ("grpc.max_concurrent_streams", 256),  # per connection
+    ("grpc.max_metadata_size", 16 * 1024),
 ]
 
 _EVENT_TYPES = {
@@ -98,12 +110,18 @@ async def _abort(context: grpc.aio.ServicerContext, exc: KnemuError) -> NoReturn
     raise AssertionError("context.abort returned")  # abort always raises
 
 
+def _peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.1:5000`` / ``ipv6:[::1]:5000`` -> the address without the port."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
 class ClusterService(pb_grpc.ClusterServicer):
     def __init__(self, store: Store, hub: WatchHub, registry: Registry, timings: Timings) -> None:
         self._store = store
         self._hub = hub
         self._registry = registry
         self._timings = timings
+        self.watches = WatchQuota(MAX_WATCHES_PER_PEER)
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
@@ -118,9 +136,15 @@ class ClusterService(pb_grpc.ClusterServicer):
             since,
             self._store.resource_version,
         )
+        peer = _peer_host(context.peer())
+        try:
+            self.watches.acquire(peer)
+        except KnemuError as exc:
+            await _abort(context, exc)
         try:
             sub = self._hub.subscribe(kinds, since)
         except Gone as exc:
+            self.watches.release(peer)
             yield _relist(exc.message, self._store.resource_version)
             return
         try:
@@ -128,6 +152,7 @@ class ClusterService(pb_grpc.ClusterServicer):
                 yield event
         finally:
             sub.close()
+            self.watches.release(peer)
             log.info("watch %s: ended", who)
 
     async def _watch_kinds(
@@ -201,8 +226,12 @@ class ClusterService(pb_grpc.ClusterServicer):
 
 async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
     """Initial events, SYNCED, then live events until the subscription is Gone."""
-    for event in sub.initial:
-        yield event_to_proto(event)
+    try:
+        for event in sub.initial:  # decoded one by one as the stream is written
+            yield event_to_proto(event)
+    except Gone as exc:  # the backlog was compacted under a slow reader
+        yield _relist(exc.message, sub.synced_rv)
+        return
     yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, resource_version=sub.synced_rv)
     last = sub.synced_rv
     while True:
@@ -217,6 +246,75 @@ async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
             return
         last = event.rv
         yield event_to_proto(event)
+
+
+class _Malformed:
+    """What a request that protobuf cannot parse deserialises to (see ``_add_service``)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    return deserialize
+
+
+async def _refuse(context: grpc.aio.ServicerContext, bad: _Malformed) -> NoReturn:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid protobuf message ({bad.reason}); send a knemu.v1 message",
+    )
+    raise AssertionError("context.abort returned")
+
+
+def _unary(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await _refuse(context, request)
+        return await method(request, context)
+
+    return handle
+
+
+def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, _Malformed):
+            await _refuse(context, request)
+        async for item in method(request, context):
+            yield item
+
+    return handle
+
+
+def _add_service(service: ClusterService, server: grpc.aio.Server) -> None:
+    """What ``add_ClusterServicer_to_server`` does, except that a request protobuf cannot
+    parse is INVALID_ARGUMENT (the generated code lets DecodeError become UNKNOWN)."""
+    unary: list[tuple[str, Any, Callable[..., Awaitable[Any]]]] = [
+        ("RegisterNode", pb.RegisterNodeRequest, service.RegisterNode),
+        ("RenewLease", pb.RenewLeaseRequest, service.RenewLease),
+        ("ReportPodStatus", pb.PodStatusReport, service.ReportPodStatus),
+        ("RecordEvent", pb.EventReport, service.RecordEvent),
+    ]
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _unary(method),
+            request_deserializer=_tolerant(request.FromString),
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+        for name, request, method in unary
+    }
+    handlers["Watch"] = grpc.unary_stream_rpc_method_handler(
+        _streaming(service.Watch),
+        request_deserializer=_tolerant(pb.WatchRequest.FromString),
+        response_serializer=lambda m: m.SerializeToString(),
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
 async def start_grpc_server(
@@ -235,7 +333,7 @@ async def start_grpc_server(
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     service = ClusterService(store, hub, registry, timings or Timings())
-    pb_grpc.add_ClusterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    _add_service(service, server)
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as exc:

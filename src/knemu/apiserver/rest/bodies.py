@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from knemu import yamlload
+from knemu.apiserver.rest.limits import TooComplex, check_value, check_yaml_flow_depth
 from knemu.apiserver.rest.status import BadRequest, Obj
 from knemu.errors import Conflict
 
@@ -21,7 +22,19 @@ _TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 
 
 def decode_body(raw: bytes, content_type: str, what: str = "request body") -> Any:
-    """JSON (or YAML when the content type says so) -> Python value; BadRequest otherwise."""
+    """JSON (or YAML when the content type says so) -> Python value; BadRequest otherwise,
+    TooComplex for one over the nesting/size limits of ``knemu.apiserver.rest.limits``."""
+    try:
+        value = _decode(raw, content_type, what)
+    except RecursionError:
+        raise TooComplex(
+            f"{what} is nested too deep to parse; Kubernetes objects are not"
+        ) from None
+    check_value(value, what)
+    return value
+
+
+def _decode(raw: bytes, content_type: str, what: str) -> Any:
     if not raw.strip():
         raise BadRequest(f"{what} is empty: send a JSON object")
     try:
@@ -29,6 +42,7 @@ def decode_body(raw: bytes, content_type: str, what: str = "request body") -> An
     except UnicodeDecodeError as exc:
         raise BadRequest(f"{what} is not UTF-8 ({exc}); send JSON text") from None
     if "yaml" in content_type:
+        check_yaml_flow_depth(text, what)
         return _load_yaml(text, what)
     try:
         return json.loads(text)
@@ -36,6 +50,8 @@ def decode_body(raw: bytes, content_type: str, what: str = "request body") -> An
         raise BadRequest(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
 
 
 def _load_yaml(text: str, what: str) -> Any:
@@ -44,6 +60,8 @@ def _load_yaml(text: str, what: str) -> Any:
     trailing whitespace (block scalars lose theirs: no knemu kind carries such text)."""
     try:
         return yamlload.safe_load(text)
+    except (ValueError, OverflowError) as exc:  # a YAML value Python cannot represent
+        raise BadRequest(f"{what} is not valid YAML: {exc}") from None
     except yaml.YAMLError as exc:
         if "\\t" in str(exc):
             try:
@@ -66,8 +84,15 @@ def decode_object(raw: bytes, content_type: str) -> Obj:
 def check_preconditions(options: Obj, old: Obj) -> None:
     """DeleteOptions.preconditions (uid, resourceVersion) against the stored object."""
     pre = options.get("preconditions") or {}
+    if not isinstance(pre, dict):
+        raise BadRequest(
+            "DeleteOptions.preconditions must be a map with uid and/or resourceVersion, "
+            f"not {type(pre).__name__}"
+        )
     meta = old["metadata"]
     for key in ("uid", "resourceVersion"):
+        if pre.get(key) is not None and not isinstance(pre[key], str):
+            raise BadRequest(f"DeleteOptions.preconditions.{key} must be a string")
         if pre.get(key) and pre[key] != meta.get(key):
             raise Conflict(
                 f"precondition failed: {key} is {meta.get(key)}, not {pre[key]}; read the "

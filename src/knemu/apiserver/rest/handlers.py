@@ -30,6 +30,7 @@ from knemu.apiserver.rest.bodies import (
     scale_of,
     selector_text,
 )
+from knemu.apiserver.rest.limits import body_too_large
 from knemu.apiserver.rest.metrics import MetricsApi
 from knemu.apiserver.rest.openapi import http as openapi_http
 from knemu.apiserver.rest.patches import APPLY_PATCH, apply_patch
@@ -45,12 +46,17 @@ from knemu.apiserver.rest.status import (
 from knemu.apiserver.rest.watch import serve_watch
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
+from knemu.apiserver.storage.watch_quota import WatchQuota
+from knemu.apiserver.validation import shapes
 from knemu.errors import AlreadyExists, FieldError, Invalid, KnemuError, LocalError, NotFound
 
 log = logging.getLogger(__name__)
 
 # Kubernetes refuses to delete these namespaces (apiserver's namespace lifecycle admission).
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+MAX_CASCADE_IN_REQUEST = 100  # dependents of one owner deleted by the request itself
+SCALE_SHAPE = {"metadata": shapes.OBJECT_META, "spec": {"replicas": "int32"}}
+_OWNER_KINDS = frozenset({"Deployment", "ReplicaSet", "Service"})  # what owns objects in knemu
 
 
 class Forbidden(LocalError):
@@ -107,6 +113,7 @@ class RestApi:
         self.admission = admission
         self.clock = clock
         self.watch_check_s = watch_check_s
+        self.watches = WatchQuota()
         Handler = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
         self._handlers: dict[tuple[str, str], Handler] = {
             ("collection", "GET"): self._list,
@@ -158,6 +165,9 @@ class RestApi:
                     f"GET /{'api' if group_version == 'v1' else 'apis'}/{group_version}"
                 )
             return await handler(request, target)
+        except web.HTTPRequestEntityTooLarge:
+            too_large = body_too_large()
+            return _json(status_failure(too_large), too_large.http_status)
         except KnemuError as err:
             kind = target.res.plural if target else ""
             return _json(status_failure(err, kind, target.name if target else ""), err.http_status)
@@ -222,17 +232,22 @@ class RestApi:
 
     async def _list(self, request: web.Request, t: Target) -> web.StreamResponse:
         if request.query.get("watch") in ("true", "1"):
-            return await serve_watch(
-                request,
-                self.hub,
-                t.res.kind,
-                t.res.group_version,
-                watch_filter(request, t),
-                self.watch_check_s,
-                tables.watch_transform(
-                    request.headers.get("Accept", ""), request.query, self.clock
-                ),
-            )
+            client = request.remote or "?"
+            self.watches.acquire(client)
+            try:
+                return await serve_watch(
+                    request,
+                    self.hub,
+                    t.res.kind,
+                    t.res.group_version,
+                    watch_filter(request, t),
+                    self.watch_check_s,
+                    tables.watch_transform(
+                        request.headers.get("Accept", ""), request.query, self.clock
+                    ),
+                )
+            finally:
+                self.watches.release(client)
         query = request.query
         items, extra = paginate(
             self._selected(request, t), query.get("limit", ""), query.get("continue", "")
@@ -346,6 +361,8 @@ class RestApi:
                           [FieldError("fieldManager", f"Required value: {detail}",
                                       "FieldValueRequired")])  # fmt: skip
         config = decode_object(raw, APPLY_PATCH)
+        if not isinstance(config.get("metadata", {}), dict):
+            raise BadRequest("metadata must be a JSON object")
         force = request.query.get("force") in ("true", "1")
         obj = ssa.apply(old or {}, config, manager, force, rfc3339(self.clock()))
         obj["kind"] = t.res.kind
@@ -378,7 +395,12 @@ class RestApi:
                     self._delete_quietly(child, orphan=False)
             return gone
         uid = meta.get("uid")
-        for child in self._dependents(uid, ns or None):
+        if not orphan and kind not in _OWNER_KINDS:
+            return gone  # dependents of other kinds, if any, are the garbage collector's
+        dependents = self._dependents(uid, ns or None)
+        for child in dependents if orphan else dependents[:MAX_CASCADE_IN_REQUEST]:
+            # Beyond MAX_CASCADE_IN_REQUEST the garbage collector deletes the rest
+            # (background cascading deletion) in budgeted steps, off the request path.
             if orphan:
                 refs = child["metadata"]["ownerReferences"]
                 child["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
@@ -424,6 +446,10 @@ class RestApi:
             scale = apply_patch(current, raw, request.headers.get("Content-Type", ""))
         else:
             scale = decode_object(raw, request.content_type)
+        shape_errors: list[FieldError] = []
+        shapes.check(scale, SCALE_SHAPE, "", shape_errors)
+        if shape_errors:
+            raise Invalid("Scale", t.name, shape_errors)
         replicas = scale.get("spec", {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise BadRequest(f"Scale spec.replicas must be an integer >= 0, not {replicas!r}")

@@ -6,12 +6,19 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonpatch
 import jsonpointer
 
 from knemu.apiserver.rest.bodies import decode_body
+from knemu.apiserver.rest.limits import (
+    PatchGrowth,
+    check_encoded_size,
+    check_json_patch_ops,
+    check_value,
+)
 from knemu.apiserver.rest.status import BadRequest, Obj, UnsupportedMediaType
 from knemu.apiserver.rest.strategic import strategic_merge_patch
 from knemu.errors import FieldError, Invalid
@@ -43,11 +50,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def json_patch(target: Any, ops: Any) -> Any:
     """RFC 6902 JSON Patch (add, remove, replace, move, copy, test) on a copy of ``target``.
 
-    Operations are applied one at a time so that an error names the operation that failed.
+    Operations are applied one at a time so that an error names the operation that failed;
+    what each adds is counted first (``limits.PatchGrowth``), so none can blow up memory.
     """
     if not isinstance(ops, list):
         raise BadRequest("a JSON patch (RFC 6902) must be a list of operations")
+    check_json_patch_ops(ops)
     doc = copy.deepcopy(target)
+    growth = PatchGrowth(check_value(doc, "the patched object"))
     for index, op in enumerate(ops):
         if not isinstance(op, dict) or "path" not in op:
             raise BadRequest(f"JSON patch operation {op!r} needs 'op' and 'path'")
@@ -55,8 +65,22 @@ def json_patch(target: Any, ops: Any) -> Any:
             raise BadRequest(
                 f"JSON patch op {op.get('op')!r} is not one of {', '.join(_JSON_PATCH_OPS)}"
             )
+        growth.add(_added_value(doc, op, index), index)
         doc = _apply_op(doc, op, index)
     return doc
+
+
+def _added_value(doc: Any, op: Obj, index: int) -> Any:
+    """What ``op`` adds to ``doc``: its value (add, replace, test adds nothing), or for copy
+    the subtree at ``from`` (the one operation that can double a document)."""
+    if op["op"] in ("add", "replace"):
+        return op.get("value")
+    if op["op"] == "copy":
+        try:
+            return jsonpointer.resolve_pointer(doc, str(op.get("from", "")))
+        except jsonpointer.JsonPointerException as exc:
+            raise BadRequest(f"JSON patch operation {index} (copy): bad 'from': {exc}") from None
+    return None
 
 
 def _apply_op(doc: Any, op: Obj, index: int) -> Any:
@@ -89,4 +113,6 @@ def apply_patch(target: Obj, raw: bytes, content_type: str) -> Obj:
         )
     if not isinstance(result, dict):
         raise BadRequest("the patch did not leave a JSON object behind")
+    check_value(result, "the patched object")
+    check_encoded_size(len(json.dumps(result)), "the patched object")
     return result

@@ -11,6 +11,8 @@ api-concepts/#efficient-detection-of-changes) describes:
 * With a label or field selector, an object that stops matching is sent as DELETED and one
   that starts matching as ADDED, like the Kubernetes watch cache.
 * ``timeoutSeconds`` ends the stream cleanly after that long.
+* A client that reads nothing for ``WRITE_TIMEOUT_S`` (its socket buffers full) is
+  disconnected; before that, its bounded queue has overflowed and been freed.
 * ``allowWatchBookmarks=true``: when idle, a BOOKMARK event carries the latest resourceVersion
   so a client that reconnects later resumes from there instead of from an old, compacted one.
 """
@@ -32,6 +34,7 @@ from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.errors import Gone, KnemuError
 
 Obj = dict[str, Any]
+WRITE_TIMEOUT_S = 30.0  # a watch client that reads nothing for this long is disconnected
 
 
 def _always(obj: Obj) -> bool:
@@ -118,7 +121,18 @@ class _Stream:
         etype = self.filt.translate(event)
         if etype is not None:
             obj = self.transform(event.obj) if self.transform else event.obj
-            await self.resp.write(watch_event_line(etype, obj))
+            await self.write(watch_event_line(etype, obj))
+
+    async def write(self, data: bytes) -> None:
+        """Write, but a client that reads nothing for WRITE_TIMEOUT_S is cut off: its
+        connection is aborted, so neither memory nor the handler waits on it forever."""
+        try:
+            await asyncio.wait_for(self.resp.write(data), WRITE_TIMEOUT_S)
+        except TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError("watch client stopped reading") from None
 
     async def idle(self, hub: WatchHub) -> bool:
         """Nothing happened for a while: False if the client left; else maybe a BOOKMARK
@@ -130,7 +144,7 @@ class _Stream:
         if self.bookmark is not None and rv != self.bookmarked_rv:
             self.bookmarked_rv = rv
             obj = dict(self.bookmark, metadata={"resourceVersion": str(rv)})
-            await self.resp.write(watch_event_line("BOOKMARK", obj))
+            await self.write(watch_event_line("BOOKMARK", obj))
         return True
 
 
@@ -160,8 +174,13 @@ async def serve_watch(
     try:
         await resp.prepare(request)
         filt.complete = since == 0
-        for event in sub.initial:
-            await stream.send(event)
+        try:
+            for event in sub.initial:  # decoded one by one: an unread watch holds one
+                await stream.send(event)
+        except Gone as err:  # the backlog was compacted under a slow reader: relist
+            await stream.write(_error_line(err))
+            await resp.write_eof()
+            return resp
         await _pump(stream, hub, timeout, check_s)
         await resp.write_eof()
     except ConnectionResetError:
@@ -187,6 +206,6 @@ async def _pump(stream: _Stream, hub: WatchHub, timeout: float | None, check_s: 
             continue
         except Gone as err:
             if not stream.sub.closed:  # overflow: tell the client to relist; shutdown: end
-                await stream.resp.write(_error_line(err))
+                await stream.write(_error_line(err))
             return
         await stream.send(event)

@@ -145,6 +145,26 @@ class Store:
         keys = sorted(k for k in items if namespace is None or k[0] == namespace)
         return [json.loads(items[k]) for k in keys]
 
+    def list_texts(self, kind: str) -> builtins.list[str]:
+        """The stored JSON text of every object of ``kind`` (namespace, name order): a
+        consistent snapshot that costs one reference per object until each is decoded."""
+        items = self._cache.get(kind, {})
+        return [items[k] for k in sorted(items)]
+
+    def event_page(self, after_rv: int, until_rv: int, limit: int) -> builtins.list[StoredEvent]:
+        """At most ``limit`` events with ``after_rv < rv <= until_rv``, oldest first (a page
+        of ``events_since``, so a long backlog is read a page at a time); Gone as there."""
+        if after_rv < self._compacted:
+            raise Gone(
+                f"resourceVersion {after_rv} is too old: events up to {self._compacted} were "
+                "compacted; list again and watch from the list's resourceVersion"
+            )
+        rows = self._db.execute(
+            "SELECT rv, type, kind, json FROM events WHERE rv > ? AND rv <= ? ORDER BY rv LIMIT ?",
+            (after_rv, until_rv, limit),
+        ).fetchall()
+        return [StoredEvent(r, t, k, json.loads(text)) for r, t, k, text in rows]
+
     def kinds(self) -> builtins.list[str]:
         return sorted(kind for kind, items in self._cache.items() if items)
 

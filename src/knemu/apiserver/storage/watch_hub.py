@@ -7,20 +7,25 @@ live events, with no gap and no duplicate between the two because the store and 
 synchronously in one thread (the snapshot and the registration happen without a write between
 them).
 
-Each subscription has a bounded queue.  A watcher that does not keep up is not allowed to grow
-memory without limit: when its queue is full, its queue is dropped and its next ``next()``
-raises ``Gone`` ("watcher too slow ... relist"), the same contract as a Kubernetes watch that
-is terminated and must relist.
+Each subscription has a bounded queue, and so is its backlog: resuming from more than
+``queue_events`` changes ago raises ``Gone`` without loading them.  A watcher that does not
+keep up is not allowed to grow memory without limit: when its queue is full, its queue is
+dropped and its next ``next()`` raises ``Gone`` ("watcher too slow ... relist"), the same
+contract as a Kubernetes watch that is terminated and must relist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.errors import Gone
+
+BACKLOG_PAGE = 32  # events read from the store at a time for a resuming watcher
 
 
 @dataclass
@@ -32,13 +37,14 @@ class HubStatistics:
 
 
 class Subscription:
-    """One watcher's view: ``initial`` events, then ``await next()`` for live ones."""
+    """One watcher's view: ``initial`` events (an iterator, decoded as it is consumed; it
+    raises Gone if the history is compacted under a slow reader), then ``await next()``."""
 
     def __init__(
         self,
         hub: WatchHub,
         kinds: frozenset[str],
-        initial: list[StoredEvent],
+        initial: Iterator[StoredEvent],
         synced_rv: int,
         limit: int,
     ) -> None:
@@ -113,19 +119,53 @@ class WatchHub:
     def subscribe(self, kinds: set[str] | frozenset[str], since_rv: int) -> Subscription:
         """Start watching ``kinds`` (empty = every kind); raises Gone if since_rv is too old."""
         wanted = frozenset(kinds)
+        initial: Iterator[StoredEvent]
         if since_rv <= 0:
-            initial = [
-                StoredEvent(int(obj["metadata"]["resourceVersion"]), "ADDED", kind, obj)
-                for kind in sorted(wanted or set(self._store.kinds()))
-                for obj in self._store.list(kind)
-            ]
+            initial = self._snapshot(wanted)
         else:
-            initial = [
-                e for e in self._store.events_since(since_rv) if not wanted or e.kind in wanted
-            ]
+            behind = self._store.resource_version - since_rv
+            if behind > self._limit:
+                # More than a queue's worth of changes to replay: loading them would cost as
+                # much memory as an overflowing queue, so the answer is the same (relist).
+                raise Gone(
+                    f"resourceVersion {since_rv} is {behind} changes behind, more than a "
+                    f"watcher may queue ({self._limit}); relist and watch from the list's "
+                    "resourceVersion"
+                )
+            if since_rv > self._store.resource_version:
+                raise Gone(
+                    f"resourceVersion {since_rv} is newer than the store's latest "
+                    f"{self._store.resource_version} (was the data directory reset?); relist"
+                )
+            self._store.event_page(since_rv, since_rv, 0)  # Gone now if compacted past it
+            initial = self._backlog(wanted, since_rv, self._store.resource_version)
         sub = Subscription(self, wanted, initial, self._store.resource_version, self._limit)
         self._subs.add(sub)
         return sub
+
+    def _snapshot(self, wanted: frozenset[str]) -> Iterator[StoredEvent]:
+        """Every current object as ADDED, decoded one at a time as the watcher takes them:
+        an unread watch holds references to the stored texts, not decoded copies."""
+        texts = [
+            (kind, text)
+            for kind in sorted(wanted or set(self._store.kinds()))
+            for text in self._store.list_texts(kind)
+        ]
+        for kind, text in texts:
+            obj = json.loads(text)
+            yield StoredEvent(int(obj["metadata"]["resourceVersion"]), "ADDED", kind, obj)
+
+    def _backlog(self, wanted: frozenset[str], since: int, until: int) -> Iterator[StoredEvent]:
+        """Events in (since, until] read a page at a time (Gone if compacted meanwhile)."""
+        after = since
+        while after < until:
+            page = self._store.event_page(after, until, BACKLOG_PAGE)
+            if not page:
+                return
+            for event in page:
+                if not wanted or event.kind in wanted:
+                    yield event
+            after = page[-1].rv
 
     @property
     def resource_version(self) -> int:
