@@ -4,7 +4,7 @@
 curls ``target`` every 0.1 s, ``count`` times, and logs one line per request:
 ``<epoch when sent> ok`` or ``<epoch when sent> fail <curl exit code>``.  ``parse_request_log``
 reads those lines back, from ``knemu logs`` or from the pod's log file on its node.  The chaos
-tests of the local cluster (tests/integration) and of docker compose (tests/compose) share them,
+tests of the local cluster (tests/localcluster.py) and of docker compose (tests/compose) share them,
 so both measure an outage the same way.  The loop is bounded in count and each request in time,
 and the pod only talks to ``target`` inside the cluster.
 """
