@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import LocalCluster, local_cluster, tools_pod
+from localcluster import FROM, LocalCluster, local_cluster, tools_pod
 
 from knemu.testing import wait_until
 
@@ -23,7 +23,6 @@ pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 not installed (bird2)"),
 ]
-FROM = re.compile(r"From=(\S+)\s+ClientIP=(\S+)")
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,16 @@ All traffic stays inside the namespaces the cluster and the test made.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import REPO, LocalCluster, local_cluster, tools_pod
+from localcluster import FROM, REPO, LocalCluster, local_cluster, tools_pod
 
 from knemu.testing import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
-
-FROM = re.compile(r"From=(\S+)\s+ClientIP=(\S+)")
 
 
 @pytest.fixture(scope="module")
