@@ -1,5 +1,5 @@
 """The real kubectl against a local cluster: kubeconfig, apply with validation, explain,
-server-side tables, ``get all``.
+server-side tables, ``get all``, port-forward, exec and attach on each transport kubectl has.
 
 kubectl runs as a subprocess with the kubeconfig ``knemu up`` wrote (in the test's temporary
 directory, never ~/.kube/config) and its own discovery cache.  Skips only when kubectl is not
@@ -8,6 +8,9 @@ on PATH (CI has it, so there the suite runs).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -16,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from localcluster import REPO, LocalCluster, local_cluster
+from localcluster import REPO, LocalCluster, local_cluster, read_until
 
-from knemu.testing import wait_until
+from knemu.testing import free_port, wait_until
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [
@@ -33,13 +36,17 @@ class Kubectl:
     def __init__(self, cluster: LocalCluster, cache: Path) -> None:
         self.cluster, self.cache = cluster, cache
 
-    def __call__(
-        self, *args: str, check: bool = True, input_text: str | None = None, timeout_s: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), "--cache-dir",
+    def argv(self, *args: str) -> list[str]:
+        return [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), "--cache-dir",
                 str(self.cache), *args]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input_text,
-                              timeout=timeout_s, check=False)  # fmt: skip
+
+    def __call__(
+        self, *args: str, check: bool = True, input_text: str | None = None, timeout_s: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, input=input_text,
+                              timeout=timeout_s, check=False,
+                              env={**os.environ, **(env or {})})  # fmt: skip
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} -> {proc.returncode}\n"
                                  f"{proc.stdout}\n{proc.stderr}")  # fmt: skip
@@ -238,3 +245,106 @@ spec:
                 input_text=manifest(3, "app: ssa"))  # fmt: skip
     labels = kubectl("get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}").stdout
     assert "team" not in labels and "ssa" in labels
+
+
+# ---- port-forward and exec on both transports ---------------------------------------------------
+
+WEBSOCKETS = {"websocket": "true", "spdy": "false"}  # kubectl's switches for its transport
+
+
+@contextlib.contextmanager
+def port_forward(kubectl: Kubectl, transport: str, *args: str) -> Iterator[int]:
+    """`kubectl port-forward ARGS` to a free host-loopback port; yields the port."""
+    port = free_port()
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": WEBSOCKETS[transport]}
+    argv = kubectl.argv("port-forward", "--address", "127.0.0.1", *args[:1],
+                        f"{port}:{args[1]}", "-v=6")  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        read_until(proc, proc.stdout, rf"Forwarding from 127.0.0.1:{port} -> {args[1]}")
+        yield port
+        assert proc.poll() is None, "kubectl port-forward ended early"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert b"lost connection" not in err and b"an error occurred" not in err, err
+        # -v=6 logs the upgrade: a websocket is a GET, the SPDY upgrade a POST
+        method = b"GET" if transport == "websocket" else b"POST"
+        assert re.search(method + rb" \S+/pods/\S+/portforward 101 Switching Protocols", err), err
+
+
+def _curl(port: int, path: str) -> bytes:
+    return subprocess.run(["curl", "-sSf", "--max-time", "20", f"http://127.0.0.1:{port}{path}"],
+                          capture_output=True, check=True, timeout=30).stdout  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def web(cluster: LocalCluster, kubectl: Kubectl) -> str:
+    """A pod serving the node's /usr/bin over HTTP; answers the sha256 of its python3, which
+    takes many SPDY frames to send."""
+    kubectl("run", "pf-web", "--image=tools", "--port=80", "--command", "--",
+            "python3", "-m", "http.server", "80", "-d", "/usr/bin")  # fmt: skip
+    cluster.wait_ready(1, selector="run=pf-web")
+    listening = "import socket; socket.create_connection(('127.0.0.1', 80), 1)"
+    wait_until(lambda: kubectl("exec", "pf-web", "--", "python3", "-c", listening,
+                               check=False).returncode == 0,
+               30, what="pf-web listening")  # fmt: skip
+    out = kubectl("exec", "pf-web", "--", "sha256sum", "/usr/bin/python3").stdout
+    return out.split()[0]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+def test_port_forward(kubectl: Kubectl, web: str, transport: str) -> None:
+    with port_forward(kubectl, transport, "pod/pf-web", "80") as port:
+        assert b"Directory listing for /" in _curl(port, "/")
+        assert hashlib.sha256(_curl(port, "/python3")).hexdigest() == web
+        assert b"Directory listing for /" in _curl(port, "/")  # a third connection
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+def test_port_forward_to_a_closed_port_reports_the_error(
+    kubectl: Kubectl, web: str, transport: str
+) -> None:
+    """As against a real cluster, kubectl prints the kubelet's reason and gives up."""
+    port = free_port()
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": WEBSOCKETS[transport]}
+    argv = kubectl.argv("port-forward", "--address", "127.0.0.1", "pod/pf-web", f"{port}:81")
+    with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:  # fmt: skip
+        try:
+            read_until(proc, proc.stdout, rf"Forwarding from 127.0.0.1:{port} -> 81")
+            failed = subprocess.run(["curl", "-s", "--max-time", "20", f"http://127.0.0.1:{port}/"],
+                                    capture_output=True, timeout=30)  # fmt: skip
+            assert failed.returncode != 0
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1
+    assert b"an error occurred forwarding " + f"{port} -> 81".encode() in err, err
+    assert b"error forwarding port 81 to pod" in err, err
+
+
+def test_exec_over_spdy(kubectl: Kubectl, web: str) -> None:
+    env = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    out = kubectl("exec", "-i", "pf-web", "--", "sh", "-c", "wc -c; echo oops >&2",
+                  input_text="x" * 100_000, env=env)  # fmt: skip
+    assert out.stdout.strip() == "100000" and out.stderr == "oops\n"
+    failed = kubectl("exec", "pf-web", "--", "sh", "-c", "exit 3", env=env, check=False)
+    assert failed.returncode == 3, failed.stderr
+    tty = kubectl("exec", "-it", "pf-web", "--", "echo", "hi", env=env)
+    assert tty.stdout.replace("\r", "") == "hi\n"
+    logged = kubectl("exec", "pf-web", "-v=6", "--", "true", env=env).stderr
+    assert re.search(r"POST \S+/pods/pf-web/exec\S* 101 Switching Protocols", logged), logged
+
+
+def test_attach_over_spdy(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input_text=(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: talker, labels: {run: talker}}\n"
+        "spec:\n  restartPolicy: Never\n  containers:\n  - name: talker\n    image: tools\n"
+        "    stdin: true\n    stdinOnce: true\n"
+        "    command: [sh, -c, 'while read line; do echo got $line; done']\n"))  # fmt: skip
+    cluster.wait_ready(1, selector="run=talker")
+    env = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    out = kubectl("attach", "-i", "talker", input_text="one\ntwo\n", env=env, timeout_s=30)
+    assert "got one\ngot two\n" in out.stdout, out

@@ -1,0 +1,128 @@
+"""The asyncio adapter of ``SpdySession``: bytes in from a pipe, streams out to handlers.
+
+The pipe is either a socket taken over after ``101 Switching Protocols`` (``Upgrade:
+SPDY/3.1``) or a websocket whose binary messages carry the SPDY bytes (subprotocol
+``SPDY/3.1+portforward.k8s.io``, client-go's ``tunneling_connection.go``); the adapter sees only
+``feed(bytes)``, ``feed_eof()`` and a ``send(bytes)`` coroutine.  Each stream's received data
+waits in a bounded queue; when a queue is full, ``feed`` waits, so the pipe is read no faster
+than the stream consumers take the data (the session has no flow-control windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from knemu.apiserver.streaming.events import (
+    ConnectionEnded,
+    DataReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from knemu.apiserver.streaming.spdy_session import MAX_STREAMS, SpdySession
+
+STREAM_QUEUE = 16  # data chunks buffered per stream before the pipe stops being read
+CHUNK = 32 * 1024  # bytes per DATA frame sent
+
+
+class SpdyStream:
+    """One client-opened stream: ``read`` gives b"" at its end, ``close`` half-closes ours."""
+
+    def __init__(self, connection: SpdyConnection, stream_id: int, headers: dict[str, str]):
+        self.connection, self.stream_id, self.headers = connection, stream_id, headers
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE)
+        self._ended = False
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+    async def read(self) -> bytes:
+        if self._ended:
+            return b""
+        chunk = await self._chunks.get()
+        if chunk is None:
+            self._ended = True
+            return b""
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        session = self.connection.session
+        for start in range(0, len(data), CHUNK):
+            session.send_data(self.stream_id, data[start : start + CHUNK])
+        await self.connection.flush()
+
+    async def close(self) -> None:
+        self.connection.session.end_stream(self.stream_id)
+        await self.connection.flush()
+
+    async def _deliver(self, chunk: bytes) -> None:
+        await self._chunks.put(chunk)
+
+    def _finish(self) -> None:
+        """No more data: FIN, reset or the connection's end (dropping what was not read)."""
+        while self._chunks.full():
+            self._chunks.get_nowait()
+        self._chunks.put_nowait(None)
+
+
+class SpdyConnection:
+    def __init__(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self.session = SpdySession()
+        self._send = send
+        self._send_lock = asyncio.Lock()
+        self._streams: dict[int, SpdyStream] = {}
+        self._accepted: asyncio.Queue[SpdyStream | None] = asyncio.Queue(MAX_STREAMS + 1)
+        self.end_reason = ""
+
+    async def accept(self) -> SpdyStream | None:
+        """The next stream the client opens (already answered); None once the connection ends."""
+        stream = await self._accepted.get()
+        if stream is None:
+            self._accepted.put_nowait(None)  # for any other waiter
+        return stream
+
+    async def feed(self, data: bytes) -> None:
+        for event in self.session.receive_data(data):
+            match event:
+                case StreamOpened(sid, headers):
+                    stream = self._streams[sid] = SpdyStream(self, sid, headers)
+                    self.session.reply(sid)
+                    self._accepted.put_nowait(stream)
+                case DataReceived(sid, chunk):
+                    if sid in self._streams:
+                        await self._streams[sid]._deliver(chunk)
+                case StreamEnded(sid) | StreamReset(sid):
+                    stream_or_none = self._streams.pop(sid, None)
+                    if stream_or_none is not None:
+                        stream_or_none._finish()
+                case ConnectionEnded(reason):
+                    self._end(reason)
+        await self.flush()
+
+    def feed_eof(self) -> None:
+        self._end("the client closed the connection")
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            data = self.session.data_to_send()
+            if data:
+                await self._send(data)
+
+    async def close(self) -> None:
+        """GOAWAY to the client; the caller then closes the pipe."""
+        self.session.go_away()
+        try:
+            await self.flush()
+        except (ConnectionError, RuntimeError):
+            pass  # the pipe is already gone
+        self._end("closed by the server")
+
+    def _end(self, reason: str) -> None:
+        if not self.end_reason:
+            self.end_reason = reason
+        for stream in self._streams.values():
+            stream._finish()
+        self._streams.clear()
+        if not self._accepted.full():
+            self._accepted.put_nowait(None)
