@@ -237,6 +237,16 @@ def _replicaset_row(rs: Obj, now: float, wide: bool) -> list[str]:
     return row + (_workload_wide(rs) if wide else [])
 
 
+def _daemonset_row(ds: Obj, now: float, wide: bool) -> list[str]:
+    status = _status(ds)
+    counts = ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
+              "updatedNumberScheduled", "numberAvailable")  # fmt: skip
+    selector = ((_spec(ds).get("template") or {}).get("spec") or {}).get("nodeSelector")
+    row = [str(status.get(key) or 0) for key in counts]
+    row += [join_labels(selector), age_of(_meta(ds).get("creationTimestamp"), now)]
+    return row + (_workload_wide(ds) if wide else [])
+
+
 def node_status(node: Obj) -> str:
     ready = "Unknown"
     for cond in _status(node).get("conditions") or []:
@@ -394,6 +404,11 @@ TABLES: dict[str, TableSpec] = {
     ),
     "ReplicaSet": TableSpec(
         ("DESIRED", "CURRENT", "READY", "AGE"), _WORKLOAD_WIDE, _replicaset_row
+    ),
+    "DaemonSet": TableSpec(
+        ("DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"),
+        _WORKLOAD_WIDE,
+        _daemonset_row,
     ),
     "Node": TableSpec(
         ("STATUS", "ROLES", "AGE", "VERSION"),

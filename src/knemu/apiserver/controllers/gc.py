@@ -22,7 +22,15 @@ from knemu.apiserver.controllers.common import (
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS
 
 QUARANTINE_S = 40.0  # pkg/controller/podgc quarantineTime
-DEPENDENT_KINDS = ("ReplicaSet", "Pod", "EndpointSlice", "Endpoints", "Service", "Deployment")
+DEPENDENT_KINDS = (
+    "ReplicaSet",
+    "DaemonSet",
+    "Pod",
+    "EndpointSlice",
+    "Endpoints",
+    "Service",
+    "Deployment",
+)
 
 
 class GarbageCollector:
