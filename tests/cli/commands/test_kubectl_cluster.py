@@ -348,3 +348,25 @@ def test_attach_over_spdy(cluster: LocalCluster, kubectl: Kubectl) -> None:
     env = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
     out = kubectl("attach", "-i", "talker", input_text="one\ntwo\n", env=env, timeout_s=30)
     assert "got one\ngot two\n" in out.stdout, out
+
+
+def test_daemon_set_rollout(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(REPO / "examples/sample-daemonset.yaml"))
+    kubectl("rollout", "status", "ds/node-echo", "--timeout", "90s", timeout_s=120)
+    out = kubectl("get", "ds", "node-echo", "-o", "wide").stdout
+    assert _header(out) == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE",
+                            "NODE", "SELECTOR", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]  # fmt: skip
+    assert out.splitlines()[1].split()[1:7] == ["2", "2", "2", "2", "2", "<none>"]
+    nodes = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                    "jsonpath={.items[*].spec.nodeName}").stdout.split()  # fmt: skip
+    assert sorted(nodes) == ["node-1", "node-2"]
+    assert "daemonset.apps/node-echo" in kubectl("get", "all").stdout
+    kubectl("set", "image", "ds/node-echo", "echo=amsy810/echo-nginx:v2.1")
+    done = kubectl("rollout", "status", "ds/node-echo", "--timeout", "120s", timeout_s=150)
+    assert 'daemon set "node-echo" successfully rolled out' in done.stdout
+    images = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                     "jsonpath={.items[*].spec.containers[0].image}").stdout.split()  # fmt: skip
+    assert images == ["amsy810/echo-nginx:v2.1"] * 2
+    kubectl("delete", "ds", "node-echo")
+    wait_until(lambda: not kubectl("get", "pods", "-l", "app=node-echo", "-o", "name").stdout,
+               60, what="the daemon pods to go")  # fmt: skip
