@@ -8,49 +8,25 @@ on PATH (CI has it, so there the suite runs).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
+from kubectl_driver import KUBECTL, WEBSOCKETS, Kubectl, curl, port_forward
 from localcluster import REPO, LocalCluster, local_cluster, read_until
 
 from knemu.testing import free_port, wait_until
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.slow,
     pytest.mark.timeout(600),
     pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH (install it to run these)"),
 ]
-
-
-class Kubectl:
-    def __init__(self, cluster: LocalCluster, cache: Path) -> None:
-        self.cluster, self.cache = cluster, cache
-
-    def argv(self, *args: str) -> list[str]:
-        return [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), "--cache-dir",
-                str(self.cache), *args]  # fmt: skip
-
-    def __call__(
-        self, *args: str, check: bool = True, input_text: str | None = None, timeout_s: float = 60,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, input=input_text,
-                              timeout=timeout_s, check=False,
-                              env={**os.environ, **(env or {})})  # fmt: skip
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")  # fmt: skip
-        return proc
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def kubectl(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(cluster, tmp_path_factory.mktemp("kube-cache"))
+    return Kubectl(cluster.kubeconfig, tmp_path_factory.mktemp("kube-cache"))
 
 
 def _header(out: str) -> list[str]:
@@ -249,35 +225,6 @@ spec:
 
 # ---- port-forward and exec on both transports ---------------------------------------------------
 
-WEBSOCKETS = {"websocket": "true", "spdy": "false"}  # kubectl's switches for its transport
-
-
-@contextlib.contextmanager
-def port_forward(kubectl: Kubectl, transport: str, *args: str) -> Iterator[int]:
-    """`kubectl port-forward ARGS` to a free host-loopback port; yields the port."""
-    port = free_port()
-    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": WEBSOCKETS[transport]}
-    argv = kubectl.argv("port-forward", "--address", "127.0.0.1", *args[:1],
-                        f"{port}:{args[1]}", "-v=6")  # fmt: skip
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        read_until(proc, proc.stdout, rf"Forwarding from 127.0.0.1:{port} -> {args[1]}")
-        yield port
-        assert proc.poll() is None, "kubectl port-forward ended early"
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-        assert b"lost connection" not in err and b"an error occurred" not in err, err
-        # -v=6 logs the upgrade: a websocket is a GET, the SPDY upgrade a POST
-        method = b"GET" if transport == "websocket" else b"POST"
-        assert re.search(method + rb" \S+/pods/\S+/portforward 101 Switching Protocols", err), err
-
-
-def _curl(port: int, path: str) -> bytes:
-    return subprocess.run(["curl", "-sSf", "--max-time", "20", f"http://127.0.0.1:{port}{path}"],
-                          capture_output=True, check=True, timeout=30).stdout  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def web(cluster: LocalCluster, kubectl: Kubectl) -> str:
@@ -296,10 +243,10 @@ def web(cluster: LocalCluster, kubectl: Kubectl) -> str:
 
 @pytest.mark.parametrize("transport", ["websocket", "spdy"])
 def test_port_forward(kubectl: Kubectl, web: str, transport: str) -> None:
-    with port_forward(kubectl, transport, "pod/pf-web", "80") as port:
-        assert b"Directory listing for /" in _curl(port, "/")
-        assert hashlib.sha256(_curl(port, "/python3")).hexdigest() == web
-        assert b"Directory listing for /" in _curl(port, "/")  # a third connection
+    with port_forward(kubectl, transport, "pod/pf-web", 80) as port:
+        assert b"Directory listing for /" in curl(port, "/")
+        assert hashlib.sha256(curl(port, "/python3")).hexdigest() == web
+        assert b"Directory listing for /" in curl(port, "/")  # a third connection
 
 
 @pytest.mark.parametrize("transport", ["websocket", "spdy"])
@@ -354,8 +301,8 @@ def test_daemon_set_rollout(cluster: LocalCluster, kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "examples/sample-daemonset.yaml"))
     kubectl("rollout", "status", "ds/node-echo", "--timeout", "90s", timeout_s=120)
     out = kubectl("get", "ds", "node-echo", "-o", "wide").stdout
-    assert _header(out) == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE",
-                            "NODE", "SELECTOR", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]  # fmt: skip
+    columns = "DESIRED CURRENT READY UP-TO-DATE AVAILABLE NODE SELECTOR AGE CONTAINERS IMAGES"
+    assert _header(out) == ["NAME", *columns.split(), "SELECTOR"]
     assert out.splitlines()[1].split()[1:7] == ["2", "2", "2", "2", "2", "<none>"]
     nodes = kubectl("get", "pods", "-l", "app=node-echo", "-o",
                     "jsonpath={.items[*].spec.nodeName}").stdout.split()  # fmt: skip
