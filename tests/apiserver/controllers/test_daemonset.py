@@ -215,3 +215,43 @@ def test_deleting_the_daemon_set_removes_its_pods(cluster: Cluster) -> None:
     cluster.store.delete("DaemonSet", "default", "node-echo", cluster.now)
     cluster.tick()
     assert not _pods(cluster)
+
+
+def _revisions(cluster: Cluster) -> dict[int, str]:
+    """revision -> the image its template runs."""
+    return {
+        cr["revision"]: cr["data"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        for cr in cluster.store.list("ControllerRevision", "default")
+    }
+
+
+def _set_image(cluster: Cluster, image: str) -> None:
+    def change(new: dict[str, Any]) -> None:
+        new["spec"]["template"]["spec"]["containers"][0]["image"] = image
+
+    _update(cluster, change)
+    cluster.tick()
+    cluster.run_pods()
+    cluster.tick()
+
+
+def test_history_is_kept_as_controller_revisions(cluster: Cluster) -> None:
+    cluster.add_node(1)
+    ds = _ds(cluster, revisionHistoryLimit=1)
+    cluster.tick()
+    first = cluster.store.list("ControllerRevision", "default")
+    assert len(first) == 1
+    template_hash = naming.template_hash(ds["spec"]["template"])
+    assert first[0]["metadata"]["name"] == f"node-echo-{template_hash}"
+    assert first[0]["metadata"]["labels"][HASH_LABEL] == template_hash
+    assert first[0]["data"]["spec"]["template"]["$patch"] == "replace"
+    assert first[0]["metadata"]["ownerReferences"][0]["uid"] == ds["metadata"]["uid"]
+    _set_image(cluster, "amsy810/echo-nginx:v2.1")
+    assert _revisions(cluster) == {1: "amsy810/echo-nginx:v2.0", 2: "amsy810/echo-nginx:v2.1"}
+    _set_image(cluster, "amsy810/echo-nginx:v2.0")  # an undo: revision 1 becomes 3
+    assert _revisions(cluster) == {2: "amsy810/echo-nginx:v2.1", 3: "amsy810/echo-nginx:v2.0"}
+    _set_image(cluster, "amsy810/echo-nginx:v2.2")  # limit 1: the oldest unused one goes
+    assert _revisions(cluster) == {3: "amsy810/echo-nginx:v2.0", 4: "amsy810/echo-nginx:v2.2"}
+    cluster.store.delete("DaemonSet", "default", "node-echo", cluster.now)
+    cluster.tick()
+    assert cluster.store.list("ControllerRevision", "default") == []

@@ -314,6 +314,20 @@ def test_daemon_set_rollout(cluster: LocalCluster, kubectl: Kubectl) -> None:
     images = kubectl("get", "pods", "-l", "app=node-echo", "-o",
                      "jsonpath={.items[*].spec.containers[0].image}").stdout.split()  # fmt: skip
     assert images == ["amsy810/echo-nginx:v2.1"] * 2
+    history = kubectl("rollout", "history", "ds/node-echo").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line] == ["1", "2"], history
+    first = kubectl("rollout", "history", "ds/node-echo", "--revision", "1").stdout
+    assert "amsy810/echo-nginx:v2.0" in first
+    undone = kubectl("rollout", "undo", "ds/node-echo").stdout
+    assert "daemonset.apps/node-echo rolled back" in undone
+    kubectl("rollout", "status", "ds/node-echo", "--timeout", "120s", timeout_s=150)
+    images = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                     "jsonpath={.items[*].spec.containers[0].image}").stdout.split()  # fmt: skip
+    assert images == ["amsy810/echo-nginx:v2.0"] * 2
+    revisions = kubectl("get", "controllerrevisions").stdout.splitlines()
+    assert revisions[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
+    assert sorted(line.split()[1:3] for line in revisions[1:]) == [
+        ["daemonset.apps/node-echo", "2"], ["daemonset.apps/node-echo", "3"]]  # fmt: skip
     kubectl("delete", "ds", "node-echo")
     wait_until(lambda: not kubectl("get", "pods", "-l", "app=node-echo", "-o", "name").stdout,
                60, what="the daemon pods to go")  # fmt: skip

@@ -32,6 +32,8 @@ from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
 from knemu.apiserver.validation import common as v, config as cfg
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
+    validate_controller_revision,
+    validate_controller_revision_update,
     validate_daemon_set,
     validate_deployment,
     validate_replica_set,
@@ -56,6 +58,7 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "ReplicaSet": "apps/v1",
     "DaemonSet": "apps/v1",
+    "ControllerRevision": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     **cfg.API_VERSIONS,
 }
@@ -85,6 +88,7 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
     "DaemonSet": validate_daemon_set,
+    "ControllerRevision": validate_controller_revision,
     **cfg.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
@@ -93,6 +97,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
     "DaemonSet": validate_apps_update,
+    "ControllerRevision": validate_controller_revision_update,
     **cfg.UPDATE_VALIDATORS,
 }
 

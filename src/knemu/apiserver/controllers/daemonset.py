@@ -11,12 +11,13 @@ a pod and which pods go; the controller then writes that.
 
 Pods are named ``<daemonset>-<5 chars>``, bound at creation (spec.nodeName; Kubernetes sets a
 node affinity on metadata.name and lets the scheduler bind, to the same effect), and labelled
-``controller-revision-hash`` (knemu's template hash; no ControllerRevision objects are kept)
-and ``pod-template-generation``.  Updates follow ``spec.updateStrategy``: OnDelete replaces a
-pod only once it is deleted; RollingUpdate deletes old pods whose node is short of an
-available pod at once, and available old pods while fewer than ``maxUnavailable`` (default 1,
-of the desired count, rounded up) nodes lack an available pod; the next sync puts a new pod
-there.  DEVIATION: ``maxSurge`` is accepted but treated as 0 (the pod is replaced in place).
+``controller-revision-hash`` (the template's hash, naming its ControllerRevision in
+``daemonset_history``) and ``pod-template-generation``.  Updates follow
+``spec.updateStrategy``: OnDelete replaces a pod only once it is deleted; RollingUpdate
+deletes old pods whose node is short of an available pod at once, and available old pods
+while fewer than ``maxUnavailable`` (default 1, of the desired count, rounded up) nodes lack
+an available pod; the next sync puts a new pod there.  DEVIATION: ``maxSurge`` is accepted
+but treated as 0 (the pod is replaced in place).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from knemu.apiserver.controllers.common import (
     owner_reference,
     uid,
 )
+from knemu.apiserver.controllers.daemonset_history import HASH_LABEL, sync_history
 from knemu.apiserver.controllers.deployment import scaled_value
 from knemu.apiserver.controllers.replicaset import BURST_REPLICAS, is_available
 from knemu.apiserver.controllers.scheduler import affinity_matches, node_order, tolerates
@@ -44,7 +46,6 @@ from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import UNREACHABLE_TAINT, condition
 from knemu.errors import AlreadyExists, KnemuError
 
-HASH_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"
 _NOT_READY = "node.kubernetes.io/not-ready"
 _EVERY_DAEMON: list[tuple[str, str]] = [
@@ -199,6 +200,8 @@ class DaemonSetController:
         sets = [ds for ds in self._ctx.list("DaemonSet") if not meta(ds).get("deletionTimestamp")]
         for ds in sets:
             pods = group_by_controller(self._ctx.list("Pod")).get(uid(ds), [])
+            running = {str((meta(p).get("labels") or {}).get(HASH_LABEL)) for p in pods}
+            sync_history(self._ctx, ds, running, now)
             step = plan(ds, self._ctx.list("Node"), pods, now)
             wrote = self._apply(ds, step, now)
             if wrote:  # status from what is now stored

@@ -25,6 +25,7 @@ QUARANTINE_S = 40.0  # pkg/controller/podgc quarantineTime
 DEPENDENT_KINDS = (
     "ReplicaSet",
     "DaemonSet",
+    "ControllerRevision",
     "Pod",
     "EndpointSlice",
     "Endpoints",

@@ -182,6 +182,24 @@ def validate_daemon_set(obj: Obj) -> list[FieldError]:
     return errs
 
 
+def validate_controller_revision(obj: Obj) -> list[FieldError]:
+    """ValidateControllerRevision: a name, data, and a revision that is not negative."""
+    errs = check_metadata(obj, naming.dns1123_subdomain)
+    if obj.get("data") is None:
+        errs.append(required("data", "the state this revision restores"))
+    revision = obj.get("revision")
+    if not is_int(revision) or revision < 0:
+        errs.append(invalid("revision", revision, "must be greater than or equal to 0"))
+    return errs
+
+
+def validate_controller_revision_update(old: Obj, new: Obj) -> list[FieldError]:
+    """ValidateControllerRevisionUpdate: data is immutable (revision may change)."""
+    if old.get("data") != new.get("data"):
+        return [invalid("data", "<data>", "field is immutable")]
+    return []
+
+
 def validate_apps_update(old: Obj, new: Obj) -> list[FieldError]:
     """apps/v1 selectors are immutable (changing them would orphan the existing pods)."""
     old_sel, new_sel = (

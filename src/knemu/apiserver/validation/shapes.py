@@ -349,6 +349,7 @@ SHAPES: dict[str, Shape] = {
     "Deployment": {"spec": DEPLOYMENT_SPEC, "status": _WORKLOAD_STATUS},
     "ReplicaSet": {"spec": _WORKLOAD_SPEC, "status": _WORKLOAD_STATUS},
     "DaemonSet": {"spec": DAEMON_SET_SPEC, "status": DAEMON_SET_STATUS},
+    "ControllerRevision": {"data": "any", "revision": "int64"},
     "Event": {
         "involvedObject": OBJECT_REFERENCE,
         "reason": "str",

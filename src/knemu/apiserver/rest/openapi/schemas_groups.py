@@ -170,6 +170,16 @@ GROUP_TYPES: dict[str, Schema] = {
             "status": free("The current status of this daemon set."),
         },
     ),
+    APPS + "ControllerRevision": top(
+        "ControllerRevision implements an immutable snapshot of state data.",
+        "apps",
+        "v1",
+        "ControllerRevision",
+        {
+            "data": free("Data is the serialized representation of the state."),
+            "revision": integer("Revision indicates the revision of the state represented."),
+        },
+    ),
     DISCOVERY + "EndpointSlice": top(
         "EndpointSlice represents a subset of the endpoints that implement a service.",
         "discovery.k8s.io",
@@ -203,6 +213,7 @@ GROUP_TYPES.update(
             (APPS, "apps", "Deployment"),
             (APPS, "apps", "ReplicaSet"),
             (APPS, "apps", "DaemonSet"),
+            (APPS, "apps", "ControllerRevision"),
             (DISCOVERY, "discovery.k8s.io", "EndpointSlice"),
             (NETWORKING, "networking.k8s.io", "NetworkPolicy"),
         )
