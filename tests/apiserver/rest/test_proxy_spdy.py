@@ -78,8 +78,9 @@ async def test_portforward_in_a_websocket_tunnel(rest: RestEnv, agent: tuple[int
         await _forward_twice(Client(ws.send_bytes, ws.receive_bytes), echo)
 
 
-async def _upgrade(rest: RestEnv, name: str, protocol: str) -> tuple[bytes, Client]:
-    """POST with ``Upgrade: SPDY/3.1`` on a socket of its own; (response head, client)."""
+async def upgrade(rest: RestEnv, path: str, protocol: str) -> tuple[bytes, Client]:
+    """POST ``path`` with ``Upgrade: SPDY/3.1`` on a socket of its own; (response head,
+    client)."""
     url = URL(rest.base)
     reader, writer = await asyncio.open_connection(url.host, url.port)
 
@@ -87,7 +88,7 @@ async def _upgrade(rest: RestEnv, name: str, protocol: str) -> tuple[bytes, Clie
         writer.write(data)
         await writer.drain()
 
-    await write(f"POST {PATH.format(name)} HTTP/1.1\r\nHost: {url.host}\r\nContent-Length: 0\r\n"
+    await write(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Length: 0\r\n"
                 f"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: "
                 f"{protocol}\r\n\r\n".encode())  # fmt: skip
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -98,7 +99,7 @@ async def test_portforward_over_the_spdy_upgrade(rest: RestEnv, agent: tuple[int
     api, echo = agent
     rest.store.create(node("n1", api), NOW)
     rest.store.create(pod("p", "n1"), NOW)
-    head, client = await _upgrade(rest, "p", "portforward.k8s.io")
+    head, client = await upgrade(rest, PATH.format("p"), "portforward.k8s.io")
     assert head.startswith(b"HTTP/1.1 101 ")
     assert b"X-Stream-Protocol-Version: portforward.k8s.io" in head
     assert b"Upgrade: SPDY/3.1" in head
@@ -111,9 +112,9 @@ async def test_spdy_refusals(rest: RestEnv, agent: tuple[int, int]) -> None:
     api, _ = agent
     rest.store.create(node("n1", api), NOW)
     rest.store.create(pod("p", "n1"), NOW)
-    head, _ = await _upgrade(rest, "p", "v3.channel.k8s.io")
+    head, _ = await upgrade(rest, PATH.format("p"), "v3.channel.k8s.io")
     assert head.startswith(b"HTTP/1.1 403 ")
-    head, _ = await _upgrade(rest, "nope", "portforward.k8s.io")
+    head, _ = await upgrade(rest, PATH.format("nope"), "portforward.k8s.io")
     assert head.startswith(b"HTTP/1.1 404 ")
 
 
@@ -123,7 +124,7 @@ async def test_garbage_on_the_upgraded_socket_gets_goaway(
     api, _ = agent
     rest.store.create(node("n1", api), NOW)
     rest.store.create(pod("p", "n1"), NOW)
-    _, client = await _upgrade(rest, "p", "portforward.k8s.io")
+    _, client = await upgrade(rest, PATH.format("p"), "portforward.k8s.io")
     await client.write(b"\x80\x02\x00\x06\x00\x00\x00\x04\x00\x00\x00\x01")  # SPDY/2 PING
     frames = await client.until(lambda got: bool(got))
     assert frames == [f.GoAway(0, f.GOAWAY_PROTOCOL_ERROR)]

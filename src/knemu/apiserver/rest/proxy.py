@@ -38,7 +38,7 @@ from knemu.apiserver.streaming import bridges
 from knemu.apiserver.streaming.spdy_connection import SpdyConnection
 from knemu.apiserver.streaming.upgrade import (
     SPDY_TUNNEL,
-    offered_protocols,
+    negotiate,
     serve_tunnel,
     serve_upgrade,
     wants_spdy,
@@ -209,7 +209,7 @@ class NodeProxy:
             _, node = self._pod(request)
             base = self._node_base(node)
             if wants_spdy(request):
-                self._negotiate(request, SPDY_PORTFORWARD_PROTOCOL)
+                negotiate(request, SPDY_PORTFORWARD_PROTOCOL)
                 return await serve_upgrade(
                     request, SPDY_PORTFORWARD_PROTOCOL, self._spdy_portforward(request, base, node)
                 )
@@ -265,7 +265,7 @@ class NodeProxy:
     ) -> web.StreamResponse:
         """exec or attach over the SPDY/3.1 upgrade (kubectl <= 1.29, or with
         KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)."""
-        self._negotiate(request, SPDY_EXEC_PROTOCOL)
+        negotiate(request, SPDY_EXEC_PROTOCOL)
         options = {flag: _truthy(request.query.get(flag))
                    for flag in ("stdin", "stdout", "stderr", "tty")}  # fmt: skip
 
@@ -278,16 +278,6 @@ class NodeProxy:
             SPDY_EXEC_PROTOCOL,
             lambda connection: bridges.serve_channels(connection, open_channels, wanted),
         )
-
-    @staticmethod
-    def _negotiate(request: web.Request, protocol: str) -> None:
-        """The SPDY client must offer ``protocol`` (httpstream.Handshake answers 403 if not)."""
-        offered = offered_protocols(request)
-        if protocol not in offered:
-            raise _Forbidden(
-                f"unable to upgrade: unable to negotiate protocol: client supports "
-                f"{offered}, server supports [{protocol}]"
-            )
 
     def _check_stdin(self, request: web.Request, container: str) -> None:
         """attach -i needs the container to hold its stdin open (core/v1 Container.stdin)."""
@@ -395,11 +385,6 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
     )
     await client.close()
     await upstream.close()
-
-
-class _Forbidden(KnemuError):
-    http_status = 403
-    reason = "Forbidden"
 
 
 class _AgentRefused(KnemuError):

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_writer import StreamWriter
 
 from knemu.apiserver.streaming.spdy_connection import SpdyConnection
+from knemu.errors import KnemuError
 from knemu.tasks import until_first_done
 
 SPDY_UPGRADE = "SPDY/3.1"
@@ -32,6 +33,21 @@ Handler = Callable[[SpdyConnection], Coroutine[Any, Any, None]]
 
 def wants_spdy(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == SPDY_UPGRADE.lower()
+
+
+class ProtocolRefused(KnemuError):
+    http_status = 403
+    reason = "Forbidden"
+
+
+def negotiate(request: web.Request, protocol: str) -> None:
+    """The client must offer ``protocol``; httpstream.Handshake answers 403 otherwise."""
+    offered = offered_protocols(request)
+    if protocol not in offered:
+        raise ProtocolRefused(
+            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+            f"server supports [{protocol}]"
+        )
 
 
 def offered_protocols(request: web.Request) -> list[str]:
