@@ -74,6 +74,7 @@ class SpdyConnection:
         self._streams: dict[int, SpdyStream] = {}
         self._accepted: asyncio.Queue[SpdyStream | None] = asyncio.Queue(MAX_STREAMS + 1)
         self.end_reason = ""
+        self._broken = False  # the pipe failed: nothing more is sent
 
     async def accept(self) -> SpdyStream | None:
         """The next stream the client opens (already answered); None once the connection ends."""
@@ -104,18 +105,22 @@ class SpdyConnection:
         self._end("the client closed the connection")
 
     async def flush(self) -> None:
+        """Send what the session queued; a pipe that is gone ends the connection instead of
+        raising into every stream's handler."""
         async with self._send_lock:
             data = self.session.data_to_send()
-            if data:
+            if not data or self._broken:
+                return
+            try:
                 await self._send(data)
+            except (ConnectionError, RuntimeError) as exc:  # aiohttp: closing transport
+                self._broken = True
+                self._end(f"the connection to the client broke: {exc}")
 
     async def close(self) -> None:
         """GOAWAY to the client; the caller then closes the pipe."""
         self.session.go_away()
-        try:
-            await self.flush()
-        except (ConnectionError, RuntimeError):
-            pass  # the pipe is already gone
+        await self.flush()
         self._end("closed by the server")
 
     def _end(self, reason: str) -> None:
