@@ -255,3 +255,34 @@ def test_history_is_kept_as_controller_revisions(cluster: Cluster) -> None:
     cluster.store.delete("DaemonSet", "default", "node-echo", cluster.now)
     cluster.tick()
     assert cluster.store.list("ControllerRevision", "default") == []
+
+
+def test_surge_starts_the_new_pod_next_to_the_old_one(cluster: Cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.add_node(i)
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    _ds(cluster, updateStrategy=rolling)
+    cluster.tick()
+    cluster.run_pods()
+    cluster.tick()
+
+    def new_image(new: dict[str, Any]) -> None:
+        new["spec"]["template"]["spec"]["containers"][0]["image"] = "amsy810/echo-nginx:v2.1"
+
+    _update(cluster, new_image)
+    for step in range(1, 4):
+        cluster.tick()
+        pods = [p for p in cluster.pods() if p["metadata"]["name"].startswith("node-echo-")]
+        assert len(pods) == 4, "one node at a time has its old and its new pod"
+        assert _status(cluster)["numberAvailable"] == 3  # nothing went down
+        cluster.run_pods()  # the new pod is up: its old one goes, the next node surges
+        cluster.tick()
+        pods = [p for p in cluster.pods() if p["metadata"]["name"].startswith("node-echo-")]
+        nodes_done = {p["spec"]["nodeName"] for p in pods
+                      if p["spec"]["containers"][0]["image"].endswith("v2.1")} - {
+            p["spec"]["nodeName"] for p in pods
+            if p["spec"]["containers"][0]["image"].endswith("v2.0")}  # fmt: skip
+        assert len(nodes_done) == step
+    pods = [p for p in cluster.pods() if p["metadata"]["name"].startswith("node-echo-")]
+    images = {p["spec"]["containers"][0]["image"] for p in pods}
+    assert len(pods) == 3 and images == {"amsy810/echo-nginx:v2.1"}

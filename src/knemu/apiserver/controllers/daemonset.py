@@ -16,8 +16,9 @@ node affinity on metadata.name and lets the scheduler bind, to the same effect),
 ``spec.updateStrategy``: OnDelete replaces a pod only once it is deleted; RollingUpdate
 deletes old pods whose node is short of an available pod at once, and available old pods
 while fewer than ``maxUnavailable`` (default 1, of the desired count, rounded up) nodes lack
-an available pod; the next sync puts a new pod there.  DEVIATION: ``maxSurge`` is accepted
-but treated as 0 (the pod is replaced in place).
+an available pod; the next sync puts a new pod there.  With ``maxSurge`` above 0 the new pod
+starts next to the old one instead (on at most maxSurge nodes at once; at once where the old
+pod is unavailable) and the old pod goes when the new one is available.
 """
 
 from __future__ import annotations
@@ -100,6 +101,22 @@ def _oldest_first(pods: list[Obj]) -> list[Obj]:
     return sorted(pods, key=lambda p: (str(meta(p).get("creationTimestamp") or ""), name(p)))
 
 
+def _wait_for(out: Plan, pod: Obj, min_ready: int, now: float) -> None:
+    """Note when a ready pod becomes available (minReadySeconds), for the next sync."""
+    if is_pod_ready(pod) and not is_available(pod, min_ready, now):
+        since = naming.parse_rfc3339((condition(pod, "Ready") or {}).get("lastTransitionTime"))
+        if since is not None:
+            due = since + min_ready
+            out.wait_until = due if out.wait_until is None else min(out.wait_until, due)
+
+
+def _rolling_update(spec: Obj) -> Obj | None:
+    strategy = spec.get("updateStrategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return None
+    return dict(strategy.get("rollingUpdate") or {})
+
+
 def plan(ds: Obj, nodes: list[Obj], owned: list[Obj], now: float) -> Plan:
     spec = ds.get("spec") or {}
     template = spec.get("template") or {}
@@ -114,51 +131,57 @@ def plan(ds: Obj, nodes: list[Obj], owned: list[Obj], now: float) -> Plan:
             out.delete.append(pod)  # the next sync puts a fresh pod on its node
         elif is_active(pod):
             by_node.setdefault(str((pod.get("spec") or {}).get("nodeName") or ""), []).append(pod)
-    counts = dict.fromkeys(("desired", "current", "misscheduled", "ready", "updated"), 0)
-    counts["available"] = 0
-    old: list[tuple[Obj, bool]] = []  # (pod of an old template, available)
-    for node in sorted(nodes, key=lambda n: node_order(name(n))):
-        run, keep = node_placement(pod_spec, node)
+    placed = [(node, *node_placement(pod_spec, node))
+              for node in sorted(nodes, key=lambda n: node_order(name(n)))]  # fmt: skip
+    desired = sum(1 for _, run, _ in placed if run)
+    rolling = _rolling_update(spec)
+    surge = scaled_value(rolling.get("maxSurge", 0), desired, True) if rolling else 0
+    counts = dict.fromkeys(("current", "misscheduled", "ready", "updated", "available"), 0)
+    counts["desired"] = desired
+    old: list[tuple[Obj, bool]] = []  # (pod of an old template, available): maxUnavailable
+    surging = 0  # maxSurge: nodes whose new pod is not available yet
+    candidates: list[str] = []  # ... and nodes that could get one next to their old pod
+    for node, run, keep in placed:
         pods = _oldest_first(by_node.get(name(node), []))
-        if not keep:
-            out.delete += pods
+        if not keep or not run:
+            out.delete += pods if not keep else pods[1:]
             counts["misscheduled"] += bool(pods)
             continue
-        out.delete += pods[1:]  # one daemon pod per node: the oldest stays
-        if not run:
-            counts["misscheduled"] += bool(pods)
-            continue
-        counts["desired"] += 1
         if not pods:
             out.create_on.append(name(node))
             continue
-        pod = pods[0]
-        available = is_available(pod, min_ready, now)
+        new = [p for p in pods if (meta(p).get("labels") or {}).get(HASH_LABEL) == current]
+        olds = [p for p in pods if p not in new]
+        kept = olds[:1] + new[:1] if surge else pods[:1]  # the old pod counts while it runs
+        out.delete += [p for p in pods if p not in kept]  # one pod per node (two while surging)
+        pod, available = kept[0], is_available(kept[0], min_ready, now)
         counts["current"] += 1
         counts["ready"] += is_pod_ready(pod)
         counts["available"] += available
-        if (meta(pod).get("labels") or {}).get(HASH_LABEL) == current:
-            counts["updated"] += 1
-        else:
-            old.append((pod, available))
-        if is_pod_ready(pod) and not available:
-            since = naming.parse_rfc3339((condition(pod, "Ready") or {}).get("lastTransitionTime"))
-            if since is not None:
-                due = since + min_ready
-                out.wait_until = due if out.wait_until is None else min(out.wait_until, due)
-    out.delete += _rolling(spec, old, counts["desired"], counts["available"])
+        counts["updated"] += any(p in new for p in kept)
+        for p in kept:
+            _wait_for(out, p, min_ready, now)
+        if not surge:
+            if pod not in new:
+                old.append((pod, available))
+        elif new and olds:
+            if is_available(new[0], min_ready, now):
+                out.delete.append(olds[0])  # its replacement is up
+            else:
+                surging += 1
+        elif olds:
+            (out.create_on if not available else candidates).append(name(node))
+    if rolling is not None and not surge:
+        out.delete += _rolling(rolling, old, desired, counts["available"])
+    out.create_on += candidates[: max(surge - surging, 0)]
     out.status = _status(ds, counts)
     return out
 
 
-def _rolling(spec: Obj, old: list[tuple[Obj, bool]], desired: int, available: int) -> list[Obj]:
-    """The old pods a RollingUpdate deletes in this sync (update.go rollingUpdate, no surge)."""
-    strategy = spec.get("updateStrategy") or {}
-    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-        return []
-    rolling = strategy.get("rollingUpdate") or {}
+def _rolling(rolling: Obj, old: list[tuple[Obj, bool]], desired: int, available: int) -> list[Obj]:
+    """The old pods a RollingUpdate without surge deletes in this sync (update.go)."""
     max_unavailable = scaled_value(rolling.get("maxUnavailable", 1), desired, True)
-    max_unavailable = max(max_unavailable, 1)  # both 0 is refused at validation; surge -> 0
+    max_unavailable = max(max_unavailable, 1)  # both 0 is refused at validation
     unavailable = desired - available
     doomed = [pod for pod, ok in old if not ok]
     for pod, ok in old:

@@ -70,7 +70,7 @@ def _daemon_set_spec() -> Schema:
                         "Rolling update config params.",
                         {
                             "maxUnavailable": ref(INTSTR, "Nodes without an available pod (1)."),
-                            "maxSurge": ref(INTSTR, "Nodes with an extra new pod (0; knemu: 0)."),
+                            "maxSurge": ref(INTSTR, "Nodes with an extra new pod (0)."),
                         },
                     ),
                 },
