@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from knemu.apiserver.streaming import spdy_frames as f
-from knemu.apiserver.streaming.spdy_connection import STREAM_QUEUE, SpdyConnection
+from knemu.apiserver.streaming.spdy_connection import STREAM_BUFFER, SpdyConnection
 
 
 def _wire(*frames: f.Frame, encoder: f.FrameEncoder | None = None) -> bytes:
@@ -47,13 +47,14 @@ async def test_a_full_stream_queue_holds_the_pipe() -> None:
     await connection.feed(_wire(f.SynStream(1, {}), encoder=encoder))
     stream = await connection.accept()
     assert stream is not None
-    for _ in range(STREAM_QUEUE):
-        await connection.feed(_wire(f.DataFrame(1, b"x"), encoder=encoder))
-    blocked = asyncio.create_task(connection.feed(_wire(f.DataFrame(1, b"y"), encoder=encoder)))
+    for _ in range(STREAM_BUFFER // 65536 - 1):
+        await connection.feed(_wire(f.DataFrame(1, b"x" * 65536), encoder=encoder))
+    last = _wire(f.DataFrame(1, b"y" * 65536), encoder=encoder)  # reaches STREAM_BUFFER
+    blocked = asyncio.create_task(connection.feed(last))
     for _ in range(20):  # loop turns enough for an unblocked feed to finish
         await asyncio.sleep(0)
     assert not blocked.done()
-    assert await stream.read() == b"x"
+    assert await stream.read() == b"x" * 65536
     await asyncio.wait_for(blocked, 5)
 
 

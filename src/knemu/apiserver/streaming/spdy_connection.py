@@ -4,13 +4,16 @@ The pipe is either a socket taken over after ``101 Switching Protocols`` (``Upgr
 SPDY/3.1``) or a websocket whose binary messages carry the SPDY bytes (subprotocol
 ``SPDY/3.1+portforward.k8s.io``, client-go's ``tunneling_connection.go``); the adapter sees only
 ``feed(bytes)``, ``feed_eof()`` and a ``send(bytes)`` coroutine.  Each stream's received data
-waits in a bounded queue; when a queue is full, ``feed`` waits, so the pipe is read no faster
-than the stream consumers take the data (the session has no flow-control windows).
+waits in its queue; past ``STREAM_BUFFER`` bytes ``feed`` waits, so the pipe is read no faster
+than the stream consumers take the data (the session has no flow-control windows) and a
+connection holds at most MAX_STREAMS x STREAM_BUFFER bytes (plus one frame each) for streams
+nobody reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from knemu.apiserver.streaming.events import (
@@ -22,7 +25,7 @@ from knemu.apiserver.streaming.events import (
 )
 from knemu.apiserver.streaming.spdy_session import MAX_STREAMS, SpdySession
 
-STREAM_QUEUE = 16  # data chunks buffered per stream before the pipe stops being read
+STREAM_BUFFER = 256 * 1024  # bytes buffered per stream before the pipe stops being read
 CHUNK = 32 * 1024  # bytes per DATA frame sent
 
 
@@ -31,19 +34,29 @@ class SpdyStream:
 
     def __init__(self, connection: SpdyConnection, stream_id: int, headers: dict[str, str]):
         self.connection, self.stream_id, self.headers = connection, stream_id, headers
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE)
+        self._chunks: deque[bytes | None] = deque()
+        self._buffered = 0  # bytes in _chunks
+        self._readable = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
         self._ended = False
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
 
     async def read(self) -> bytes:
+        while not self._ended and not self._chunks:
+            self._readable.clear()
+            await self._readable.wait()
         if self._ended:
             return b""
-        chunk = await self._chunks.get()
+        chunk = self._chunks.popleft()
         if chunk is None:
             self._ended = True
             return b""
+        self._buffered -= len(chunk)
+        if self._buffered < STREAM_BUFFER:
+            self._space.set()
         return chunk
 
     async def write(self, data: bytes) -> None:
@@ -57,13 +70,19 @@ class SpdyStream:
         await self.connection.flush()
 
     async def _deliver(self, chunk: bytes) -> None:
-        await self._chunks.put(chunk)
+        """Queue ``chunk``; past STREAM_BUFFER bytes, wait until the reader takes some."""
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self._readable.set()
+        if self._buffered >= STREAM_BUFFER:
+            self._space.clear()
+            await self._space.wait()
 
     def _finish(self) -> None:
-        """No more data: FIN, reset or the connection's end (dropping what was not read)."""
-        while self._chunks.full():
-            self._chunks.get_nowait()
-        self._chunks.put_nowait(None)
+        """No more data after what is queued: FIN, reset or the connection's end."""
+        self._chunks.append(None)
+        self._readable.set()
+        self._space.set()
 
 
 class SpdyConnection:

@@ -22,7 +22,7 @@ from knemu.apiserver.streaming.spdy_dictionary import HEADER_DICTIONARY
 
 VERSION = 3
 HEADER_BYTES = 8
-MAX_FRAME_BYTES = 1 << 20  # bytes of one frame's payload accepted; the wire allows 2**24 - 1
+MAX_FRAME_BYTES = 256 * 1024  # payload accepted (wire: 2**24 - 1); kubectl sends <= 32 KiB
 MAX_HEADER_BLOCK_BYTES = 64 * 1024  # after decompression
 
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS = 1, 2, 3, 4
