@@ -237,6 +237,27 @@ def _replicaset_row(rs: Obj, now: float, wide: bool) -> list[str]:
     return row + (_workload_wide(rs) if wide else [])
 
 
+def _daemonset_row(ds: Obj, now: float, wide: bool) -> list[str]:
+    status = _status(ds)
+    counts = ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
+              "updatedNumberScheduled", "numberAvailable")  # fmt: skip
+    selector = ((_spec(ds).get("template") or {}).get("spec") or {}).get("nodeSelector")
+    row = [str(status.get(key) or 0) for key in counts]
+    row += [join_labels(selector), age_of(_meta(ds).get("creationTimestamp"), now)]
+    return row + (_workload_wide(ds) if wide else [])
+
+
+def _controller_revision_row(cr: Obj, now: float, wide: bool) -> list[str]:
+    """CONTROLLER as kubectl prints it: daemonset.apps/NAME."""
+    refs = [r for r in _meta(cr).get("ownerReferences") or [] if r.get("controller")]
+    owner = NONE
+    if refs:
+        group = str(refs[0].get("apiVersion", "")).rpartition("/")[0]
+        kind = str(refs[0].get("kind", "")).lower()
+        owner = f"{kind}{'.' + group if group else ''}/{refs[0].get('name', '')}"
+    return [owner, str(cr.get("revision", 0)), age_of(_meta(cr).get("creationTimestamp"), now)]
+
+
 def node_status(node: Obj) -> str:
     ready = "Unknown"
     for cond in _status(node).get("conditions") or []:
@@ -394,6 +415,14 @@ TABLES: dict[str, TableSpec] = {
     ),
     "ReplicaSet": TableSpec(
         ("DESIRED", "CURRENT", "READY", "AGE"), _WORKLOAD_WIDE, _replicaset_row
+    ),
+    "DaemonSet": TableSpec(
+        ("DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"),
+        _WORKLOAD_WIDE,
+        _daemonset_row,
+    ),
+    "ControllerRevision": TableSpec(
+        ("CONTROLLER", "REVISION", "AGE"), (), _controller_revision_row
     ),
     "Node": TableSpec(
         ("STATUS", "ROLES", "AGE", "VERSION"),

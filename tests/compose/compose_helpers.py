@@ -27,6 +27,7 @@ from knemu import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = str(ROOT / "scripts" / "compose")
+IMAGE = os.environ.get("KNEMU_IMAGE", "knemu:local")  # scripts/compose and compose.yaml agree
 
 
 def _used_subnets(client: docker.DockerClient) -> set[str]:
@@ -106,6 +107,11 @@ class ComposeCluster:
             self._server = f"http://{ip}:6443"
         return self._server
 
+    def kubeconfig(self, path: Path) -> Path:
+        """`scripts/compose kubeconfig` (as a user runs it) written to ``path``."""
+        path.write_text(self.compose("kubeconfig").stdout)
+        return path
+
     def rest(self, path: str, timeout: float = 5.0) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -148,7 +154,7 @@ def wait_until(
 @contextmanager
 def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     client = docker.from_env()
-    if not client.images.list(name="knemu:local"):
+    if not client.images.list(name=IMAGE):
         subprocess.run([COMPOSE, "build"], check=True, timeout=900)
     cluster = ComposeCluster(f"kt{secrets.token_hex(3)}", free_subnet(client), nodes)
     try:

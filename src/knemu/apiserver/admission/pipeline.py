@@ -32,6 +32,9 @@ from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
 from knemu.apiserver.validation import common as v, config as cfg
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
+    validate_controller_revision,
+    validate_controller_revision_update,
+    validate_daemon_set,
     validate_deployment,
     validate_replica_set,
 )
@@ -54,6 +57,8 @@ API_VERSIONS = {
     "EndpointSlice": "discovery.k8s.io/v1",
     "Deployment": "apps/v1",
     "ReplicaSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ControllerRevision": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     **cfg.API_VERSIONS,
 }
@@ -67,6 +72,7 @@ _SHORT_NAMES = {
     "ev": "Event",
     "deploy": "Deployment",
     "rs": "ReplicaSet",
+    "ds": "DaemonSet",
     "netpol": "NetworkPolicy",
     **cfg.SHORT_NAMES,
 }
@@ -81,6 +87,8 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Service": validate_service,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    "DaemonSet": validate_daemon_set,
+    "ControllerRevision": validate_controller_revision,
     **cfg.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
@@ -88,6 +96,8 @@ UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Service": validate_service_update,
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
+    "DaemonSet": validate_apps_update,
+    "ControllerRevision": validate_controller_revision_update,
     **cfg.UPDATE_VALIDATORS,
 }
 
@@ -244,7 +254,7 @@ class Admission:
         kind = obj["kind"]
         if kind == "Pod":
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        elif kind in ("Deployment", "ReplicaSet"):
+        elif kind in ("Deployment", "ReplicaSet", "DaemonSet"):
             obj["status"] = {}
         elif kind == "Service":
             # DEVIATION: a user's status.loadBalancer is kept (seed 002's LoadBalancer example

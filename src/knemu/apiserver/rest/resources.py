@@ -135,6 +135,8 @@ RESOURCES: tuple[Resource, ...] = (
         "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
     ),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), _ALL),
+    Resource("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",), _ALL),
+    Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
 )

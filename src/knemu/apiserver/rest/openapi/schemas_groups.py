@@ -56,6 +56,32 @@ def _deployment_spec() -> Schema:
     )
 
 
+def _daemon_set_spec() -> Schema:
+    return obj(
+        "DaemonSetSpec is the specification of a daemon set.",
+        {
+            "selector": _SELECTOR,
+            "template": ref(CORE + "PodTemplateSpec", "The pod run on every eligible node."),
+            "updateStrategy": obj(
+                "An update strategy to replace existing DaemonSet pods with new pods.",
+                {
+                    "type": string("Type of daemon set update.", ("OnDelete", "RollingUpdate")),
+                    "rollingUpdate": obj(
+                        "Rolling update config params.",
+                        {
+                            "maxUnavailable": ref(INTSTR, "Nodes without an available pod (1)."),
+                            "maxSurge": ref(INTSTR, "Nodes with an extra new pod (0)."),
+                        },
+                    ),
+                },
+            ),
+            "minReadySeconds": integer("Seconds a new pod must be ready to count as available."),
+            "revisionHistoryLimit": integer("Old history to retain for rollback (10)."),
+        },
+        ("selector", "template"),
+    )
+
+
 def _peer() -> Schema:
     return obj(
         "A peer: pods by namespace and pod selectors, or an IP block.",
@@ -133,6 +159,27 @@ GROUP_TYPES: dict[str, Schema] = {
             "status": free("Most recently observed status of the ReplicaSet."),
         },
     ),
+    APPS + "DaemonSetSpec": _daemon_set_spec(),
+    APPS + "DaemonSet": top(
+        "DaemonSet represents the configuration of a daemon set.",
+        "apps",
+        "v1",
+        "DaemonSet",
+        {
+            "spec": ref(APPS + "DaemonSetSpec", "The desired behavior of this daemon set."),
+            "status": free("The current status of this daemon set."),
+        },
+    ),
+    APPS + "ControllerRevision": top(
+        "ControllerRevision implements an immutable snapshot of state data.",
+        "apps",
+        "v1",
+        "ControllerRevision",
+        {
+            "data": free("Data is the serialized representation of the state."),
+            "revision": integer("Revision indicates the revision of the state represented."),
+        },
+    ),
     DISCOVERY + "EndpointSlice": top(
         "EndpointSlice represents a subset of the endpoints that implement a service.",
         "discovery.k8s.io",
@@ -165,6 +212,8 @@ GROUP_TYPES.update(
         for prefix, group, kind in (
             (APPS, "apps", "Deployment"),
             (APPS, "apps", "ReplicaSet"),
+            (APPS, "apps", "DaemonSet"),
+            (APPS, "apps", "ControllerRevision"),
             (DISCOVERY, "discovery.k8s.io", "EndpointSlice"),
             (NETWORKING, "networking.k8s.io", "NetworkPolicy"),
         )
