@@ -198,6 +198,10 @@ class Router:
         """Counters; drops are ``drop_<reason>``.  Includes ``conntrack_entries``."""
         out = dict(self._stats)
         out["conntrack_entries"] = len(self.conntrack)
+        # the backend's own counters (VXLAN: inner checksums it completed), if it keeps any
+        backend_statistics = getattr(self.backend, "statistics", None)
+        if backend_statistics is not None:
+            out.update(backend_statistics())
         return out
 
     def routes_snapshot(self) -> dict[str, Any]:
