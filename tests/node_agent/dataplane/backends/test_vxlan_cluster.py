@@ -26,13 +26,14 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(600)]
 PEER_CIDR = "10.244.200.0/24"
 PEER_IP = "10.244.200.0"  # flannel.1's address: flannel gives the VTEP the subnet's .0/32
 PEER_MAC = "02:00:00:00:00:c8"
+UNDERLAY_MTU = 9000  # jumbo frames (`knemu up --mtu 9000`): pods get 8950
 ECHO_UDP = REPO / "tests" / "node_agent" / "dataplane" / "backends" / "udp_echo.py"
 ECHO_ICMP = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with local_cluster(tmp_path_factory.mktemp("knemu-vxlan"), nodes=2) as c:
+    with local_cluster(tmp_path_factory.mktemp("knemu-vxlan"), nodes=2, mtu=UNDERLAY_MTU) as c:
         c.apply(tools_pod("tools-1", "node-1"))
         c.wait_ready(1, selector="role=tools")
         yield c
@@ -69,10 +70,11 @@ def kernel_peer(cluster: LocalCluster) -> Iterator[str]:
             ["-n", switch, "link", "set", "kvx0", "master", "br0", "up"],
             ["-n", ns, "link", "set", "lo", "up"],
             ["-n", ns, "addr", "add", f"{peer_ip}/24", "dev", "eth0"],
-            ["-n", ns, "link", "set", "eth0", "up"],
+            ["-n", ns, "link", "set", "eth0", "mtu", str(UNDERLAY_MTU), "up"],
+            ["-n", switch, "link", "set", "kvx0", "mtu", str(UNDERLAY_MTU)],
             ["-n", ns, "link", "add", "flannel.1", "address", PEER_MAC, "type", "vxlan", "id",
              "1", "local", peer_ip, "dev", "eth0", "dstport", "4789", "nolearning"],
-            ["-n", ns, "link", "set", "flannel.1", "mtu", "1450", "up"],
+            ["-n", ns, "link", "set", "flannel.1", "mtu", str(UNDERLAY_MTU - 50), "up"],
             ["-n", ns, "addr", "add", f"{PEER_IP}/32", "dev", "flannel.1"],
         ]  # fmt: skip
         for n in range(1, cluster.nodes + 1):
@@ -134,6 +136,13 @@ def test_icmp_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
+def test_pods_mtu_follows_the_jumbo_underlay(cluster: LocalCluster) -> None:
+    out = cluster.exec("tools-1", "cat /sys/class/net/eth0/mtu")
+    assert out.stdout.strip() == str(UNDERLAY_MTU - 50), out.stdout + out.stderr
+    node_mtu = _ip("-n", cluster.node_ns(1), "-j", "link", "show", "eth0").stdout
+    assert json.loads(node_mtu)[0]["mtu"] == UNDERLAY_MTU
+
+
 @contextlib.contextmanager
 def serving(ns: str, *argv: str, ready: str) -> Iterator[None]:
     """``argv`` running in the kernel peer's namespace once it printed ``ready``."""
@@ -176,17 +185,19 @@ def test_udp_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
     before = _completed(cluster)
     with serving(kernel_peer, "python3", str(ECHO_UDP), "serve", PEER_IP, "5297", "60",
                  ready="serving"):  # fmt: skip
-        out = cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5297 100 1200",
-                           timeout_s=150)  # fmt: skip
-        assert out.returncode == 0, out.stdout + out.stderr
+        for size in (1200, 8000):  # 8000: a jumbo datagram, unfragmented at pod MTU 8950
+            out = cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5297 50 {size}",
+                               timeout_s=150)  # fmt: skip
+            assert out.returncode == 0, out.stdout + out.stderr
     assert _completed(cluster) > before, cluster.table("node-1")["counters"]
 
 
 def test_tshark_sees_rfc_7348_on_the_wire(
     cluster: LocalCluster, kernel_peer: str, tmp_path: Path
 ) -> None:
-    """Four TCP flows pod -> kernel peer: each flow's datagrams keep one outer source port in
-    49152-65535, the flows do not all share one, DF is clear, VNI 1, the VTEP MACs."""
+    """Four UDP flows pod -> kernel peer: each flow's datagrams keep one outer source port in
+    49152-65535, the flows do not all share one, DF is clear, VNI 1, the VTEP MACs, and each
+    datagram is one whole inner packet (+50 bytes) within the underlay MTU."""
     pcap = tmp_path / "underlay.pcap"
     capture = subprocess.Popen(
         ["ip", "netns", "exec", cluster.node_ns(1), "tcpdump", "-i", "eth0", "-U", "-c", "200",
@@ -198,21 +209,23 @@ def test_tshark_sees_rfc_7348_on_the_wire(
         assert "listening on" in capture.stderr.readline()  # tcpdump's "ready" line
         with serving(kernel_peer, "python3", str(ECHO_UDP), "serve", PEER_IP, "5296", "60",
                      ready="serving"):  # fmt: skip
-            for _ in range(4):  # four flows: four client ports
-                cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5296 10 100")
+            for size in (100, 1000, 4000, 8900):  # four flows (client ports), up to pod MTU
+                cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5296 10 {size}")
     finally:
         capture.terminate()
         capture.wait(10)
     fields = subprocess.run(
         ["tshark", "-r", str(pcap), "-d", "udp.port==4789,vxlan", "-T", "fields", "-E",
          "separator=|", "-e", "udp.srcport", "-e", "ip.flags.df", "-e", "vxlan.vni", "-e",
-         "eth.dst", "-e", "eth.src", "-e", "udp.checksum"],
+         "eth.dst", "-e", "eth.src", "-e", "udp.checksum", "-e", "ip.len"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout.splitlines()  # fmt: skip
     mac1 = _vtep_mac(cluster, "node-1")
     flows: dict[str, set[str]] = {}
     for line in fields:
-        sports, dfs, vni, dst_macs, src_macs, csums = line.split("|")
+        sports, dfs, vni, dst_macs, src_macs, csums, lengths = line.split("|")
+        outer_len, inner_len = (int(n) for n in lengths.split(","))
+        assert outer_len == inner_len + 50 <= UNDERLAY_MTU, line  # a whole frame per datagram
         outer_sport, inner_sport = sports.split(",")
         assert 49152 <= int(outer_sport) <= 65535, line
         assert dfs.split(",")[0] in ("0", "False"), line
