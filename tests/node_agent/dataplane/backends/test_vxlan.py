@@ -10,7 +10,7 @@ from knemu.config import AgentConfig
 from knemu.errors import ConfigError
 from knemu.node_agent.dataplane import backends
 from knemu.node_agent.dataplane.backends.vxlan import VxlanBackend, complete_partial_checksum
-from knemu.node_agent.dataplane.router import OUT_POD, Router
+from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY, Router
 from knemu.proto import wire
 
 from ..._cluster import MAC1, MAC2, POD_A, POD_B, UNDERLAY1, UNDERLAY2, node
@@ -109,3 +109,30 @@ def test_source_port_range_and_df_are_configurable_and_checked() -> None:
         AgentConfig(vxlan_df="inherit").validate()
     with pytest.raises(ValueError, match="source port range"):
         VxlanBackend(1, MAC1, source_ports=(0, 10))
+
+
+def arp_request(target: str, sender_mac: bytes = bytes.fromhex("020000000002")) -> bytes:
+    """A VXLAN payload from node-2's VTEP: who has ``target``? tell 10.244.2.0 (RFC 826)."""
+    arp = (bytes.fromhex("0001080006040001") + sender_mac + wire.ip_to_bytes("10.244.2.0")
+           + bytes(6) + wire.ip_to_bytes(target))  # fmt: skip
+    return wire.vxlan_header(1) + b"\xff" * 6 + sender_mac + b"\x08\x06" + arp
+
+
+def test_the_vtep_answers_arp_for_its_own_address_to_known_peers() -> None:
+    r1 = Router(node(1))
+    r1.set_peer("node-2", "10.244.2.0/24", UNDERLAY2, MAC2)
+    out = r1.handle_underlay(arp_request("10.244.1.0"), (UNDERLAY2, 51234), 0.0)
+    assert out is not None and out[:2] == (OUT_UNDERLAY, (UNDERLAY2, 4789))  # its VXLAN port
+    reply = bytes(out[2])
+    me, asker = wire.mac_to_bytes(MAC1), bytes.fromhex("020000000002")
+    assert reply[:8] == wire.vxlan_header(1)
+    assert reply[8:22] == asker + me + b"\x08\x06"
+    assert reply[22:30] == bytes.fromhex("0001080006040002")  # a reply
+    assert reply[30:50] == me + wire.ip_to_bytes("10.244.1.0") + asker + wire.ip_to_bytes(
+        "10.244.2.0"
+    )
+    assert r1.statistics()["arp_replies"] == 1
+    # not our VTEP address (the gateway is the node's kernel's), or an unknown asker: dropped
+    assert r1.handle_underlay(arp_request("10.244.1.1"), (UNDERLAY2, 4789), 0.0) is None
+    assert r1.handle_underlay(arp_request("10.244.1.0"), ("192.168.59.99", 4789), 0.0) is None
+    assert r1.statistics()["drop_not_ipv4"] == 2 and r1.statistics()["arp_replies"] == 1

@@ -200,8 +200,9 @@ def test_tshark_sees_rfc_7348_on_the_wire(
     datagram is one whole inner packet (+50 bytes) within the underlay MTU."""
     pcap = tmp_path / "underlay.pcap"
     capture = subprocess.Popen(
-        ["ip", "netns", "exec", cluster.node_ns(1), "tcpdump", "-i", "eth0", "-U", "-c", "200",
-         "-w", str(pcap), "udp dst port 4789 and dst host " + cluster.node_ip(50)],
+        ["ip", "netns", "exec", cluster.node_ns(1), "tcpdump", "-i", "eth0", "-U",
+         "--immediate-mode", "-c", "40", "-w", str(pcap),
+         f"udp dst port 4789 and dst host {cluster.node_ip(50)}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -210,7 +211,10 @@ def test_tshark_sees_rfc_7348_on_the_wire(
         with serving(kernel_peer, "python3", str(ECHO_UDP), "serve", PEER_IP, "5296", "60",
                      ready="serving"):  # fmt: skip
             for size in (100, 1000, 4000, 8900):  # four flows (client ports), up to pod MTU
-                cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5296 10 {size}")
+                out = cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5296 10 {size}")
+                assert out.returncode == 0, f"{size}: {out.stdout}{out.stderr}"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            capture.wait(20)  # until it has its 40 datagrams (4 flows x 10), if all came
     finally:
         capture.terminate()
         capture.wait(10)
@@ -236,3 +240,28 @@ def test_tshark_sees_rfc_7348_on_the_wire(
     assert len(flows) == 4, fields
     assert all(len(ports) == 1 for ports in flows.values()), flows
     assert len({p for ports in flows.values() for p in ports}) > 1, flows
+
+
+def test_the_kernel_peer_resolves_the_vtep_by_arp(cluster: LocalCluster, kernel_peer: str) -> None:
+    """Without its permanent neighbour entry for node-1's VTEP (10.244.1.0), the kernel ARPs
+    for it over VXLAN (flooded to node-1 by an all-zeros FDB entry) and learns node-1's MAC
+    from the agent's reply."""
+    pod_ip = str(cluster.pods(selector="role=tools")[0]["status"]["podIP"])
+    mac1, ns = _vtep_mac(cluster, "node-1"), kernel_peer
+    flood = ["bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1",
+             "dst", cluster.node_ip(1)]  # fmt: skip
+    before = int(cluster.table("node-1")["counters"].get("arp_replies", 0))
+    assert _ip("-n", ns, "neigh", "del", "10.244.1.0", "dev", "flannel.1").returncode == 0
+    try:
+        assert subprocess.run(flood, check=False, timeout=30).returncode == 0
+        wait_until(lambda: _in_peer(ns, "python3", str(ECHO_ICMP), pod_ip).returncode == 0, 30,
+                   what="ICMP echo to a pod after resolving the VTEP", interval_s=0.5)  # fmt: skip
+        neigh = json.loads(_ip("-n", ns, "-j", "neigh", "show", "10.244.1.0").stdout)
+        assert neigh and neigh[0]["lladdr"] == mac1, neigh
+        assert "PERMANENT" not in neigh[0]["state"], neigh
+        assert int(cluster.table("node-1")["counters"]["arp_replies"]) > before
+    finally:
+        flood[3] = "del"
+        subprocess.run(flood[:7] + flood[-2:], check=False, timeout=30)
+        _ip("-n", ns, "neigh", "replace", "10.244.1.0", "lladdr", mac1, "dev", "flannel.1", "nud",
+            "permanent")  # fmt: skip

@@ -11,6 +11,12 @@ Three details make a Linux ``vxlan`` device a full peer, as the kernel's own VTE
   of one port is a fixed source port.
 * Outer DF: the kernel leaves it clear unless ``df set`` is configured (``ip-link(8)``); ``df``
   says which, and the underlay socket applies it.
+* ARP for the VTEP's own address.  flannel gives a node's VTEP the first address of its
+  podCIDR (``10.244.N.0/32`` on ``flannel.1``), and a kernel VTEP answers an ARP request for it
+  arriving over VXLAN like any interface does (RFC 826) -- so a peer may resolve it instead of
+  being given a permanent neighbour entry.  ``answer_arp`` builds that reply; the router sends
+  it back to the asking peer's VTEP (only to known peers: with learning off, the kernel too
+  replies only where its FDB has the asker).
 * Inner checksums left partial.  A Linux sender with checksum offload (the default) leaves an
   inner TCP/UDP checksum CHECKSUM_PARTIAL: the field holds only the folded pseudo-header sum
   and the NIC -- or the receiving kernel, which keeps the "checksum pending" state across a
@@ -31,6 +37,9 @@ from knemu.node_agent.events import DropReason
 from knemu.proto import wire
 
 _ETH_IPV4 = b"\x08\x00"
+_ETH_ARP = b"\x08\x06"
+_ARP_REQUEST = b"\x00\x01\x08\x00\x06\x04\x00\x01"  # RFC 826: Ethernet, IPv4, 6, 4, request
+_ARP_REPLY = _ARP_REQUEST[:7] + b"\x02"
 _HEADROOM = wire.VXLAN_HEADER + wire.ETHERNET_HEADER  # 22: what the router puts in front
 _MIN_DATAGRAM = _HEADROOM + 20
 _IP = _HEADROOM  # where the inner IPv4 header starts in a VXLAN payload
@@ -92,6 +101,21 @@ class VxlanBackend:
         if (proto == 6 or proto == 17) and not (datagram[_IP + 6] & 0x3F or datagram[_IP + 7]):
             key += datagram[_IP + ihl : _IP + ihl + 4]  # and ports, unless a fragment
         return self._low + crc32(key, proto) % self._span
+
+    def answer_arp(self, datagram: bytes, vtep_ip: bytes) -> bytes | None:
+        """The VXLAN payload answering ``datagram`` when it carries an ARP request for
+        ``vtep_ip`` (4 bytes), else None.  (Run where ``decapsulate`` said not_ipv4.)"""
+        frame = datagram[8:]
+        if (
+            len(frame) < 42
+            or frame[12:14] != _ETH_ARP
+            or frame[14:22] != _ARP_REQUEST
+            or frame[38:42] != vtep_ip
+        ):
+            return None
+        asker_mac, asker_ip = frame[22:28], frame[28:32]
+        arp = _ARP_REPLY + self.mac + vtep_ip + asker_mac + asker_ip
+        return self.header + asker_mac + self.mac + _ETH_ARP + arp
 
     def decapsulate(self, datagram: bytes, source: tuple[str, int]) -> bytes | DropReason:
         """RFC 7348 section 5: the I flag set, our VNI; reserved bits ignored on receipt."""
