@@ -246,7 +246,11 @@ class Agent:
         if isinstance(backend, backends.VxlanBackend):
             self.underlay.set_dont_fragment(backend.df == backends.DF_SET)
             if backend.source_ports != (self.config.vxlan_port, self.config.vxlan_port):
-                self.underlay.send_from_ports(backend.source_port)
+                try:
+                    self.underlay.send_from_ports(backend.source_port)
+                except PermissionError:  # no CAP_NET_RAW: still correct VXLAN, one port
+                    log.warning("no raw socket (CAP_NET_RAW) for per-flow VXLAN source ports; "
+                                "sending every flow from port %d", self.config.vxlan_port)  # fmt: skip
         if self.bgp is not None:
             await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
