@@ -46,7 +46,7 @@ from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
-from knemu.node_agent.dataplane.underlay import resolve_pod_mtu
+from knemu.node_agent.dataplane.underlay import resolve_pod_mtu, send_as_vtep
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.capture import CaptureTaps
@@ -244,13 +244,7 @@ class Agent:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
             await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
         if isinstance(backend, backends.VxlanBackend):
-            self.underlay.set_dont_fragment(backend.df == backends.DF_SET)
-            if backend.source_ports != (self.config.vxlan_port, self.config.vxlan_port):
-                try:
-                    self.underlay.send_from_ports(backend.source_port)
-                except PermissionError:  # no CAP_NET_RAW: still correct VXLAN, one port
-                    log.warning("no raw socket (CAP_NET_RAW) for per-flow VXLAN source ports; "
-                                "sending every flow from port %d", self.config.vxlan_port)  # fmt: skip
+            send_as_vtep(self.underlay, backend, self.config.vxlan_port)
         if self.bgp is not None:
             await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
