@@ -143,6 +143,10 @@ class AgentConfig(_Config):
     underlay_ip: str = ""  # empty: the address of the interface holding the default route
     vxlan_port: int = VXLAN_PORT
     vni: int = VNI
+    # Outer UDP source ports, LOW-HIGH (RFC 7348 section 5: a hash of the inner flow in the
+    # dynamic range); one port (e.g. "4789") sends every flow from that port.
+    vxlan_source_ports: str = "49152-65535"
+    vxlan_df: str = "unset"  # outer DF bit: unset (Linux vxlan's default) | set
     pod_mtu_bytes: int = 0  # 0: the underlay's MTU minus 50 (node_agent/dataplane/mtu.py)
     kubelet_listen_port: int = KUBELET_PORT
     proxy_mode: str = "iptables"
@@ -191,6 +195,24 @@ class AgentConfig(_Config):
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")
+        self.vxlan_source_port_range  # noqa: B018 -- raises ConfigError naming the value
+        if self.vxlan_df not in ("unset", "set"):
+            raise ConfigError(f"vxlan_df {self.vxlan_df!r} is not one of unset, set")
+
+    @property
+    def vxlan_source_port_range(self) -> tuple[int, int]:
+        """``vxlan_source_ports`` as (low, high); ConfigError names a malformed value."""
+        low, _, high = self.vxlan_source_ports.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            first = last = 0
+        if not 1 <= first <= last <= 65535:
+            raise ConfigError(
+                f"vxlan_source_ports {self.vxlan_source_ports!r} is not a port range: write "
+                "LOW-HIGH within 1-65535 (default 49152-65535) or one port"
+            )
+        return first, last
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
-from knemu.node_agent.dataplane.underlay import resolve_pod_mtu
+from knemu.node_agent.dataplane.underlay import resolve_pod_mtu, send_as_vtep
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.capture import CaptureTaps
@@ -172,6 +172,7 @@ class Agent:
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
             vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
+            vxlan_source_ports=config.vxlan_source_port_range, vxlan_df=config.vxlan_df,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -242,6 +243,8 @@ class Agent:
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
             await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if isinstance(backend, backends.VxlanBackend):
+            send_as_vtep(self.underlay, backend, self.config.vxlan_port)
         if self.bgp is not None:
             await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)

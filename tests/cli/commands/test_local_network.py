@@ -55,6 +55,21 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
     assert forwarding in cmds
 
 
+def test_a_jumbo_node_network_sets_every_link_of_it(tmp_path: Path) -> None:
+    plain = Cluster("demo", "192.168.59.0/24", 2, str(tmp_path))
+    assert not any("mtu" in cmd for cmd in plain.network_commands())  # 1500: the default
+    jumbo = Cluster("demo", "192.168.59.0/24", 2, str(tmp_path), mtu_bytes=9000)
+    lines = [" ".join(cmd) for cmd in jumbo.network_commands()]
+    for link in ("knh-demo", "-n knemu-demo-sw h0", "-n knemu-demo-sw n1", "-n knemu-demo-sw n2",
+                 "-n knemu-demo-node-1 eth0", "-n knemu-demo-node-2 eth0"):  # fmt: skip
+        ns, _, dev = link.rpartition(" ")
+        assert f"ip {ns + ' ' if ns else ''}link set {dev} mtu 9000" in lines, link
+    assert lines[-1] == "ip -n knemu-demo-sw link set br0 mtu 9000"  # after its ports
+    for bad in (500, 9217):
+        with pytest.raises(ConfigError, match="--mtu"):
+            Cluster("demo", "192.168.59.0/24", 2, str(tmp_path), mtu_bytes=bad)
+
+
 @pytest.mark.parametrize(
     ("name", "subnet", "nodes"),
     [

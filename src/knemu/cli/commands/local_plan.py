@@ -17,6 +17,10 @@ from knemu.errors import ConfigError
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # keeps knh-<name> within IFNAMSIZ (15)
 DEFAULT_NAME = "knemu"
 DEFAULT_SUBNET = "192.168.59.0/24"
+ETHERNET_MTU_BYTES = 1500
+# The node network's MTU (`knemu up --mtu`): at least the IPv4 minimum plus VXLAN's 50 bytes,
+# at most the 9216 of common jumbo-frame switches; agents read it and give pods 50 less.
+MIN_UNDERLAY_MTU_BYTES, MAX_UNDERLAY_MTU_BYTES = 626, 9216
 STATE_ROOT = "/run/knemu"
 NODE_IP_OFFSET = 10  # node-N gets .(10+N), as the seed's 192.168.1.11-13
 REST_PORT, GRPC_PORT, DNS_PORT, DNS_METRICS_PORT = 6443, 6444, 5353, 9153
@@ -25,7 +29,14 @@ REST_PORT, GRPC_PORT, DNS_PORT, DNS_METRICS_PORT = 6443, 6444, 5353, 9153
 class Cluster:
     """Names and addresses of one local cluster, derived from its name and subnet (pure)."""
 
-    def __init__(self, name: str, subnet: str, nodes: int, state_root: str = STATE_ROOT):
+    def __init__(
+        self,
+        name: str,
+        subnet: str,
+        nodes: int,
+        state_root: str = STATE_ROOT,
+        mtu_bytes: int = ETHERNET_MTU_BYTES,
+    ):
         if not NAME_RE.match(name):
             raise ConfigError(
                 f"cluster name {name!r}: use 1-8 lowercase letters/digits starting with a letter"
@@ -39,7 +50,12 @@ class Cluster:
                 f"--nodes {nodes}: {subnet} has room for 1 to "
                 f"{net.num_addresses - NODE_IP_OFFSET - 2} nodes"
             )
-        self.name, self.net, self.nodes = name, net, nodes
+        if not MIN_UNDERLAY_MTU_BYTES <= mtu_bytes <= MAX_UNDERLAY_MTU_BYTES:
+            raise ConfigError(
+                f"--mtu {mtu_bytes}: the node network's MTU must be {MIN_UNDERLAY_MTU_BYTES}-"
+                f"{MAX_UNDERLAY_MTU_BYTES} (1500: Ethernet; 9000 or 9001: jumbo frames)"
+            )
+        self.name, self.net, self.nodes, self.mtu_bytes = name, net, nodes, mtu_bytes
         self.state_dir = Path(state_root) / f"cluster-{name}"
         self.prefix = f"knemu-{name}-"  # every namespace of the cluster, pods' included
         self.switch_ns = f"knemu-{name}-sw"
@@ -73,6 +89,10 @@ class Cluster:
             f"addr add {self.host_ip}/{plen} dev {host}",
             f"link set {host} up",
         ]
+        jumbo = self.mtu_bytes != ETHERNET_MTU_BYTES
+        if jumbo:  # a bridge's MTU follows its ports': set every one, the bridge last
+            lines += [f"link set {host} mtu {self.mtu_bytes}",
+                      f"-n {sw} link set h0 mtu {self.mtu_bytes}"]  # fmt: skip
         for n in range(1, self.nodes + 1):
             ns = self.node_ns(n)
             lines += [
@@ -82,10 +102,20 @@ class Cluster:
                 f"-n {ns} link set lo up",
                 f"-n {ns} addr add {self.node_ip(n)}/{plen} dev eth0",
                 f"-n {ns} link set eth0 up",
+                *(
+                    [
+                        f"-n {sw} link set n{n} mtu {self.mtu_bytes}",
+                        f"-n {ns} link set eth0 mtu {self.mtu_bytes}",
+                    ]
+                    if jumbo
+                    else []
+                ),
                 # A node forwards between its pods and the underlay (a pod reaching another
                 # node's IP, NodePorts): set, not inherited from whatever the host has.
                 f"netns exec {ns} sysctl -qw net.ipv4.ip_forward=1",
             ]
+        if jumbo:
+            lines.append(f"-n {sw} link set br0 mtu {self.mtu_bytes}")
         return [["ip", *line.split()] for line in lines]
 
     def component_configs(
