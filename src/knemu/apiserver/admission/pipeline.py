@@ -275,6 +275,7 @@ class Admission:
             return
         warning = ipam.assign_cluster_ip(self._store, self._config, obj)
         ipam.assign_node_ports(self._store, self._config, obj, old)
+        ipam.assign_health_check_node_port(self._store, self._config, obj, old)
         if warning:
             self._recorder.record(obj, "Warning", "ClusterIPOutOfRange", warning, now)
 
