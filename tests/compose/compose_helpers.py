@@ -27,6 +27,7 @@ from knemu import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = str(ROOT / "scripts" / "compose")
+IMAGE = os.environ.get("KNEMU_IMAGE", "knemu:local")  # scripts/compose builds and tags this
 
 
 def _used_subnets(client: docker.DockerClient) -> set[str]:
@@ -148,7 +149,7 @@ def wait_until(
 @contextmanager
 def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     client = docker.from_env()
-    if not client.images.list(name="knemu:local"):
+    if not client.images.list(name=IMAGE):
         subprocess.run([COMPOSE, "build"], check=True, timeout=900)
     cluster = ComposeCluster(f"kt{secrets.token_hex(3)}", free_subnet(client), nodes)
     try:
