@@ -3,8 +3,9 @@ forwards it to one of the backend's endpoints, as nginx's ``proxy_pass`` does.
 
 The answers nginx gives when it cannot forward are kept, bodies included: 404 when no rule and
 no default backend match, 503 when the backend has no ready endpoint, 502 when the endpoint
-refuses or breaks the connection, 504 when it does not answer in time.  Endpoints are taken in
-turn (nginx's round robin).  Hop-by-hop headers (RFC 9110 section 7.6.1) are not forwarded.
+refuses or breaks the connection, 504 when it does not answer in time.  Each backend's
+endpoints are taken in turn (nginx's round robin per upstream).  Hop-by-hop headers (RFC 9110
+section 7.6.1) are not forwarded.
 TLS: one SSLContext per Secret, chosen by the client's SNI name (``TlsContexts``).
 """
 
@@ -70,7 +71,7 @@ class ReverseProxy:
     def __init__(self, view: View, session: aiohttp.ClientSession) -> None:
         self._view = view
         self._http = session
-        self._turn = itertools.count()
+        self._turns: dict[routing.Backend, itertools.count[int]] = {}  # round robin per backend
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         view = self._view
@@ -81,7 +82,8 @@ class ReverseProxy:
         if isinstance(found, routing.Unavailable):
             log.info("%s %s: 503 (%s)", request.host, request.path, found.reason)
             return nginx_error(503)
-        address, port = found[next(self._turn) % len(found)]
+        turn = self._turns.setdefault(route.backend, itertools.count())
+        address, port = found[next(turn) % len(found)]
         return await self._forward(request, address, port)
 
     async def _forward(self, request: web.Request, address: str, port: int) -> web.StreamResponse:

@@ -33,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knemu.config import BACKEND_LABEL, AgentConfig
+from knemu.config import BACKEND_LABEL, CLUSTER_CIDR, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
 from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
 from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
+from knemu.node_agent.dataplane.egress import ControlPlaneMasquerade
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
@@ -212,6 +213,9 @@ class Agent:
             self.underlay_ip, self.router.services.local_endpoints
         )
         self.steering = Steering(self.underlay_ip, plan.ifname)
+        # pods reach the api-server (the kubernetes Service) through the node's NAT
+        apiserver_host = config.apiserver.rsplit(":", 1)[0].strip("[]")
+        self.egress = ControlPlaneMasquerade(CLUSTER_CIDR, apiserver_host)
         self.api = KubeletApi(
             self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
             metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
@@ -259,6 +263,7 @@ class Agent:
         self.cni = cni.install(self.config, self.name, pod_cidr, plan.address)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
         await self.steering.start()
+        await self.egress.start()
         self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
@@ -284,6 +289,7 @@ class Agent:
         await self.nodeports.close()
         await self.healthchecks.close()
         await self.steering.close()
+        await self.egress.close()
         if self.dns is not None:
             await self.dns.close()
         if self.underlay is not None:
