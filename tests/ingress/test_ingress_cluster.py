@@ -6,12 +6,14 @@ and /tea to two Services, 404 elsewhere; the client's own address arrives in X-F
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
-from localcluster import LocalCluster, local_cluster
+from localcluster import LocalCluster, local_cluster, read_until
 
 from knemu.testing import wait_until
 
@@ -78,3 +80,34 @@ def test_paths_route_to_two_services_from_the_external_client(cluster: LocalClus
     status = from_outside(cluster, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                           "-m", "5", f"http://{lb}/coffeecake")  # fmt: skip
     assert status.stdout == "404"
+
+
+def test_the_external_clients_ingress_traffic_is_in_the_flow_log(cluster: LocalCluster) -> None:
+    """`knemu flows -f` shows the LoadBalancer DNAT of the client's request to a controller pod."""
+    lb = wait_until(lambda: external_ip(cluster), 30, what="the controller Service's address")
+    external = cluster.subnet.rsplit(".", 1)[0] + ".2"
+    argv = [sys.executable, "-m", "knemu.cli", "flows", "-f", "--ip", external, "-o", "json"]
+    proc = subprocess.Popen(argv, env=cluster.env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    want = rf'"nat":\s*"dnat".*"service":\s*"{NS}/knemu-ingress:http".*'
+    try:
+        seen = ""
+        for _ in range(10):  # the watch subscribes in the background: ask until it shows
+            from_outside(cluster, "curl", "-s", "-m", "5", f"http://{lb}/tea")
+            try:
+                seen = read_until(proc, proc.stdout, want, timeout_s=3)
+                break
+            except AssertionError:
+                continue
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    events = [json.loads(line) for line in seen.splitlines() if line.startswith("{")]
+    dnat = [e for e in events if e.get("type") == "FlowTranslated" and e.get("nat") == "dnat"
+            and e.get("service") == f"{NS}/knemu-ingress:http"]  # fmt: skip
+    assert dnat, seen[-2000:]
+    controllers = {p["status"]["podIP"] for p in cluster.pods(NS)}
+    assert {e["translated"]["dst_ip"] for e in dnat} <= controllers, dnat[:3]
