@@ -111,3 +111,30 @@ def test_the_external_clients_ingress_traffic_is_in_the_flow_log(cluster: LocalC
     assert dnat, seen[-2000:]
     controllers = {p["status"]["podIP"] for p in cluster.pods(NS)}
     assert {e["translated"]["dst_ip"] for e in dnat} <= controllers, dnat[:3]
+
+
+def test_ingress_survives_the_announcing_node_being_killed(cluster: LocalCluster) -> None:
+    """Last in the module: it kills a node.  The controller Service's address moves to the
+    other node (MetalLB L2 failover; externalTrafficPolicy Local: a node with a controller pod,
+    re-created there if need be) and the Ingress answers again from the external client."""
+    lb = wait_until(lambda: external_ip(cluster), 30, what="the controller Service's address")
+    nodes = cluster.node_names()
+
+    def announcers() -> list[str]:
+        return [n for n in nodes if lb in cluster.table(n).get("load_balancer_announced", [])]
+
+    wait_until(lambda: len(announcers()) == 1, 30, what=f"one node announcing {lb}")
+    (victim,) = announcers()
+    out = cluster.knemu("chaos", "--runtime", "local", "--cluster", cluster.name,
+                        "--state-dir", str(cluster.state_root), "kill-node", victim)  # fmt: skip
+    assert "killed" in out.stdout
+    survivor = next(n for n in nodes if n != victim)
+    wait_until(lambda: lb in cluster.table(survivor).get("load_balancer_announced", []), 120,
+               what=f"{survivor} announcing {lb}")  # fmt: skip
+
+    def coffee() -> bool:
+        out = from_outside(cluster, "curl", "-s", "-m", "3", f"http://{lb}/coffee")
+        m = ECHO.search(out.stdout)
+        return m is not None and m.group(3).startswith("coffee-")
+
+    wait_until(coffee, 120, what=f"http://{lb}/coffee answered again after the failover")
