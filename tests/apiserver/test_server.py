@@ -220,3 +220,24 @@ async def test_seed_manifests_apply_unchanged_over_rest(server: ApiServer) -> No
                 async with http.post(url, data=text, headers=headers) as resp:
                     body = await resp.json()
                     assert resp.status == 201, f"{path.name}: {body.get('message')}"
+
+
+async def test_the_kubernetes_service_has_the_api_servers_own_endpoint(server: ApiServer) -> None:
+    """As kube-apiserver's endpoint reconciler: pods reach it at 10.96.0.1:443 through this."""
+    base = f"{server.rest_url}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    status, slices = await get_json(f"{base}?labelSelector=kubernetes.io/service-name%3Dkubernetes")
+    assert status == 200
+    (only,) = slices["items"]  # written directly: the Endpoints object is not mirrored again
+    assert only["endpoints"][0]["addresses"] == ["127.0.0.1"]
+    assert only["ports"] == [{"name": "https", "port": server.rest_port, "protocol": "TCP"}]
+    status, eps = await get_json(
+        f"{server.rest_url}/api/v1/namespaces/default/endpoints/kubernetes"
+    )
+    assert eps["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+
+
+def test_a_wildcard_listener_advertises_the_hosts_own_address() -> None:
+    from knemu.apiserver.server import advertise_address
+
+    assert advertise_address("192.168.59.1") == "192.168.59.1"
+    assert advertise_address("0.0.0.0") not in ("", "0.0.0.0")
