@@ -358,6 +358,37 @@ def _netpol_row(np: Obj, now: float, wide: bool) -> list[str]:
     return [join_labels(selector), age_of(_meta(np).get("creationTimestamp"), now)]
 
 
+def _ingress_row(ing: Obj, now: float, wide: bool) -> list[str]:
+    """kubectl printIngress: hosts (``*`` for a rule without one; 3, then "+ N more..."),
+    the load balancer's addresses, and ports 80 (and 443 with TLS)."""
+    spec = _spec(ing)
+    hosts = [r.get("host") or "*" for r in spec.get("rules") or []]
+    shown = ",".join(hosts[:3]) + (f" + {len(hosts) - 3} more..." if len(hosts) > 3 else "")
+    lb = (_status(ing).get("loadBalancer") or {}).get("ingress") or []
+    address = ",".join(a for i in lb for a in (i.get("ip"), i.get("hostname")) if a)
+    return [
+        str(spec.get("ingressClassName") or NONE),
+        shown or "*",
+        address,
+        "80, 443" if spec.get("tls") else "80",
+        age_of(_meta(ing).get("creationTimestamp"), now),
+    ]
+
+
+def _ingress_class_row(ic: Obj, now: float, wide: bool) -> list[str]:
+    """kubectl printIngressClass: PARAMETERS as Kind.apiGroup/name."""
+    params = _spec(ic).get("parameters") or {}
+    shown = NONE
+    if params:
+        group = f".{params['apiGroup']}" if params.get("apiGroup") else ""
+        shown = f"{params.get('kind', '')}{group}/{params.get('name', '')}"
+    return [
+        str(_spec(ic).get("controller") or ""),
+        shown,
+        age_of(_meta(ic).get("creationTimestamp"), now),
+    ]
+
+
 def _data_count(obj: Obj) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
 
@@ -434,6 +465,8 @@ TABLES: dict[str, TableSpec] = {
     "Namespace": TableSpec(("STATUS", "AGE"), (), _namespace_row),
     "Event": TableSpec(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), (), _event_row),
     "NetworkPolicy": TableSpec(("POD-SELECTOR", "AGE"), (), _netpol_row),
+    "Ingress": TableSpec(("CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"), (), _ingress_row),
+    "IngressClass": TableSpec(("CONTROLLER", "PARAMETERS", "AGE"), (), _ingress_class_row),
     "ConfigMap": TableSpec(("DATA", "AGE"), (), _config_map_row),
     "Secret": TableSpec(("TYPE", "DATA", "AGE"), (), _secret_row),
     "ServiceAccount": TableSpec(("SECRETS", "AGE"), (), _service_account_row),

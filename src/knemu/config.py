@@ -27,6 +27,7 @@ CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+LOAD_BALANCER_POOL = "192.0.2.0/24"  # TEST-NET-1 (RFC 5737): never routed on the Internet
 DNS_SERVICE_IP = "10.96.0.10"
 NODE_PORT_RANGE = (30000, 32767)
 VXLAN_PORT = 4789
@@ -116,6 +117,9 @@ class ApiServerConfig(_Config):
     grpc_listen: str = "127.0.0.1:6444"
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
+    # LoadBalancer addresses (MetalLB-style pool).  TEST-NET-1 by default; a range of the node
+    # subnet where the underlay drops other destinations (docker's internal networks).
+    load_balancer_pool: str = LOAD_BALANCER_POOL
     node_port_min: int = NODE_PORT_RANGE[0]
     node_port_max: int = NODE_PORT_RANGE[1]
     cluster_domain: str = CLUSTER_DOMAIN
@@ -128,6 +132,7 @@ class ApiServerConfig(_Config):
         _check_hostport("grpc_listen", self.grpc_listen)
         _check_cidr("cluster_cidr", self.cluster_cidr)
         _check_cidr("service_cidr", self.service_cidr)
+        _check_cidr("load_balancer_pool", self.load_balancer_pool)
         if not 1 <= self.node_port_min <= self.node_port_max <= 65535:
             raise ConfigError("node ports: need 1 <= node_port_min <= node_port_max <= 65535")
         if self.watch_queue_events < 1 or self.event_history < 1:

@@ -50,6 +50,13 @@ def free_subnet(client: docker.DockerClient) -> str:
     raise RuntimeError("no free 192.168.200-249.0/24 subnet for a compose test cluster")
 
 
+def lb_pool(subnet: str) -> str:
+    """The LoadBalancer pool of a compose cluster: the top /28 of its node subnet (.240-.254),
+    which docker hands to no container."""
+    net = ipaddress.ip_network(subnet)
+    return str(ipaddress.ip_network(f"{net.network_address + 240}/28"))
+
+
 class ComposeCluster:
     def __init__(self, project: str, subnet: str, nodes: int) -> None:
         self.project = project
@@ -61,6 +68,7 @@ class ComposeCluster:
             os.environ,
             COMPOSE_PROJECT_NAME=project,
             KNEMU_UNDERLAY_SUBNET=subnet,
+            KNEMU_LB_POOL=lb_pool(subnet),
             KNEMU_SKIP_BUILD="1",
         )
 

@@ -86,6 +86,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),
     ResourceType("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
     ResourceType("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
+    ResourceType("Ingress", "networking.k8s.io/v1", "ingresses", True, ("ing",)),
+    ResourceType("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
 )
 
 _BY_NAME: dict[str, ResourceType] = {n: rt for rt in RESOURCE_TYPES for n in rt.names()}

@@ -287,7 +287,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (
         "unknown kind names the known kinds",
-        {"kind": "Ingress", "metadata": {"name": "x"}},
+        {"kind": "Gateway", "metadata": {"name": "x"}},
         "kind",
         "known kinds: ConfigMap, ControllerRevision, DaemonSet, Deployment",
     ),

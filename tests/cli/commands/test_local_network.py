@@ -53,6 +53,10 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
         "net.ipv4.ip_forward=1",
     ]
     assert forwarding in cmds
+    assert c.external_ns == "knemu-demo-external" and c.external_ip == "192.168.59.2"
+    ext_addr = ["ip", "-n", "knemu-demo-external", "addr", "add", "192.168.59.2/24", "dev", "eth0"]
+    assert ext_addr in cmds
+    assert "192.168.59.2" not in [c.node_ip(n) for n in range(1, 245)]
 
 
 def test_a_jumbo_node_network_sets_every_link_of_it(tmp_path: Path) -> None:
@@ -137,6 +141,9 @@ def test_nodes_reach_each_other_and_the_host_then_vanish(cluster: Cluster) -> No
     for cmd in cluster.network_commands():
         run_ip(cmd)
     assert tcp_reachable(cluster.node_ns(1), cluster.node_ns(2), cluster.node_ip(2))
+    # The external client reaches the nodes on the underlay, as a client on the internet would.
+    assert tcp_reachable(cluster.external_ns, cluster.node_ns(2), cluster.node_ip(2))
+    assert "default" not in run_ip(["ip", "-n", cluster.external_ns, "route"]).stdout
     # No default route inside a node: nothing can leave the machine.
     routes = run_ip(["ip", "-n", cluster.node_ns(1), "route"]).stdout
     assert "default" not in routes
@@ -144,6 +151,7 @@ def test_nodes_reach_each_other_and_the_host_then_vanish(cluster: Cluster) -> No
     assert run_ip(sysctl).stdout.strip() == "1"
     running, found = describe_leftovers(cluster)
     assert not running and f"namespace {cluster.node_ns(1)}" in found
+    assert f"namespace {cluster.external_ns}" in found
     removed = tear_down(cluster)
     assert f"link {cluster.host_link}" in removed
     assert list_namespaces(cluster.prefix) == []

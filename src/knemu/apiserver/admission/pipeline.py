@@ -29,7 +29,7 @@ from knemu.apiserver.admission.defaults import apply_defaults
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
-from knemu.apiserver.validation import common as v, config as cfg
+from knemu.apiserver.validation import common as v, config as cfg, ingress
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
     validate_controller_revision,
@@ -61,6 +61,7 @@ API_VERSIONS = {
     "ControllerRevision": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     **cfg.API_VERSIONS,
+    **ingress.API_VERSIONS,
 }
 # kubectl's short names and plurals (kubectl api-resources).
 _SHORT_NAMES = {
@@ -75,6 +76,7 @@ _SHORT_NAMES = {
     "ds": "DaemonSet",
     "netpol": "NetworkPolicy",
     **cfg.SHORT_NAMES,
+    **ingress.SHORT_NAMES,
 }
 VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Namespace": v.validate_namespace,
@@ -90,6 +92,7 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "DaemonSet": validate_daemon_set,
     "ControllerRevision": validate_controller_revision,
     **cfg.VALIDATORS,
+    **ingress.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Pod": validate_pod_update,
@@ -99,6 +102,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "DaemonSet": validate_apps_update,
     "ControllerRevision": validate_controller_revision_update,
     **cfg.UPDATE_VALIDATORS,
+    **ingress.UPDATE_VALIDATORS,
 }
 
 
@@ -285,6 +289,7 @@ class Admission:
             return
         warning = ipam.assign_cluster_ip(self._store, self._config, obj)
         ipam.assign_node_ports(self._store, self._config, obj, old)
+        ipam.assign_health_check_node_port(self._store, self._config, obj, old)
         if warning:
             self._recorder.record(obj, "Warning", "ClusterIPOutOfRange", warning, now)
 

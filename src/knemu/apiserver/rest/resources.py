@@ -139,6 +139,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
+    Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), _ALL),
+    Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
 )
 
 _BY_PATH = {(r.group_version, r.plural): r for r in RESOURCES}

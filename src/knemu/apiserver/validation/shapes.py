@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knemu.apiserver.validation import ingress
 from knemu.apiserver.validation.common import show
 from knemu.errors import FieldError
 
@@ -373,6 +374,7 @@ SHAPES: dict[str, Shape] = {
         }
     },
 }
+SHAPES.update(ingress.SHAPES)  # networking.k8s.io Ingress, IngressClass
 _TOP: Shape = {"apiVersion": "str", "kind": "str", "metadata": OBJECT_META}
 
 
