@@ -57,10 +57,11 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan",
+        backend: str = "vxlan", encryption: str = "none",
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
+        self.encryption = encryption
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -97,7 +98,8 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         self.proxy_mode, "--backend", self.backend, "--encryption",
+                         self.encryption, "--timeout", "90",
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
@@ -179,10 +181,14 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan"
+    state_root: Path,
+    nodes: int = 3,
+    proxy_mode: str = "iptables",
+    backend: str = "vxlan",
+    encryption: str = "none",
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend, encryption)
     try:
         c.up()
         yield c

@@ -127,9 +127,14 @@ class Registration:
 
 
 async def register(
-    config: AgentConfig, client: ClusterClient, underlay_ip: str, identity: str
+    config: AgentConfig,
+    client: ClusterClient,
+    underlay_ip: str,
+    identity: str,
+    keys: backends.KeyPair | None = None,
 ) -> Registration:
-    """Register, retrying with backoff while the api-server is unreachable."""
+    """Register, retrying with backoff while the api-server is unreachable; ``keys``: the
+    node's WireGuard key pair, whose public half the Node publishes."""
     backoff = Backoff(0.1, 3.0, config.seed)
     mac = tables.vtep_mac(identity, underlay_ip)
     while True:
@@ -139,6 +144,7 @@ async def register(
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
                 labels={BACKEND_LABEL: config.backend},
+                wireguard_public_key=keys.public_b64 if keys is not None else "",
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -156,8 +162,15 @@ class Agent:
     registration) as agent`` opens its devices and sockets and runs it until the block ends
     (``run_agent`` registers first)."""
 
-    def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ClusterClient,
+        reg: Registration,
+        keys: backends.KeyPair | None = None,
+    ) -> None:
         self.config = config
+        self.keys = keys  # --encryption wireguard: this run's key pair (fresh at every start)
         self.client = client
         self.name = reg.node.metadata.name
         self.underlay_ip = reg.underlay_ip
@@ -172,9 +185,10 @@ class Agent:
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
             vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
+            encryption=config.encryption,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
-                             flow_sink=self.flows.append)  # fmt: skip
+                             flow_sink=self.flows.append, keys=keys)  # fmt: skip
         self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
         self.flows.on_watch = self.router.set_forward_events
         entry, backends = tables.dns_service(plan.address)
@@ -241,7 +255,7 @@ class Agent:
         backend = self.router.backend
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
-            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+            await self.underlay.open((self.underlay_ip, backend.port if not raw else 0), raw)
         if self.bgp is not None:
             await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
@@ -338,7 +352,7 @@ class Agent:
             await asyncio.sleep(self.renew_interval_s)
 
     async def _reregister(self) -> None:
-        reg = await register(self.config, self.client, self.underlay_ip, self.identity)
+        reg = await register(self.config, self.client, self.underlay_ip, self.identity, self.keys)
         self.renew_interval_s = reg.renew_interval_s
         node = reg.node
         running = self.router.node.pod_cidr
@@ -411,6 +425,7 @@ class Agent:
         snap = self.router.table_snapshot()
         snap["node"] = self.name
         snap["backend"] = self.config.backend
+        snap["encryption"] = self.config.encryption
         snap["backend_mismatch"] = dict(self.tables.mismatched)
         if self.bgp is not None:
             snap["bgp"] = self.bgp.status
@@ -455,18 +470,22 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
     ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
     mtu = await resolve_pod_mtu(
-        config.pod_mtu_bytes, underlay_ip, backends.overhead_bytes(config.backend), config.backend
+        config.pod_mtu_bytes,
+        underlay_ip,
+        backends.overhead_bytes(config.backend, config.encryption),
+        config.backend if config.encryption == "none" else config.encryption,
     )
     log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
     config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()
     client = ClusterClient(config.apiserver)
+    keys = backends.KeyPair() if config.encryption == "wireguard" else None
     agent: Agent | None = None
 
     async def bring_up() -> None:
         nonlocal agent
-        reg = await register(config, client, underlay_ip, identity)
-        agent = Agent(config, client, reg)
+        reg = await register(config, client, underlay_ip, identity, keys)
+        agent = Agent(config, client, reg, keys)
         await agent.start()
 
     starting = asyncio.create_task(bring_up(), name="agent-start")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from knemu.config import (
+    ENCRYPTIONS,
     IPVS_SCHEDULERS,
     NETWORK_BACKENDS,
     PROXY_MODES,
@@ -63,6 +64,11 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "proxy_mode": FlagExtra(choices=PROXY_MODES, help="kube-proxy mode"),
     "backend": FlagExtra(
         choices=NETWORK_BACKENDS, help="pod network: vxlan (default) or ipip (Calico IPIP)"
+    ),
+    "encryption": FlagExtra(
+        choices=ENCRYPTIONS,
+        help="seal node-to-node pod traffic: none (default) or wireguard (ChaCha20-Poly1305, "
+        "keys on the Node as Calico's WireguardPublicKey)",
     ),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
     "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),

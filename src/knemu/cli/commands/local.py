@@ -47,7 +47,7 @@ from knemu.cli.commands.local_plan import (
     STATE_ROOT,
     Cluster,
 )
-from knemu.config import NETWORK_BACKENDS, PROXY_MODES
+from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
 from knemu.node_agent.runtime.runc import remove_cgroups
 
@@ -133,7 +133,13 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables")
     parser.add_argument(
         "--backend", choices=NETWORK_BACKENDS, default="vxlan",
-        help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
+        help="pod network backend: vxlan (flannel), ipip (Calico IPIP, pod MTU 1480) or bgp "
+             "(Calico BGP: BIRD on every node, native routing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encryption", choices=ENCRYPTIONS, default="none",
+        help="seal pod traffic between nodes: none (default: readable VXLAN/IPIP on the wire) "
+             "or wireguard (ChaCha20-Poly1305, per-node X25519 keys; pod MTU 1440)",
     )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
@@ -155,7 +161,7 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption)
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -168,7 +174,13 @@ def up_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
+def bring_up(
+    cluster: Cluster,
+    proxy_mode: str,
+    timeout_s: float,
+    backend: str = "vxlan",
+    encryption: str = "none",
+) -> None:
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -189,7 +201,7 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str =
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend).items():
+        for role, config in cluster.component_configs(proxy_mode, backend, encryption).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

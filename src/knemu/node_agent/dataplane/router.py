@@ -49,6 +49,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from knemu.node_agent import events as ev
+from knemu.node_agent.dataplane.backends import TRANSPORT_UDP, KeyPair
 from knemu.node_agent.dataplane.routes import (
     FROM_HOST,
     FROM_POD,
@@ -106,10 +107,13 @@ class Router:
         seed: int = 0,
         flow_sink: Callable[[ev.FlowEvent], None] | None = None,
         timeouts: CtTimeouts | None = None,
+        keys: KeyPair | None = None,
     ) -> None:
         self.node = node
-        self.routes = RouteTable(node)
-        self.verdicts = Verdicts(node, flow_sink)
+        self.routes = RouteTable(node, keys)
+        # --encryption wireguard: every frame to a peer is sealed last, after the rewrites
+        self._seal = None if self.routes.cipher is None else self.routes.cipher.seal
+        self.verdicts = Verdicts(node, flow_sink, self._seal)
         self.nat = ServiceNat(node, self.verdicts, proxy_mode, ipvs_scheduler, seed, timeouts)
         self.services = self.nat.services
         self.conntrack = self.nat.conntrack
@@ -145,9 +149,10 @@ class Router:
         vtep_mac: str,
         vxlan_port: int = 4789,
         ready: bool = True,
+        public_key: str = "",
     ) -> None:
         """Route ``pod_cidr`` to a peer node's VTEP (``RouteTable.set_peer``)."""
-        self.routes.set_peer(name, pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready)
+        self.routes.set_peer(name, pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready, public_key)
 
     def remove_peer(self, name: str) -> None:
         self.routes.remove_peer(name)
@@ -238,16 +243,18 @@ class Router:
     def handle_underlay(
         self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float
     ) -> Output | None:
-        """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet):
-        the backend decapsulates it; only known peers are accepted."""
+        """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet, a
+        WireGuard message): accepted only from a current node's underlay address (as Calico
+        drops IPIP/VXLAN from non-cluster hosts), then the backend decapsulates it (and, with
+        encryption, proves that node sealed it)."""
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
-        inner = self._decapsulate(datagram, src_addr)
-        if type(inner) is not bytes:
-            return self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:
-            return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
+            return self._drop_outer(Drop.UNKNOWN_PEER, datagram, src_addr, now)
+        inner = self._decapsulate(datagram, src_addr)
+        if type(inner) is not bytes:
+            return self._drop_outer(cast(Drop, inner), datagram, src_addr, now)
         self._stats["decapsulated"] += 1
         return self._process(inner, FROM_UNDERLAY, peer, now)
 
@@ -413,6 +420,11 @@ class Router:
         if self._forward_sink is not None:
             self._emit_forward(kind, to, bytes(buf[o:]), pkt, half, origin, via, now)
         if kind is OUT_UNDERLAY:
+            if self._seal is not None:
+                sealed = self._seal(to.addr, buf)
+                if sealed is None:
+                    return self._drop(Drop.NO_PEER_KEY, pkt, origin, now)
+                return (OUT_UNDERLAY, to.addr, sealed)
             return (OUT_UNDERLAY, to.addr, buf)
         return (kind, to, buf)
 
@@ -443,6 +455,22 @@ class Router:
                 self.conntrack.tcp_update(entry, flags, half.reply)
 
     # -- refusals, answers and drops -----------------------------------------------------------
+
+    def _drop_outer(
+        self, reason: Drop, datagram: bytes, src_addr: tuple[str, int], now: float
+    ) -> Output | None:
+        """A datagram refused before decapsulation: the flow event names its underlay source
+        (and the inner packet, when it is readable) so `knemu flows` shows who sent it."""
+        inner = b""
+        if reason is Drop.UNKNOWN_PEER:
+            opened = self._decapsulate(datagram, src_addr)
+            inner = opened if type(opened) is bytes else b""
+        backend = self.backend
+        port = backend.port if backend.transport == TRANSPORT_UDP else 0
+        outer = ev.OuterHeader(
+            src_addr[0], self.node.underlay_ip, port, self.node.vni, backend.name
+        )
+        return self._drop(reason, inner, ev.POINT_DECAP, now, outer)
 
     def _unrouted(
         self, pkt: bytes, dst: bytes, origin: str, via: Any, now: float
