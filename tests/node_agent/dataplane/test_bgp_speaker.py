@@ -46,7 +46,9 @@ async def test_a_reload_birdc_could_not_deliver_is_tried_again(
     speaker.set_peers({"node-1": "192.168.59.11"})  # arrives as BIRD starts
     task = asyncio.create_task(speaker._run())
     try:
-        await wait_for(log.exists, 10, what="a configure that reached BIRD")
+        # the shell creates the file before grep writes its count: wait for the count
+        await wait_for(lambda: log.exists() and log.read_text().strip(), 10,
+                       what="a configure that reached BIRD")  # fmt: skip
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -128,6 +128,7 @@ class Router:
         self.backend = routes.backend
         # BGP: other nodes' podCIDRs are the kernel's (BIRD's routes), not this table's
         self._native = node.backend == "bgp"
+        self._sources, self._source_lens = routes.source_prefixes, routes.source_prefix_lens
         self._decapsulate = routes.backend.decapsulate
         self._local_net = routes.own_prefix
         self._gw, self._own = nat.gw, nat.own
@@ -235,10 +236,23 @@ class Router:
         return self._process(packet, FROM_POD, port_id, now)
 
     def handle_host(self, packet: bytes | bytearray, now: float) -> Output | None:
-        """A packet the node's own kernel routed into the host TUN."""
+        """A packet the node's own kernel routed into the host TUN.  With native routing (bgp)
+        that includes other nodes' pod packets, which carry no outer header: one whose source
+        is a pod address in no current node's podCIDR did not come from a node."""
         if type(packet) is not bytes:
             packet = bytes(packet)
+        if self._native and len(packet) >= 20:
+            src = packet[12:16]
+            net, mask = self._cluster_net
+            if int.from_bytes(src, "big") & mask == net and not self._known_source(src):
+                return self._drop(Drop.UNKNOWN_PEER, packet, FROM_HOST, now)
         return self._process(packet, FROM_HOST, None, now)
+
+    def _known_source(self, src: bytes) -> bool:
+        if src[: len(self._local_net)] == self._local_net:
+            return True  # the node's own gateway address
+        sources = self._sources
+        return any(src[:n] in sources for n in self._source_lens)
 
     def handle_underlay(
         self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float

@@ -146,6 +146,11 @@ class RouteTable:
         self.by_prefix: dict[bytes, Peer] = {}  # podCIDR prefix octets -> peer
         self.prefix_lens: list[int] = []  # distinct prefix lengths, longest first
         self.peer_by_ip: dict[str, Peer] = {}
+        # Backend bgp: the kernel routes (BGP's); peers' podCIDRs only say which pod source
+        # addresses may arrive from the underlay (a prefix of no current node is dropped).
+        self.native = node.backend == "bgp"
+        self.source_prefixes: dict[bytes, Peer] = {}
+        self.source_prefix_lens: list[int] = []
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -197,6 +202,10 @@ class RouteTable:
             len(link.headroom),
         )
         self.peers[name] = peer
+        if self.native:
+            self.source_prefixes[prefix] = peer
+            self.source_prefix_lens[:] = sorted({len(p) for p in self.source_prefixes})
+            return
         self.by_prefix[prefix] = peer
         self.peer_by_ip[underlay_ip] = peer
         self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
@@ -216,6 +225,9 @@ class RouteTable:
             del self.by_prefix[peer.prefix]
         if self.peer_by_ip.get(peer.underlay_ip) is peer:
             del self.peer_by_ip[peer.underlay_ip]
+        if self.source_prefixes.get(peer.prefix) is peer:
+            del self.source_prefixes[peer.prefix]
+            self.source_prefix_lens[:] = sorted({len(p) for p in self.source_prefixes})
         self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
         return peer
 

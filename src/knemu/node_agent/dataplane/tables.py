@@ -282,11 +282,9 @@ class NodeTables:
                     self._on_mismatch(peer.name, peer.backend)
             return
         self.mismatched.pop(peer.name, None)
-        if self.backend == "bgp":
-            self.peer_names[peer.underlay_ip] = peer.name
-            self._set_bgp_peer(peer.name, peer.underlay_ip)
-            return
         self.peer_names[peer.underlay_ip] = peer.name
+        if self.backend == "bgp":  # the router learns only which pod sources are a node's
+            self._set_bgp_peer(peer.name, peer.underlay_ip)
         try:
             self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
                                  peer.vxlan_port, peer.ready, peer.public_key)  # fmt: skip
