@@ -57,11 +57,12 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan", encryption: str = "none",
+        backend: str = "vxlan", encryption: str = "none", bgp_route_reflector: str = "",
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
         self.encryption = encryption
+        self.bgp_route_reflector = bgp_route_reflector
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -99,7 +100,8 @@ class LocalCluster:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
                          self.proxy_mode, "--backend", self.backend, "--encryption",
-                         self.encryption, "--timeout", "90",
+                         self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
+                         "--timeout", "90",
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
@@ -186,9 +188,10 @@ def local_cluster(
     proxy_mode: str = "iptables",
     backend: str = "vxlan",
     encryption: str = "none",
+    bgp_route_reflector: str = "",
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend, encryption)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend, encryption, bgp_route_reflector)
     try:
         c.up()
         yield c

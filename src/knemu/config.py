@@ -157,6 +157,9 @@ class AgentConfig(_Config):
     # Off by default, as in Calico and flannel: plain VXLAN/IPIP stays readable on the wire for
     # the seeds' lessons and interoperates with kernel peers; sealing costs CPU per packet.
     encryption: str = "none"
+    # Backend bgp: node names of the route reflectors, comma-separated (Calico's
+    # routeReflectorClusterID nodes); empty: the full node-to-node mesh.
+    bgp_route_reflectors: str = ""
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -169,6 +172,10 @@ class AgentConfig(_Config):
     # flannel-like node that stores policies but forwards everything.
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
+
+    @property
+    def route_reflector_nodes(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.bgp_route_reflectors.split(",") if n.strip())
 
     @property
     def pod_mtu_or_default(self) -> int:
@@ -204,6 +211,11 @@ class AgentConfig(_Config):
             raise ConfigError(
                 "encryption wireguard needs an encapsulating backend (vxlan or ipip); bgp hands "
                 "pod packets to the kernel unencapsulated"
+            )
+        if self.bgp_route_reflectors and self.backend != "bgp":
+            raise ConfigError(
+                f"bgp_route_reflectors {self.bgp_route_reflectors!r} needs backend bgp, "
+                f"not {self.backend}"
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")

@@ -208,7 +208,8 @@ class Agent:
         self.bgp: BgpSpeaker | None = None
         if config.backend == "bgp":
             bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
-            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp",
+                                  reflector_nodes=config.route_reflector_nodes)  # fmt: skip
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
                                  self._backend_mismatch,
                                  self.bgp.set_peers if self.bgp else None)  # fmt: skip

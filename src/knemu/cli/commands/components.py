@@ -70,6 +70,10 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
         help="seal node-to-node pod traffic: none (default) or wireguard (ChaCha20-Poly1305, "
         "keys on the Node as Calico's WireguardPublicKey)",
     ),
+    "bgp_route_reflectors": FlagExtra(
+        aliases=("--bgp-route-reflector",),
+        help="backend bgp: route reflector node names, comma-separated (default: full mesh)",
+    ),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
     "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),

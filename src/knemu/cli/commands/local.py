@@ -141,6 +141,11 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seal pod traffic between nodes: none (default: readable VXLAN/IPIP on the wire) "
              "or wireguard (ChaCha20-Poly1305, per-node X25519 keys; pod MTU 1440)",
     )  # fmt: skip
+    parser.add_argument(
+        "--bgp-route-reflector", default="", metavar="NODE[,NODE]",
+        help="with --backend bgp: these nodes reflect routes (rr client sessions) instead of "
+             "the full node-to-node mesh, e.g. node-1",
+    )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
@@ -161,7 +166,10 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption)
+        if args.bgp_route_reflector and args.backend != "bgp":
+            raise ConfigError("--bgp-route-reflector needs --backend bgp")
+        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption,
+                 args.bgp_route_reflector)  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -180,6 +188,7 @@ def bring_up(
     timeout_s: float,
     backend: str = "vxlan",
     encryption: str = "none",
+    route_reflectors: str = "",
 ) -> None:
     running, found = describe_leftovers(cluster)
     if running:
@@ -201,7 +210,9 @@ def bring_up(
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend, encryption).items():
+        for role, config in cluster.component_configs(
+            proxy_mode, backend, encryption, route_reflectors
+        ).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

@@ -89,7 +89,11 @@ class Cluster:
         return [["ip", *line.split()] for line in lines]
 
     def component_configs(
-        self, proxy_mode: str, backend: str = "vxlan", encryption: str = "none"
+        self,
+        proxy_mode: str,
+        backend: str = "vxlan",
+        encryption: str = "none",
+        route_reflectors: str = "",
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
@@ -116,6 +120,7 @@ class Cluster:
                 "proxy_mode": proxy_mode,
                 "backend": backend,
                 "encryption": encryption,
+                "bgp_route_reflectors": route_reflectors,
                 "seed": n,
             }
         return configs

@@ -33,8 +33,19 @@ def _die_with_parent() -> None:
 
 
 class BgpSpeaker:
-    def __init__(self, cfg: bird.BgpConfig, state_dir: Path, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        cfg: bird.BgpConfig,
+        state_dir: Path,
+        poll_s: float = POLL_S,
+        reflector_nodes: tuple[str, ...] = (),
+    ) -> None:
         self.cfg = cfg
+        # Node names of the route reflectors (``--bgp-route-reflectors``; empty: full mesh);
+        # their underlay IPs are taken from the peers' Node objects as they arrive.
+        self.reflector_nodes = reflector_nodes
+        if cfg.node in reflector_nodes:
+            self.cfg = bird.BgpConfig(**{**cfg.__dict__, "route_reflectors": (cfg.underlay_ip,)})
         self.conf = state_dir / "bird.conf"
         self.ctl = state_dir / "bird.ctl"
         self._poll_s = poll_s
@@ -59,8 +70,12 @@ class BgpSpeaker:
     def set_peers(self, peers: dict[str, str]) -> None:
         """The peer nodes' underlay IPs changed: rewrite the configuration and reload."""
         ips = tuple(sorted(peers.values()))
-        if ips != self.cfg.peers:
-            self.cfg = bird.BgpConfig(**{**self.cfg.__dict__, "peers": ips})
+        reflectors = tuple(sorted(ip for name, ip in peers.items() if name in self.reflector_nodes))
+        if self.cfg.node in self.reflector_nodes:
+            reflectors = tuple(sorted((*reflectors, self.cfg.underlay_ip)))
+        if ips != self.cfg.peers or reflectors != self.cfg.route_reflectors:
+            changes = {"peers": ips, "route_reflectors": reflectors}
+            self.cfg = bird.BgpConfig(**{**self.cfg.__dict__, **changes})
             self._dirty.set()
 
     async def _birdc(self, *cmd: str) -> str:

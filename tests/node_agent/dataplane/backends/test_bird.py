@@ -52,7 +52,11 @@ def test_route_reflectors_replace_the_mesh() -> None:
         ("192.168.59.12", True),
         ("192.168.59.13", True),
     ]
-    assert "rr client;" in bird.render(config("192.168.59.11", route_reflectors=rr))
+    reflector = bird.render(config("192.168.59.11", route_reflectors=rr))
+    assert "rr client;" in reflector
+    # A reflector passes on the originator's next hop: pod traffic goes node to node.
+    assert "next hop self" not in reflector
+    assert "next hop self" in bird.render(config("192.168.59.11"))
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,10 @@ def render(cfg: BgpConfig) -> str:
         "  ipv4 {",
         "    import all;",
         '    export where proto = "pods" || source = RTS_BGP;',
-        "    next hop self;",
+        # In the mesh every route is our own: announced with our address.  A reflector must
+        # pass on the originator's next hop (BIRD keeps it for iBGP unless told ``self``;
+        # locally originated routes still get ours), so traffic goes node to node directly.
+        *(["    next hop self;"] if not cfg.route_reflectors else []),
         "  };",
         "}",
     ]
