@@ -43,6 +43,7 @@ from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.kernel_faults import KernelPartitions
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
@@ -206,13 +207,16 @@ class Agent:
         )  # fmt: skip
         # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
         self.bgp: BgpSpeaker | None = None
+        self.kernel_faults: KernelPartitions | None = None
         if config.backend == "bgp":
+            self.kernel_faults = KernelPartitions(self.faults, self._peer_addresses)
+            self.faults.on_change = self.kernel_faults.changed
             bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
             self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp",
                                   reflector_nodes=config.route_reflector_nodes)  # fmt: skip
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
                                  self._backend_mismatch,
-                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
+                                 self._set_bgp_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -259,6 +263,8 @@ class Agent:
             await self.underlay.open((self.underlay_ip, backend.port if not raw else 0), raw)
         if self.bgp is not None:
             await self.bgp.start()
+        if self.kernel_faults is not None:
+            self._spawn("kernel-faults", self.kernel_faults.run)
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -293,6 +299,8 @@ class Agent:
             self.underlay.close()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.kernel_faults is not None:
+            await self.kernel_faults.close()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
@@ -408,6 +416,16 @@ class Agent:
 
     async def _on_synced(self) -> None:
         await self.pods.on_synced()
+
+    def _set_bgp_peers(self, peers: dict[str, str]) -> None:
+        if self.bgp is not None:
+            self.bgp.set_peers(peers)
+        if self.kernel_faults is not None:
+            self.kernel_faults.changed()
+
+    def _peer_addresses(self) -> dict[str, tuple[str, str]]:
+        """Peer node name -> (underlay IP, podCIDR), for partitions in the kernel (bgp)."""
+        return {p.name: (p.underlay_ip, p.pod_cidr) for p in self.router.routes.peers.values()}
 
     def _peer_name(self, ip: str) -> str:
         return self.tables.peer_name(ip)
