@@ -58,11 +58,13 @@ class LocalCluster:
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
         backend: str = "vxlan", encryption: str = "none", bgp_route_reflector: str = "",
+        bgp_peer: str = "",
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
         self.encryption = encryption
         self.bgp_route_reflector = bgp_route_reflector
+        self.bgp_peer = bgp_peer
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -101,6 +103,7 @@ class LocalCluster:
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
                          self.proxy_mode, "--backend", self.backend, "--encryption",
                          self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
+                         "--bgp-peer", self.bgp_peer,
                          "--timeout", "90",
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
@@ -189,9 +192,12 @@ def local_cluster(
     backend: str = "vxlan",
     encryption: str = "none",
     bgp_route_reflector: str = "",
+    bgp_peer: str = "",
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend, encryption, bgp_route_reflector)
+    c = LocalCluster(
+        state_root, nodes, proxy_mode, backend, encryption, bgp_route_reflector, bgp_peer
+    )
     try:
         c.up()
         yield c

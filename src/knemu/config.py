@@ -160,6 +160,9 @@ class AgentConfig(_Config):
     # Backend bgp: node names of the route reflectors, comma-separated (Calico's
     # routeReflectorClusterID nodes); empty: the full node-to-node mesh.
     bgp_route_reflectors: str = ""
+    # Backend bgp: routers outside the cluster every node peers with, IP:AS comma-separated
+    # (Calico's global BGPPeer: a top-of-rack router, an external client).
+    bgp_peers: str = ""
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -212,9 +215,10 @@ class AgentConfig(_Config):
                 "encryption wireguard needs an encapsulating backend (vxlan or ipip); bgp hands "
                 "pod packets to the kernel unencapsulated"
             )
-        if self.bgp_route_reflectors and self.backend != "bgp":
+        if (self.bgp_route_reflectors or self.bgp_peers) and self.backend != "bgp":
             raise ConfigError(
-                f"bgp_route_reflectors {self.bgp_route_reflectors!r} needs backend bgp, "
+                f"bgp_route_reflectors/bgp_peers {self.bgp_route_reflectors or self.bgp_peers!r} "
+                "need backend bgp, "
                 f"not {self.backend}"
             )
         if not 0 < self.vni < 1 << 24:

@@ -74,6 +74,10 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
         aliases=("--bgp-route-reflector",),
         help="backend bgp: route reflector node names, comma-separated (default: full mesh)",
     ),
+    "bgp_peers": FlagExtra(
+        aliases=("--bgp-peer",),
+        help="backend bgp: routers outside the cluster to peer with, IP:AS comma-separated",
+    ),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
     "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),

@@ -146,6 +146,11 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --backend bgp: these nodes reflect routes (rr client sessions) instead of "
              "the full node-to-node mesh, e.g. node-1",
     )  # fmt: skip
+    parser.add_argument(
+        "--bgp-peer", default="", metavar="IP:AS[,IP:AS]",
+        help="with --backend bgp: routers outside the cluster every node peers with (Calico's "
+             "global BGPPeer), e.g. a client at 192.168.59.70:64600",
+    )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
@@ -166,10 +171,10 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        if args.bgp_route_reflector and args.backend != "bgp":
-            raise ConfigError("--bgp-route-reflector needs --backend bgp")
+        if (args.bgp_route_reflector or args.bgp_peer) and args.backend != "bgp":
+            raise ConfigError("--bgp-route-reflector and --bgp-peer need --backend bgp")
         bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption,
-                 args.bgp_route_reflector)  # fmt: skip
+                 args.bgp_route_reflector, args.bgp_peer)  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -189,6 +194,7 @@ def bring_up(
     backend: str = "vxlan",
     encryption: str = "none",
     route_reflectors: str = "",
+    bgp_peers: str = "",
 ) -> None:
     running, found = describe_leftovers(cluster)
     if running:
@@ -211,7 +217,7 @@ def bring_up(
         for cmd in cluster.network_commands():
             run_ip(cmd)
         for role, config in cluster.component_configs(
-            proxy_mode, backend, encryption, route_reflectors
+            proxy_mode, backend, encryption, route_reflectors, bgp_peers
         ).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid

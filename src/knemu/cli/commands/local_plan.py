@@ -94,6 +94,7 @@ class Cluster:
         backend: str = "vxlan",
         encryption: str = "none",
         route_reflectors: str = "",
+        bgp_peers: str = "",
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
@@ -121,6 +122,7 @@ class Cluster:
                 "backend": backend,
                 "encryption": encryption,
                 "bgp_route_reflectors": route_reflectors,
+                "bgp_peers": bgp_peers,
                 "seed": n,
             }
         return configs

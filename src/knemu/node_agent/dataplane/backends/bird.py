@@ -38,11 +38,19 @@ class BgpConfig:
     asn: int = DEFAULT_AS
     hold_time_s: int = DEFAULT_HOLD_TIME_S
     route_reflectors: tuple[str, ...] = ()  # underlay IPs; empty: full node-to-node mesh
+    # Routers outside the cluster every node peers with (Calico's global BGPPeer resources: a
+    # top-of-rack router, an external client): (IP, AS); another AS than ours is eBGP.
+    external_peers: tuple[tuple[str, int], ...] = ()
     kernel_table: int = 254  # main
 
     def validate(self) -> None:
         what = f"node {self.node} BGP"
-        for ip in (self.underlay_ip, *self.peers, *self.route_reflectors):
+        for ip in (
+            self.underlay_ip,
+            *self.peers,
+            *self.route_reflectors,
+            *(ip for ip, _ in self.external_peers),
+        ):
             try:
                 ipaddress.IPv4Address(ip)
             except ValueError:
@@ -51,8 +59,9 @@ class BgpConfig:
             ipaddress.IPv4Network(self.pod_cidr)
         except ValueError:
             raise ConfigError(f"{what}: podCIDR {self.pod_cidr!r} is not an IPv4 CIDR") from None
-        if not 1 <= self.asn <= 4294967295:
-            raise ConfigError(f"{what}: AS {self.asn} must be 1..4294967295")
+        for asn in (self.asn, *(asn for _, asn in self.external_peers)):
+            if not 1 <= asn <= 4294967295:
+                raise ConfigError(f"{what}: AS {asn} must be 1..4294967295")
         if not 3 <= self.hold_time_s <= 65535:
             raise ConfigError(f"{what}: hold time {self.hold_time_s} s must be 3..65535 (RFC 4271)")
 
@@ -110,7 +119,26 @@ def render(cfg: BgpConfig) -> str:
         lines.append(
             f"protocol bgp {protocol_name(peer)} from mesh {{ neighbor {peer} as {cfg.asn};{rr} }}"
         )
+    for ip, asn in cfg.external_peers:  # Calico names these Global_<ip>
+        if ip != cfg.underlay_ip:
+            name = "Global_" + ip.replace(".", "_")
+            lines.append(f"protocol bgp {name} from mesh {{ neighbor {ip} as {asn}; }}")
     return "\n".join(lines) + "\n"
+
+
+def parse_external_peers(text: str) -> tuple[tuple[str, int], ...]:
+    """``IP:AS[,IP:AS]`` (``--bgp-peers``); ConfigError names the bad item."""
+    out = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        ip, _, asn = item.partition(":")
+        try:
+            ipaddress.IPv4Address(ip)
+            out.append((ip, int(asn or DEFAULT_AS)))
+        except ValueError:
+            raise ConfigError(f"BGP peer {item!r}: give IP:AS, e.g. 192.168.59.70:64600") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
