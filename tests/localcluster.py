@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from knemu.cli.commands.local_plan import Cluster
 from knemu.testing import wait_until
 
 
@@ -58,13 +59,14 @@ class LocalCluster:
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
         backend: str = "vxlan", encryption: str = "none", bgp_route_reflector: str = "",
-        bgp_peer: str = "",
+        bgp_peer: str = "", racks: int = 1, tor_peering: bool = True,
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
         self.encryption = encryption
         self.bgp_route_reflector = bgp_route_reflector
         self.bgp_peer = bgp_peer
+        self.racks, self.tor_peering = racks, tor_peering  # knemu up --racks, --tor-peering
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -75,7 +77,7 @@ class LocalCluster:
         self.kubeconfig = state_root / f"kubeconfig-{self.name}"
 
     def node_ip(self, n: int) -> str:
-        return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
+        return Cluster(self.name, self.subnet, self.nodes, racks=self.racks).node_ip(n)
 
     def node_ns(self, n: int) -> str:
         return f"knemu-{self.name}-node-{n}"
@@ -103,7 +105,8 @@ class LocalCluster:
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
                          self.proxy_mode, "--backend", self.backend, "--encryption",
                          self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
-                         "--bgp-peer", self.bgp_peer,
+                         "--bgp-peer", self.bgp_peer, "--racks", str(self.racks),
+                         "--tor-peering" if self.tor_peering else "--no-tor-peering",
                          "--timeout", "90",
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout

@@ -45,10 +45,12 @@ from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
     STATE_ROOT,
+    TOR_AS,
     Cluster,
 )
 from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.runtime.runc import remove_cgroups
 
 STOP_GRACE_S = 10.0
@@ -147,6 +149,16 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
              "the full node-to-node mesh, e.g. node-1",
     )  # fmt: skip
     parser.add_argument(
+        "--racks", type=int, choices=(1, 2), default=1,
+        help="2: nodes in two underlay subnets (the --subnet halved) behind a top-of-rack "
+             "router namespace (seed 001's caveat); with --backend bgp each node peers with it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tor-peering", action=argparse.BooleanOptionalAction, default=True,
+        help="with --racks 2 and --backend bgp: run BIRD on the top-of-rack router so it peers "
+             "(--no-tor-peering: it only forwards, and pods across racks are unreachable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--bgp-peer", default="", metavar="IP:AS[,IP:AS]",
         help="with --backend bgp: routers outside the cluster every node peers with (Calico's "
              "global BGPPeer), e.g. a client at 192.168.59.70:64600",
@@ -168,13 +180,14 @@ def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
 
 def up_run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
+        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.racks)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         if (args.bgp_route_reflector or args.bgp_peer) and args.backend != "bgp":
             raise ConfigError("--bgp-route-reflector and --bgp-peer need --backend bgp")
         bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption,
-                 args.bgp_route_reflector, args.bgp_peer)  # fmt: skip
+                 args.bgp_route_reflector, args.bgp_peer,
+                 args.tor_peering and args.backend == "bgp")  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -195,6 +208,7 @@ def bring_up(
     encryption: str = "none",
     route_reflectors: str = "",
     bgp_peers: str = "",
+    tor_peering: bool = False,
 ) -> None:
     running, found = describe_leftovers(cluster)
     if running:
@@ -216,6 +230,10 @@ def bring_up(
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
+        if tor_peering and len(cluster.rack_nets) == 2:
+            procs["tor"] = start_tor_bird(cluster)
+            state["pids"]["tor"] = procs["tor"].pid
+            save_state(cluster, state)
         for role, config in cluster.component_configs(
             proxy_mode, backend, encryption, route_reflectors, bgp_peers
         ).items():
@@ -259,6 +277,16 @@ def start_component(cluster: Cluster, role: str, config: dict[str, Any]) -> subp
     if kind == "agent":
         argv = ["ip", "netns", "exec", cluster.node_ns(int(role.split("-")[1])), *argv]
     return launch(cluster.state_dir, role, argv)
+
+
+def start_tor_bird(cluster: Cluster) -> subprocess.Popen[bytes]:
+    """BIRD on the top-of-rack router, peering (eBGP) with every node of both racks."""
+    neighbors = [(cluster.node_ip(n), bird.DEFAULT_AS) for n in range(1, cluster.nodes + 1)]
+    conf = cluster.state_dir / "tor-bird.conf"
+    conf.write_text(bird.render_router(cluster.tor_ip(0), TOR_AS, neighbors))
+    ctl = cluster.state_dir / "tor-bird.ctl"
+    argv = ["ip", "netns", "exec", cluster.tor_ns, "bird", "-f", "-c", str(conf), "-s", str(ctl)]
+    return launch(cluster.state_dir, "tor", argv)
 
 
 def launch(state_dir: Path, role: str, argv: list[str]) -> subprocess.Popen[bytes]:

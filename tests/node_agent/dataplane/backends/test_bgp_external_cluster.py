@@ -115,8 +115,15 @@ def test_an_outside_client_reaches_a_pod_ip_by_static_route_then_by_bgp(
                    what="the client learns both podCIDRs over BGP", interval_s=0.5)  # fmt: skip
         match = FROM.search(curl_from(client, f"http://{web}/"))
         assert match is not None and match.group(2) == me, learned()
-        sessions = [s for s in cluster.table("node-1")["bgp"]["sessions"] if "Global_" in s["peer"]]
-        assert sessions and sessions[0]["info"].startswith("Established"), sessions
+
+        def global_session_up() -> bool:
+            sessions = cluster.table("node-1")["bgp"]["sessions"]
+            return any(
+                s["peer"].startswith("Global_") and s["info"].startswith("Established")
+                for s in sessions
+            )
+
+        wait_until(global_session_up, 30, what="node-1's session with the client Established")
     finally:
         bird.kill()
         bird.wait(10)

@@ -64,7 +64,8 @@ def test_external_peers_are_global_sessions() -> None:
     assert peers == (("192.168.59.70", 64600), ("192.168.59.71", 64512))
     text = bird.render(config("192.168.59.11", external_peers=peers))
     assert (
-        "protocol bgp Global_192_168_59_70 from mesh { neighbor 192.168.59.70 as 64600; }" in text
+        "protocol bgp Global_192_168_59_70 from mesh { neighbor 192.168.59.70 as 64600; "
+        "allow local as; }" in text
     )
     with pytest.raises(ConfigError, match="give IP:AS"):
         bird.parse_external_peers("tor:64600")

@@ -121,8 +121,37 @@ def render(cfg: BgpConfig) -> str:
         )
     for ip, asn in cfg.external_peers:  # Calico names these Global_<ip>
         if ip != cfg.underlay_ip:
+            # ``allow local as``: the other rack's nodes share our AS, so their routes come
+            # back from the top-of-rack router with it in the path (BGP's loop check would
+            # drop them; Calico's racks use the same AS behind their ToR too).
             name = "Global_" + ip.replace(".", "_")
-            lines.append(f"protocol bgp {name} from mesh {{ neighbor {ip} as {asn}; }}")
+            lines.append(
+                f"protocol bgp {name} from mesh {{ neighbor {ip} as {asn}; allow local as; }}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def render_router(router_id: str, asn: int, neighbors: list[tuple[str, int]]) -> str:
+    """``bird.conf`` of a router outside the cluster that peers with the nodes (the emulated
+    top-of-rack router of two-rack clusters): eBGP with each, every route learned passed on
+    and written into its kernel, so it forwards pod packets between the racks."""
+    lines = [
+        f"router id {router_id};",
+        "protocol device { scan time 10; }",
+        "protocol kernel { ipv4 { import none; export all; }; }",
+        "template bgp nodes {",
+        f"  local as {asn};",
+        "  direct;",
+        f"  hold time {DEFAULT_HOLD_TIME_S};",
+        f"  keepalive time {DEFAULT_HOLD_TIME_S // 3};",
+        "  connect retry time 1;",
+        "  error wait time 1, 5;",
+        "  ipv4 { import all; export all; };",
+        "}",
+    ]
+    for ip, peer_as in neighbors:
+        name = "Node_" + ip.replace(".", "_")
+        lines.append(f"protocol bgp {name} from nodes {{ neighbor {ip} as {peer_as}; }}")
     return "\n".join(lines) + "\n"
 
 
