@@ -57,7 +57,7 @@ def test_sessions_established_and_pod_cidrs_learned_over_bgp(cluster: LocalClust
     wait_until(lambda: learned(cluster, "node-1") == {"10.244.2.0/24": cluster.node_ip(2)}, 15,
                what="node-1 learns node-2's podCIDR over BGP")  # fmt: skip
     status = cluster.knemu("bgp", "node-1").stdout
-    assert re.search(r"Mesh_\S+\s+up\s+.*Established", status), status
+    assert re.search(rf"{cluster.node_ip(2)}\s+node-to-node mesh\s+up\s+.*Established", status)
     assert f"10.244.2.0/24        {cluster.node_ip(2)}" in status, status
     kernel = subprocess.run(["ip", "-n", cluster.node_ns(1), "route", "show", "proto", "bird"],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -67,7 +67,7 @@ def test_bgp_across_racks_fails_visibly_until_the_router_peers(
     assert "unreachable" in out.stdout, out.stdout
     assert "10.244.2.0/24" not in learned(cluster, "node-1")
     status = cluster.knemu("bgp", "node-1").stdout
-    mesh = [line for line in status.splitlines() if line.startswith("Mesh_")]
+    mesh = [line for line in status.splitlines() if "node-to-node mesh" in line]
     assert mesh and "Established" not in mesh[0], status
     flows = cluster.knemu("flows", "node-1", "--ip", web, "--limit", "200").stdout
     assert "reason=no_route" in flows, flows

@@ -5,6 +5,7 @@ node-2 and node-3 goes directly between them.  All traffic stays in the cluster'
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -49,9 +50,15 @@ def learned(c: LocalCluster, node: str) -> dict[str, str]:
 def test_clients_peer_only_with_the_reflector_and_learn_each_other(cluster: LocalCluster) -> None:
     rr = "Mesh_" + cluster.node_ip(1).replace(".", "_")
     for node in ("node-2", "node-3"):
-        wait_until(lambda n=node: list(sessions(cluster, n)) == [rr]  # type: ignore[misc]
-                   and sessions(cluster, n)[rr].startswith("Established"), 60,
-                   what=f"{node}'s one session, to the reflector", interval_s=0.5)  # fmt: skip
+
+        def one_session(n: str = node) -> bool:
+            now = sessions(cluster, n)
+            return list(now) == [rr] and now[rr].startswith("Established")
+
+        try:
+            wait_until(one_session, 60, what=f"{node}'s one session, to the reflector")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {cluster.table(node).get('bgp')}") from None
     wait_until(lambda: len(sessions(cluster, "node-1")) == 2, 30, what="node-1 serves 2 clients")
     # Reflected with the originator's next hop: node-2 sends node-3's pods straight to node-3.
     wait_until(lambda: learned(cluster, "node-2").get("10.244.3.0/24") == cluster.node_ip(3), 30,
@@ -59,6 +66,7 @@ def test_clients_peer_only_with_the_reflector_and_learn_each_other(cluster: Loca
     assert learned(cluster, "node-3").get("10.244.2.0/24") == cluster.node_ip(2)
     status = cluster.knemu("bgp", "node-2").stdout
     assert status.count("Established") == 1, status
+    assert re.search(rf"{cluster.node_ip(1)}\s+route reflector\s+up", status), status
     web = cluster.get("/api/v1/namespaces/default/pods/web-3")["status"]["podIP"]
     out = cluster.exec("tools-2", f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{web}/")
     assert out.stdout.strip() == "200", out.stdout + out.stderr
