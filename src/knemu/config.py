@@ -163,6 +163,9 @@ class AgentConfig(_Config):
     # Backend bgp: routers outside the cluster every node peers with, IP:AS comma-separated
     # (Calico's global BGPPeer: a top-of-rack router, an external client).
     bgp_peers: str = ""
+    # Backend bgp: BFD interval beside every BGP session (a silent peer is down after 3 of
+    # them); 0: off, the 9 s hold time alone.
+    bgp_bfd_ms: int = 0
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR

@@ -212,7 +212,8 @@ class Agent:
             self.kernel_faults = KernelPartitions(self.faults, self._peer_addresses)
             self.faults.on_change = self.kernel_faults.changed
             external = bird.parse_external_peers(config.bgp_peers)
-            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, (), external_peers=external)
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, (), external_peers=external,
+                                 bfd_interval_ms=config.bgp_bfd_ms)  # fmt: skip
             self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp",
                                   reflector_nodes=config.route_reflector_nodes)  # fmt: skip
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,

@@ -78,6 +78,7 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
         aliases=("--bgp-peer",),
         help="backend bgp: routers outside the cluster to peer with, IP:AS comma-separated",
     ),
+    "bgp_bfd_ms": FlagExtra(help="backend bgp: BFD interval in ms beside each session (0: off)"),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
     "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),

@@ -47,6 +47,7 @@ from knemu.cli.commands.local_plan import (
     STATE_ROOT,
     TOR_AS,
     Cluster,
+    PodNetwork,
 )
 from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
@@ -149,6 +150,11 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
              "the full node-to-node mesh, e.g. node-1",
     )  # fmt: skip
     parser.add_argument(
+        "--bgp-bfd-ms", type=int, default=0, metavar="MS",
+        help="with --backend bgp: BFD beside every session, this interval (a silent peer is "
+             "down after 3); 0 (default): the 9 s hold time alone",
+    )  # fmt: skip
+    parser.add_argument(
         "--racks", type=int, choices=(1, 2), default=1,
         help="2: nodes in two underlay subnets (the --subnet halved) behind a top-of-rack "
              "router namespace (seed 001's caveat); with --backend bgp each node peers with it",
@@ -183,10 +189,13 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.racks)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        if (args.bgp_route_reflector or args.bgp_peer) and args.backend != "bgp":
-            raise ConfigError("--bgp-route-reflector and --bgp-peer need --backend bgp")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.encryption,
-                 args.bgp_route_reflector, args.bgp_peer,
+        if (args.bgp_route_reflector or args.bgp_peer or args.bgp_bfd_ms) and (
+            args.backend != "bgp"
+        ):
+            raise ConfigError("--bgp-route-reflector, --bgp-peer, --bgp-bfd-ms need --backend bgp")
+        network = PodNetwork(args.backend, args.encryption, args.bgp_route_reflector,
+                             args.bgp_peer, args.bgp_bfd_ms)  # fmt: skip
+        bring_up(cluster, args.proxy_mode, args.timeout, network,
                  args.tor_peering and args.backend == "bgp")  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
@@ -204,10 +213,7 @@ def bring_up(
     cluster: Cluster,
     proxy_mode: str,
     timeout_s: float,
-    backend: str = "vxlan",
-    encryption: str = "none",
-    route_reflectors: str = "",
-    bgp_peers: str = "",
+    network: PodNetwork | None = None,
     tor_peering: bool = False,
 ) -> None:
     running, found = describe_leftovers(cluster)
@@ -234,9 +240,7 @@ def bring_up(
             procs["tor"] = start_tor_bird(cluster)
             state["pids"]["tor"] = procs["tor"].pid
             save_state(cluster, state)
-        for role, config in cluster.component_configs(
-            proxy_mode, backend, encryption, route_reflectors, bgp_peers
-        ).items():
+        for role, config in cluster.component_configs(proxy_mode, network).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

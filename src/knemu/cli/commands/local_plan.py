@@ -8,6 +8,7 @@ namespace the cluster makes, pods' included, starts with ``knemu-<name>-``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ STATE_ROOT = "/run/knemu"
 NODE_IP_OFFSET = 10  # node-N gets .(10+N), as the seed's 192.168.1.11-13
 TOR_AS = 64513  # the top-of-rack router's AS (eBGP to the nodes' 64512, as Calico's AS-per-rack)
 REST_PORT, GRPC_PORT, DNS_PORT, DNS_METRICS_PORT = 6443, 6444, 5353, 9153
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """How the nodes carry pod traffic (the agents' settings of the same names)."""
+
+    backend: str = "vxlan"
+    encryption: str = "none"
+    bgp_route_reflectors: str = ""
+    bgp_peers: str = ""
+    bgp_bfd_ms: int = 0
 
 
 class Cluster:
@@ -134,14 +146,10 @@ class Cluster:
         return lines
 
     def component_configs(
-        self,
-        proxy_mode: str,
-        backend: str = "vxlan",
-        encryption: str = "none",
-        route_reflectors: str = "",
-        bgp_peers: str = "",
+        self, proxy_mode: str, network: PodNetwork | None = None
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
+        net = network or PodNetwork()
         configs: dict[str, dict[str, Any]] = {
             "apiserver": {
                 "data_dir": str(self.state_dir / "apiserver-data"),
@@ -164,10 +172,13 @@ class Cluster:
                 "state_dir": str(self.state_dir / f"node-{n}"),
                 "netns_prefix": f"knemu-{self.name}",
                 "proxy_mode": proxy_mode,
-                "backend": backend,
-                "encryption": encryption,
-                "bgp_route_reflectors": route_reflectors,
-                "bgp_peers": ",".join(p for p in (bgp_peers, self._tor_peer(n, backend)) if p),
+                "backend": net.backend,
+                "encryption": net.encryption,
+                "bgp_route_reflectors": net.bgp_route_reflectors,
+                "bgp_peers": ",".join(
+                    p for p in (net.bgp_peers, self._tor_peer(n, net.backend)) if p
+                ),
+                "bgp_bfd_ms": net.bgp_bfd_ms,
                 "seed": n,
             }
         return configs

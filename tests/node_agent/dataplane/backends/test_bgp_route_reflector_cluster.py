@@ -58,12 +58,17 @@ def test_clients_peer_only_with_the_reflector_and_learn_each_other(cluster: Loca
         try:
             wait_until(one_session, 60, what=f"{node}'s one session, to the reflector")
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}: {cluster.table(node).get('bgp')}") from None
+            state = cluster.state_root / f"cluster-{cluster.name}"
+            conf = (state / node / "bgp" / "bird.conf").read_text()
+            log = (state / f"{node}.log").read_text()[-3000:]
+            status = cluster.table(node).get("bgp")
+            raise AssertionError(f"{exc}: {status}\n{conf}\n{log}") from None
     wait_until(lambda: len(sessions(cluster, "node-1")) == 2, 30, what="node-1 serves 2 clients")
     # Reflected with the originator's next hop: node-2 sends node-3's pods straight to node-3.
     wait_until(lambda: learned(cluster, "node-2").get("10.244.3.0/24") == cluster.node_ip(3), 30,
                what="node-2 learns 10.244.3.0/24 via node-3", interval_s=0.5)  # fmt: skip
-    assert learned(cluster, "node-3").get("10.244.2.0/24") == cluster.node_ip(2)
+    wait_until(lambda: learned(cluster, "node-3").get("10.244.2.0/24") == cluster.node_ip(2), 30,
+               what="node-3 learns 10.244.2.0/24 via node-2", interval_s=0.5)  # fmt: skip
     status = cluster.knemu("bgp", "node-2").stdout
     assert status.count("Established") == 1, status
     assert re.search(rf"{cluster.node_ip(1)}\s+route reflector\s+up", status), status

@@ -41,6 +41,9 @@ class BgpConfig:
     # Routers outside the cluster every node peers with (Calico's global BGPPeer resources: a
     # top-of-rack router, an external client): (IP, AS); another AS than ours is eBGP.
     external_peers: tuple[tuple[str, int], ...] = ()
+    # BFD (RFC 5880) beside every session: a peer silent for 3 intervals is down, long before
+    # the hold time; 0: off (the hold timer alone, as Calico's default).
+    bfd_interval_ms: int = 0
     kernel_table: int = 254  # main
 
     def validate(self) -> None:
@@ -64,6 +67,8 @@ class BgpConfig:
                 raise ConfigError(f"{what}: AS {asn} must be 1..4294967295")
         if not 3 <= self.hold_time_s <= 65535:
             raise ConfigError(f"{what}: hold time {self.hold_time_s} s must be 3..65535 (RFC 4271)")
+        if self.bfd_interval_ms and not 10 <= self.bfd_interval_ms <= 10000:
+            raise ConfigError(f"{what}: BFD interval {self.bfd_interval_ms} ms must be 10..10000")
 
 
 def protocol_name(peer_ip: str) -> str:
@@ -97,8 +102,10 @@ def render(cfg: BgpConfig) -> str:
         f"  kernel table {cfg.kernel_table};",
         "  ipv4 { import none; export where source = RTS_BGP; };",
         "}",
+        *_bfd_lines(cfg.bfd_interval_ms),
         "template bgp mesh {",
         f"  local {cfg.underlay_ip} as {cfg.asn};",
+        *(["  bfd on;"] if cfg.bfd_interval_ms else []),
         "  direct;  # peers share the underlay subnet (iBGP is multihop by default in BIRD 2)",
         f"  hold time {cfg.hold_time_s};",
         f"  keepalive time {keepalive};",
@@ -129,6 +136,17 @@ def render(cfg: BgpConfig) -> str:
                 f"protocol bgp {name} from mesh {{ neighbor {ip} as {asn}; allow local as; }}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _bfd_lines(interval_ms: int) -> list[str]:
+    if not interval_ms:
+        return []
+    return [
+        "protocol bfd {",
+        f'  interface "*" {{ min rx interval {interval_ms} ms; min tx interval {interval_ms} ms;'
+        " multiplier 3; };",
+        "}",
+    ]
 
 
 def render_router(router_id: str, asn: int, neighbors: list[tuple[str, int]]) -> str:
