@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from knemu.cli.commands.local_plan import Cluster
 from knemu.testing import wait_until
 
 
@@ -57,11 +58,17 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan", mtu: int = 1500,
+        backend: str = "vxlan", mtu: int = 1500, encryption: str = "none",
+        bgp_route_reflector: str = "", bgp_peer: str = "", racks: int = 1,
+        tor_peering: bool = True,
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
         self.mtu = mtu  # of the node network (`knemu up --mtu`)
+        self.encryption = encryption
+        self.bgp_route_reflector = bgp_route_reflector
+        self.bgp_peer = bgp_peer
+        self.racks, self.tor_peering = racks, tor_peering  # knemu up --racks, --tor-peering
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -72,7 +79,7 @@ class LocalCluster:
         self.kubeconfig = state_root / f"kubeconfig-{self.name}"
 
     def node_ip(self, n: int) -> str:
-        return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
+        return Cluster(self.name, self.subnet, self.nodes, racks=self.racks).node_ip(n)
 
     def node_ns(self, n: int) -> str:
         return f"knemu-{self.name}-node-{n}"
@@ -98,7 +105,11 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         self.proxy_mode, "--backend", self.backend, "--encryption",
+                         self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
+                         "--bgp-peer", self.bgp_peer, "--racks", str(self.racks),
+                         "--tor-peering" if self.tor_peering else "--no-tor-peering",
+                         "--timeout", "90",
                          *(("--mtu", str(self.mtu)) if self.mtu != 1500 else ()),
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
@@ -181,11 +192,19 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan",
+    state_root: Path,
+    nodes: int = 3,
+    proxy_mode: str = "iptables",
+    backend: str = "vxlan",
+    encryption: str = "none",
+    bgp_route_reflector: str = "",
+    bgp_peer: str = "",
     mtu: int = 1500,
-) -> Iterator[LocalCluster]:  # fmt: skip
+) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend, mtu)
+    c = LocalCluster(
+        state_root, nodes, proxy_mode, backend, mtu, encryption, bgp_route_reflector, bgp_peer
+    )
     try:
         c.up()
         yield c

@@ -42,6 +42,9 @@ NETWORK_BACKENDS = ("vxlan", "ipip", "bgp")
 # Published by each agent on its Node (label; the api-server mirrors it into flannel's
 # backend-type annotation) so peers can refuse a node that speaks another backend.
 BACKEND_LABEL = "knemu.dev/network-backend"
+# A node's WireGuard public key (``--encryption wireguard``), where Calico's Felix publishes it.
+WIREGUARD_KEY_ANNOTATION = "projectcalico.org/WireguardPublicKey"
+ENCRYPTIONS = ("none", "wireguard")
 IPVS_SCHEDULERS = ("rr", "lc", "sh")
 
 
@@ -159,6 +162,19 @@ class AgentConfig(_Config):
     # How pod packets cross the underlay: vxlan | ipip (every node of a cluster the same).
     # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20), bgp 1500.
     backend: str = "vxlan"
+    # Seal node-to-node pod traffic (WireGuard-style, backends/wireguard.py): none | wireguard.
+    # Off by default, as in Calico and flannel: plain VXLAN/IPIP stays readable on the wire for
+    # the seeds' lessons and interoperates with kernel peers; sealing costs CPU per packet.
+    encryption: str = "none"
+    # Backend bgp: node names of the route reflectors, comma-separated (Calico's
+    # routeReflectorClusterID nodes); empty: the full node-to-node mesh.
+    bgp_route_reflectors: str = ""
+    # Backend bgp: routers outside the cluster every node peers with, IP:AS comma-separated
+    # (Calico's global BGPPeer: a top-of-rack router, an external client).
+    bgp_peers: str = ""
+    # Backend bgp: BFD interval beside every BGP session (a silent peer is down after 3 of
+    # them); 0: off, the 9 s hold time alone.
+    bgp_bfd_ms: int = 0
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -171,6 +187,10 @@ class AgentConfig(_Config):
     # flannel-like node that stores policies but forwards everything.
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
+
+    @property
+    def route_reflector_nodes(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.bgp_route_reflectors.split(",") if n.strip())
 
     @property
     def pod_mtu_or_default(self) -> int:
@@ -197,6 +217,21 @@ class AgentConfig(_Config):
         if self.backend not in NETWORK_BACKENDS:
             raise ConfigError(
                 f"backend {self.backend!r} is not one of {', '.join(NETWORK_BACKENDS)}"
+            )
+        if self.encryption not in ENCRYPTIONS:
+            raise ConfigError(
+                f"encryption {self.encryption!r} is not one of {', '.join(ENCRYPTIONS)}"
+            )
+        if self.encryption != "none" and self.backend == "bgp":
+            raise ConfigError(
+                "encryption wireguard needs an encapsulating backend (vxlan or ipip); bgp hands "
+                "pod packets to the kernel unencapsulated"
+            )
+        if (self.bgp_route_reflectors or self.bgp_peers) and self.backend != "bgp":
+            raise ConfigError(
+                f"bgp_route_reflectors/bgp_peers {self.bgp_route_reflectors or self.bgp_peers!r} "
+                "need backend bgp, "
+                f"not {self.backend}"
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")

@@ -11,6 +11,8 @@ the annotations ``flannel.alpha.coreos.com/backend-data`` ({"VNI":1,"VtepMAC":..
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hashlib
 import ipaddress
@@ -23,7 +25,13 @@ from knemu.apiserver import ipam
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
-from knemu.config import BACKEND_LABEL, NETWORK_BACKENDS, VNI, ApiServerConfig
+from knemu.config import (
+    BACKEND_LABEL,
+    NETWORK_BACKENDS,
+    VNI,
+    WIREGUARD_KEY_ANNOTATION,
+    ApiServerConfig,
+)
 from knemu.errors import LocalError, NotFound
 
 Obj = dict[str, Any]
@@ -85,6 +93,21 @@ def _check_inputs(internal_ip: str, vtep_mac: str, vxlan_port: int, kubelet_port
     for what, port in (("vxlan_port", vxlan_port), ("kubelet_port", kubelet_port)):
         if not 1 <= port <= 65535:
             raise LocalError(f"node registration: {what} {port} is not between 1 and 65535")
+
+
+def _check_public_key(key: str) -> None:
+    """A WireGuard public key is 32 bytes in base64 (44 characters)."""
+    if not key:
+        return
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise LocalError(
+            f"node registration: wireguard_public_key {key[:60]!r} is not a base64 X25519 key "
+            "(32 bytes); the agent makes its own with --encryption wireguard"
+        )
 
 
 class NodeRegistry:
@@ -159,10 +182,13 @@ class NodeRegistry:
         kubelet_port: int,
         labels: dict[str, str],
         now: float,
+        wireguard_public_key: str = "",
     ) -> Obj:
         """Create or refresh a Node; empty ``name``: same node for the same identity, else
-        the lowest free node-N (podCIDR 10.244.N.0/24)."""
+        the lowest free node-N (podCIDR 10.244.N.0/24).  ``wireguard_public_key`` is published
+        as Calico's annotation (removed when empty: the node no longer encrypts)."""
         _check_inputs(internal_ip, vtep_mac, vxlan_port, kubelet_port)
+        _check_public_key(wireguard_public_key)
         backend = labels.get(BACKEND_LABEL, "vxlan")
         if backend not in NETWORK_BACKENDS:
             raise LocalError(
@@ -182,6 +208,11 @@ class NodeRegistry:
             "spec": {},
         }
         self._fill(node, identity, internal_ip, vtep_mac, vxlan_port, kubelet_port, labels)
+        annotations = node["metadata"]["annotations"]
+        if wireguard_public_key:
+            annotations[WIREGUARD_KEY_ANNOTATION] = wireguard_public_key
+        else:
+            annotations.pop(WIREGUARD_KEY_ANNOTATION, None)
         self._set_registered_spec(node, pod_cidr, now)
         self._renewed[name] = now
         if existing is None:

@@ -44,6 +44,7 @@ from knemu.node_agent.dataplane.egress import ControlPlaneMasquerade
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.kernel_faults import KernelPartitions
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.steering import Steering
 from knemu.node_agent.dataplane.tables import NodeTables
@@ -131,9 +132,14 @@ class Registration:
 
 
 async def register(
-    config: AgentConfig, client: ClusterClient, underlay_ip: str, identity: str
+    config: AgentConfig,
+    client: ClusterClient,
+    underlay_ip: str,
+    identity: str,
+    keys: backends.KeyPair | None = None,
 ) -> Registration:
-    """Register, retrying with backoff while the api-server is unreachable."""
+    """Register, retrying with backoff while the api-server is unreachable; ``keys``: the
+    node's WireGuard key pair, whose public half the Node publishes."""
     backoff = Backoff(0.1, 3.0, config.seed)
     mac = tables.vtep_mac(identity, underlay_ip)
     while True:
@@ -143,6 +149,7 @@ async def register(
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
                 labels={BACKEND_LABEL: config.backend},
+                wireguard_public_key=keys.public_b64 if keys is not None else "",
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -160,8 +167,15 @@ class Agent:
     registration) as agent`` opens its devices and sockets and runs it until the block ends
     (``run_agent`` registers first)."""
 
-    def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ClusterClient,
+        reg: Registration,
+        keys: backends.KeyPair | None = None,
+    ) -> None:
         self.config = config
+        self.keys = keys  # --encryption wireguard: this run's key pair (fresh at every start)
         self.client = client
         self.name = reg.node.metadata.name
         self.underlay_ip = reg.underlay_ip
@@ -177,9 +191,10 @@ class Agent:
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
             vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
             vxlan_source_ports=config.vxlan_source_port_range, vxlan_df=config.vxlan_df,
+            encryption=config.encryption,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
-                             flow_sink=self.flows.append)  # fmt: skip
+                             flow_sink=self.flows.append, keys=keys)  # fmt: skip
         self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
         self.flows.on_watch = self.router.set_forward_events
         entry, backends = tables.dns_service(plan.address)
@@ -197,12 +212,18 @@ class Agent:
         )  # fmt: skip
         # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
         self.bgp: BgpSpeaker | None = None
+        self.kernel_faults: KernelPartitions | None = None
         if config.backend == "bgp":
-            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
-            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
+            self.kernel_faults = KernelPartitions(self.faults, self._peer_addresses)
+            self.faults.on_change = self.kernel_faults.changed
+            external = bird.parse_external_peers(config.bgp_peers)
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, (), external_peers=external,
+                                 bfd_interval_ms=config.bgp_bfd_ms)  # fmt: skip
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp",
+                                  reflector_nodes=config.route_reflector_nodes)  # fmt: skip
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
                                  self._backend_mismatch,
-                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
+                                 self._set_bgp_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -255,11 +276,13 @@ class Agent:
         backend = self.router.backend
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
-            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+            await self.underlay.open((self.underlay_ip, backend.port if not raw else 0), raw)
         if isinstance(backend, backends.VxlanBackend):
             send_as_vtep(self.underlay, backend, self.config.vxlan_port)
         if self.bgp is not None:
             await self.bgp.start()
+        if self.kernel_faults is not None:
+            self._spawn("kernel-faults", self.kernel_faults.run)
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -299,6 +322,8 @@ class Agent:
             self.underlay.close()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.kernel_faults is not None:
+            await self.kernel_faults.close()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
@@ -359,7 +384,7 @@ class Agent:
             await asyncio.sleep(self.renew_interval_s)
 
     async def _reregister(self) -> None:
-        reg = await register(self.config, self.client, self.underlay_ip, self.identity)
+        reg = await register(self.config, self.client, self.underlay_ip, self.identity, self.keys)
         self.renew_interval_s = reg.renew_interval_s
         node = reg.node
         running = self.router.node.pod_cidr
@@ -415,6 +440,16 @@ class Agent:
     async def _on_synced(self) -> None:
         await self.pods.on_synced()
 
+    def _set_bgp_peers(self, peers: dict[str, str]) -> None:
+        if self.bgp is not None:
+            self.bgp.set_peers(peers)
+        if self.kernel_faults is not None:
+            self.kernel_faults.changed()
+
+    def _peer_addresses(self) -> dict[str, tuple[str, str]]:
+        """Peer node name -> (underlay IP, podCIDR), for partitions in the kernel (bgp)."""
+        return {p.name: (p.underlay_ip, p.pod_cidr) for p in self.router.routes.peers.values()}
+
     def _peer_name(self, ip: str) -> str:
         return self.tables.peer_name(ip)
 
@@ -432,6 +467,7 @@ class Agent:
         snap = self.router.table_snapshot()
         snap["node"] = self.name
         snap["backend"] = self.config.backend
+        snap["encryption"] = self.config.encryption
         snap["backend_mismatch"] = dict(self.tables.mismatched)
         if self.bgp is not None:
             snap["bgp"] = self.bgp.status
@@ -484,18 +520,22 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
     ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
     mtu = await resolve_pod_mtu(
-        config.pod_mtu_bytes, underlay_ip, backends.overhead_bytes(config.backend), config.backend
+        config.pod_mtu_bytes,
+        underlay_ip,
+        backends.overhead_bytes(config.backend, config.encryption),
+        config.backend if config.encryption == "none" else config.encryption,
     )
     log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
     config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()
     client = ClusterClient(config.apiserver)
+    keys = backends.KeyPair() if config.encryption == "wireguard" else None
     agent: Agent | None = None
 
     async def bring_up() -> None:
         nonlocal agent
-        reg = await register(config, client, underlay_ip, identity)
-        agent = Agent(config, client, reg)
+        reg = await register(config, client, underlay_ip, identity, keys)
+        agent = Agent(config, client, reg, keys)
         await agent.start()
 
     starting = asyncio.create_task(bring_up(), name="agent-start")

@@ -95,6 +95,7 @@ class ClusterClient:
         vxlan_port: int = VXLAN_PORT,
         kubelet_port: int = KUBELET_PORT,
         labels: Mapping[str, str] | None = None,
+        wireguard_public_key: str = "",
     ) -> pb.RegisterNodeResponse:
         request = pb.RegisterNodeRequest(
             name=name,
@@ -104,6 +105,7 @@ class ClusterClient:
             vxlan_port=vxlan_port,
             kubelet_port=kubelet_port,
             labels=dict(labels or {}),
+            wireguard_public_key=wireguard_public_key,
         )
         reply: pb.RegisterNodeResponse = await self._unary("RegisterNode", request)
         return reply

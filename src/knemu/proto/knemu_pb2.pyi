@@ -1386,6 +1386,7 @@ class RegisterNodeRequest(_message.Message):
     VXLAN_PORT_FIELD_NUMBER: _builtins.int
     KUBELET_PORT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    WIREGUARD_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """requested name; empty: the server assigns node-N"""
     identity: _builtins.str
@@ -1394,6 +1395,10 @@ class RegisterNodeRequest(_message.Message):
     vtep_mac: _builtins.str
     vxlan_port: _builtins.int
     kubelet_port: _builtins.int
+    wireguard_public_key: _builtins.str
+    """--encryption wireguard: the node's X25519 public key (base64), published on the Node as
+    projectcalico.org/WireguardPublicKey; empty: the node seals nothing.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -1406,10 +1411,11 @@ class RegisterNodeRequest(_message.Message):
         vxlan_port: _builtins.int = ...,
         kubelet_port: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        wireguard_public_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "internal_ip", b"internal_ip", "kubelet_port", b"kubelet_port", "labels", b"labels", "name", b"name", "vtep_mac", b"vtep_mac", "vxlan_port", b"vxlan_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "internal_ip", b"internal_ip", "kubelet_port", b"kubelet_port", "labels", b"labels", "name", b"name", "vtep_mac", b"vtep_mac", "vxlan_port", b"vxlan_port", "wireguard_public_key", b"wireguard_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

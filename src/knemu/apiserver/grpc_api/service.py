@@ -74,6 +74,7 @@ class Registry(Protocol):
         kubelet_port: int,
         labels: dict[str, str],
         now: float,
+        wireguard_public_key: str = "",
     ) -> dict[str, Any]: ...
 
     def renew(self, name: str, now: float) -> bool: ...
@@ -187,6 +188,7 @@ class ClusterService(pb_grpc.ClusterServicer):
                 request.kubelet_port,
                 dict(request.labels),
                 time.time(),
+                wireguard_public_key=request.wireguard_public_key,
             )
         except KnemuError as exc:
             await _abort(context, exc)

@@ -45,10 +45,13 @@ from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
     STATE_ROOT,
+    TOR_AS,
     Cluster,
+    PodNetwork,
 )
-from knemu.config import NETWORK_BACKENDS, PROXY_MODES
+from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.runtime.runc import remove_cgroups
 
 STOP_GRACE_S = 10.0
@@ -133,7 +136,38 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables")
     parser.add_argument(
         "--backend", choices=NETWORK_BACKENDS, default="vxlan",
-        help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
+        help="pod network backend: vxlan (flannel), ipip (Calico IPIP, pod MTU 1480) or bgp "
+             "(Calico BGP: BIRD on every node, native routing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encryption", choices=ENCRYPTIONS, default="none",
+        help="seal pod traffic between nodes: none (default: readable VXLAN/IPIP on the wire) "
+             "or wireguard (ChaCha20-Poly1305, per-node X25519 keys; pod MTU 1440)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-route-reflector", default="", metavar="NODE[,NODE]",
+        help="with --backend bgp: these nodes reflect routes (rr client sessions) instead of "
+             "the full node-to-node mesh, e.g. node-1",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-bfd-ms", type=int, default=0, metavar="MS",
+        help="with --backend bgp: BFD beside every session, this interval (a silent peer is "
+             "down after 3); 0 (default): the 9 s hold time alone",
+    )  # fmt: skip
+    parser.add_argument(
+        "--racks", type=int, choices=(1, 2), default=1,
+        help="2: nodes in two underlay subnets (the --subnet halved) behind a top-of-rack "
+             "router namespace (seed 001's caveat); with --backend bgp each node peers with it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tor-peering", action=argparse.BooleanOptionalAction, default=True,
+        help="with --racks 2 and --backend bgp: run BIRD on the top-of-rack router so it peers "
+             "(--no-tor-peering: it only forwards, and pods across racks are unreachable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-peer", default="", metavar="IP:AS[,IP:AS]",
+        help="with --backend bgp: routers outside the cluster every node peers with (Calico's "
+             "global BGPPeer), e.g. a client at 192.168.59.70:64600",
     )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument(
@@ -157,10 +191,18 @@ def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
 
 def up_run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu)
+        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu,
+                          args.racks)  # fmt: skip
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        if (args.bgp_route_reflector or args.bgp_peer or args.bgp_bfd_ms) and (
+            args.backend != "bgp"
+        ):
+            raise ConfigError("--bgp-route-reflector, --bgp-peer, --bgp-bfd-ms need --backend bgp")
+        network = PodNetwork(args.backend, args.encryption, args.bgp_route_reflector,
+                             args.bgp_peer, args.bgp_bfd_ms)  # fmt: skip
+        bring_up(cluster, args.proxy_mode, args.timeout, network,
+                 args.tor_peering and args.backend == "bgp")  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -173,7 +215,13 @@ def up_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
+def bring_up(
+    cluster: Cluster,
+    proxy_mode: str,
+    timeout_s: float,
+    network: PodNetwork | None = None,
+    tor_peering: bool = False,
+) -> None:
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -194,7 +242,11 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str =
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend).items():
+        if tor_peering and len(cluster.rack_nets) == 2:
+            procs["tor"] = start_tor_bird(cluster)
+            state["pids"]["tor"] = procs["tor"].pid
+            save_state(cluster, state)
+        for role, config in cluster.component_configs(proxy_mode, network).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args
@@ -235,6 +287,16 @@ def start_component(cluster: Cluster, role: str, config: dict[str, Any]) -> subp
     if kind == "agent":
         argv = ["ip", "netns", "exec", cluster.node_ns(int(role.split("-")[1])), *argv]
     return launch(cluster.state_dir, role, argv)
+
+
+def start_tor_bird(cluster: Cluster) -> subprocess.Popen[bytes]:
+    """BIRD on the top-of-rack router, peering (eBGP) with every node of both racks."""
+    neighbors = [(cluster.node_ip(n), bird.DEFAULT_AS) for n in range(1, cluster.nodes + 1)]
+    conf = cluster.state_dir / "tor-bird.conf"
+    conf.write_text(bird.render_router(cluster.tor_ip(0), TOR_AS, neighbors))
+    ctl = cluster.state_dir / "tor-bird.ctl"
+    argv = ["ip", "netns", "exec", cluster.tor_ns, "bird", "-f", "-c", str(conf), "-s", str(ctl)]
+    return launch(cluster.state_dir, "tor", argv)
 
 
 def launch(state_dir: Path, role: str, argv: list[str]) -> subprocess.Popen[bytes]:
