@@ -11,8 +11,9 @@ from hypothesis import given, strategies as st
 from knemu.apiserver.grpc_api.pod_runtime import cpu_millis, env_var_to_proto, memory_bytes
 from knemu.cli.output.printers import pod_status
 from knemu.node_agent.runtime import image_pull, init_containers
+from knemu.node_agent.runtime.config_sources import NodeCapacity, resolve_env
 from knemu.node_agent.runtime.containers import ContainerCore, ContainerStatus
-from knemu.node_agent.runtime.downward import FieldRefError, PodFields, resolve_env
+from knemu.node_agent.runtime.downward import FieldRefError, PodFields
 from knemu.node_agent.runtime.images import (
     BadImage,
     ImageConfig,
@@ -248,15 +249,20 @@ def test_env_field_refs() -> None:
     label = env_var_to_proto(
         {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}
     )
-    secret = env_var_to_proto({"name": "S", "valueFrom": {"secretKeyRef": {"name": "x"}}})
-    assert (ref.field_path, secret.unsupported) == ("spec.nodeName", "secretKeyRef")
+    other = env_var_to_proto({"name": "S", "valueFrom": {"fileKeyRef": {"path": "x"}}})
+    assert (ref.field_path, other.unsupported) == ("spec.nodeName", "fileKeyRef")
     pod = pb.Pod(metadata=pb.ObjectMeta(name="p", labels={"app": "web"}), node_name="node-2")
     spec = pb.Container(name="c", env=[literal, ref, label])
-    out = resolve_env(spec, PodFields(pod, "10.244.2.3", "192.168.59.12"))
+    cap = NodeCapacity(2000, 2**30)
+
+    def resolve(c: pb.Container, fields: PodFields) -> pb.Container:
+        return resolve_env(c, pod, fields, {}, cap).spec
+
+    out = resolve(spec, PodFields(pod, "10.244.2.3", "192.168.59.12"))
     assert [(v.name, v.value) for v in out.env] == [("A", "1"), ("N", "node-2"), ("L", "web")]
     assert spec.env[1].value == ""  # the original is untouched
-    with pytest.raises(FieldRefError, match="secretKeyRef is not supported"):
-        resolve_env(pb.Container(name="c", env=[secret]), PodFields(pod))
+    with pytest.raises(FieldRefError, match="fileKeyRef is not supported"):
+        resolve(pb.Container(name="c", env=[other]), PodFields(pod))
     with pytest.raises(FieldRefError, match="not supported"):
-        resolve_env(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
-                    PodFields(pod))  # fmt: skip
+        resolve(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
+                PodFields(pod))  # fmt: skip

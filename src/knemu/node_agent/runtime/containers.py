@@ -244,6 +244,7 @@ class Runner:
                 self.oci = await self.image_step.resolve(
                     self.plan.error, self._waiting, self._on_event
                 )
+                self._use_spec(self.image_step.spec)
             except KnemuError as exc:  # e.g. the image's User is not in its /etc/passwd
                 config = isinstance(exc, LocalError)  # the spec or the image, not the node
                 self._waiting("CreateContainerConfigError" if config else "CreateContainerError",
@@ -263,6 +264,16 @@ class Runner:
             self._on_change()
             self._on_event("Warning", "Failed", message)
             log.exception("container %s/%s", self.pod.key, self.spec.name)
+
+    def _use_spec(self, spec: pb.Container) -> None:
+        """The spec with its env resolved (the image step's configuration): values are final,
+        not expanded again (a ConfigMap value's ``$(X)`` stays as written, as in Kubernetes)."""
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.env.get("HOSTNAME", ""), "HOME": "/root"}
+        env.update((v.name, v.value) for v in spec.env)
+        self.spec, self.env = spec, env
+        self.plan = plan_container(spec, self.pod.name, env)
+        if self.plan.builtin:
+            self.env = {**env, "PYTHONPATH": package_root()}
 
     def _waiting(self, reason: str, message: str) -> None:
         self.core.cannot_run(reason, message)

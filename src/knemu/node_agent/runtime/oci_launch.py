@@ -13,14 +13,13 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from knemu.errors import PodRuntimeError
+from knemu.errors import LocalError, PodRuntimeError
 from knemu.node_agent.runtime import image_pull
-from knemu.node_agent.runtime.downward import FieldRefError
 from knemu.node_agent.runtime.image_store import ImageStore, StoredImage, run_tool
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
@@ -209,26 +208,31 @@ async def wait_for_image(
         await asyncio.sleep(image_pull.pull_backoff_s(failures))  # the back-off itself
 
 
+Configure = Callable[[], pb.Container]  # the spec with its env resolved; LocalError: why not
+
+
 class ImageStep:
-    """One container's image step: wait for its image, then build its runc container."""
+    """One container's image step: resolve its configuration (env from ConfigMaps, Secrets,
+    the downward API; its volumes), wait for its image, then build its runc container."""
 
     def __init__(
         self,
         launcher: OciLauncher,
         spec: pb.Container,
         pod: PodPaths,
-        env: list[tuple[str, str]],
-        config_error: str = "",
+        configure: Configure,
+        next_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.launcher, self.spec, self.pod, self.env = launcher, spec, pod, env
-        self.config_error = config_error  # e.g. an env fieldRef knemu cannot fill
+        self.launcher, self.spec, self.pod = launcher, spec, pod
+        self.env: list[tuple[str, str]] = []
+        self.configure = configure
+        self.next_change = next_change  # None: a configuration error is final
 
     async def resolve(
         self, builtin_error: str, on_waiting: Callable[[str, str], None], on_event: EventSink
     ) -> OciContainer | None:
         """The runc container to run, or None when a built-in workload stands in."""
-        if self.config_error:
-            raise FieldRefError(self.config_error)
+        await self._configure(on_waiting, on_event)
         image = await wait_for_image(self.launcher, self.spec, builtin_error, on_waiting, on_event)
         if image is None:
             return None
@@ -242,6 +246,22 @@ class ImageStep:
                 f"filesystem of {self.launcher.node_name} is read-only (a node container)",
             )  # fmt: skip
         return container
+
+    async def _configure(self, on_waiting: Callable[[str, str], None], on_event: EventSink) -> None:
+        """As the kubelet: CreateContainerConfigError (an event each time) until the objects
+        the container names exist, retried when they change."""
+        while True:
+            change = self.next_change() if self.next_change is not None else None
+            try:
+                self.spec = self.configure()
+                self.env = [(v.name, v.value) for v in self.spec.env]
+                return
+            except LocalError as exc:
+                if change is None:
+                    raise  # the runner reports it
+                on_waiting("CreateContainerConfigError", exc.message)
+                on_event("Warning", "Failed", f"Error: {exc.message}")
+            await change
 
 
 def spec_env(spec: pb.Container) -> list[tuple[str, str]]:

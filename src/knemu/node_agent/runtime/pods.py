@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,7 +40,14 @@ from pathlib import Path
 from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.cni import ipam, resolv
-from knemu.node_agent.runtime import downward, host_sandbox, init_containers, sandbox
+from knemu.node_agent.runtime import (
+    config_sources,
+    downward,
+    host_sandbox,
+    init_containers,
+    sandbox,
+)
+from knemu.node_agent.runtime.config_sources import NodeCapacity, Sources
 from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -51,7 +59,8 @@ from knemu.node_agent.runtime.containers import (
     spawn_in_pod,
 )
 from knemu.node_agent.runtime.host_sandbox import NetworkPlan
-from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
+from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths
+from knemu.node_agent.runtime.source_state import PodSourceState
 from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.proto import knemu_pb2 as pb
 
@@ -142,6 +151,8 @@ class _Pod:
     runners: list[Runner] = field(default_factory=list)
     init_runners: list[Runner] = field(default_factory=list)
     init_task: asyncio.Task[None] | None = None
+    sources: PodSourceState = field(default_factory=PodSourceState)
+    paths: PodPaths | None = None
     last: PodStatus | None = None
     stopping: bool = False
 
@@ -178,6 +189,7 @@ class PodRuntime:
         self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
         self.volumes = PodVolumes(self._state_dir / "volumes")
         self._locks: dict[str, asyncio.Lock] = {}
+        self.capacity = node_capacity()  # resourceFieldRef of a container without limits
         try:
             self._node_resolv = resolv.parse_resolv_conf(NODE_RESOLV_CONF.read_text())
         except OSError:
@@ -226,8 +238,9 @@ class PodRuntime:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def start_pod(self, pod: pb.Pod) -> PodHandle:
-        """Create the pod's sandbox and start its containers; returns once they are launched."""
+    async def start_pod(self, pod: pb.Pod, sources: Sources | None = None) -> PodHandle:
+        """Create the pod's sandbox and start its containers; returns once they are launched.
+        ``sources``: the ConfigMaps and Secrets it names (GetPodSources), by (kind, name)."""
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         async with self._lock(key):
             existing = self._pods.get(key)
@@ -247,7 +260,7 @@ class PodRuntime:
                 key, pod.metadata.uid, ip, box.tun_fd, box.tun_name, box.netns, box.pause_pid,
                 box.host_network,
             )  # fmt: skip
-            p = _Pod(pod, handle, box)
+            p = _Pod(pod, handle, box, sources=PodSourceState(sources))
             self._pods[key] = p
             self._records[box.netns] = (box.pause_pid, box.start_ticks)
             sandbox.save_records(self._records_path, self._records)
@@ -324,13 +337,13 @@ class PodRuntime:
         meta = p.pod.metadata
         ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
-        paths = await self._pod_paths(p)
+        paths = p.paths = await self._pod_paths(p)
+        await self._write_sources(p)
         policy = p.pod.restart_policy or "Always"
         for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
                                      init_containers.init_restart_policy(policy)),
                                     (p.pod.containers, p.runners, policy)):  # fmt: skip
-            for original in specs:
-                spec, config_error = self._with_env_refs(p, original)
+            for spec in specs:
                 core = ContainerCore(spec.name, pol, self._backoff[0], self._backoff[1])
                 if p.pod.init_containers and runners is p.runners:
                     core.reason = "PodInitializing"
@@ -339,7 +352,9 @@ class PodRuntime:
                     log_dir / f"{spec.name}.log",
                     on_change=functools.partial(self._report, p),
                     on_event=functools.partial(self._on_event, p.handle.key),
-                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec), config_error),
+                    image_step=ImageStep(self.oci, spec, paths,
+                                         functools.partial(self._configure, p, spec),
+                                         p.sources.next_change),
                 ))  # fmt: skip
         if p.init_runners:
             p.init_task = asyncio.get_running_loop().create_task(
@@ -349,14 +364,48 @@ class PodRuntime:
             for runner in p.runners:
                 runner.start()
 
-    def _with_env_refs(self, p: _Pod, spec: pb.Container) -> tuple[pb.Container, str]:
-        """The spec with its fieldRef env values filled in, or the spec and why they cannot
-        be (the container then waits with CreateContainerConfigError)."""
+    def _configure(self, p: _Pod, spec: pb.Container) -> pb.Container:
+        """The spec with every env value filled in (fieldRef, resourceFieldRef, ConfigMap and
+        Secret keys, envFrom); LocalError says why not (CreateContainerConfigError)."""
+        source_volumes = {v.name for v in p.pod.volumes if v.kind in ("configMap", "secret")}
+        if p.sources.volume_error and any(m.name in source_volumes for m in spec.volume_mounts):
+            raise config_sources.SourceError(p.sources.volume_error)
+        fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
+        containers = {c.name: c for c in p.pod.containers}
+        resolved = config_sources.resolve_env(
+            spec, p.pod, fields, p.sources.sources, self.capacity, containers
+        )
+        if resolved.skipped:
+            self._on_event(
+                p.handle.key, "Warning", "InvalidEnvironmentVariableNames",
+                f"Keys [{', '.join(resolved.skipped)}] from the EnvFrom of container "
+                f"{spec.name} were skipped since they are invalid environment variable names.",
+            )  # fmt: skip
+        return resolved.spec
+
+    async def update_sources(self, key: str, sources: Sources) -> None:
+        """The pod's ConfigMaps/Secrets changed: rewrite its volumes (atomically) and wake
+        containers waiting for them."""
+        p = self._pods.get(key)
+        if p is not None and p.sources.update(sources):
+            await self._write_sources(p)
+            p.sources.notify()
+
+    async def _write_sources(self, p: _Pod) -> None:
+        if p.paths is None or not any(v.kind in ("configMap", "secret") for v in p.pod.volumes):
+            return
         try:
-            fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
-            return downward.resolve_env(spec, fields), ""
-        except KnemuError as exc:
-            return spec, exc.message
+            written = await asyncio.to_thread(
+                self.volumes.write_sources, p.pod, p.handle.netns, p.sources.sources
+            )
+        except (KnemuError, OSError) as exc:
+            error = exc.message if isinstance(exc, KnemuError) else str(exc)
+            if error != p.sources.volume_error:
+                self._on_event(p.handle.key, "Warning", "FailedMount", error)
+            p.sources.volume_error = error
+            return
+        p.paths.volumes.update(written)
+        p.sources.volume_error = ""
 
     async def _init_then_start(self, p: _Pod) -> None:
         if await init_containers.run_in_order(p.init_runners):
@@ -478,3 +527,13 @@ class PodRuntime:
             for d in (self._state_dir / "pods").iterdir():
                 if d.name.rsplit("_", 1)[-1] not in short:
                     shutil.rmtree(d, ignore_errors=True)
+
+
+def node_capacity() -> NodeCapacity:
+    """The node's CPUs and memory (what it can allocate to pods: all of it here)."""
+    memory = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    return NodeCapacity((os.cpu_count() or 1) * 1000, memory)
