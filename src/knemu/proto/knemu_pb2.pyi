@@ -456,6 +456,9 @@ class Container(_message.Message):
     ENV_FROM_FIELD_NUMBER: _builtins.int
     MEMORY_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     CPU_REQUEST_MILLIS_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_ADD_FIELD_NUMBER: _builtins.int
+    ALLOW_PRIVILEGE_ESCALATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -479,6 +482,9 @@ class Container(_message.Message):
     """resources.requests.memory (0: none)"""
     cpu_request_millis: _builtins.int
     """resources.requests.cpu in millicores (0: none)"""
+    privileged: _builtins.bool
+    """securityContext: what a pod without a real image may have of the node's privileges"""
+    allow_privilege_escalation: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -495,6 +501,10 @@ class Container(_message.Message):
     def volume_mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeMount]: ...
     @_builtins.property
     def env_from(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnvFromSource]: ...
+    @_builtins.property
+    def capabilities_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. NET_ADMIN (without the CAP_ prefix)"""
+
     def __init__(
         self,
         *,
@@ -520,15 +530,22 @@ class Container(_message.Message):
         env_from: _abc.Iterable[Global___EnvFromSource] | None = ...,
         memory_request_bytes: _builtins.int = ...,
         cpu_request_millis: _builtins.int = ...,
+        privileged: _builtins.bool = ...,
+        capabilities_add: _abc.Iterable[_builtins.str] | None = ...,
+        allow_privilege_escalation: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "args", b"args", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "cpu_request_millis", b"cpu_request_millis", "env", b"env", "env_from", b"env_from", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "memory_request_bytes", b"memory_request_bytes", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "args", b"args", "capabilities_add", b"capabilities_add", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "cpu_request_millis", b"cpu_request_millis", "env", b"env", "env_from", b"env_from", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "memory_request_bytes", b"memory_request_bytes", "name", b"name", "ports", b"ports", "privileged", b"privileged", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_privilege_escalation: _TypeAlias = _typing.Literal["allow_privilege_escalation"]  # noqa: Y015
+    _WhichOneofArgType__allow_privilege_escalation: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation"]  # noqa: Y015
     _WhichOneofReturnType__run_as_group: _TypeAlias = _typing.Literal["run_as_group"]  # noqa: Y015
     _WhichOneofArgType__run_as_group: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group"]  # noqa: Y015
     _WhichOneofReturnType__run_as_user: _TypeAlias = _typing.Literal["run_as_user"]  # noqa: Y015
     _WhichOneofArgType__run_as_user: _TypeAlias = _typing.Literal["_run_as_user", b"_run_as_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_privilege_escalation) -> _WhichOneofReturnType__allow_privilege_escalation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_group) -> _WhichOneofReturnType__run_as_group | None: ...
     @_typing.overload

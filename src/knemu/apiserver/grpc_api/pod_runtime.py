@@ -120,6 +120,14 @@ def container_runtime_fields(src: Any) -> dict[str, Any]:
         "cpu_request_millis": cpu_millis(requests.get("cpu")),
         "env_from": [env_from_to_proto(e) for e in _list(src.get("envFrom"))],
     }
+    out["privileged"] = _bool(security.get("privileged"))
+    out["capabilities_add"] = [
+        _str(c).upper().removeprefix("CAP_")
+        for c in _list(_map(security.get("capabilities")).get("add"))
+        if _str(c)
+    ]
+    if isinstance(security.get("allowPrivilegeEscalation"), bool):
+        out["allow_privilege_escalation"] = security["allowPrivilegeEscalation"]
     for key, name in (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group")):
         if isinstance(security.get(key), int) and not isinstance(security.get(key), bool):
             out[name] = _int(security[key], maximum=2**31 - 1)

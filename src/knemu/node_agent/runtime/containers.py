@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.errors import KnemuError, LocalError, NotFound
-from knemu.node_agent.runtime import probes
+from knemu.node_agent.runtime import isolation, probes
 from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
 from knemu.node_agent.runtime.runc import OciContainer
@@ -42,6 +42,7 @@ BACKOFF_INITIAL_S = 10.0  # kubelet: 10 s, doubled per restart, capped at 5 minu
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0  # a container that ran 10 minutes restarts without back-off
 LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, kubelet/logs.py)
+PROCESS_WAIT_S = 5.0  # how long an exec waits for a just-started container's process
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
@@ -142,6 +143,8 @@ class PodContext:
     netns: str
     pause_pid: int
     pod_ip: str
+    pid_ns_path: str = ""  # the pod's PID namespace for containers without a real image
+    host_network: bool = False
 
     @property
     def netns_path(self) -> str:
@@ -149,13 +152,23 @@ class PodContext:
 
 
 async def spawn_in_pod(
-    pod: PodContext, argv: list[str], env: dict[str, str], cwd: str | None, **kwargs: object
+    pod: PodContext,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    iso: isolation.Isolation | None = None,
+    **kwargs: object,
 ) -> asyncio.subprocess.Process:
-    """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts."""
-    prefix = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec", pod.netns]
+    """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts; with
+    ``iso``, as a container: its own mount namespace in the pod's PID namespace, with the
+    privileges ``iso`` grants (``runtime.isolation``)."""
+    if iso is None:
+        full = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec",
+                pod.netns, *argv]  # fmt: skip
+    else:
+        full = isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv)
     return await asyncio.create_subprocess_exec(
-        *prefix,
-        *argv,
+        *full,
         env=env,
         cwd=cwd or "/",
         start_new_session=True,
@@ -191,6 +204,7 @@ class Runner:
         self.oci: OciContainer | None = None
         self.log_path = log_path
         self.plan = plan_container(spec, pod.name, env)
+        self.iso = isolation.isolation_for(spec, pod.host_network)
         if self.plan.builtin:
             self.env = {**env, "PYTHONPATH": package_root()}
         self._on_change, self._on_event = on_change, on_event
@@ -271,6 +285,7 @@ class Runner:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.env.get("HOSTNAME", ""), "HOME": "/root"}
         env.update((v.name, v.value) for v in spec.env)
         self.spec, self.env = spec, env
+        self.iso = isolation.isolation_for(spec, self.pod.host_network)
         self.plan = plan_container(spec, self.pod.name, env)
         if self.plan.builtin:
             self.env = {**env, "PYTHONPATH": package_root()}
@@ -348,7 +363,7 @@ class Runner:
                     )  # fmt: skip
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
-                    stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                    self.iso, stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                     stdout=log, stderr=log,
                 )  # fmt: skip
         except OSError:
@@ -471,9 +486,8 @@ class Runner:
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             return await proc.wait()
-        proc = await spawn_in_pod(
-            self.pod, argv, self.env, self.spec.working_dir or None,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        proc = await self.exec_process(
+            argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -482,6 +496,32 @@ class Runner:
             if proc.returncode is None:
                 _killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+
+    async def exec_process(self, argv: list[str], **kwargs: object) -> asyncio.subprocess.Process:
+        """``argv`` in this (built-in) container's namespaces with its privileges."""
+        target = await self._container_process()
+        if target is None:
+            raise LocalError(
+                f"container {self.spec.name} of pod {self.pod.key} has no running process; "
+                "wait until it runs"
+            )
+        return await asyncio.create_subprocess_exec(
+            *isolation.exec_argv(self.iso, target, argv), env=self.env,
+            cwd=self.spec.working_dir or "/", start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    async def _container_process(self) -> int | None:
+        """The container's process once its launchers are done (an exec right after the
+        start waits for it, bounded by PROCESS_WAIT_S)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROCESS_WAIT_S
+        while self.process is not None and self.process.returncode is None:
+            target = container_process(self.process.pid)
+            if target is not None or loop.time() > deadline:
+                return target
+            await asyncio.sleep(0.01)  # polling the condition, bounded by the deadline
+        return None
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM, then SIGKILL after the grace period (pod termination, Kubernetes docs)."""
@@ -512,3 +552,24 @@ class Runner:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def container_process(pid: int) -> int | None:
+    """The container's own process under its launcher ``pid`` (nsenter, ip netns exec and
+    the PID namespace's nsenter fork once): the first descendant in another PID namespace."""
+    try:
+        mine = os.readlink("/proc/self/ns/pid")
+        for _ in range(8):  # a short, fixed chain of launchers
+            if os.readlink(f"/proc/{pid}/ns/pid") != mine:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                # Still the init script (mounting /proc, /tmp) or setpriv: not yet the
+                # container's own command.
+                launching = argv[0] == b"setpriv" or b"knemu-init" in argv[:4]
+                return None if launching else pid
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if not children:
+                return None
+            pid = int(children[0])
+    except (OSError, ValueError):
+        return None
+    return None

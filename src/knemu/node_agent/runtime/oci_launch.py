@@ -86,15 +86,16 @@ class OciLauncher:
         self.runc = dataclasses.replace(self.runc, rootless=not cgroups_writable())
 
     async def pod_pid_namespace(self, pod: PodHandleLike) -> str:
-        """A PID namespace for a pod with ``shareProcessNamespace`` (the pause container's
-        role): ``unshare --pid --fork sleep infinity`` inside the pod's network and UTS
+        """A PID namespace (and an IPC one) for a pod with ``shareProcessNamespace`` and for
+        containers without a real image (the pause container's role): ``unshare --pid --ipc
+        --fork sleep infinity`` inside the pod's network and UTS
         namespaces, so sandbox teardown kills it with the pod; its ``sleep`` is the PID 1 the
         pod's containers see.  Returns the namespace's path, or '' (event-free fallback:
         each container gets its own) when it cannot be made."""
         ns = f"/proc/{pod.pause_pid}/ns"
         proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--net={ns}/net", f"--uts={ns}/uts", "unshare", "--pid", "--fork",
-            "sleep", "infinity", stdin=asyncio.subprocess.DEVNULL,
+            "nsenter", f"--net={ns}/net", f"--uts={ns}/uts", "unshare", "--pid", "--ipc",
+            "--fork", "sleep", "infinity", stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip

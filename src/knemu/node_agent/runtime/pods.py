@@ -56,7 +56,6 @@ from knemu.node_agent.runtime.containers import (
     PodContext,
     Runner,
     container_env,
-    spawn_in_pod,
 )
 from knemu.node_agent.runtime.host_sandbox import NetworkPlan
 from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths
@@ -335,9 +334,12 @@ class PodRuntime:
 
     async def _start_containers(self, p: _Pod) -> None:
         meta = p.pod.metadata
-        ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
         paths = p.paths = await self._pod_paths(p)
+        ctx = PodContext(
+            p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip,
+            paths.pid_ns_path or await self.oci.pod_pid_namespace(p.handle), p.handle.host_network,
+        )  # fmt: skip
         await self._write_sources(p)
         policy = p.pod.restart_policy or "Always"
         for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
@@ -486,9 +488,8 @@ class PodRuntime:
                 argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-        return await spawn_in_pod(
-            runner.pod, argv, runner.env, runner.spec.working_dir or None,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        return await runner.exec_process(
+            argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 

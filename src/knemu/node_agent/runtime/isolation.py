@@ -1,0 +1,114 @@
+"""Pods without a real image (built-in workloads, commands from the node's filesystem): their
+own namespaces and no more of the node's privileges than their securityContext asks for.
+
+A container's process is started as::
+
+    nsenter --uts=<pause>/ns/uts ip netns exec <netns>      the pod's hostname and network
+      nsenter --pid=<pod PID namespace>                     the pod's processes only
+        sh -c INIT knemu-init setpriv ... -- ARGV           a fresh /proc and /tmp, then drop
+
+``ip netns exec`` gives every process its own mount namespace (a slave of the node's, so
+nothing mounted in it leaks back); INIT mounts a /proc of the pod's PID namespace and a private
+/tmp there, lets unprivileged users bind low ports and open ICMP sockets in the pod's own
+network namespace (as Docker does), and execs ``setpriv``.  The PID namespace is held by a
+per-pod ``sleep`` (``OciLauncher.pod_pid_namespace``), so a container is never PID 1 and
+SIGTERM reaches it (a PID 1 without a handler ignores it).  ``kubectl exec`` enters the same
+namespaces with ``nsenter --target`` and the same ``setpriv``.
+
+Privileges (https://kubernetes.io/docs/tasks/configure-pod-container/security-context/):
+by default uid/gid 65534 (nobody), no capabilities, no_new_privs.  ``runAsUser`` picks the uid
+(``runAsUser: 0``: root with the container runtimes' default capabilities), ``capabilities.add``
+adds capabilities (ambient, so that they work for a non-root uid too),
+``allowPrivilegeEscalation: false`` sets no_new_privs for root as well, and ``privileged``
+keeps everything.  Pure functions; the runtime runs the argv they build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from knemu.proto import knemu_pb2 as pb
+
+NOBODY = 65534
+# containerd's and Docker's default capability set for root in a container.
+DEFAULT_ROOT_CAPS = (
+    "chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid", "setuid",
+    "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
+)  # fmt: skip
+TMP_SIZE = "64m"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    uid: int
+    gid: int
+    caps: tuple[str, ...]  # lower-case capability names, without cap_
+    no_new_privs: bool
+    privileged: bool = False
+    host_network: bool = False
+
+
+def isolation_for(spec: pb.Container, host_network: bool = False) -> Isolation:
+    """What ``spec``'s securityContext grants a container without a real image."""
+    added = tuple(sorted({c.lower().removeprefix("cap_") for c in spec.capabilities_add}))
+    if spec.privileged:
+        return Isolation(0, 0, (), False, privileged=True, host_network=host_network)
+    uid = spec.run_as_user if spec.HasField("run_as_user") else NOBODY
+    gid = spec.run_as_group if spec.HasField("run_as_group") else (NOBODY if uid else 0)
+    caps = tuple(sorted(set(DEFAULT_ROOT_CAPS) | set(added))) if uid == 0 else added
+    escalation = spec.allow_privilege_escalation if spec.HasField(
+        "allow_privilege_escalation"
+    ) else uid == 0  # fmt: skip
+    return Isolation(uid, gid, caps, not escalation, host_network=host_network)
+
+
+def setpriv_argv(iso: Isolation) -> list[str]:
+    """``setpriv`` (util-linux) dropping to ``iso``; [] for a privileged container."""
+    if iso.privileged:
+        return []
+    caps = "".join(f",+{c}" for c in iso.caps)
+    argv = ["setpriv", "--reuid", str(iso.uid), "--regid", str(iso.gid), "--clear-groups",
+            f"--inh-caps=-all{caps}", f"--bounding-set=-all{caps}"]  # fmt: skip
+    if iso.uid != 0 and iso.caps:
+        argv.append(f"--ambient-caps={caps[1:]}")
+    if iso.no_new_privs:
+        argv.append("--no-new-privs")
+    return [*argv, "--"]
+
+
+def init_script(iso: Isolation) -> str:
+    """What runs as root in the container's new mount namespace before privileges drop."""
+    lines = [
+        "set -e",
+        "mount -t proc -o nosuid,nodev,noexec proc /proc",
+        f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs /tmp",
+    ]
+    if not iso.host_network:  # the pod's own network namespace, not the node's
+        lines += [
+            "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range",
+        ]
+    return "\n".join([*lines, 'exec "$@"'])
+
+
+def run_argv(
+    iso: Isolation, pause_pid: int, netns: str, pid_ns_path: str, argv: list[str]
+) -> list[str]:
+    """The command line that starts ``argv`` as a container of the pod."""
+    ipc = pid_ns_path.rsplit("/", 1)[0] + "/ipc"  # the holder's own: the pod's IPC namespace
+    enter_pid = ["nsenter", f"--pid={pid_ns_path}", f"--ipc={ipc}"] if pid_ns_path else [
+        "unshare", "--pid", "--fork", "--kill-child",
+    ]  # fmt: skip
+    return [
+        "nsenter", f"--uts=/proc/{pause_pid}/ns/uts", "ip", "netns", "exec", netns,
+        *enter_pid, "sh", "-c", init_script(iso), "knemu-init", *setpriv_argv(iso), *argv,
+    ]  # fmt: skip
+
+
+def exec_argv(iso: Isolation, target_pid: int, argv: list[str]) -> list[str]:
+    """``kubectl exec``: ``argv`` in the namespaces of the container whose process is
+    ``target_pid``, with its privileges."""
+    return [
+        "nsenter", f"--target={target_pid}", "--mount", "--pid", "--uts", "--net", "--ipc",
+        *setpriv_argv(iso), *argv,
+    ]  # fmt: skip
