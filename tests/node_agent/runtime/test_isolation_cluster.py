@@ -57,9 +57,7 @@ def _sh(c: LocalCluster, pod: str, script: str) -> str:
 
 def _caps(c: LocalCluster, pod: str) -> tuple[int, int, bool]:
     """(uid, effective capabilities, no_new_privs) of a process exec'd into ``pod``."""
-    status = dict(
-        line.split(":", 1) for line in _sh(c, pod, "cat /proc/self/status").splitlines()
-    )
+    status = dict(line.split(":", 1) for line in _sh(c, pod, "cat /proc/self/status").splitlines())
     uid = int(status["Uid"].split()[0])
     return uid, int(status["CapEff"].strip(), 16), status["NoNewPrivs"].strip() == "1"
 
