@@ -459,6 +459,8 @@ class Container(_message.Message):
     PRIVILEGED_FIELD_NUMBER: _builtins.int
     CAPABILITIES_ADD_FIELD_NUMBER: _builtins.int
     ALLOW_PRIVILEGE_ESCALATION_FIELD_NUMBER: _builtins.int
+    STARTUP_PROBE_FIELD_NUMBER: _builtins.int
+    HAS_STARTUP_PROBE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -485,6 +487,7 @@ class Container(_message.Message):
     privileged: _builtins.bool
     """securityContext: what a pod without a real image may have of the node's privileges"""
     allow_privilege_escalation: _builtins.bool
+    has_startup_probe: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -505,6 +508,8 @@ class Container(_message.Message):
     def capabilities_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """e.g. NET_ADMIN (without the CAP_ prefix)"""
 
+    @_builtins.property
+    def startup_probe(self) -> Global___Probe: ...
     def __init__(
         self,
         *,
@@ -533,10 +538,12 @@ class Container(_message.Message):
         privileged: _builtins.bool = ...,
         capabilities_add: _abc.Iterable[_builtins.str] | None = ...,
         allow_privilege_escalation: _builtins.bool | None = ...,
+        startup_probe: Global___Probe | None = ...,
+        has_startup_probe: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "args", b"args", "capabilities_add", b"capabilities_add", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "cpu_request_millis", b"cpu_request_millis", "env", b"env", "env_from", b"env_from", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "memory_request_bytes", b"memory_request_bytes", "name", b"name", "ports", b"ports", "privileged", b"privileged", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "args", b"args", "capabilities_add", b"capabilities_add", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "cpu_request_millis", b"cpu_request_millis", "env", b"env", "env_from", b"env_from", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "has_startup_probe", b"has_startup_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "memory_request_bytes", b"memory_request_bytes", "name", b"name", "ports", b"ports", "privileged", b"privileged", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "startup_probe", b"startup_probe", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__allow_privilege_escalation: _TypeAlias = _typing.Literal["allow_privilege_escalation"]  # noqa: Y015
     _WhichOneofArgType__allow_privilege_escalation: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation"]  # noqa: Y015
@@ -1647,6 +1654,7 @@ class ContainerStatus(_message.Message):
     LAST_STARTED_AT_FIELD_NUMBER: _builtins.int
     LAST_FINISHED_AT_FIELD_NUMBER: _builtins.int
     INIT_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     ready: _builtins.bool
     restart_count: _builtins.int
@@ -1666,6 +1674,8 @@ class ContainerStatus(_message.Message):
     last_finished_at: _builtins.str
     init: _builtins.bool
     """an init container (status.initContainerStatuses)"""
+    started: _builtins.bool
+    """containerStatuses[].started: running and past its startup probe (unset: = running)"""
     def __init__(
         self,
         *,
@@ -1684,12 +1694,15 @@ class ContainerStatus(_message.Message):
         last_started_at: _builtins.str = ...,
         last_finished_at: _builtins.str = ...,
         init: _builtins.bool = ...,
+        started: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "has_last_state", b"has_last_state", "image", b"image", "init", b"init", "last_exit_code", b"last_exit_code", "last_finished_at", b"last_finished_at", "last_reason", b"last_reason", "last_started_at", b"last_started_at", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "exit_code", b"exit_code", "has_last_state", b"has_last_state", "image", b"image", "init", b"init", "last_exit_code", b"last_exit_code", "last_finished_at", b"last_finished_at", "last_reason", b"last_reason", "last_started_at", b"last_started_at", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started", b"started", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__started: _TypeAlias = _typing.Literal["started"]  # noqa: Y015
+    _WhichOneofArgType__started: _TypeAlias = _typing.Literal["_started", b"_started"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__started) -> _WhichOneofReturnType__started | None: ...
 
 Global___ContainerStatus: _TypeAlias = ContainerStatus  # noqa: Y015
 

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from knemu.apiserver.grpc_api.pod_runtime import cpu_millis, env_var_to_proto, memory_bytes
 from knemu.cli.output.printers import pod_status
-from knemu.node_agent.runtime import image_pull, init_containers
+from knemu.node_agent.runtime import image_pull, init_containers, probes
 from knemu.node_agent.runtime.config_sources import NodeCapacity, resolve_env
 from knemu.node_agent.runtime.containers import ContainerCore, ContainerStatus
 from knemu.node_agent.runtime.downward import FieldRefError, PodFields
@@ -266,3 +266,13 @@ def test_env_field_refs() -> None:
     with pytest.raises(FieldRefError, match="not supported"):
         resolve(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
                 PodFields(pod))  # fmt: skip
+
+
+def test_startup_tracker_starts_on_success_and_fails_after_the_threshold() -> None:
+    spec = probes.ProbeSpec("exec", initial_delay_s=5, period_s=2, failure_threshold=3)
+    t = probes.StartupTracker(spec, started=100.0)
+    assert t.next_due() == 105.0
+    assert [t.record(False, 105.0), t.record(False, 107.0)] == [None, None]
+    assert t.next_due() == 109.0 and t.record(True, 109.0) == "started"
+    t = probes.StartupTracker(spec, started=0.0)
+    assert [t.record(False, float(n)) for n in range(3)] == [None, None, "failed"]

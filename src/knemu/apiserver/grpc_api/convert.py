@@ -143,6 +143,8 @@ def _container_to_proto(value: Any) -> pb.Container:
         working_dir=_str(src.get("workingDir")),
         has_readiness_probe=isinstance(src.get("readinessProbe"), Mapping),
         has_liveness_probe=isinstance(src.get("livenessProbe"), Mapping),
+        startup_probe=_probe_to_proto(src.get("startupProbe")),
+        has_startup_probe=isinstance(src.get("startupProbe"), Mapping),
         stdin=_bool(src.get("stdin")),
         stdin_once=_bool(src.get("stdinOnce")),
         **container_runtime_fields(src),

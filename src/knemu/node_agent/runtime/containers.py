@@ -132,6 +132,7 @@ class ContainerStatus:
     started_at: str = ""  # RFC 3339
     last: tuple[int, str, str, str] | None = None  # lastState: exit code, reason, RFC 3339 x2
     init: bool = False  # an init container (status.initContainerStatuses)
+    started: bool = True  # false while its startup probe has not succeeded
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class Runner:
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
+        self.started = True  # past its startup probe (containerStatuses[].started)
         self._stopping = False
 
     def start(self) -> None:
@@ -245,7 +247,8 @@ class Runner:
     def status(self) -> ContainerStatus:
         c = self.core
         return ContainerStatus(
-            name=self.spec.name, image=self.spec.image, ready=self.ready and c.state == "running",
+            name=self.spec.name, image=self.spec.image, started=self.started,
+            ready=self.ready and self.started and c.state == "running",
             restart_count=c.restart_count, state=c.state, reason=c.reason, message=c.message,
             exit_code=c.exit_code, started_at=rfc3339(c.started_at) if c.started_at else "",
             last=(c.last[0], c.last[1], rfc3339(c.last[2]) if c.last[2] else "",
@@ -400,6 +403,45 @@ class Runner:
         return ""
 
     def _start_probes(self, now: float) -> None:
+        """The startup probe first, if any; then liveness and readiness (probe docs)."""
+        self.started = True
+        if self.spec.has_startup_probe:
+            try:
+                pspec = probes.ProbeSpec.from_pb(self.spec.startup_probe)
+            except ValueError as exc:
+                self._on_event("Warning", "Unhealthy", f"Startup probe ignored: {exc}")
+            else:
+                self.started = False
+                tracker = probes.StartupTracker(pspec, now)
+                task = asyncio.get_running_loop().create_task(self._startup(tracker))
+                self._probe_tasks.append(task)
+                return
+        self._start_steady_probes(now)
+
+    async def _startup(self, tracker: probes.StartupTracker) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = self._attempt_fn(tracker.spec)
+        while True:
+            delay = tracker.next_due() - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the probe period itself
+            ok, message = await attempt()
+            outcome = tracker.record(ok, loop.time())
+            if outcome == "started":
+                self.started = True
+                self._on_change()
+                self._start_steady_probes(loop.time())
+                return
+            if outcome == "failed" and self.process is not None:
+                self._on_event("Warning", "Unhealthy", f"Startup probe failed: {message}")
+                self._on_event(
+                    "Normal", "Killing",
+                    f"Container {self.spec.name} failed startup probe, will be restarted",
+                )  # fmt: skip
+                self._kill(self.process.pid, signal.SIGKILL)
+                return
+
+    def _start_steady_probes(self, now: float) -> None:
         for kind, has, probe in (
             ("Readiness", self.spec.has_readiness_probe, self.spec.readiness_probe),
             ("Liveness", self.spec.has_liveness_probe, self.spec.liveness_probe),

@@ -100,6 +100,7 @@ class PodStatus:
                     last_reason=c.last[1] if c.last else "",
                     last_started_at=c.last[2] if c.last else "",
                     last_finished_at=c.last[3] if c.last else "", init=c.init,
+                    started=c.started,
                 )
                 for c in self.container_statuses
             ],
