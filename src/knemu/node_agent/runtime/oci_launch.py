@@ -56,6 +56,8 @@ class PodPaths:
     pid_ns_path: str = ""  # shareProcessNamespace
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> node path
     volume_error: str = ""  # why the pod's volumes could not be made
+    ipc_ns_path: str = ""  # the pod's IPC namespace, shared by its containers
+    pod_pid_ns_path: str = ""  # the pod's PID namespace (containers without a real image)
 
 
 class OciLauncher:
@@ -143,6 +145,7 @@ class OciLauncher:
             command=tuple(expand_vars(c, values) for c in spec.command),
             args=tuple(expand_vars(a, values) for a in spec.args),
             env=tuple(env), working_dir=spec.working_dir, pid_ns_path=pod.pid_ns_path,
+            ipc_ns_path=pod.ipc_ns_path,
             run_as_user=spec.run_as_user if spec.HasField("run_as_user") else None,
             run_as_group=spec.run_as_group if spec.HasField("run_as_group") else None,
             memory_limit_bytes=spec.memory_limit_bytes if limited else 0,

@@ -326,11 +326,15 @@ class PodRuntime:
         except (KnemuError, OSError) as exc:
             error = exc.message if isinstance(exc, KnemuError) else str(exc)
             self._on_event(p.handle.key, "Warning", "FailedMount", error)
-        pid_ns = await self.oci.pod_pid_namespace(p.handle) if p.pod.share_process_namespace else ""
+        # The pod's PID and IPC namespaces (held by one process): every container shares the
+        # IPC one, as in Kubernetes; the PID one with shareProcessNamespace (real images) and
+        # always for containers without a real image (runtime.isolation).
+        pod_ns = await self.oci.pod_pid_namespace(p.handle)
+        ipc_ns = pod_ns.rsplit("/", 1)[0] + "/ipc" if pod_ns else ""
         return PodPaths(
             p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
-            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns), pid_ns,
-            volumes, error,
+            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns),
+            pod_ns if p.pod.share_process_namespace else "", volumes, error, ipc_ns, pod_ns,
         )  # fmt: skip
 
     async def _start_containers(self, p: _Pod) -> None:
@@ -339,7 +343,7 @@ class PodRuntime:
         paths = p.paths = await self._pod_paths(p)
         ctx = PodContext(
             p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip,
-            paths.pid_ns_path or await self.oci.pod_pid_namespace(p.handle), p.handle.host_network,
+            paths.pod_pid_ns_path, p.handle.host_network,
         )  # fmt: skip
         await self._write_sources(p)
         policy = p.pod.restart_policy or "Always"
