@@ -31,7 +31,8 @@ def main(dst: str) -> int:
         raw = True
     except PermissionError:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTTL, 1)  # the TTL as ancillary data
+        # The TTL as ancillary data (IP_RECVTTL is 12 on Linux; Python 3.11 lacks the name).
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTTL", 12), 1)
         raw = False
     sock.settimeout(3)
     header = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"knemu-ping"
