@@ -148,7 +148,8 @@ def wait_until(
 @contextmanager
 def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     client = docker.from_env()
-    if not client.images.list(name="knemu:local"):
+    # KNEMU_IMAGE: an engineer's own tag, so that parallel builds do not clobber each other.
+    if not client.images.list(name=os.environ.get("KNEMU_IMAGE", "knemu:local")):
         subprocess.run([COMPOSE, "build"], check=True, timeout=900)
     cluster = ComposeCluster(f"kt{secrets.token_hex(3)}", free_subnet(client), nodes)
     try:

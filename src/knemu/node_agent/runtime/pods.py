@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,13 +40,12 @@ from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.cni import ipam, resolv
 from knemu.node_agent.runtime import (
-    config_sources,
     downward,
     host_sandbox,
     init_containers,
     sandbox,
 )
-from knemu.node_agent.runtime.config_sources import NodeCapacity, Sources
+from knemu.node_agent.runtime.config_sources import Sources
 from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -59,7 +57,7 @@ from knemu.node_agent.runtime.containers import (
 )
 from knemu.node_agent.runtime.host_sandbox import NetworkPlan
 from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths
-from knemu.node_agent.runtime.source_state import PodSourceState
+from knemu.node_agent.runtime.source_state import PodSourceState, node_capacity
 from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.proto import knemu_pb2 as pb
 
@@ -372,16 +370,8 @@ class PodRuntime:
                 runner.start()
 
     def _configure(self, p: _Pod, spec: pb.Container) -> pb.Container:
-        """The spec with every env value filled in (fieldRef, resourceFieldRef, ConfigMap and
-        Secret keys, envFrom); LocalError says why not (CreateContainerConfigError)."""
-        source_volumes = {v.name for v in p.pod.volumes if v.kind in ("configMap", "secret")}
-        if p.sources.volume_error and any(m.name in source_volumes for m in spec.volume_mounts):
-            raise config_sources.SourceError(p.sources.volume_error)
         fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
-        containers = {c.name: c for c in p.pod.containers}
-        resolved = config_sources.resolve_env(
-            spec, p.pod, fields, p.sources.sources, self.capacity, containers
-        )
+        resolved = p.sources.configure(spec, p.pod, fields, self.capacity)
         if resolved.skipped:
             self._on_event(
                 p.handle.key, "Warning", "InvalidEnvironmentVariableNames",
@@ -399,20 +389,12 @@ class PodRuntime:
             p.sources.notify()
 
     async def _write_sources(self, p: _Pod) -> None:
-        if p.paths is None or not any(v.kind in ("configMap", "secret") for v in p.pod.volumes):
-            return
-        try:
-            written = await asyncio.to_thread(
-                self.volumes.write_sources, p.pod, p.handle.netns, p.sources.sources
+        if p.paths is not None:
+            error = await p.sources.write_volumes(
+                self.volumes, p.pod, p.handle.netns, p.paths.volumes
             )
-        except (KnemuError, OSError) as exc:
-            error = exc.message if isinstance(exc, KnemuError) else str(exc)
-            if error != p.sources.volume_error:
+            if error:
                 self._on_event(p.handle.key, "Warning", "FailedMount", error)
-            p.sources.volume_error = error
-            return
-        p.paths.volumes.update(written)
-        p.sources.volume_error = ""
 
     async def _init_then_start(self, p: _Pod) -> None:
         if await init_containers.run_in_order(p.init_runners):
@@ -533,13 +515,3 @@ class PodRuntime:
             for d in (self._state_dir / "pods").iterdir():
                 if d.name.rsplit("_", 1)[-1] not in short:
                     shutil.rmtree(d, ignore_errors=True)
-
-
-def node_capacity() -> NodeCapacity:
-    """The node's CPUs and memory (what it can allocate to pods: all of it here)."""
-    memory = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = int(line.split()[1]) * 1024
-    return NodeCapacity((os.cpu_count() or 1) * 1000, memory)

@@ -8,8 +8,16 @@ which is when a retry can first succeed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from pathlib import Path
 
-from knemu.node_agent.runtime.config_sources import Sources, sources_version
+from knemu.errors import KnemuError
+from knemu.node_agent.runtime import config_sources
+from knemu.node_agent.runtime.config_sources import NodeCapacity, Sources, sources_version
+from knemu.node_agent.runtime.downward import PodFields
+from knemu.node_agent.runtime.volumes import SOURCE_KINDS, PodVolumes
+from knemu.proto import knemu_pb2 as pb
 
 
 class PodSourceState:
@@ -37,3 +45,41 @@ class PodSourceState:
         if self._change is None:
             self._change = asyncio.get_running_loop().create_future()
         return self._change
+
+    def configure(
+        self, spec: pb.Container, pod: pb.Pod, fields: PodFields, capacity: NodeCapacity
+    ) -> config_sources.ResolvedEnv:
+        """``spec`` with every env value filled in (fieldRef, resourceFieldRef, ConfigMap and
+        Secret keys, envFrom); LocalError says why not (CreateContainerConfigError)."""
+        source_volumes = {v.name for v in pod.volumes if v.kind in SOURCE_KINDS}
+        if self.volume_error and any(m.name in source_volumes for m in spec.volume_mounts):
+            raise config_sources.SourceError(self.volume_error)
+        containers = {c.name: c for c in pod.containers}
+        return config_sources.resolve_env(spec, pod, fields, self.sources, capacity, containers)
+
+    async def write_volumes(
+        self, volumes: PodVolumes, pod: pb.Pod, netns: str, paths: dict[str, str]
+    ) -> str:
+        """Write the pod's configMap/secret volumes into ``paths`` (name -> node path); the
+        error to report as FailedMount when it is a new one, else ''."""
+        if not any(v.kind in SOURCE_KINDS for v in pod.volumes):
+            return ""
+        try:
+            written = await asyncio.to_thread(volumes.write_sources, pod, netns, self.sources)
+        except (KnemuError, OSError) as exc:
+            error = exc.message if isinstance(exc, KnemuError) else str(exc)
+            new, self.volume_error = error != self.volume_error, error
+            return error if new else ""
+        paths.update(written)
+        self.volume_error = ""
+        return ""
+
+
+def node_capacity() -> NodeCapacity:
+    """The node's CPUs and memory (what it can allocate to pods: all of it here)."""
+    memory = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    return NodeCapacity((os.cpu_count() or 1) * 1000, memory)
