@@ -68,6 +68,8 @@ spec:
     command: ["sleep", "100000"]
     env: [{{name: GREETING, valueFrom: {{configMapKeyRef: {{name: app, key: greeting}}}}}}]
     envFrom: [{{secretRef: {{name: creds}}}}]
+    volumeMounts: [{{name: cfg, mountPath: /tmp/app, readOnly: true}}]
+  volumes: [{{name: cfg, configMap: {{name: app}}}}]
 """
 
 WAITER = """apiVersion: v1
@@ -121,6 +123,9 @@ def test_volumes_and_env_from_config_maps_and_secrets(cluster: LocalCluster) -> 
     assert "..data -> " in _run(c, "consumer", "ls", "-la", "/etc/app")
     builtin = _env(c, "builtin-consumer")
     assert (builtin.get("GREETING"), builtin.get("password")) == ("hello", "s3cr3t")
+    # A built-in container mounts volumes in its own mount namespace (under its /tmp here).
+    assert _run(c, "builtin-consumer", "cat", "/tmp/app/greeting") == "hello"
+    assert c.exec("builtin-consumer", "touch /tmp/app/x").returncode != 0  # read-only
 
     # An update reaches the volume (env stays as the container started, as in Kubernetes).
     c.apply(SOURCES.replace("greeting: hello", "greeting: bonjour"))
@@ -129,6 +134,10 @@ def test_volumes_and_env_from_config_maps_and_secrets(cluster: LocalCluster) -> 
         30, what="the updated ConfigMap in the pod's volume",
     )  # fmt: skip
     assert _env(c, "consumer")["GREETING"] == "hello"
+    wait_until(
+        lambda: _run(c, "builtin-consumer", "cat", "/tmp/app/greeting") == "bonjour",
+        30, what="the update in the built-in container's volume",
+    )  # fmt: skip
 
 
 def _waiting_reason(pod: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,10 @@ from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.runtime import isolation, probes
 from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
+from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.node_agent.runtime.runc import OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
+from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -158,6 +160,7 @@ async def spawn_in_pod(
     env: dict[str, str],
     cwd: str | None,
     iso: isolation.Isolation | None = None,
+    mounts: Sequence[BindMount] = (),
     **kwargs: object,
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts; with
@@ -167,7 +170,7 @@ async def spawn_in_pod(
         full = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec",
                 pod.netns, *argv]  # fmt: skip
     else:
-        full = isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv)
+        full = isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv, mounts)
     return await asyncio.create_subprocess_exec(
         *full,
         env=env,
@@ -366,7 +369,8 @@ class Runner:
                     )  # fmt: skip
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
-                    self.iso, stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                    self.iso, self._mounts(),
+                    stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                     stdout=log, stderr=log,
                 )  # fmt: skip
         except OSError:
@@ -388,8 +392,29 @@ class Runner:
             f.seek(self.previous_start)
             return f.read(self.log_start - self.previous_start)
 
+    def _mounts(self) -> list[BindMount]:
+        """The volumeMounts of a container without a real image (its pod's volumes)."""
+        if self.image_step is None or not self.spec.volume_mounts:
+            return []
+        pod = self.image_step.pod
+        if pod.volume_error:
+            raise VolumeError(pod.volume_error)
+        return plan_mounts(pod.volumes, list(self.spec.volume_mounts), self.spec.name)
+
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""
+        try:
+            if len(self._mounts()) > isolation.MAX_MOUNTS:
+                return (
+                    f"container {self.spec.name}: at most {isolation.MAX_MOUNTS} volumeMounts "
+                    "for a container without a real image"
+                )
+            for mount in self._mounts():
+                problem = isolation.mount_problem(mount, os.path.isdir(mount.destination))
+                if problem:
+                    return f"container {self.spec.name}: {problem}"
+        except KnemuError as exc:
+            return exc.message
         wd = self.spec.working_dir
         if wd and not os.path.isdir(wd):
             return (

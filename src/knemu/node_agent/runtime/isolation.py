@@ -25,8 +25,12 @@ keeps everything.  Pure functions; the runtime runs the argv they build.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
+from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.proto import knemu_pb2 as pb
 
 NOBODY = 65534
@@ -36,6 +40,7 @@ DEFAULT_ROOT_CAPS = (
     "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
 )  # fmt: skip
 TMP_SIZE = "64m"
+MAX_MOUNTS = 7  # shell file descriptors 3-9 hold the volume sources while /tmp is mounted
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,37 @@ def setpriv_argv(iso: Isolation) -> list[str]:
     return [*argv, "--"]
 
 
-def init_script(iso: Isolation) -> str:
-    """What runs as root in the container's new mount namespace before privileges drop."""
-    lines = [
-        "set -e",
-        "mount -t proc -o nosuid,nodev,noexec proc /proc",
-        f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs /tmp",
-    ]
+def mount_problem(mount: BindMount, exists: bool) -> str:
+    """Why a volumeMount cannot be made for a container without a real image, or ''.  It sees
+    the node's files, so a mountPath must be a directory the node has, or be under /tmp (its
+    own tmpfs, where the directory is made)."""
+    if exists or PurePosixPath(mount.destination).is_relative_to("/tmp"):
+        return ""
+    return (
+        f"mountPath {mount.destination} does not exist on the node: a container without a "
+        "real image sees the node's filesystem; mount under /tmp, or run a real image"
+    )
+
+
+def init_script(iso: Isolation, mounts: Sequence[BindMount] = ()) -> str:
+    """What runs as root in the container's new mount namespace before privileges drop:
+    /proc, /tmp, the volumeMounts (bind mounts, read-only ones remounted so)."""
+    if len(mounts) > MAX_MOUNTS:
+        raise ValueError(f"at most {MAX_MOUNTS} volumeMounts for a container without an image")
+    # Each source is opened before the private /tmp hides it (a node state directory may be
+    # under /tmp) and bound through its /proc/self/fd link, as runc binds by fd.
+    opens = " ".join(f"{3 + i}<{shlex.quote(m.source)}" for i, m in enumerate(mounts))
+    lines = ["set -e", *([f"exec {opens}"] if mounts else []),
+             "mount -t proc -o nosuid,nodev,noexec proc /proc",
+             f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs /tmp"]  # fmt: skip
+    for i, m in enumerate(mounts):
+        dst = shlex.quote(m.destination)
+        if PurePosixPath(m.destination).is_relative_to("/tmp"):
+            lines.append(f"mkdir -p {dst}")
+        lines.append(f"mount --bind /proc/self/fd/{3 + i} {dst}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+    lines += [f"exec {3 + i}<&-" for i in range(len(mounts))]
     if not iso.host_network:  # the pod's own network namespace, not the node's
         lines += [
             "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
@@ -92,7 +121,12 @@ def init_script(iso: Isolation) -> str:
 
 
 def run_argv(
-    iso: Isolation, pause_pid: int, netns: str, pid_ns_path: str, argv: list[str]
+    iso: Isolation,
+    pause_pid: int,
+    netns: str,
+    pid_ns_path: str,
+    argv: list[str],
+    mounts: Sequence[BindMount] = (),
 ) -> list[str]:
     """The command line that starts ``argv`` as a container of the pod."""
     ipc = pid_ns_path.rsplit("/", 1)[0] + "/ipc"  # the holder's own: the pod's IPC namespace
@@ -101,7 +135,7 @@ def run_argv(
     ]  # fmt: skip
     return [
         "nsenter", f"--uts=/proc/{pause_pid}/ns/uts", "ip", "netns", "exec", netns,
-        *enter_pid, "sh", "-c", init_script(iso), "knemu-init", *setpriv_argv(iso), *argv,
+        *enter_pid, "sh", "-c", init_script(iso, mounts), "knemu-init", *setpriv_argv(iso), *argv,
     ]  # fmt: skip
 
 
