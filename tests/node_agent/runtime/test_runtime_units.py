@@ -276,3 +276,31 @@ def test_startup_tracker_starts_on_success_and_fails_after_the_threshold() -> No
     assert t.next_due() == 109.0 and t.record(True, 109.0) == "started"
     t = probes.StartupTracker(spec, started=0.0)
     assert [t.record(False, float(n)) for n in range(3)] == [None, None, "failed"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "in_store", "pulled", "kind"),
+    [
+        ("IfNotPresent", False, False, "pull"),
+        ("IfNotPresent", True, False, "store"),
+        ("Always", True, False, "pull"),  # every start pulls ...
+        ("Always", True, True, "store"),  # ... once
+        ("Never", False, False, "missing"),
+        ("", False, False, "pull"),
+    ],
+)
+def test_pull_decisions_for_a_registry_the_node_pulls_from(
+    policy: str, in_store: bool, pulled: bool, kind: str
+) -> None:
+    decision = image_pull.decide("r.example/a:1", policy, in_store, "no built-in", "node-1",
+                                 pulled=pulled, pullable=True)  # fmt: skip
+    assert decision.kind == kind
+    unlisted = image_pull.decide("r.example/a:1", "Always", False, "no built-in", "node-1")
+    assert (unlisted.kind, unlisted.reason) == ("missing", "ErrImagePull")
+
+
+def test_plain_http_only_for_loopback_registries() -> None:
+    assert image_pull.plain_http("127.0.0.1:5000") and image_pull.plain_http("localhost:5000")
+    assert not image_pull.plain_http("registry.example:5000")
+    assert not image_pull.plain_http("10.0.0.1:5000")
+    assert image_pull.registry_of("127.0.0.1:5000/knemu/web:v1") == "127.0.0.1:5000"

@@ -320,7 +320,7 @@ class Runner:
         if problem:
             self._on_event("Warning", "Failed", problem)
             return 128, "StartError", problem
-        if self.core.restart_count == 0:
+        if self.core.restart_count == 0 and not (self.image_step and self.image_step.pulled):
             what = (
                 f"knemu built-in {self.plan.builtin}" if self.plan.builtin else "the node's tools"
             )

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from knemu.errors import LocalError, PodRuntimeError
+from knemu.errors import KnemuError, LocalError, PodRuntimeError
 from knemu.node_agent.runtime import image_pull
 from knemu.node_agent.runtime.image_store import ImageStore, StoredImage, run_tool
+from knemu.node_agent.runtime.images import normalize_ref
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
     OciContainer,
@@ -61,8 +62,11 @@ class PodPaths:
 
 
 class OciLauncher:
-    def __init__(self, state_dir: Path, node_key: str, node_name: str) -> None:
+    def __init__(
+        self, state_dir: Path, node_key: str, node_name: str, registries: tuple[str, ...] = ()
+    ) -> None:
         self.node_name = node_name
+        self.registries = registries
         self.store = ImageStore(state_dir / "images")
         self.runc = RuncConfig(
             state_dir / "runc", state_dir / "bundles", rootless=not cgroups_writable()
@@ -117,6 +121,13 @@ class OciLauncher:
 
     def lookup(self, image: str) -> StoredImage | None:
         return self.store.lookup(image)
+
+    def pullable(self, image: str) -> bool:
+        """Is ``image``'s registry one this node pulls from?"""
+        try:
+            return image_pull.registry_of(normalize_ref(image)) in self.registries
+        except KnemuError:
+            return False
 
     async def prepare(
         self, spec: pb.Container, pod: PodPaths, image: StoredImage, env: list[tuple[str, str]]
@@ -188,16 +199,24 @@ async def wait_for_image(
     builtin_error: str,
     on_waiting: Callable[[str, str], None],
     on_event: EventSink,
+    on_pulled: Callable[[], None] = lambda: None,
 ) -> StoredImage | None:
     """The stored image to run, or None for the built-in; while neither is possible, report
     ``on_waiting(reason, message)`` and look again after the image back-off."""
-    failures = 0
+    failures, pulled = 0, False
     while True:
         image = launcher.lookup(spec.image)
         decision = image_pull.decide(
             spec.image, spec.image_pull_policy, image is not None, builtin_error,
-            launcher.node_name,
+            launcher.node_name, pulled, launcher.pullable(spec.image),
         )  # fmt: skip
+        if decision.kind == "pull":
+            error = await _pull(launcher, spec.image, on_event)
+            if not error:
+                pulled = True
+                on_pulled()
+                continue
+            decision = image_pull.ImageDecision("missing", "ErrImagePull", error)
         if decision.kind == "store" and image is not None:
             return image
         if decision.kind == "builtin":
@@ -210,6 +229,23 @@ async def wait_for_image(
         if failures > 1:
             on_event("Normal", "BackOff", f'Back-off pulling image "{spec.image}"')
         await asyncio.sleep(image_pull.pull_backoff_s(failures))  # the back-off itself
+
+
+async def _pull(launcher: OciLauncher, image: str, on_event: EventSink) -> str:
+    """Pull ``image`` with the kubelet's events; '' or why it failed."""
+    on_event("Normal", "Pulling", f'Pulling image "{image}"')
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    registry = image_pull.registry_of(normalize_ref(image))
+    try:
+        await launcher.store.pull(image, image_pull.plain_http(registry))
+    except KnemuError as exc:
+        return f'Failed to pull image "{image}": {exc.message}'
+    on_event(
+        "Normal", "Pulled",
+        f'Successfully pulled image "{image}" in {loop.time() - start:.3f}s',
+    )  # fmt: skip
+    return ""
 
 
 Configure = Callable[[], pb.Container]  # the spec with its env resolved; LocalError: why not
@@ -231,13 +267,16 @@ class ImageStep:
         self.env: list[tuple[str, str]] = []
         self.configure = configure
         self.next_change = next_change  # None: a configuration error is final
+        self.pulled = False  # this start pulled the image (no "already present" event)
 
     async def resolve(
         self, builtin_error: str, on_waiting: Callable[[str, str], None], on_event: EventSink
     ) -> OciContainer | None:
         """The runc container to run, or None when a built-in workload stands in."""
         await self._configure(on_waiting, on_event)
-        image = await wait_for_image(self.launcher, self.spec, builtin_error, on_waiting, on_event)
+        image = await wait_for_image(
+            self.launcher, self.spec, builtin_error, on_waiting, on_event, self._note_pull
+        )
         if image is None:
             return None
         container = await self.launcher.prepare(self.spec, self.pod, image, self.env)
@@ -250,6 +289,9 @@ class ImageStep:
                 f"filesystem of {self.launcher.node_name} is read-only (a node container)",
             )  # fmt: skip
         return container
+
+    def _note_pull(self) -> None:
+        self.pulled = True
 
     async def _configure(self, on_waiting: Callable[[str, str], None], on_event: EventSink) -> None:
         """As the kubelet: CreateContainerConfigError (an event each time) until the objects

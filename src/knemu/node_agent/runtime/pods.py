@@ -184,7 +184,10 @@ class PodRuntime:
         self._records = sandbox.load_records(self._records_path)
         self._pods: dict[str, _Pod] = {}
         # Images in <state_dir>/images run with runc (runtime.oci_launch).
-        self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
+        self.oci = OciLauncher(
+            self._state_dir, f"{config.netns_prefix}-{node_name}", node_name,
+            config.registry_hosts,
+        )  # fmt: skip
         self.volumes = PodVolumes(self._state_dir / "volumes")
         self._locks: dict[str, asyncio.Lock] = {}
         self.capacity = node_capacity()  # resourceFieldRef of a container without limits
