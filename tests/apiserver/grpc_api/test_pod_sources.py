@@ -97,3 +97,15 @@ async def test_another_node_or_a_stale_uid_is_refused(stack: Stack) -> None:
     stack.store.create(pod("pending"), NOW)  # not bound yet: no node may read its secrets
     with pytest.raises(errors.Forbidden):
         await stack.client.get_pod_sources("node-1", "default", "pending", "")
+
+
+def test_pod_security_context_applies_to_containers_without_their_own() -> None:
+    obj = pod("p", node="node-1")
+    obj["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 3000}
+    obj["spec"]["containers"].append(
+        {"name": "own", "image": "busybox", "securityContext": {"runAsUser": 0,
+                                                                "privileged": True}}
+    )  # fmt: skip
+    first, own = pod_to_proto(obj).containers
+    assert (first.run_as_user, first.run_as_group, first.privileged) == (1000, 3000, False)
+    assert (own.run_as_user, own.run_as_group, own.privileged) == (0, 3000, True)

@@ -32,6 +32,7 @@ from knemu.apiserver.grpc_api.netpol import (
     network_policy_to_proto as network_policy_to_proto,
 )
 from knemu.apiserver.grpc_api.pod_runtime import (
+    apply_pod_security,
     container_runtime_fields,
     env_var_to_proto,
     pod_runtime_fields,
@@ -166,7 +167,7 @@ def _dns_config_to_proto(value: Any) -> pb.PodDNSConfig:
 
 def pod_to_proto(obj: Mapping[str, Any]) -> pb.Pod:
     spec, status = _map(obj.get("spec")), _map(obj.get("status"))
-    return pb.Pod(
+    pod = pb.Pod(
         metadata=meta_to_proto(obj),
         node_name=_str(spec.get("nodeName")),
         containers=[_container_to_proto(c) for c in _list(spec.get("containers"))],
@@ -182,6 +183,8 @@ def pod_to_proto(obj: Mapping[str, Any]) -> pb.Pod:
         ready=_condition_true(status, "Ready"),
         **pod_runtime_fields(spec, _container_to_proto),
     )
+    apply_pod_security(pod, spec)
+    return pod
 
 
 # ---- Service -------------------------------------------------------------------------------

@@ -176,3 +176,18 @@ def pod_runtime_fields(spec: Any, container: Any) -> dict[str, Any]:
         "share_process_namespace": _bool(spec.get("shareProcessNamespace")),
         "volumes": [volume_to_proto(v) for v in _list(spec.get("volumes"))],
     }
+
+
+def apply_pod_security(pod: pb.Pod, spec: Any) -> None:
+    """The pod's securityContext.runAsUser/runAsGroup for every container that sets none
+    (a container's own wins, as in Kubernetes)."""
+    security = _map(_map(spec).get("securityContext"))
+    user, group = (
+        _int(v, maximum=2**31 - 1) if isinstance(v, int) and not isinstance(v, bool) else None
+        for v in (security.get("runAsUser"), security.get("runAsGroup"))
+    )
+    for container in [*pod.containers, *pod.init_containers]:
+        if user is not None and not container.HasField("run_as_user"):
+            container.run_as_user = user
+        if group is not None and not container.HasField("run_as_group"):
+            container.run_as_group = group
