@@ -47,7 +47,7 @@ from knemu.cli.commands.local_plan import (
     STATE_ROOT,
     Cluster,
 )
-from knemu.config import NETWORK_BACKENDS, PROXY_MODES
+from knemu.config import NETWORK_BACKENDS, PROXY_MODES, AgentConfig
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
 from knemu.node_agent.runtime.runc import remove_cgroups
 
@@ -135,6 +135,10 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=NETWORK_BACKENDS, default="vxlan",
         help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
     )  # fmt: skip
+    parser.add_argument(
+        "--registries", default="",
+        help="image registries the nodes pull from, HOST[:PORT],... (default: none)",
+    )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
@@ -155,7 +159,8 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        AgentConfig(registries=args.registries).validate()  # a clear error before anything
+        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.registries)
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -168,7 +173,10 @@ def up_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
+def bring_up(
+    cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan",
+    registries: str = "",
+) -> None:  # fmt: skip
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -189,7 +197,7 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str =
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend).items():
+        for role, config in cluster.component_configs(proxy_mode, backend, registries).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

@@ -89,7 +89,7 @@ class Cluster:
         return [["ip", *line.split()] for line in lines]
 
     def component_configs(
-        self, proxy_mode: str, backend: str = "vxlan"
+        self, proxy_mode: str, backend: str = "vxlan", registries: str = ""
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
@@ -115,6 +115,7 @@ class Cluster:
                 "netns_prefix": f"knemu-{self.name}",
                 "proxy_mode": proxy_mode,
                 "backend": backend,
+                "registries": registries,
                 "seed": n,
             }
         return configs
