@@ -64,6 +64,8 @@ def _caps(c: LocalCluster, pod: str) -> tuple[int, int, bool]:
 
 def test_a_pod_without_securitycontext_has_no_privileges(cluster: LocalCluster) -> None:
     assert _caps(cluster, "plain") == (65534, 0, True)
+    # Its stdio are its own, as runc makes them: /dev/stdout can be reopened by path.
+    assert _sh(cluster, "plain", "echo reopened > /dev/stdout") == "reopened\n"
     out = cluster.exec("plain", "touch /etc/knemu-pod-was-here")
     assert out.returncode != 0 and "Permission denied" in out.stderr
     assert not Path("/etc/knemu-pod-was-here").exists()

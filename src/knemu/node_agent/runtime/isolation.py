@@ -112,12 +112,25 @@ def init_script(iso: Isolation, mounts: Sequence[BindMount] = ()) -> str:
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
     lines += [f"exec {3 + i}<&-" for i in range(len(mounts))]
+    lines += stdio_lines(iso)
     if not iso.host_network:  # the pod's own network namespace, not the node's
         lines += [
             "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
             "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range",
         ]
     return "\n".join([*lines, 'exec "$@"'])
+
+
+def stdio_lines(iso: Isolation) -> list[str]:
+    """Give the container's user its stdin/stdout/stderr (pipes and the log file the agent
+    opened as root), so that reopening /dev/stdout works, as runc's fixStdioPermissions does;
+    devices (/dev/null, a tty) are left alone."""
+    if iso.privileged or iso.uid == 0:
+        return []
+    return [
+        f"for fd in 0 1 2; do [ -c /proc/self/fd/$fd ] || "
+        f"chown {iso.uid}:{iso.gid} /proc/self/fd/$fd 2>/dev/null || true; done"
+    ]
 
 
 def run_argv(
@@ -142,7 +155,9 @@ def run_argv(
 def exec_argv(iso: Isolation, target_pid: int, argv: list[str]) -> list[str]:
     """``kubectl exec``: ``argv`` in the namespaces of the container whose process is
     ``target_pid``, with its privileges."""
+    fix = stdio_lines(iso)
+    wrap = ["sh", "-c", "\n".join([*fix, 'exec "$@"']), "knemu-exec"] if fix else []
     return [
         "nsenter", f"--target={target_pid}", "--mount", "--pid", "--uts", "--net", "--ipc",
-        *setpriv_argv(iso), *argv,
+        *wrap, *setpriv_argv(iso), *argv,
     ]  # fmt: skip
