@@ -187,6 +187,14 @@ class AgentConfig(_Config):
     # flannel-like node that stores policies but forwards everything.
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
+    # Image registries (HOST[:PORT], comma-separated) this node pulls from; empty: none, so a
+    # node never contacts an address nobody named.  One on loopback or `localhost` is spoken
+    # to over plain HTTP (as Docker treats 127.0.0.0/8), any other over verified TLS.
+    registries: str = ""
+
+    @property
+    def registry_hosts(self) -> tuple[str, ...]:
+        return tuple(r.strip() for r in self.registries.split(",") if r.strip())
 
     @property
     def route_reflector_nodes(self) -> tuple[str, ...]:
@@ -235,6 +243,10 @@ class AgentConfig(_Config):
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")
+        for registry in self.registry_hosts:
+            host, _, port = registry.rpartition(":") if ":" in registry else (registry, "", "0")
+            if not host or "/" in registry or not port.isdigit() or int(port) > 65535:
+                raise ConfigError(f"registries: {registry!r} is not HOST[:PORT]")
         self.vxlan_source_port_range  # noqa: B018 -- raises ConfigError naming the value
         if self.vxlan_df not in ("unset", "set"):
             raise ConfigError(f"vxlan_df {self.vxlan_df!r} is not one of unset, set")

@@ -392,7 +392,7 @@ def _container_statuses(
                 "containerID": f"knemu://{uid}/{name}",
                 "ready": bool(cs.get("ready")),
                 "restartCount": int(cs.get("restart_count") or 0),
-                "started": "running" in state,
+                "started": "running" in state and cs.get("started") is not False,
                 "state": state,
                 "lastState": _last_state(cs) or (olds.get(name) or {}).get("lastState") or {},
             }

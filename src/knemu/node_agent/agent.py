@@ -296,6 +296,7 @@ class Agent:
         self._spawn("nodeports", self._sync_nodeports)
         self._spawn("hostports", lambda: pods.hostports.run(self.underlay_ip))
         self._spawn("reports", pods.run_reporters)
+        self._spawn("pod sources", pods.run_source_refresh)
         log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
                     f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "

@@ -51,6 +51,7 @@ UNARY_TIMEOUT_S = 10.0
 _ERROR_OF_CODE: dict[str, type[errors.KnemuError]] = {
     "INVALID_ARGUMENT": errors.LocalError,
     "NOT_FOUND": errors.NotFound,
+    "PERMISSION_DENIED": errors.Forbidden,
     "ALREADY_EXISTS": errors.AlreadyExists,
     "ABORTED": errors.Conflict,
     "OUT_OF_RANGE": errors.Gone,
@@ -124,6 +125,16 @@ class ClusterClient:
 
     async def record_event(self, report: pb.EventReport) -> None:
         await self._unary("RecordEvent", report)
+
+    async def get_pod_sources(
+        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+    ) -> pb.PodSources:
+        """The ConfigMaps and Secrets pod ``namespace/pod_name`` names (bound to this node)."""
+        request = pb.PodSourcesRequest(
+            node_name=node_name, namespace=namespace, pod_name=pod_name, pod_uid=pod_uid
+        )
+        reply: pb.PodSources = await self._unary("GetPodSources", request)
+        return reply
 
     async def watch(
         self, kinds: Iterable[str], since_rv: int, watcher: str

@@ -106,3 +106,11 @@ def test_config_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str
     assert main(["apiserver", "--node-grace-s", "0.5", "--lease-renew-s", "1"]) == 2
     assert "lease_renew_s < node_grace_s" in capsys.readouterr().err
     assert main(["agent", "--ttl-s", "3"]) == 2  # a DNS flag is not an agent flag
+
+
+def test_agent_registries_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _build(AgentConfig, ["--registries", "127.0.0.1:5000, registry.example"])
+    assert cfg.registry_hosts == ("127.0.0.1:5000", "registry.example")
+    assert AgentConfig().registry_hosts == ()  # by default a node pulls from nowhere
+    assert main(["agent", "--registries", "http://x:1/"]) == 2
+    assert "registries: 'http://x:1/' is not HOST[:PORT]" in capsys.readouterr().err

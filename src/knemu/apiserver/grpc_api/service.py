@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
+from knemu.apiserver.grpc_api.pod_sources import pod_sources
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.apiserver.storage.watch_quota import WatchQuota
@@ -225,6 +226,14 @@ class ClusterService(pb_grpc.ClusterServicer):
             await _abort(context, exc)
         return pb.EventAck()
 
+    async def GetPodSources(
+        self, request: pb.PodSourcesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PodSources:
+        try:
+            return pod_sources(self._store.get, request)
+        except KnemuError as exc:
+            await _abort(context, exc)
+
 
 async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
     """Initial events, SYNCED, then live events until the subscription is Gone."""
@@ -302,6 +311,7 @@ def _add_service(service: ClusterService, server: grpc.aio.Server) -> None:
         ("RenewLease", pb.RenewLeaseRequest, service.RenewLease),
         ("ReportPodStatus", pb.PodStatusReport, service.ReportPodStatus),
         ("RecordEvent", pb.EventReport, service.RecordEvent),
+        ("GetPodSources", pb.PodSourcesRequest, service.GetPodSources),
     ]
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(

@@ -49,7 +49,7 @@ from knemu.cli.commands.local_plan import (
     Cluster,
     PodNetwork,
 )
-from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES
+from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES, AgentConfig
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
 from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.runtime.runc import remove_cgroups
@@ -169,6 +169,10 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --backend bgp: routers outside the cluster every node peers with (Calico's "
              "global BGPPeer), e.g. a client at 192.168.59.70:64600",
     )  # fmt: skip
+    parser.add_argument(
+        "--registries", default="",
+        help="image registries the nodes pull from, HOST[:PORT],... (default: none)",
+    )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument(
         "--mtu", type=int, default=1500, metavar="BYTES",
@@ -199,10 +203,11 @@ def up_run(args: argparse.Namespace) -> int:
             args.backend != "bgp"
         ):
             raise ConfigError("--bgp-route-reflector, --bgp-peer, --bgp-bfd-ms need --backend bgp")
+        AgentConfig(registries=args.registries).validate()  # a clear error before anything
         network = PodNetwork(args.backend, args.encryption, args.bgp_route_reflector,
                              args.bgp_peer, args.bgp_bfd_ms)  # fmt: skip
         bring_up(cluster, args.proxy_mode, args.timeout, network,
-                 args.tor_peering and args.backend == "bgp")  # fmt: skip
+                 args.tor_peering and args.backend == "bgp", args.registries)  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -221,6 +226,7 @@ def bring_up(
     timeout_s: float,
     network: PodNetwork | None = None,
     tor_peering: bool = False,
+    registries: str = "",
 ) -> None:
     running, found = describe_leftovers(cluster)
     if running:
@@ -246,7 +252,7 @@ def bring_up(
             procs["tor"] = start_tor_bird(cluster)
             state["pids"]["tor"] = procs["tor"].pid
             save_state(cluster, state)
-        for role, config in cluster.component_configs(proxy_mode, network).items():
+        for role, config in cluster.component_configs(proxy_mode, network, registries).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

@@ -203,7 +203,7 @@ class Cluster:
         return lines
 
     def component_configs(
-        self, proxy_mode: str, network: PodNetwork | None = None
+        self, proxy_mode: str, network: PodNetwork | None = None, registries: str = ""
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         net = network or PodNetwork()
@@ -236,6 +236,7 @@ class Cluster:
                     p for p in (net.bgp_peers, self._tor_peer(n, net.backend)) if p
                 ),
                 "bgp_bfd_ms": net.bgp_bfd_ms,
+                "registries": registries,
                 "seed": n,
             }
         return configs
