@@ -112,6 +112,17 @@ class NodeRegistry:
         """When ``name`` last renewed; a node never seen since start counts as renewed now."""
         return self._renewed.setdefault(name, now)
 
+    def discount_unobserved(self, since: float, until: float) -> None:
+        """The api-server could not hear heartbeats from ``since`` to ``until`` (it did not
+        run): that time does not count toward the grace of nodes that were healthy when it
+        began.  Kubernetes counts grace from the controller's own observation (probeTimestamp);
+        this is the same rule for a control plane that stalls as a whole."""
+        gap = until - since
+        grace = self._config.timings.node_grace_s
+        for name, renewed in self._renewed.items():
+            if gap > 0 and since - renewed < grace:
+                self._renewed[name] = min(until, renewed + gap)
+
     def renew(self, name: str, now: float) -> bool:
         """Renew ``name``'s lease; False when the Node object is gone (register again)."""
         node = self._store.get("Node", "", name)

@@ -146,6 +146,7 @@ def test_pod_without_toleration_is_evicted_at_once_and_forever_tolerating_stays(
     cluster: Cluster,
 ) -> None:
     cluster.add_node(1)
+    cluster.add_node(2)  # stays healthy: with every node lost, nothing is evicted (below)
     base = {"containers": [{"name": "c", "image": "i"}], "nodeName": "node-1"}
     forever = [
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
@@ -159,7 +160,12 @@ def test_pod_without_toleration_is_evicted_at_once_and_forever_tolerating_stays(
     bare["spec"]["tolerations"] = []  # as if created without the DefaultTolerationSeconds plugin
     cluster.store.create(bare, cluster.now)
     cluster.tick()
-    cluster.tick(cluster.config.timings.node_grace_s)
+    cluster.now += cluster.config.timings.node_grace_s
+    cluster.registry.renew("node-2", cluster.now)
+    cluster.tick()
     assert cluster.store.get("Pod", "default", "goes") is None
-    cluster.tick(1000)
+    for _ in range(10):
+        cluster.now += 100
+        cluster.registry.renew("node-2", cluster.now)
+        cluster.tick()
     assert cluster.store.get("Pod", "default", "stays") is not None

@@ -39,14 +39,18 @@ from knemu.apiserver.controllers.service import ServiceController
 from knemu.apiserver.controllers.serviceaccount import ServiceAccountController
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.config import ApiServerConfig
 
-__all__ = ["MAX_ROUNDS", "ControllerManager"]
+__all__ = ["MAX_ROUNDS", "PASSIVE_KINDS", "ControllerManager"]
 
 MAX_ROUNDS = 16
 log = logging.getLogger("knemu.apiserver.controllers")
 PRUNE_EVERY_S = 60.0  # how often expired Events are deleted
+# Kinds no controller reacts to: a write of one (a node's Lease heartbeat, an Event) neither
+# wakes the controllers nor makes a round run again.  Without this, every heartbeat of every
+# node re-ran every controller over every object: O(nodes x objects) work per second.
+PASSIVE_KINDS = frozenset({"Lease", "Event"})
 
 
 def _never() -> bool:
@@ -104,7 +108,13 @@ class ControllerManager:
             "failed": 0,
         }
         self._position = 0  # next controller of an unfinished round
-        self._round_rv = 0  # resourceVersion when that round started
+        self._round_rv = 0  # changed_rv when that round started
+        self.changed_rv = store.resource_version  # rv of the latest write controllers react to
+        store.add_listener(self._on_store_event)
+
+    def _on_store_event(self, event: StoredEvent) -> None:
+        if event.kind not in PASSIVE_KINDS:
+            self.changed_rv = event.rv
 
     def sync(self, now: float, over_budget: Callable[[], bool] | None = None) -> bool:
         """Run every controller until a round writes nothing (at most MAX_ROUNDS rounds) or
@@ -126,7 +136,7 @@ class ControllerManager:
     def _run_rounds(self, now: float, over_budget: Callable[[], bool]) -> bool:
         for _ in range(MAX_ROUNDS):
             if self._position == 0:
-                self._round_rv = self._store.resource_version
+                self._round_rv = self.changed_rv
             self.rounds += 1
             self._stats["rounds"] += 1
             while self._position < len(self._controllers):
@@ -137,7 +147,7 @@ class ControllerManager:
                     self._stats["out_of_budget"] += 1
                     return False  # the next sync resumes this round
             self._position = 0
-            if self._store.resource_version == self._round_rv:
+            if self.changed_rv == self._round_rv:
                 self._quiet_rv, self._quiet_until = self._round_rv, self.next_deadline(now)
                 return True
             if over_budget():
@@ -163,7 +173,7 @@ class ControllerManager:
     def _is_quiet(self, now: float) -> bool:
         """Controllers are functions of the store and time (leases only move later on
         renewal, and a renewal that changes readiness writes the store)."""
-        if self._quiet_rv != self._store.resource_version:
+        if self._quiet_rv != self.changed_rv:
             return False
         if self._next_prune is not None and now >= self._next_prune:
             return False

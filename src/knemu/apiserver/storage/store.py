@@ -118,6 +118,7 @@ class Store:
         self._rv = self._meta("rv")
         self._compacted = self._meta("compacted")
         self._cache: dict[str, dict[tuple[str, str], str]] = {}
+        self._kind_rv: dict[str, int] = {}  # kind -> rv of its latest write (this process)
         for kind, ns, name, text in self._db.execute(
             "SELECT kind, namespace, name, json FROM objects"
         ):
@@ -129,6 +130,11 @@ class Store:
     def resource_version(self) -> int:
         """The latest resourceVersion handed out (0 for an empty, new store)."""
         return self._rv
+
+    def kind_version(self, kind: str) -> int:
+        """The resourceVersion of the latest write to ``kind`` since this store opened (0:
+        none): a reader that memoises one kind's list need not drop it when others change."""
+        return self._kind_rv.get(kind, 0)
 
     @property
     def path(self) -> str:
@@ -303,6 +309,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
         self._rv = rv
+        self._kind_rv[kind] = rv
         self._compacted = max(self._compacted, horizon)
         items = self._cache.setdefault(kind, {})
         if etype == "DELETED":
