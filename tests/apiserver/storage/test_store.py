@@ -189,7 +189,8 @@ _WRITER = textwrap.dedent(
     from knemu.apiserver.storage.store import Store
     store = Store(sys.argv[1])
     for i in range(100000):
-        store.create({"kind": "ConfigMap", "metadata": {"name": f"o{i}", "namespace": "d"}}, 0.0)
+        obj = {"kind": "ConfigMap", "metadata": {"name": f"o{i}", "namespace": "d"}}
+        store.create(obj, 0.0, durable=i % 3 != 0)  # lazily durable ones survive SIGKILL too
         print(i, flush=True)   # acknowledged: the write has returned
     """
 )
@@ -223,3 +224,23 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert {f"o{i}" for i in range(acked + 1)} <= names
     assert store.resource_version >= acked + 1
     store.close()
+
+
+def test_lazily_durable_writes_skip_the_fsync_and_durable_ones_restore_it(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "knemu.db"))
+
+    def synchronous() -> (
+        int
+    ):  # 1 NORMAL, 2 FULL (https://sqlite.org/pragma.html#pragma_synchronous)
+        return int(store._db.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert synchronous() == 2
+    lease = {"kind": "Lease", "metadata": {"name": "node-1", "namespace": "kube-node-lease"}}
+    store.create(lease, NOW, durable=False)
+    assert synchronous() == 1
+    store.create(pod("p"), NOW)
+    assert synchronous() == 2
+    store.close()
+    reopened = Store(str(tmp_path / "knemu.db"))
+    assert reopened.get("Lease", "kube-node-lease", "node-1") is not None
+    reopened.close()

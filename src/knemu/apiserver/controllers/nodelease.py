@@ -82,10 +82,10 @@ class NodeLeaseController:
         }  # fmt: skip
         if lease is None:
             try:
-                store.create(desired, now)
+                store.create(desired, now, durable=False)
             except AlreadyExists:
                 pass
         else:
             lease["spec"] = desired["spec"]
-            store.update(lease, now)
+            store.update(lease, now, durable=False)  # a heartbeat mirror
         return max(renewed, now) + self.publish_every_s
