@@ -102,6 +102,7 @@ class ControllerManager:
         self._stats = {
             "syncs": 0,
             "skipped": 0,
+            "timers": 0,
             "rounds": 0,
             "unsettled": 0,
             "out_of_budget": 0,
@@ -124,6 +125,9 @@ class ControllerManager:
         if self._position == 0 and self._is_quiet(now):
             self._stats["skipped"] += 1
             return True  # nothing changed and no timer is due: every controller is a no-op
+        if self._position == 0 and self._timers_only(now):
+            self._stats["timers"] += 1
+            return True  # only heartbeat timers were due and they changed nothing
         if self._next_prune is None or now >= self._next_prune:
             self._recorder.prune(now)
             self._next_prune = now + PRUNE_EVERY_S
@@ -169,6 +173,26 @@ class ControllerManager:
         """Counters for metrics: syncs, skipped (quiet), rounds, unsettled syncs, steps that
         ran out of time budget, controller failures, malformed objects skipped."""
         return {**self._stats, "malformed": self._ctx.malformed}
+
+    def _timers_only(self, now: float) -> bool:
+        """Nothing changed since the last settled sync and only a heartbeat timer is due
+        (a Lease to republish, a lease to check): run just the node lifecycle and Lease
+        controllers, O(nodes + pods), instead of a round over every object.  False when
+        they wrote something the others react to (a node lost): a full round follows."""
+        if self._quiet_rv != self.changed_rv or self._quiet_rv is None:
+            return False
+        if self._next_prune is not None and now >= self._next_prune:
+            return False
+        others = (self.replicasets.next_deadline(), self.gc.next_deadline())
+        if any(d is not None and d <= now for d in others):
+            return False
+        self._ctx.over_budget = _never
+        self._run(self.nodes, now)
+        self._run(self.leases, now)
+        if self.changed_rv != self._quiet_rv:
+            return False
+        self._quiet_until = self.next_deadline(now)
+        return True
 
     def _is_quiet(self, now: float) -> bool:
         """Controllers are functions of the store and time (leases only move later on
