@@ -57,9 +57,10 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan",
+        backend: str = "vxlan", up_timeout_s: float = 90,
     ) -> None:  # fmt: skip
         self.name = unique_name()
+        self.up_timeout_s = up_timeout_s
         self.backend = backend
         self.subnet = unique_subnet()
         self.nodes = nodes
@@ -97,8 +98,8 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
-                         timeout_s=150)  # fmt: skip
+                         self.proxy_mode, "--backend", self.backend, "--timeout",
+                         str(self.up_timeout_s), timeout_s=self.up_timeout_s + 60)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -117,6 +118,15 @@ class LocalCluster:
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON object (create); returns the api-server's answer (raises on >= 400)."""
+        request = urllib.request.Request(
+            self.server + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
 
     def apply(self, manifest: str, namespace: str = "default") -> None:
@@ -179,10 +189,14 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan"
+    state_root: Path,
+    nodes: int = 3,
+    proxy_mode: str = "iptables",
+    backend: str = "vxlan",
+    up_timeout_s: float = 90,
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend, up_timeout_s)
     try:
         c.up()
         yield c

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,7 @@ class Agent:
         self.dns: DnsForwarder | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
+        self.applied: dict[str, dict[str, float]] = {}  # kind/ns/name -> rv, wall time applied
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -388,8 +390,19 @@ class Agent:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
         if self.tables.apply(type_, kind, obj, old):
             self._nodeport_dirty.set()
+            self._note_applied(type_, kind, obj)
         if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
+
+    def _note_applied(self, type_: str, kind: str, obj: Any) -> None:
+        """When (wall clock) each Service and EndpointSlice version reached this node's
+        tables: ``/table`` shows it, so a change's propagation to every node can be measured
+        without polling (bench/bench_scale.py)."""
+        key = f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}"
+        if type_ == "DELETED":
+            self.applied.pop(key, None)
+        else:
+            self.applied[key] = {"rv": int(obj.metadata.resource_version or 0), "at": time.time()}
 
     async def _on_synced(self) -> None:
         await self.pods.on_synced()
@@ -418,6 +431,7 @@ class Agent:
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
         snap["host_ports"] = self.pods.hostports.table.snapshot()
+        snap["applied"] = dict(self.applied)
         return snap
 
     def metrics_text(self) -> str:

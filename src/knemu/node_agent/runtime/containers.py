@@ -30,7 +30,7 @@ from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.runtime import probes
 from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
-from knemu.node_agent.runtime.runc import OciContainer
+from knemu.node_agent.runtime.runc import POD_NICE_PREFIX, OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
@@ -152,7 +152,8 @@ async def spawn_in_pod(
     pod: PodContext, argv: list[str], env: dict[str, str], cwd: str | None, **kwargs: object
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts."""
-    prefix = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec", pod.netns]
+    prefix = [*POD_NICE_PREFIX, "nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts",
+              "ip", "netns", "exec", pod.netns]  # fmt: skip
     return await asyncio.create_subprocess_exec(
         *prefix,
         *argv,
