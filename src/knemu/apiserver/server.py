@@ -49,6 +49,7 @@ COALESCE_S = 0.02  # gather a burst of writes into one sync
 CONTROLLER_STEP_S = 0.1  # time budget of one controller step on the event loop
 STEP_PAUSE_S = 0.005  # between steps of an unfinished sync: requests are served meanwhile
 _SHUTDOWN_GRACE_S = 1.0
+FLUSH_EVERY_S = 0.1  # writes are durable against power loss within this (Store.flush)
 STALL_PROBE_S = 0.25  # how often the event loop checks that it runs
 STALL_LIMIT_S = 0.5  # a probe this much late: the process did not run, heartbeats went unheard
 DB_FILE = "knemu.db"
@@ -109,7 +110,9 @@ class ApiServer:
         cfg = self.config
         try:
             os.makedirs(cfg.data_dir, exist_ok=True)
-            store = self.store = Store(os.path.join(cfg.data_dir, DB_FILE), cfg.event_history)
+            store = self.store = Store(
+                os.path.join(cfg.data_dir, DB_FILE), cfg.event_history, sync_each_write=False
+            )
         except OSError as exc:
             raise ConfigError(f"data_dir {cfg.data_dir!r}: {exc}") from None
         hub = self.hub = WatchHub(store, cfg.watch_queue_events)
@@ -129,6 +132,8 @@ class ApiServer:
         self._tasks.append(task)
         stalls = asyncio.create_task(self._watch_stalls(registry), name="apiserver-stalls")
         self._tasks.append(stalls)
+        flusher = asyncio.create_task(self._flush_store(store), name="apiserver-fsync")
+        self._tasks.append(flusher)
         log.info(
             "knemu apiserver ready: rest=%s grpc=%s data=%s",
             self.rest_url,
@@ -181,6 +186,16 @@ class ApiServer:
             # sync ran synchronously: every write since the wake-up was its own
             self._dirty.clear()
 
+    async def _flush_store(self, store: Store) -> None:
+        """Group commit: fsync what was written in the last FLUSH_EVERY_S, off the event loop
+        (Store's docstring says why)."""
+        flushed = store.resource_version
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            if store.resource_version != flushed:
+                flushed = store.resource_version
+                await asyncio.to_thread(store.flush)
+
     async def _watch_stalls(self, registry: NodeRegistry) -> None:
         """Notice when this process did not run (its event loop blocked, the machine
         overloaded, SIGSTOP): heartbeats could not be heard meanwhile, so that time must not
@@ -225,6 +240,7 @@ class ApiServer:
             await self._runner.cleanup()
             self._runner = None
         if self.store is not None:
+            self.store.flush()
             self.store.close()
             self.store = None
 
