@@ -104,6 +104,7 @@ class NodeRegistry:
         self._config = config
         self._recorder = recorder
         self._renewed: dict[str, float] = {}
+        self._heard = 0.0  # the newest heartbeat read, by when it was sent (observed_until)
         self._reported_ready: dict[str, bool] = {}  # pod uid -> Ready as its node last said
 
     # ---- leases ------------------------------------------------------------------------------
@@ -122,14 +123,33 @@ class NodeRegistry:
         for name, renewed in self._renewed.items():
             if gap > 0 and since - renewed < grace:
                 self._renewed[name] = min(until, renewed + gap)
+        if gap > 0:
+            self._heard = min(until, self._heard + gap)
 
-    def renew(self, name: str, now: float) -> bool:
-        """Renew ``name``'s lease; False when the Node object is gone (register again)."""
+    def observed_until(self, now: float) -> float:
+        """The moment up to which the api-server has heard the nodes: the newest heartbeat
+        it has read (by when it was sent), or ``now`` less one grace period if that is later.
+
+        Node lifecycle judges silence against this, not against the wall clock: heartbeats
+        queued behind a busy api-server are not silence (Kubernetes counts grace from its
+        own observation, probeTimestamp).  When no heartbeat arrives at all, every node is
+        declared lost one grace period later than usual."""
+        grace = self._config.timings.node_grace_s
+        return max(self._heard, now - grace)
+
+    def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool:
+        """Renew ``name``'s lease (sent by the node at ``sent_at``, 0: unknown); False when
+        the Node object is gone (register again)."""
         node = self._store.get("Node", "", name)
         if node is None:
             self._renewed.pop(name, None)
             return False
-        self._renewed[name] = now
+        # Alive when it sent the heartbeat; a clock that disagrees by more than a grace
+        # period (another host's) is not believed.
+        grace = self._config.timings.node_grace_s
+        alive_at = sent_at if now - grace < sent_at <= now else now
+        self._renewed[name] = max(self._renewed.get(name, alive_at), alive_at)
+        self._heard = max(self._heard, alive_at)
         if not is_ready(node):
             self._mark_ready(node, now)
         return True

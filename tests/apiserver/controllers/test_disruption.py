@@ -145,7 +145,9 @@ def test_halted_eviction_takes_the_no_execute_taints_off(cluster: Cluster) -> No
     grace = cluster.config.timings.node_grace_s
     _advance(cluster, grace + 1, alive=nodes[1:])  # node-1 lost alone: tainted NoExecute
     assert _taints(cluster, "node-1") == {"NoSchedule", "NoExecute"}
-    _advance(cluster, grace + 1, alive=[])  # then everything: markNodeAsReachable
+    # then everything (no heartbeat heard at all: judged one grace period later), and the
+    # taints come off again (markNodeAsReachable)
+    _advance(cluster, 2 * grace + 1, alive=[])
     assert all(_taints(cluster, n) == {"NoSchedule"} for n in nodes)
 
 
@@ -187,6 +189,34 @@ def test_time_the_apiserver_did_not_run_does_not_count_toward_grace(cluster: Clu
     ready = {n: is_ready(cluster.store.get("Node", "", n)) for n in nodes}  # type: ignore[arg-type]
     assert ready == {**dict.fromkeys(nodes[:4], True), "node-5": False}
     assert lost_before < stall_start
+
+
+def test_heartbeats_queued_behind_a_busy_apiserver_are_not_silence(cluster: Cluster) -> None:
+    """Every node's heartbeats reach the registry 3 s late (a backlog), while node-5 really
+    stops: the others stay Ready, node-5 is lost once newer heartbeats show its silence."""
+    nodes = _nodes(cluster, 5)
+    grace = cluster.config.timings.node_grace_s
+    backlog = grace - 1.0
+    start = cluster.now
+    cluster.now += backlog + grace  # nothing read for a while: all queued
+    while cluster.now < start + backlog + 3 * grace:
+        cluster.now += 0.5
+        for name in nodes[:4]:  # sent `backlog` seconds ago, read only now
+            cluster.registry.renew(name, cluster.now, sent_at=cluster.now - backlog)
+        cluster.tick()
+        assert all(is_ready(cluster.store.get("Node", "", n)) for n in nodes[:4])  # type: ignore[arg-type]
+    assert not is_ready(cluster.store.get("Node", "", "node-5"))  # type: ignore[arg-type]
+    assert cluster.registry.observed_until(cluster.now) == cluster.now - backlog
+
+
+def test_a_clock_far_from_the_servers_is_not_believed(cluster: Cluster) -> None:
+    _nodes(cluster, 2)
+    cluster.now += 1
+    grace = cluster.config.timings.node_grace_s
+    cluster.registry.renew("node-1", cluster.now, sent_at=cluster.now + 3600)  # ahead
+    cluster.registry.renew("node-2", cluster.now, sent_at=cluster.now - 10 * grace)  # behind
+    assert cluster.registry.last_renew("node-1", cluster.now) == cluster.now
+    assert cluster.registry.last_renew("node-2", cluster.now) == cluster.now
 
 
 def test_no_flapping_when_renewals_arrive_late_but_within_grace(cluster: Cluster) -> None:

@@ -72,9 +72,10 @@ class NodeLifecycleController:
             if is_active(pod):
                 on_node.setdefault(str((pod.get("spec") or {}).get("nodeName")), []).append(pod)
         lost = []
+        heard = self._ctx.registry.observed_until(now)  # see NodeRegistry.observed_until
         for node in nodes:
             node_name = name(node)
-            if now - self._ctx.registry.last_renew(node_name, now) < grace:
+            if heard - self._ctx.registry.last_renew(node_name, now) < grace:
                 self._unready_since.pop(node_name, None)
                 continue
             if is_ready(node) or not self._tainted(node, "NoSchedule"):
@@ -98,11 +99,12 @@ class NodeLifecycleController:
         grace = self._ctx.config.timings.node_grace_s
         deadlines: list[float] = []
         waiting_zones = set()
+        lag = now - self._ctx.registry.observed_until(now)  # expiries move back by this much
         for node in self._ctx.list("Node"):
             node_name = name(node)
             renewed = self._ctx.registry.last_renew(node_name, now)
-            if now - renewed < grace:
-                deadlines.append(renewed + grace)
+            if now - lag - renewed < grace:
+                deadlines.append(renewed + grace + lag)
             elif node_name not in self._unready_since:
                 waiting_zones.add(zone_key(labels_of(node)))  # lost, not yet tainted
         for zone in waiting_zones:

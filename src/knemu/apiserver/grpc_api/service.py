@@ -78,7 +78,7 @@ class Registry(Protocol):
         now: float,
     ) -> dict[str, Any]: ...
 
-    def renew(self, name: str, now: float) -> bool: ...
+    def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool: ...
 
     def report_pod_status(self, report: dict[str, Any], now: float) -> bool: ...
 
@@ -226,7 +226,7 @@ class ClusterService(pb_grpc.ClusterServicer):
         self, request: pb.RenewLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenewLeaseResponse:
         try:
-            known = self._registry.renew(request.node_name, time.time())
+            known = self._registry.renew(request.node_name, time.time(), request.sent_at_s)
         except KnemuError as exc:
             await _abort(context, exc)
         return pb.RenewLeaseResponse(known=known)
