@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 WATCHED_KINDS = ("Node", "Pod", "Service", "EndpointSlice")
 MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
+RENEWALS_IN_FLIGHT = 4  # lease renewals sent before the oldest is answered
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
@@ -218,6 +219,8 @@ class Agent:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
         self.applied: dict[str, dict[str, float]] = {}  # kind/ns/name -> rv, wall time applied
+        self._renewal_failing = False
+        self._registering = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -318,26 +321,43 @@ class Agent:
         return tables.vtep_mac(self.identity, self.underlay_ip)
 
     async def _renew_leases(self) -> None:
-        """Renew every renew_interval_s; a server that forgot us gets a fresh registration.
-        Failures are logged when they start and when they end, not once a second."""
-        failing = False
-        while True:
-            # The first renewal comes at once: a registered node is NotReady until its agent,
-            # fully up, renews (as the kubelet posts NodeReady once its runtime works).
-            try:
-                if not await self.client.renew_lease(self.name):
-                    log.warning("api-server does not know node %s; registering again", self.name)
+        """Send a renewal every renew_interval_s, without waiting for the previous answer
+        (up to RENEWALS_IN_FLIGHT outstanding): a busy api-server answering late must not
+        space our heartbeats out, since each carries when it was sent."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                # The first renewal goes at once: a registered node is NotReady until its
+                # agent, fully up, renews (as the kubelet posts NodeReady once its runtime works).
+                if len(in_flight) < RENEWALS_IN_FLIGHT:
+                    task = asyncio.create_task(self._renew_once(), name="agent-renewal")
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(self.renew_interval_s)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _renew_once(self) -> None:
+        """One renewal; a server that forgot us gets a fresh registration.  Failures are
+        logged when they start and when they end, not once a second."""
+        try:
+            if not await self.client.renew_lease(self.name) and not self._registering:
+                log.warning("api-server does not know node %s; registering again", self.name)
+                self._registering = True
+                try:
                     await self._reregister()
-            except KnemuError as exc:
-                if not failing:
-                    log.warning("lease renewal failed (%s); forwarding with the last tables "
-                                "and retrying", exc.message)  # fmt: skip
-                failing = True
-            else:
-                if failing:
-                    log.warning("lease renewal works again")
-                failing = False
-            await asyncio.sleep(self.renew_interval_s)
+                finally:
+                    self._registering = False
+        except KnemuError as exc:
+            if not self._renewal_failing:
+                log.warning("lease renewal failed (%s); forwarding with the last tables "
+                            "and retrying", exc.message)  # fmt: skip
+            self._renewal_failing = True
+        else:
+            if self._renewal_failing:
+                log.warning("lease renewal works again")
+            self._renewal_failing = False
 
     async def _reregister(self) -> None:
         reg = await register(self.config, self.client, self.underlay_ip, self.identity)
