@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 WATCHED_KINDS = ("Node", "Pod", "Service", "EndpointSlice")
 MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
-RENEWALS_IN_FLIGHT = 4  # lease renewals sent before the oldest is answered
+RENEWALS_IN_FLIGHT = 16  # renewals sent before the oldest is answered (each times out in 10 s)
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 

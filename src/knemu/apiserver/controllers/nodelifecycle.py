@@ -6,9 +6,12 @@ https://kubernetes.io/docs/concepts/scheduling-eviction/taint-and-toleration/#ta
 
 * A node whose lease was not renewed for ``node_grace_s`` (node-monitor-grace-period) gets
   condition Ready=Unknown (reason NodeStatusUnknown, "Kubelet stopped posting node status."),
-  the taints ``node.kubernetes.io/unreachable`` NoSchedule and NoExecute, a NodeNotReady event,
-  and its pods' Ready condition set to False (MarkPodsNotReady), so their endpoints stop being
-  ready at once.
+  the taint ``node.kubernetes.io/unreachable`` NoSchedule, a NodeNotReady event, and its pods'
+  Ready condition set to False (MarkPodsNotReady), so their endpoints stop being ready at once.
+  "Not renewed for" is measured against the newest heartbeat the api-server has read
+  (``NodeRegistry.observed_until``), not the wall clock: a backlog is not silence.
+* The NoExecute taint, which starts eviction, is added at the zone's eviction rate and not at
+  all while every zone is fully disrupted (``disruption.py``: Kubernetes' rules).
 * A pod on such a node is deleted once it has been there for its toleration of the
   unreachable NoExecute taint (tolerationSeconds; admission gives every pod
   ``eviction_toleration_s``; no matching toleration: at once; no tolerationSeconds: never),
