@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,7 +105,6 @@ class NodeRegistry:
         self._config = config
         self._recorder = recorder
         self._renewed: dict[str, float] = {}
-        self._heard = 0.0  # the newest heartbeat read, by when it was sent (observed_until)
         self._reported_ready: dict[str, bool] = {}  # pod uid -> Ready as its node last said
 
     # ---- leases ------------------------------------------------------------------------------
@@ -123,19 +123,20 @@ class NodeRegistry:
         for name, renewed in self._renewed.items():
             if gap > 0 and since - renewed < grace:
                 self._renewed[name] = min(until, renewed + gap)
-        if gap > 0:
-            self._heard = min(until, self._heard + gap)
 
     def observed_until(self, now: float) -> float:
-        """The moment up to which the api-server has heard the nodes: the newest heartbeat
-        it has read (by when it was sent), or ``now`` less one grace period if that is later.
+        """The moment up to which the api-server has heard the nodes: the (upper) median of
+        their latest heartbeats, by when each was sent, or ``now`` less one grace period if
+        that is later.
 
         Node lifecycle judges silence against this, not against the wall clock: heartbeats
-        queued behind a busy api-server are not silence (Kubernetes counts grace from its
-        own observation, probeTimestamp).  When no heartbeat arrives at all, every node is
-        declared lost one grace period later than usual."""
+        queued behind a busy api-server, or read from some connections and not yet from
+        others, are not silence (Kubernetes counts grace from its own observation,
+        probeTimestamp).  A node that stops while most keep renewing is judged as usual; when
+        most nodes fall silent at once, they are declared lost one grace period later."""
         grace = self._config.timings.node_grace_s
-        return max(self._heard, now - grace)
+        heard = statistics.median_high(self._renewed.values()) if self._renewed else 0.0
+        return max(heard, now - grace)
 
     def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool:
         """Renew ``name``'s lease (sent by the node at ``sent_at``, 0: unknown); False when
@@ -149,7 +150,6 @@ class NodeRegistry:
         grace = self._config.timings.node_grace_s
         alive_at = sent_at if now - grace < sent_at <= now else now
         self._renewed[name] = max(self._renewed.get(name, alive_at), alive_at)
-        self._heard = max(self._heard, alive_at)
         if not is_ready(node):
             self._mark_ready(node, now)
         return True

@@ -325,6 +325,7 @@ class Agent:
         (up to RENEWALS_IN_FLIGHT outstanding): a busy api-server answering late must not
         space our heartbeats out, since each carries when it was sent."""
         in_flight: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 # The first renewal goes at once: a registered node is NotReady until its
@@ -333,7 +334,17 @@ class Agent:
                     task = asyncio.create_task(self._renew_once(), name="agent-renewal")
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
+                else:
+                    log.warning("%d lease renewals unanswered; not sending more", len(in_flight))
+                before = loop.time()
                 await asyncio.sleep(self.renew_interval_s)
+                late = loop.time() - before - self.renew_interval_s
+                if late > self.renew_interval_s:
+                    log.warning(
+                        "lease renewal %.1f s late: this agent did not run meanwhile "
+                        "(its event loop was blocked or the machine overloaded)",
+                        late,
+                    )
         finally:
             for task in in_flight:
                 task.cancel()

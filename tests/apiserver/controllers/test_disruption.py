@@ -209,6 +209,17 @@ def test_heartbeats_queued_behind_a_busy_apiserver_are_not_silence(cluster: Clus
     assert cluster.registry.observed_until(cluster.now) == cluster.now - backlog
 
 
+def test_heartbeats_read_from_a_few_nodes_only_do_not_condemn_the_rest(cluster: Cluster) -> None:
+    """A busy server reads two nodes' heartbeats for a while and the other eight's not yet:
+    the median heartbeat does not move, so none of the eight is declared lost."""
+    nodes = _nodes(cluster, 10)
+    grace = cluster.config.timings.node_grace_s
+    _advance(cluster, grace * 1.5, alive=nodes[:2], step=0.25)
+    assert all(is_ready(cluster.store.get("Node", "", n)) for n in nodes)  # type: ignore[arg-type]
+    _advance(cluster, grace, alive=nodes, step=0.25)  # the backlog is read: all fine
+    assert not cluster.events("NodeNotReady")
+
+
 def test_a_clock_far_from_the_servers_is_not_believed(cluster: Cluster) -> None:
     _nodes(cluster, 2)
     cluster.now += 1
