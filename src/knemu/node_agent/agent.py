@@ -161,6 +161,9 @@ class Agent:
     def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
         self.config = config
         self.client = client
+        # Heartbeats on a connection of their own: behind the watch stream's flood of events
+        # during a rollout, they were read seconds late and healthy nodes were declared lost.
+        self.lease_client = ClusterClient(client.target)
         self.name = reg.node.metadata.name
         self.underlay_ip = reg.underlay_ip
         self.identity = reg.identity
@@ -289,6 +292,7 @@ class Agent:
             self.host.close()
             self.host = None
         await self.client.close()
+        await self.lease_client.close()
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run a loop of the agent; a bug in it is logged and the loop restarted, so one
@@ -353,7 +357,7 @@ class Agent:
         """One renewal; a server that forgot us gets a fresh registration.  Failures are
         logged when they start and when they end, not once a second."""
         try:
-            if not await self.client.renew_lease(self.name) and not self._registering:
+            if not await self.lease_client.renew_lease(self.name) and not self._registering:
                 log.warning("api-server does not know node %s; registering again", self.name)
                 self._registering = True
                 try:

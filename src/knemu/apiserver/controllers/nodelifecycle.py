@@ -24,6 +24,8 @@ the next eviction is due, so the server can sleep until then.
 
 from __future__ import annotations
 
+import logging
+
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
@@ -39,6 +41,7 @@ from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import UNREACHABLE_TAINT, condition, is_ready, set_condition
 from knemu.errors import NotFound
 
+log = logging.getLogger(__name__)
 UNREACHABLE_NO_EXECUTE: Obj = {"key": UNREACHABLE_TAINT, "effect": "NoExecute"}
 
 
@@ -82,6 +85,12 @@ class NodeLifecycleController:
                 self._unready_since.pop(node_name, None)
                 continue
             if is_ready(node) or not self._tainted(node, "NoSchedule"):
+                log.info(
+                    "node %s: last heartbeat %.1f s before the others' median (now - %.1f s)",
+                    node_name,
+                    heard - self._ctx.registry.last_renew(node_name, now),
+                    now - heard,
+                )
                 self._mark_unreachable(node, now)
             self._mark_pods_not_ready(node_name, on_node.get(node_name, []), now)
             lost.append(node)
