@@ -60,9 +60,10 @@ class LocalCluster:
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
         backend: str = "vxlan", mtu: int = 1500, encryption: str = "none",
         bgp_route_reflector: str = "", bgp_peer: str = "", racks: int = 1,
-        tor_peering: bool = True,
+        tor_peering: bool = True, up_timeout_s: float = 90,
     ) -> None:  # fmt: skip
         self.name = unique_name()
+        self.up_timeout_s = up_timeout_s
         self.backend = backend
         self.mtu = mtu  # of the node network (`knemu up --mtu`)
         self.encryption = encryption
@@ -109,9 +110,9 @@ class LocalCluster:
                          self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
                          "--bgp-peer", self.bgp_peer, "--racks", str(self.racks),
                          "--tor-peering" if self.tor_peering else "--no-tor-peering",
-                         "--timeout", "90",
+                         "--timeout", str(self.up_timeout_s),
                          *(("--mtu", str(self.mtu)) if self.mtu != 1500 else ()),
-                         timeout_s=150)  # fmt: skip
+                         timeout_s=self.up_timeout_s + 60)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -130,6 +131,15 @@ class LocalCluster:
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.server + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON object (create); returns the api-server's answer (raises on >= 400)."""
+        request = urllib.request.Request(
+            self.server + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
 
     def apply(self, manifest: str, namespace: str = "default") -> None:
@@ -200,10 +210,19 @@ def local_cluster(
     bgp_route_reflector: str = "",
     bgp_peer: str = "",
     mtu: int = 1500,
+    up_timeout_s: float = 90,
 ) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
     c = LocalCluster(
-        state_root, nodes, proxy_mode, backend, mtu, encryption, bgp_route_reflector, bgp_peer
+        state_root,
+        nodes,
+        proxy_mode,
+        backend,
+        mtu,
+        encryption,
+        bgp_route_reflector,
+        bgp_peer,
+        up_timeout_s=up_timeout_s,
     )
     try:
         c.up()

@@ -100,17 +100,34 @@ class Timings(_Config):
     lease_renew_s: float = 1.0
     node_grace_s: float = 4.0  # no lease renewal for this long -> NotReady
     eviction_toleration_s: float = 10.0  # NotReady/Unreachable for this long -> pods evicted
+    # Unreachable nodes tainted NoExecute per second and zone (--node-eviction-rate), and in a
+    # large zone that is mostly unhealthy (--secondary-node-eviction-rate); see
+    # apiserver/controllers/disruption.py.
+    node_eviction_qps: float = 1.0
+    secondary_eviction_qps: float = 0.1
 
     @classmethod
     def kubernetes(cls) -> Timings:
-        # kubelet renews every 10 s; node-monitor-grace-period 40 s; tolerationSeconds 300.
-        return cls(lease_renew_s=10.0, node_grace_s=40.0, eviction_toleration_s=300.0)
+        # kubelet renews every 10 s; node-monitor-grace-period 40 s; tolerationSeconds 300;
+        # --node-eviction-rate 0.1, --secondary-node-eviction-rate 0.01.
+        return cls(
+            lease_renew_s=10.0,
+            node_grace_s=40.0,
+            eviction_toleration_s=300.0,
+            node_eviction_qps=0.1,
+            secondary_eviction_qps=0.01,
+        )
 
     def validate(self) -> None:
         if not 0 < self.lease_renew_s < self.node_grace_s:
             raise ConfigError("timings: need 0 < lease_renew_s < node_grace_s")
         if self.eviction_toleration_s < 0:
             raise ConfigError("timings: eviction_toleration_s must be >= 0")
+        if self.node_eviction_qps <= 0 or self.secondary_eviction_qps < 0:
+            raise ConfigError(
+                "timings: node_eviction_qps must be > 0 and secondary_eviction_qps >= 0 "
+                "(nodes tainted for eviction per second)"
+            )
 
 
 @dataclass(frozen=True)

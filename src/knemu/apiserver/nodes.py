@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,13 +136,43 @@ class NodeRegistry:
         """When ``name`` last renewed; a node never seen since start counts as renewed now."""
         return self._renewed.setdefault(name, now)
 
-    def renew(self, name: str, now: float) -> bool:
-        """Renew ``name``'s lease; False when the Node object is gone (register again)."""
+    def discount_unobserved(self, since: float, until: float) -> None:
+        """The api-server could not hear heartbeats from ``since`` to ``until`` (it did not
+        run): that time does not count toward the grace of nodes that were healthy when it
+        began.  Kubernetes counts grace from the controller's own observation (probeTimestamp);
+        this is the same rule for a control plane that stalls as a whole."""
+        gap = until - since
+        grace = self._config.timings.node_grace_s
+        for name, renewed in self._renewed.items():
+            if gap > 0 and since - renewed < grace:
+                self._renewed[name] = min(until, renewed + gap)
+
+    def observed_until(self, now: float) -> float:
+        """The moment up to which the api-server has heard the nodes: the (upper) median of
+        their latest heartbeats, by when each was sent, or ``now`` less one grace period if
+        that is later.
+
+        Node lifecycle judges silence against this, not against the wall clock: heartbeats
+        queued behind a busy api-server, or read from some connections and not yet from
+        others, are not silence (Kubernetes counts grace from its own observation,
+        probeTimestamp).  A node that stops while most keep renewing is judged as usual; when
+        most nodes fall silent at once, they are declared lost one grace period later."""
+        grace = self._config.timings.node_grace_s
+        heard = statistics.median_high(self._renewed.values()) if self._renewed else 0.0
+        return max(heard, now - grace)
+
+    def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool:
+        """Renew ``name``'s lease (sent by the node at ``sent_at``, 0: unknown); False when
+        the Node object is gone (register again)."""
         node = self._store.get("Node", "", name)
         if node is None:
             self._renewed.pop(name, None)
             return False
-        self._renewed[name] = now
+        # Alive when it sent the heartbeat; a clock that disagrees by more than a grace
+        # period (another host's) is not believed.
+        grace = self._config.timings.node_grace_s
+        alive_at = sent_at if now - grace < sent_at <= now else now
+        self._renewed[name] = max(self._renewed.get(name, alive_at), alive_at)
         if not is_ready(node):
             self._mark_ready(node, now)
         return True

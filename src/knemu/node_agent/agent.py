@@ -28,6 +28,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 
 WATCHED_KINDS = ("Node", "Pod", "Service", "EndpointSlice")
 MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
+RENEWALS_IN_FLIGHT = 16  # renewals sent before the oldest is answered (each times out in 10 s)
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
@@ -177,6 +179,9 @@ class Agent:
         self.config = config
         self.keys = keys  # --encryption wireguard: this run's key pair (fresh at every start)
         self.client = client
+        # Heartbeats on a connection of their own: behind the watch stream's flood of events
+        # during a rollout, they were read seconds late and healthy nodes were declared lost.
+        self.lease_client = ClusterClient(client.target)
         self.name = reg.node.metadata.name
         self.underlay_ip = reg.underlay_ip
         self.identity = reg.identity
@@ -251,6 +256,9 @@ class Agent:
         self.dns: DnsForwarder | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
+        self.applied: dict[str, dict[str, float]] = {}  # kind/ns/name -> rv, wall time applied
+        self._renewal_failing = False
+        self._registering = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -331,6 +339,7 @@ class Agent:
             self.host.close()
             self.host = None
         await self.client.close()
+        await self.lease_client.close()
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run a loop of the agent; a bug in it is logged and the loop restarted, so one
@@ -363,26 +372,54 @@ class Agent:
         return tables.vtep_mac(self.identity, self.underlay_ip)
 
     async def _renew_leases(self) -> None:
-        """Renew every renew_interval_s; a server that forgot us gets a fresh registration.
-        Failures are logged when they start and when they end, not once a second."""
-        failing = False
-        while True:
-            # The first renewal comes at once: a registered node is NotReady until its agent,
-            # fully up, renews (as the kubelet posts NodeReady once its runtime works).
-            try:
-                if not await self.client.renew_lease(self.name):
-                    log.warning("api-server does not know node %s; registering again", self.name)
+        """Send a renewal every renew_interval_s, without waiting for the previous answer
+        (up to RENEWALS_IN_FLIGHT outstanding): a busy api-server answering late must not
+        space our heartbeats out, since each carries when it was sent."""
+        in_flight: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                # The first renewal goes at once: a registered node is NotReady until its
+                # agent, fully up, renews (as the kubelet posts NodeReady once its runtime works).
+                if len(in_flight) < RENEWALS_IN_FLIGHT:
+                    task = asyncio.create_task(self._renew_once(), name="agent-renewal")
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                else:
+                    log.warning("%d lease renewals unanswered; not sending more", len(in_flight))
+                before = loop.time()
+                await asyncio.sleep(self.renew_interval_s)
+                late = loop.time() - before - self.renew_interval_s
+                if late > self.renew_interval_s:
+                    log.warning(
+                        "lease renewal %.1f s late: this agent did not run meanwhile "
+                        "(its event loop was blocked or the machine overloaded)",
+                        late,
+                    )
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _renew_once(self) -> None:
+        """One renewal; a server that forgot us gets a fresh registration.  Failures are
+        logged when they start and when they end, not once a second."""
+        try:
+            if not await self.lease_client.renew_lease(self.name) and not self._registering:
+                log.warning("api-server does not know node %s; registering again", self.name)
+                self._registering = True
+                try:
                     await self._reregister()
-            except KnemuError as exc:
-                if not failing:
-                    log.warning("lease renewal failed (%s); forwarding with the last tables "
-                                "and retrying", exc.message)  # fmt: skip
-                failing = True
-            else:
-                if failing:
-                    log.warning("lease renewal works again")
-                failing = False
-            await asyncio.sleep(self.renew_interval_s)
+                finally:
+                    self._registering = False
+        except KnemuError as exc:
+            if not self._renewal_failing:
+                log.warning("lease renewal failed (%s); forwarding with the last tables "
+                            "and retrying", exc.message)  # fmt: skip
+            self._renewal_failing = True
+        else:
+            if self._renewal_failing:
+                log.warning("lease renewal works again")
+            self._renewal_failing = False
 
     async def _reregister(self) -> None:
         reg = await register(self.config, self.client, self.underlay_ip, self.identity, self.keys)
@@ -433,10 +470,23 @@ class Agent:
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if self.tables.apply(type_, kind, obj, old) or kind == "Node":
+        applied = self.tables.apply(type_, kind, obj, old)
+        if applied:
+            self._note_applied(type_, kind, obj)
+        if applied or kind == "Node":
             self._nodeport_dirty.set()  # Nodes: which node announces LoadBalancer addresses
         if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
+
+    def _note_applied(self, type_: str, kind: str, obj: Any) -> None:
+        """When (wall clock) each Service and EndpointSlice version reached this node's
+        tables: ``/table`` shows it, so a change's propagation to every node can be measured
+        without polling (bench/bench_scale.py)."""
+        key = f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}"
+        if type_ == "DELETED":
+            self.applied.pop(key, None)
+        else:
+            self.applied[key] = {"rv": int(obj.metadata.resource_version or 0), "at": time.time()}
 
     async def _on_synced(self) -> None:
         await self.pods.on_synced()
@@ -478,6 +528,7 @@ class Agent:
         snap["host_ports"] = self.pods.hostports.table.snapshot()
         snap["load_balancer_announced"] = sorted(self.steering.addresses)
         snap["external_local_steered"] = sorted(f"{n}/{p}" for p, n in self.steering.ports)
+        snap["applied"] = dict(self.applied)
         return snap
 
     def metrics_text(self) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -113,9 +114,8 @@ class ClusterClient:
 
     async def renew_lease(self, name: str) -> bool:
         """False: the Node object is gone and the agent must register again."""
-        reply: pb.RenewLeaseResponse = await self._unary(
-            "RenewLease", pb.RenewLeaseRequest(node_name=name)
-        )
+        request = pb.RenewLeaseRequest(node_name=name, sent_at_s=time.time())
+        reply: pb.RenewLeaseResponse = await self._unary("RenewLease", request)
         return reply.known
 
     async def report_pod_status(self, report: pb.PodStatusReport) -> bool:

@@ -1617,15 +1617,22 @@ class RenewLeaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_NAME_FIELD_NUMBER: _builtins.int
+    SENT_AT_S_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
+    sent_at_s: _builtins.float
+    """When the node sent it (Unix seconds; 0: unknown).  The api-server credits the node as
+    alive at that moment, and judges every node against the newest heartbeat it has read,
+    so heartbeats queued behind a busy api-server do not count as silence.
+    """
     def __init__(
         self,
         *,
         node_name: _builtins.str = ...,
+        sent_at_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_name", b"node_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_name", b"node_name", "sent_at_s", b"sent_at_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,7 +49,11 @@ def test_apiserver_flags_and_timings_preset() -> None:
     assert isinstance(cfg, ApiServerConfig)
     assert cfg.data_dir == "/d" and cfg.listen == "0.0.0.0:7443"
     assert cfg.timings == Timings(
-        lease_renew_s=10.0, node_grace_s=50.0, eviction_toleration_s=300.0
+        lease_renew_s=10.0,
+        node_grace_s=50.0,
+        eviction_toleration_s=300.0,
+        node_eviction_qps=0.1,  # --node-eviction-rate and --secondary-node-eviction-rate
+        secondary_eviction_qps=0.01,
     )
     assert _build(ApiServerConfig, []) == ApiServerConfig()
 

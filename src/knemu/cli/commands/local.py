@@ -35,12 +35,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import knemu
-from knemu.cli.commands import kubeconfig
+from knemu.cli.commands import forkserver, kubeconfig
+from knemu.cli.commands.forkserver import NO_FORKSERVER_ENV
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
@@ -244,7 +245,7 @@ def bring_up(
     state: dict[str, Any] = {"name": cluster.name, "subnet": str(cluster.net), "pids": {},
                              "argv": {}, "server": cluster.server_url}  # fmt: skip
     save_state(cluster, state)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, Process] = {}
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
@@ -252,11 +253,21 @@ def bring_up(
             procs["tor"] = start_tor_bird(cluster)
             state["pids"]["tor"] = procs["tor"].pid
             save_state(cluster, state)
-        for role, config in cluster.component_configs(proxy_mode, network, registries).items():
-            procs[role] = start_component(cluster, role, config)
-            state["pids"][role] = procs[role].pid
-            state["argv"][role] = procs[role].args
-            save_state(cluster, state)
+        configs = cluster.component_configs(proxy_mode, network, registries)
+        agents = {role: c for role, c in configs.items() if role.startswith("node-")}
+        for role, config in configs.items():
+            if role not in agents or os.environ.get(NO_FORKSERVER_ENV) == "1":
+                procs[role] = start_component(cluster, role, config)
+        if any(role not in procs for role in agents):  # from one pre-imported interpreter
+            procs.update(forkserver.fork_agents(cluster.state_dir, {
+                role: (cluster.node_ns(int(role.split("-")[1])), agent_argv(config)[3:],
+                       agent_argv(config, cluster.node_ns(int(role.split("-")[1]))))
+                for role, config in agents.items()
+            }, child_env(cluster.state_dir)))  # fmt: skip
+        for role, proc in procs.items():
+            state["pids"][role] = proc.pid
+            state["argv"][role] = list(proc.args)
+        save_state(cluster, state)
         wait_ready(cluster, timeout_s, procs)
     except BaseException:
         # Our own children first, by their Popen handles (they may not have exec'd yet).
@@ -287,11 +298,17 @@ def component_argv(kind: str, config: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "knemu.cli", kind, "-v", *flags]
 
 
+def agent_argv(config: dict[str, Any], netns: str = "") -> list[str]:
+    """``[ip netns exec NETNS] python -m knemu.cli agent -v --flags...``"""
+    argv = component_argv("agent", config)
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
 def start_component(cluster: Cluster, role: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
-    kind = "agent" if role.startswith("node-") else role
-    argv = component_argv(kind, config)
-    if kind == "agent":
-        argv = ["ip", "netns", "exec", cluster.node_ns(int(role.split("-")[1])), *argv]
+    if role.startswith("node-"):
+        argv = agent_argv(config, cluster.node_ns(int(role.split("-")[1])))
+    else:
+        argv = component_argv(role, config)
     return launch(cluster.state_dir, role, argv)
 
 
@@ -383,11 +400,19 @@ def child_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def wait_ready(
-    cluster: Cluster, timeout_s: float, procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+class Process(Protocol):
+    """A component's process: a Popen, or an agent the fork server started."""
+
+    pid: int
+    args: Any
+
+    def poll(self) -> int | None: ...
+
+
+def wait_ready(cluster: Cluster, timeout_s: float, procs: Mapping[str, Process]) -> None:
     deadline = time.monotonic() + timeout_s
     ready: list[str] = []
+    healthy: set[str] = set()  # asked once each: 100 nodes polled every 0.2 s load the server
     while time.monotonic() < deadline:
         for role, proc in procs.items():
             # poll(), not the environment marker: a child that has not exec'd yet still
@@ -399,7 +424,8 @@ def wait_ready(
                 )
         ready = ready_nodes(cluster.server_url)
         # Ready and serving its HTTP API: the agent got past its data-plane set-up.
-        if len(ready) >= cluster.nodes and all(agent_healthy(cluster, n) for n in ready):
+        healthy |= {n for n in ready if n not in healthy and agent_healthy(cluster, n)}
+        if len(ready) >= cluster.nodes and healthy >= set(ready):
             return
         time.sleep(0.2)  # polling the api-server: a condition with a deadline
     raise RemoteError(

@@ -32,7 +32,7 @@ from knemu.node_agent.runtime import isolation, probes
 from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
 from knemu.node_agent.runtime.oci_spec import BindMount
-from knemu.node_agent.runtime.runc import OciContainer
+from knemu.node_agent.runtime.runc import POD_NICE_PREFIX, OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
 from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
@@ -181,12 +181,15 @@ async def spawn_in_pod(
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts; with
     ``iso``, as a container: its own mount namespace in the pod's PID namespace, with the
-    privileges ``iso`` grants (``runtime.isolation``)."""
+    privileges ``iso`` grants (``runtime.isolation``).  Niced below the agent (POD_NICE_PREFIX)."""
     if iso is None:
-        full = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec",
-                pod.netns, *argv]  # fmt: skip
+        full = [*POD_NICE_PREFIX, "nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns",
+                "exec", pod.netns, *argv]  # fmt: skip
     else:
-        full = isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv, mounts)
+        full = [
+            *POD_NICE_PREFIX,
+            *isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv, mounts),
+        ]
     return await asyncio.create_subprocess_exec(
         *full,
         env=env,
