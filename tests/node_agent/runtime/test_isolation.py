@@ -64,3 +64,23 @@ def test_mount_paths_must_exist_on_the_node_or_be_under_tmp() -> None:
     assert "does not exist on the node" in isolation.mount_problem(
         BindMount("/s", "/etc/app"), exists=False
     )
+
+
+def test_a_builtin_sees_knemu_and_its_virtualenv_under_its_own_tmp() -> None:
+    """The node's copy of knemu may be under the node's /tmp (hidden by the container's private
+    /tmp) or below /root (closed to uid 65534): both are bound read-only into the pod's /tmp."""
+    view = isolation.knemu_view("/root/ci/src", "/root/ci/.venv", "/usr")
+    assert [(m.source, m.destination, m.read_only) for m in view.mounts] == [
+        ("/root/ci/src", "/tmp/.knemu/src", True),
+        ("/root/ci/.venv", "/tmp/.knemu/venv", True),
+    ]
+    assert view.pythonpath == "/tmp/.knemu/src"
+    assert view.argv(["/root/ci/.venv/bin/python", "-m", "knemu.ingress"]) == [
+        "/tmp/.knemu/venv/bin/python",
+        "-m",
+        "knemu.ingress",
+    ]
+    assert view.argv(["sh", "-c", "true"]) == ["sh", "-c", "true"]
+    system = isolation.knemu_view("/usr/lib/python3/dist-packages", "/usr", "/usr")
+    assert [m.destination for m in system.mounts] == ["/tmp/.knemu/src"]  # no virtualenv
+    assert system.argv(["/usr/bin/python3", "-m", "x"]) == ["/usr/bin/python3", "-m", "x"]

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -387,9 +388,13 @@ class Runner:
                         stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                         stdout=log, stderr=log,
                     )  # fmt: skip
+                argv, env, mounts = list(self.plan.argv), self.env, self._mounts()
+                if self.iso is not None and self.plan.builtin:
+                    view = isolation.knemu_view(package_root(), sys.prefix, sys.base_prefix)
+                    argv, mounts = view.argv(argv), [*mounts, *view.mounts]
+                    env = {**env, "PYTHONPATH": view.pythonpath}
                 return await spawn_in_pod(
-                    self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
-                    self.iso, self._mounts(),
+                    self.pod, argv, env, self.spec.working_dir or None, self.iso, mounts,
                     stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                     stdout=log, stderr=log,
                 )  # fmt: skip
@@ -424,9 +429,11 @@ class Runner:
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""
         try:
-            if len(self._mounts()) > isolation.MAX_MOUNTS:
+            # a built-in workload's own view of knemu takes up to two of the mounts
+            limit = isolation.MAX_MOUNTS - (2 if self.iso is not None and self.plan.builtin else 0)
+            if len(self._mounts()) > limit:
                 return (
-                    f"container {self.spec.name}: at most {isolation.MAX_MOUNTS} volumeMounts "
+                    f"container {self.spec.name}: at most {limit} volumeMounts "
                     "for a container without a real image"
                 )
             for mount in self._mounts():

@@ -81,6 +81,40 @@ def setpriv_argv(iso: Isolation) -> list[str]:
     return [*argv, "--"]
 
 
+# Where a built-in workload (knemu's own Python) finds knemu inside its container: the node's
+# copy may sit under the node's /tmp, which the container's private /tmp hides, or below a
+# directory only root may enter (/root), which uid 65534 cannot; so the package directory and a
+# virtualenv's prefix are bound read-only under the pod's own /tmp, where every uid reaches them.
+KNEMU_VIEW = "/tmp/.knemu"
+
+
+@dataclass(frozen=True)
+class KnemuView:
+    """knemu's package (and virtualenv) as a built-in workload's container sees them."""
+
+    mounts: tuple[BindMount, ...]
+    pythonpath: str
+    prefix: str  # the node's virtualenv prefix ("" without one) ...
+    view_prefix: str  # ... and where the container sees it
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` with an interpreter from the node's virtualenv at its place in the view."""
+        if self.prefix and argv and argv[0].startswith(self.prefix + "/"):
+            return [self.view_prefix + argv[0][len(self.prefix) :], *argv[1:]]
+        return list(argv)
+
+
+def knemu_view(package_root: str, prefix: str, base_prefix: str) -> KnemuView:
+    """The bind mounts and paths that show ``package_root`` (the directory holding ``knemu``)
+    and, when the node runs knemu from a virtualenv (``prefix`` != ``base_prefix``), that
+    virtualenv to a built-in workload's container."""
+    mounts = [BindMount(package_root, f"{KNEMU_VIEW}/src", read_only=True)]
+    venv = prefix if prefix != base_prefix else ""
+    if venv:
+        mounts.append(BindMount(venv, f"{KNEMU_VIEW}/venv", read_only=True))
+    return KnemuView(tuple(mounts), f"{KNEMU_VIEW}/src", venv, f"{KNEMU_VIEW}/venv")
+
+
 def mount_problem(mount: BindMount, exists: bool) -> str:
     """Why a volumeMount cannot be made for a container without a real image, or ''.  It sees
     the node's files, so a mountPath must be a directory the node has, or be under /tmp (its
