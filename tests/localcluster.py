@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import selectors
+import shlex
 import subprocess
 import sys
 import time
@@ -237,6 +238,12 @@ def _is_ready(pod: dict[str, Any]) -> bool:
     return bool(status.get("podIP")) and any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in conds
     )
+
+
+def pod_script(path: Path) -> str:
+    """``python3`` arguments that run the test program ``path`` inside a pod: its text, not its
+    path, since a pod has its own /tmp (where a checkout may be) and runs as uid 65534."""
+    return "-c " + shlex.quote(path.read_text())
 
 
 def tools_pod(name: str, node: str) -> str:

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import FROM, REPO, LocalCluster, local_cluster, tools_pod, wait_backends
+from localcluster import (
+    FROM,
+    REPO,
+    LocalCluster,
+    local_cluster,
+    pod_script,
+    tools_pod,
+    wait_backends,
+)
 
 from knemu.node_agent.runtime.sandbox import netns_name
 from knemu.testing import wait_until
@@ -95,7 +103,7 @@ def test_pod_to_pod_on_the_same_node_and_across_nodes(cluster: LocalCluster) -> 
 
 def test_ping_across_nodes(cluster: LocalCluster) -> None:
     # No ping binary here: a raw-socket ICMP echo (RFC 792) run inside the pod.
-    script = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
+    script = pod_script(REPO / "tests" / "cli" / "commands" / "icmp_echo.py")
     target = pod_ip(cluster, "tools-3")
     out = cluster.exec("tools-1", f"python3 {script} {target}")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -279,7 +287,7 @@ def test_chaos_partition_between_two_nodes_then_heal(cluster: LocalCluster) -> N
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
-    script = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
+    script = pod_script(REPO / "tests" / "cli" / "commands" / "icmp_echo.py")
     try:
         assert cluster.exec("tools-1", f"python3 {script} {far}").returncode == 1
         assert cluster.exec("tools-1", f"python3 {script} {near}").returncode == 0

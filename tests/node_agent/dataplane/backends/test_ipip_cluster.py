@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import FROM, REPO, LocalCluster, local_cluster, tools_pod
+from localcluster import FROM, REPO, LocalCluster, local_cluster, pod_script, tools_pod
 
 from knemu.testing import wait_until
 
@@ -181,7 +181,7 @@ def test_a_linux_ipip_tunnel_is_a_working_peer(
                            f"'%{{http_code}}\\n' http://{PEER_POD_IP}:8099/ && break; "
                            "sleep 0.3; done")  # fmt: skip
         assert "200" in out.stdout, out.stdout + out.stderr
-        ping = cluster.exec("tools-1", f"python3 {echo} {PEER_POD_IP}")
+        ping = cluster.exec("tools-1", f"python3 {pod_script(echo)} {PEER_POD_IP}")
         assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         server.terminate()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import REPO, LocalCluster, local_cluster, tools_pod
+from localcluster import REPO, LocalCluster, local_cluster, pod_script, tools_pod
 
 from knemu.testing import wait_until
 
@@ -29,6 +29,7 @@ PEER_MAC = "02:00:00:00:00:c8"
 UNDERLAY_MTU = 9000  # jumbo frames (`knemu up --mtu 9000`): pods get 8950
 ECHO_UDP = REPO / "tests" / "node_agent" / "dataplane" / "backends" / "udp_echo.py"
 ECHO_ICMP = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
+UDP_IN_POD = pod_script(ECHO_UDP)  # what a pod runs: the program's text (its own /tmp)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_icmp_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
 
     wait_until(peer_pings_pod, 30, what="ICMP echo from the kernel vxlan peer to a pod",
                interval_s=0.5)  # fmt: skip
-    ping = cluster.exec("tools-1", f"python3 {ECHO_ICMP} {PEER_IP}")
+    ping = cluster.exec("tools-1", f"python3 {pod_script(ECHO_ICMP)} {PEER_IP}")
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
@@ -186,7 +187,7 @@ def test_udp_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
     with serving(kernel_peer, "python3", str(ECHO_UDP), "serve", PEER_IP, "5297", "60",
                  ready="serving"):  # fmt: skip
         for size in (1200, 8000):  # 8000: a jumbo datagram, unfragmented at pod MTU 8950
-            out = cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5297 50 {size}",
+            out = cluster.exec("tools-1", f"python3 {UDP_IN_POD} ask {PEER_IP} 5297 50 {size}",
                                timeout_s=150)  # fmt: skip
             assert out.returncode == 0, out.stdout + out.stderr
     assert _completed(cluster) > before, cluster.table("node-1")["counters"]
@@ -211,7 +212,7 @@ def test_tshark_sees_rfc_7348_on_the_wire(
         with serving(kernel_peer, "python3", str(ECHO_UDP), "serve", PEER_IP, "5296", "60",
                      ready="serving"):  # fmt: skip
             for size in (100, 1000, 4000, 8900):  # four flows (client ports), up to pod MTU
-                out = cluster.exec("tools-1", f"python3 {ECHO_UDP} ask {PEER_IP} 5296 10 {size}")
+                out = cluster.exec("tools-1", f"python3 {UDP_IN_POD} ask {PEER_IP} 5296 10 {size}")
                 assert out.returncode == 0, f"{size}: {out.stdout}{out.stderr}"
         with contextlib.suppress(subprocess.TimeoutExpired):
             capture.wait(20)  # until it has its 40 datagrams (4 flows x 10), if all came
