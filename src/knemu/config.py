@@ -122,6 +122,7 @@ class ApiServerConfig(_Config):
     timings: Timings = field(default_factory=Timings)
     watch_queue_events: int = 10_000  # per watcher; overflow -> RELIST
     event_history: int = 100_000  # events kept for resuming watches
+    cert_sans: tuple[str, ...] = ()  # extra names/IPs of the serving certificate (kubeadm certSANs)
 
     def validate(self) -> None:
         _check_hostport("listen", self.listen)
@@ -132,6 +133,9 @@ class ApiServerConfig(_Config):
             raise ConfigError("node ports: need 1 <= node_port_min <= node_port_max <= 65535")
         if self.watch_queue_events < 1 or self.event_history < 1:
             raise ConfigError("watch_queue_events and event_history must be positive")
+        if isinstance(self.cert_sans, str) or not all(isinstance(h, str) for h in self.cert_sans):
+            raise ConfigError("cert_sans: want a list of host names and IP addresses")
+        object.__setattr__(self, "cert_sans", tuple(self.cert_sans))
         self.timings.validate()
 
 

@@ -8,6 +8,9 @@
   127.0.0.0/8), renews its lease and reports its pods Running+Ready with podCIDR addresses;
   ``fake_cluster(api, nodes=3)``: that many.  Fakes with real behaviour, not mocks (like
   trio.testing); all they start is stopped on exit, even when the test fails.
+* ``admin_credentials(data_dir)``, ``rest_session(creds)``, ``rest_open(creds, path)``: the
+  admin's credentials an api-server wrote (``<data_dir>/admin.conf``) and clients that use
+  them; every test reaches the REST API through these (or the CLI with that kubeconfig).
 * ``knemu.testing_traffic``: the chaos tests' client pod, a bounded request loop, and its log.
 """
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import knemu
+from knemu import pki
 from knemu.errors import KnemuError, RemoteError
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import ClusterClient, Informer
@@ -107,6 +111,41 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+# ---- credentials ---------------------------------------------------------------------------
+
+
+def admin_credentials(data_dir: Path | str) -> pki.Credentials:
+    """The admin credentials the api-server with ``data_dir`` wrote when it started serving."""
+    import yaml
+
+    path = Path(data_dir) / pki.ADMIN_KUBECONFIG
+    creds = pki.from_kubeconfig(yaml.safe_load(path.read_text()), path.parent)
+    if creds is None:
+        raise RemoteError(f"{path} has no current context")
+    return creds
+
+
+def rest_session(creds: pki.Credentials, **kwargs: Any) -> Any:
+    """An ``aiohttp.ClientSession`` presenting ``creds`` (TLS with the cluster CA, the client
+    certificate, the bearer token); ``kwargs`` go to the session (``base_url``, ...)."""
+    import aiohttp
+
+    headers = {**creds.headers(), **kwargs.pop("headers", {})}
+    connector = kwargs.pop("connector", None) or aiohttp.TCPConnector(
+        ssl=creds.ssl_context() or False, limit=kwargs.pop("limit", 100)
+    )
+    return aiohttp.ClientSession(connector=connector, headers=headers, **kwargs)
+
+
+def rest_open(creds: pki.Credentials, path: str, timeout_s: float = 10.0, **request: Any) -> Any:
+    """``urllib.request.urlopen`` of ``creds.server + path`` with ``creds``; ``request`` goes to
+    ``urllib.request.Request`` (``data``, ``method``, ``headers``)."""
+    req = urllib.request.Request(creds.server + path, **request)
+    for key, value in creds.headers().items():
+        req.add_header(key, value)
+    return urllib.request.urlopen(req, timeout=timeout_s, context=creds.ssl_context())
+
+
 # ---- the api-server in a subprocess ------------------------------------------------------
 
 # Runs ``knemu.apiserver.server.run(config)``; the config arrives as JSON in argv[1] so the
@@ -139,6 +178,11 @@ class ApiServerProcess:
     process: asyncio.subprocess.Process | None = None
 
     @property
+    def admin(self) -> pki.Credentials:
+        """The admin's credentials (written by the server once it serves)."""
+        return admin_credentials(self.data_dir).with_server(self.rest_url)
+
+    @property
     def pid(self) -> int:
         """The process id (of the last process started: check ``process.returncode``)."""
         return self.process.pid if self.process is not None else 0
@@ -162,8 +206,10 @@ class ApiServerProcess:
         return await asyncio.to_thread(self._probe)
 
     def _probe(self) -> bool:
+        if not (self.data_dir / pki.ADMIN_KUBECONFIG).exists():
+            return False
         try:
-            with urllib.request.urlopen(f"{self.rest_url}/healthz", timeout=1) as reply:
+            with rest_open(self.admin, "/healthz", timeout_s=1) as reply:
                 if reply.status != 200:
                     return False
             host, port = self.grpc_target.rsplit(":", 1)
@@ -228,7 +274,7 @@ def _new_process(base: Path, overrides: dict[str, Any]) -> ApiServerProcess:
     config = _config(base, rest, grpc, overrides)
     return ApiServerProcess(
         data_dir=Path(config["data_dir"]),
-        rest_url=f"http://{rest}",
+        rest_url=f"https://{rest}",
         grpc_target=grpc,
         log_path=base / f"apiserver-{secrets.token_hex(2)}.log",
         config=config,

@@ -9,6 +9,8 @@
   53/TCP, metrics 9153/TCP, labelled and selecting k8s-app=kube-dns, as kubeadm's CoreDNS
   addon installs it.  Node agents send its traffic to the node-local DNS forwarder.
 
+* The default RBAC roles and bindings (``auth/defaults.py``).
+
 ``bootstrap`` is idempotent: objects that exist are left as they are (a restart keeps them).
 """
 
@@ -18,6 +20,7 @@ import ipaddress
 from typing import Any
 
 from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.auth.defaults import default_objects
 from knemu.apiserver.storage.store import Store
 
 Obj = dict[str, Any]
@@ -67,7 +70,7 @@ def builtin_objects(service_cidr: str) -> list[Obj]:
             ],
         },
     }
-    return [*namespaces, kubernetes, kube_dns]
+    return [*namespaces, kubernetes, kube_dns, *default_objects()]
 
 
 def bootstrap(store: Store, admission: Admission, now: float) -> None:

@@ -33,7 +33,8 @@ from knemu.apiserver.controllers import ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.rest import limits
+from knemu.apiserver.rest import limits, tls
+from knemu.apiserver.rest.access import Access
 from knemu.apiserver.rest.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
@@ -41,6 +42,7 @@ from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.config import ApiServerConfig
 from knemu.errors import ConfigError, KnemuError, Unavailable
+from knemu.pki import Credentials, ServerPki
 
 log = logging.getLogger("knemu.apiserver")
 
@@ -76,6 +78,8 @@ class ApiServer:
         self.clock = clock
         self.connections = ConnectionGuard(connection_limits or ConnectionLimits())
         self.rest_url = ""
+        self.pki: ServerPki | None = None
+        self.admin: Credentials | None = None  # the admin's credentials, once serving
         self.grpc_target = ""
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,10 +137,15 @@ class ApiServer:
         )
 
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
-        app = web.Application(client_max_size=limits.MAX_BODY_BYTES)
+        host, port = _split_hostport(self.config.listen)
+        pki = self.pki = tls.server_pki(self.config, host)
+        access = Access(store, tls.authenticator(pki))
+        app = web.Application(
+            client_max_size=limits.MAX_BODY_BYTES, middlewares=[access.middleware]
+        )
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
         add_console_routes(app, store, hub)  # the web console at /console/
-        RestApi(store, hub, admission, clock=self.clock).add_routes(app)
+        RestApi(store, hub, admission, access, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(
             app,
@@ -146,16 +155,17 @@ class ApiServer:
             keepalive_timeout=self.connections.limits.idle_timeout_s,
         )
         await runner.setup()
-        host, port = _split_hostport(self.config.listen)
         try:
-            await GuardedTCPSite(runner, host, port, self.connections).start()
+            site = GuardedTCPSite(runner, host, port, self.connections, pki.server_ssl_context())
+            await site.start()
         except OSError as exc:
             raise Unavailable(
                 f"REST: cannot listen on {self.config.listen} ({exc.strerror}); is another "
                 "api-server running? pick another address with listen"
             ) from None
         bound = runner.addresses[0][1]
-        self.rest_url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+        self.rest_url = f"https://{tls.url_host(host)}:{bound}"
+        self.admin = tls.write_admin_kubeconfig(pki, self.config.data_dir, self.rest_url)
 
     def _on_store_event(self, event: StoredEvent) -> None:
         self._dirty.set()

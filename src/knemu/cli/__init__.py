@@ -8,8 +8,9 @@ exec/attach/logs, ...) cost nothing to the others, and a module that is missing 
 gives a clear error for that subcommand and never breaks the others.  Output (tables, -o
 formats, JSONPath, describe) is in ``knemu.cli.output``; the REST client in ``knemu.cli.client``.
 
-Every subcommand gets ``args.server`` (``--server``, else ``$KNEMU_SERVER``, else
-http://127.0.0.1:6443), ``args.client`` (an ``ApiClient`` for it) and ``args.verbose``; the
+Every subcommand gets ``args.server`` (``--server``, else ``$KNEMU_SERVER``, else the
+kubeconfig's, else https://127.0.0.1:6443), ``args.client`` (an ``ApiClient`` for it, with the
+kubeconfig's credentials) and ``args.verbose``; the
 user commands also get ``-n/--namespace``.  Errors are printed like kubectl
 (``Error from server (NotFound): ...``, ``error: ...``) and become exit codes: 1 for failures,
 2 for bad flags or configuration.
@@ -202,7 +203,7 @@ def _add_globals(parser: argparse.ArgumentParser, default: Any) -> None:
         "-s",
         default=default,
         metavar="URL",
-        help=f"api-server URL (default ${SERVER_ENV} or {DEFAULT_SERVER})",
+        help=f"api-server URL (default ${SERVER_ENV}, the kubeconfig's, or {DEFAULT_SERVER})",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=default, help="log more (-vv for debug)"
@@ -282,10 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     args.verbose = args.verbose or 0
-    args.server = args.server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
-    args.client = ApiClient(args.server)
     setup_logging(args.verbose)
     try:
+        args.client = ApiClient(args.server or os.environ.get(SERVER_ENV) or None)
+        args.server = args.client.server
         return int(args.func(args))
     except StatusError as exc:
         print(exc.message, file=sys.stderr)

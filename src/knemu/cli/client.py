@@ -7,6 +7,10 @@ https://kubernetes.io/docs/reference/using-api/api-concepts/): collections at
 for a newline-delimited stream of ``{"type": ..., "object": ...}``.  The client is synchronous
 (urllib): each CLI command is a handful of requests, and a plain blocking call keeps ``main()``
 usable from any caller, including tests running inside an event loop.
+
+Credentials come from the kubeconfig, as kubectl finds it (``$KUBECONFIG``'s first file, else
+``~/.kube/config``; its current context): the cluster CA, a client certificate or a bearer
+token.  ``--server`` / ``$KNEMU_SERVER`` replace only the URL, as ``kubectl --server`` does.
 """
 
 from __future__ import annotations
@@ -14,19 +18,25 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from knemu.errors import KnemuError, LocalError, RemoteError, Unavailable
+import yaml
+
+from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError, Unavailable
+from knemu.pki import Credentials, from_kubeconfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVER = "http://127.0.0.1:6443"
+DEFAULT_SERVER = "https://127.0.0.1:6443"
 SERVER_ENV = "KNEMU_SERVER"
 WATCH_CHUNK_S = 60.0  # an open-ended wait re-reads the object at least this often
 
@@ -193,14 +203,64 @@ PATCH_TYPES = {  # kubectl patch --type -> Content-Type
 }
 
 
-class ApiClient:
-    """Blocking JSON client for the api-server's REST API."""
+def kubeconfig_path() -> Path:
+    """Where kubectl looks first: the first file of $KUBECONFIG, else ~/.kube/config."""
+    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return Path(env[0]) if env else Path.home() / ".kube" / "config"
 
-    def __init__(self, server: str = DEFAULT_SERVER, timeout_s: float = 30.0) -> None:
-        self.server = server.rstrip("/")
-        if "://" not in self.server:
-            self.server = "http://" + self.server
+
+def load_credentials(server: str | None, path: Path | None = None) -> Credentials:
+    """The kubeconfig's current-context credentials, for ``server`` when one is given (else
+    the kubeconfig's server, else DEFAULT_SERVER).  No kubeconfig: no credentials."""
+    path = path or kubeconfig_path()
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        config = {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"kubeconfig {path} cannot be read ({exc}); fix it or set "
+                          "KUBECONFIG") from None  # fmt: skip
+    found = from_kubeconfig(config, path.parent) if isinstance(config, dict) else None
+    creds = found or Credentials(DEFAULT_SERVER)
+    url = server or creds.server or DEFAULT_SERVER
+    if "://" not in url:
+        url = "https://" + url
+    return creds.with_server(url.rstrip("/"))
+
+
+class ApiClient:
+    """Blocking JSON client for the api-server's REST API, presenting ``credentials`` (the
+    kubeconfig's, by default)."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        timeout_s: float = 30.0,
+        credentials: Credentials | None = None,
+    ) -> None:
+        if credentials is None:
+            credentials = load_credentials(server)
+        elif server:
+            credentials = credentials.with_server(server.rstrip("/"))
+        self.credentials = credentials
+        self.server = credentials.server
         self.timeout_s = timeout_s
+        self._ssl = credentials.ssl_context()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for other clients of the same server (aiohttp websockets)."""
+        return self._ssl
+
+    def auth_headers(self) -> dict[str, str]:
+        return self.credentials.headers()
+
+    def session_options(self) -> dict[str, Any]:
+        """``aiohttp.ClientSession`` arguments presenting these credentials (websockets and
+        streams); call inside the event loop that will use the session."""
+        import aiohttp  # lazily: most commands need only urllib
+
+        ssl_arg: ssl.SSLContext | bool = self._ssl if self._ssl is not None else True
+        return {"headers": self.auth_headers(), "connector": aiohttp.TCPConnector(ssl=ssl_arg)}
 
     # -- raw requests ------------------------------------------------------------------------
 
@@ -220,16 +280,24 @@ class ApiClient:
         log.debug("%s %s", method, url)
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
+        for key, value in self.credentials.headers().items():
+            req.add_header(key, value)
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
             # A stream (watch, followed logs) may stay quiet for as long as it likes.
             timeout = None if streaming else self.timeout_s
-            return urllib.request.urlopen(req, timeout=timeout)
+            return urllib.request.urlopen(req, timeout=timeout, context=self._ssl)
         except urllib.error.HTTPError as exc:
             raise StatusError.from_body(exc.code, exc.read()) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise Unavailable(
+                    f"the api-server at {self.server} is not the one the kubeconfig's CA "
+                    f"vouches for ({reason.verify_message}); use the kubeconfig `knemu up` "
+                    "wrote (or `knemu kubeconfig`)"
+                ) from None
             raise Unavailable(
                 f"cannot reach the api-server at {self.server}: {reason} "
                 "(is it running? knemu up / docker compose up)"
@@ -252,6 +320,12 @@ class ApiClient:
         except ValueError:
             raise Unavailable(f"api-server at {self.server} sent non-JSON for {path}") from None
         return decoded if isinstance(decoded, dict) else {"value": decoded}
+
+    def read(self, path: str) -> bytes:
+        """The raw body of a GET (a proxied health check, a log)."""
+        with self._open("GET", path) as resp:
+            body: bytes = resp.read()
+        return body
 
     # -- typed helpers -----------------------------------------------------------------------
 

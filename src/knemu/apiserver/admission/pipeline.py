@@ -29,7 +29,7 @@ from knemu.apiserver.admission.defaults import apply_defaults
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
-from knemu.apiserver.validation import common as v, config as cfg
+from knemu.apiserver.validation import common as v, config as cfg, rbac
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
     validate_deployment,
@@ -56,6 +56,7 @@ API_VERSIONS = {
     "ReplicaSet": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     **cfg.API_VERSIONS,
+    **rbac.API_VERSIONS,
 }
 # kubectl's short names and plurals (kubectl api-resources).
 _SHORT_NAMES = {
@@ -69,6 +70,7 @@ _SHORT_NAMES = {
     "rs": "ReplicaSet",
     "netpol": "NetworkPolicy",
     **cfg.SHORT_NAMES,
+    **rbac.SHORT_NAMES,
 }
 VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Namespace": v.validate_namespace,
@@ -82,6 +84,7 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
     **cfg.VALIDATORS,
+    **rbac.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Pod": validate_pod_update,
@@ -89,6 +92,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
     **cfg.UPDATE_VALIDATORS,
+    **rbac.UPDATE_VALIDATORS,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,8 +156,15 @@ class _GuardedProtocol(asyncio.Protocol):
 class GuardedTCPSite(web.TCPSite):
     """``web.TCPSite`` whose connections pass through a ``ConnectionGuard``."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard):
-        super().__init__(runner, host, port)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        super().__init__(runner, host, port, ssl_context=ssl_context)
         self.guard = guard
 
     async def start(self) -> None:
@@ -165,6 +173,11 @@ class GuardedTCPSite(web.TCPSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self.guard.factory(server), self._host, self._port, backlog=self._backlog
+            self.guard.factory(server),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.guard.limits.header_timeout_s if self._ssl_context else None,
+            backlog=self._backlog,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]

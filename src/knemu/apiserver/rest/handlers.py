@@ -23,6 +23,7 @@ from aiohttp import web
 
 from knemu.apiserver.meta.naming import rfc3339
 from knemu.apiserver.rest import resources, reviews, ssa, tables
+from knemu.apiserver.rest.access import Access
 from knemu.apiserver.rest.bodies import (
     check_preconditions,
     decode_object,
@@ -105,10 +106,12 @@ class RestApi:
         store: Store,
         hub: WatchHub,
         admission: Admitter,
+        access: Access,
         clock: Callable[[], float] = time.time,
         watch_check_s: float = 5.0,
     ) -> None:
         self.store = store
+        self.access = access
         self.hub = hub
         self.admission = admission
         self.clock = clock
@@ -141,7 +144,7 @@ class RestApi:
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, self._health)
         openapi_http.add_routes(app)
-        reviews.add_routes(app)
+        reviews.add_routes(app, lambda: self.access.policy)
         MetricsApi(self.store).add_routes(app)
         app.router.add_route("*", "/api/{version}/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)

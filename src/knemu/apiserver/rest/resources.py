@@ -84,6 +84,7 @@ class Resource:
 
 
 _ALL = ("all",)
+_RBAC = "rbac.authorization.k8s.io"
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",)),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",)),
@@ -137,6 +138,18 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), _ALL),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
+    Resource(_RBAC, "v1", "clusterroles", "ClusterRole", False),
+    Resource(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    Resource(_RBAC, "v1", "roles", "Role", True),
+    Resource(_RBAC, "v1", "rolebindings", "RoleBinding", True),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
 )
 
 _BY_PATH = {(r.group_version, r.plural): r for r in RESOURCES}

@@ -86,4 +86,4 @@ def attach_stream(
     # A closed descriptor 0 leaves sys.stdin None: that is an empty stdin, so the command
     # sees EOF rather than waiting for input that cannot come.
     source = (sys.stdin or io.StringIO()) if stdin else None
-    return asyncio.run(exec_stream(url, query, source, what="attach"))
+    return asyncio.run(exec_stream(client, url, query, source, what="attach"))

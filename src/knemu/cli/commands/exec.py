@@ -83,15 +83,19 @@ def exec_run(args: argparse.Namespace) -> int:
         ("stderr", "1"),
     ]
     url = f"{client.server}/api/v1/namespaces/{namespace}/pods/{name}/exec"
-    return asyncio.run(exec_stream(url, query, sys.stdin if args.stdin else None))
+    return asyncio.run(exec_stream(client, url, query, sys.stdin if args.stdin else None))
 
 
 async def exec_stream(
-    url: str, query: list[tuple[str, str]], stdin: TextIO | None, what: str = "exec"
+    client: ApiClient,
+    url: str,
+    query: list[tuple[str, str]],
+    stdin: TextIO | None,
+    what: str = "exec",
 ) -> int:
     """Run one exec (or attach) session; stdout/stderr go to ours; the remote exit code."""
     timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(**client.session_options()) as session:
         try:
             ws = await session.ws_connect(url, params=query, protocols=PROTOCOLS, timeout=timeout)
         except aiohttp.WSServerHandshakeError as exc:

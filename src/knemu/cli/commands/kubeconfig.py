@@ -6,8 +6,9 @@ kubectl reads (``--kubeconfig``, else the first file of ``$KUBECONFIG``, else
 again and leaves everything else in the file alone.  ``knemu kubeconfig`` prints one for a
 local cluster or any server URL (``scripts/compose kubeconfig`` uses it), as
 ``kind get kubeconfig`` does.  Format: https://kubernetes.io/docs/concepts/configuration/
-organize-cluster-access-kubeconfig/.  The user entry has no credentials yet: the api-server
-does not authenticate (DESIGN.md plans client certificates); kubectl needs the entry anyway.
+organize-cluster-access-kubeconfig/.  The entries carry the admin credentials the api-server
+wrote into its data directory (``admin.conf``, as kubeadm's): the cluster CA and a client
+certificate of ``kubernetes-admin`` in ``system:masters``.
 
 The merge and removal are pure functions of dicts; only ``merge_into`` / ``remove_from`` touch
 the file (under an exclusive lock, replaced atomically, mode 0600 like kind's).
@@ -27,7 +28,10 @@ from typing import Any
 
 import yaml
 
+from knemu.cli.client import kubeconfig_path
+from knemu.config import ApiServerConfig
 from knemu.errors import ConfigError, KnemuError
+from knemu.pki import ADMIN_KUBECONFIG, Credentials, from_kubeconfig
 
 Config = dict[str, Any]
 SECTIONS = ("clusters", "users", "contexts")
@@ -38,24 +42,30 @@ def entry_name(cluster: str) -> str:
     return f"knemu-{cluster}"
 
 
-def config_for(cluster: str, server: str) -> Config:
+def config_for(cluster: str, creds: Credentials) -> Config:
     """A complete kubeconfig with one cluster, user and context, that context current."""
-    name = entry_name(cluster)
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "preferences": {},
-        "clusters": [{"name": name, "cluster": {"server": server}}],
-        "users": [{"name": name, "user": {}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-    }
+    return creds.kubeconfig(entry_name(cluster))
 
 
-def merged(existing: Config, cluster: str, server: str) -> Config:
+def admin_credentials(data_dir: str | Path, server: str = "") -> Credentials:
+    """The admin credentials an api-server left in ``data_dir`` (for ``server``, if given)."""
+    path = Path(data_dir) / ADMIN_KUBECONFIG
+    try:
+        creds = from_kubeconfig(yaml.safe_load(path.read_text()) or {}, path.parent)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"no admin credentials in {path} ({exc}); start the api-server with this "
+            "--data-dir first, or pass the one it uses"
+        ) from None
+    if creds is None:
+        raise ConfigError(f"{path} has no current context; restart the api-server to rewrite it")
+    return creds.with_server(server) if server else creds
+
+
+def merged(existing: Config, cluster: str, creds: Credentials) -> Config:
     """``existing`` with knemu cluster ``cluster``'s entries replaced or added, made current."""
     out = copy.deepcopy(existing) if existing else {"apiVersion": "v1", "kind": "Config"}
-    ours = config_for(cluster, server)
+    ours = config_for(cluster, creds)
     name = entry_name(cluster)
     for section in SECTIONS:
         kept = [e for e in out.get(section) or [] if not _named(e, name)]
@@ -83,8 +93,7 @@ def _named(entry: Any, name: str) -> bool:
 
 def default_path() -> Path:
     """Where kubectl looks first: the first file of $KUBECONFIG, else ~/.kube/config."""
-    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    return Path(env[0]) if env else Path.home() / ".kube" / "config"
+    return kubeconfig_path()
 
 
 # ---- the file (I/O) ---------------------------------------------------------------------------
@@ -120,9 +129,9 @@ def _write(path: Path, config: Config) -> None:
     tmp.replace(path)
 
 
-def merge_into(path: Path, cluster: str, server: str) -> None:
+def merge_into(path: Path, cluster: str, creds: Credentials) -> None:
     with _locked(path):
-        _write(path, merged(_read(path), cluster, server))
+        _write(path, merged(_read(path), cluster, creds))
 
 
 def remove_from(path: Path, cluster: str) -> bool:
@@ -152,15 +161,21 @@ def usage(path: Path, cluster: str) -> str:
 
 def kubeconfig_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="knemu", help="cluster name for the entries")
+    parser.add_argument(
+        "--data-dir",
+        default=ApiServerConfig().data_dir,
+        help="the api-server's data directory, holding its admin credentials (default %(default)s)",
+    )
 
 
 def kubeconfig_run(args: argparse.Namespace) -> int:
-    """Print a kubeconfig for the cluster (as ``kind get kubeconfig``)."""
+    """Print an admin kubeconfig for the cluster (as ``kind get kubeconfig``)."""
     try:
         server = args.server
-        if not server.startswith(("http://", "https://")):
-            raise ConfigError(f"--server {server!r} is not an http(s):// URL; pass the URL")
-        yaml.safe_dump(config_for(args.name, server), sys.stdout, sort_keys=False)
+        if not server.startswith("https://"):
+            raise ConfigError(f"--server {server!r} is not an https:// URL; pass the URL")
+        creds = admin_credentials(args.data_dir, server)
+        yaml.safe_dump(config_for(args.name, creds), sys.stdout, sort_keys=False)
     except KnemuError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

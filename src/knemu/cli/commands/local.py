@@ -33,13 +33,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import knemu
+from knemu.cli.client import ApiClient
 from knemu.cli.commands import kubeconfig
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
@@ -50,6 +49,7 @@ from knemu.cli.commands.local_plan import (
 from knemu.config import NETWORK_BACKENDS, PROXY_MODES
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
 from knemu.node_agent.runtime.runc import remove_cgroups
+from knemu.pki import ADMIN_KUBECONFIG
 
 STOP_GRACE_S = 10.0
 MARKER_ENV = "KNEMU_LOCAL_CLUSTER"
@@ -157,7 +157,8 @@ def up_run(args: argparse.Namespace) -> int:
             raise ConfigError("--nodes must be at least 1")
         bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
-        kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
+        creds = kubeconfig.admin_credentials(cluster.apiserver_data, cluster.server_url)
+        kubeconfig.merge_into(config_path, cluster.name, creds)
         state = load_state(cluster) or {}
         save_state(cluster, {**state, "kubeconfig": str(config_path)})
     except KnemuError as exc:
@@ -324,9 +325,11 @@ def wait_ready(
                     f"{role} exited during start-up; see "
                     f"{cluster.state_dir}/{role}.log:\n{log_tail(cluster, role)}"
                 )
-        ready = ready_nodes(cluster.server_url)
+        client = admin_client(cluster)
+        ready = ready_nodes(client) if client is not None else []
         # Ready and serving its HTTP API: the agent got past its data-plane set-up.
-        if len(ready) >= cluster.nodes and all(agent_healthy(cluster, n) for n in ready):
+        healthy = client is not None and all(agent_healthy(client, n) for n in ready)
+        if len(ready) >= cluster.nodes and healthy:
             return
         time.sleep(0.2)  # polling the api-server: a condition with a deadline
     raise RemoteError(
@@ -335,20 +338,25 @@ def wait_ready(
     )
 
 
-def agent_healthy(cluster: Cluster, node: str) -> bool:
-    url = f"{cluster.server_url}/api/v1/nodes/{node}/proxy/healthz"
+def admin_client(cluster: Cluster) -> ApiClient | None:
+    """A client with the admin credentials, once the api-server has written them."""
+    if not (cluster.apiserver_data / ADMIN_KUBECONFIG).exists():
+        return None
+    creds = kubeconfig.admin_credentials(cluster.apiserver_data, cluster.server_url)
+    return ApiClient(timeout_s=2, credentials=creds)
+
+
+def agent_healthy(client: ApiClient, node: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.read().strip() == b"ok")
-    except OSError:
+        return client.read(f"/api/v1/nodes/{node}/proxy/healthz").strip() == b"ok"
+    except KnemuError:
         return False
 
 
-def ready_nodes(server_url: str) -> list[str]:
+def ready_nodes(client: ApiClient) -> list[str]:
     try:
-        with urllib.request.urlopen(f"{server_url}/api/v1/nodes", timeout=2) as resp:
-            body = json.loads(resp.read())
-    except (OSError, ValueError, urllib.error.URLError):
+        body = client.request("GET", "/api/v1/nodes")
+    except KnemuError:
         return []
     names = []
     for node in body.get("items", []):

@@ -54,7 +54,12 @@ class Cluster:
 
     @property
     def server_url(self) -> str:
-        return f"http://{self.host_ip}:{REST_PORT}"
+        return f"https://{self.host_ip}:{REST_PORT}"
+
+    @property
+    def apiserver_data(self) -> Path:
+        """The api-server's data directory (its database, PKI and admin.conf)."""
+        return self.state_dir / "apiserver-data"
 
     @property
     def grpc_target(self) -> str:
@@ -94,7 +99,7 @@ class Cluster:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
             "apiserver": {
-                "data_dir": str(self.state_dir / "apiserver-data"),
+                "data_dir": str(self.apiserver_data),
                 "listen": f"{self.host_ip}:{REST_PORT}",
                 "grpc_listen": self.grpc_target,
             },

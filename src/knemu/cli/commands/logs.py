@@ -139,7 +139,7 @@ async def follow_until_ended(
     params = {"container": container, "follow": "true"}
     if tail >= 0:
         params["tailLines"] = str(tail)
-    logs = asyncio.create_task(_follow_logs(url, params))
+    logs = asyncio.create_task(_follow_logs(client, url, params))
     either: set[asyncio.Future[Any]] = {logs, ended}
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if not logs.done():
@@ -150,9 +150,9 @@ async def follow_until_ended(
     return await ended
 
 
-async def _follow_logs(url: str, params: dict[str, str]) -> None:
+async def _follow_logs(client: ApiClient, url: str, params: dict[str, str]) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, **client.session_options()) as session:
         try:
             async with session.get(url, params=params) as resp:
                 if resp.status != 200:

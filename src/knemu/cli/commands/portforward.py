@@ -169,4 +169,4 @@ def port_forward_run(args: argparse.Namespace) -> int:
     pod, remotes = resolve(client, namespace, args.target, specs)
     listeners = [Listener(s.local, r) for s, r in zip(specs, remotes, strict=True)]
     url = f"{client.server}/api/v1/namespaces/{namespace}/pods/{pod}/portforward"
-    return asyncio.run(forward(url, addresses, listeners))
+    return asyncio.run(forward(client, url, addresses, listeners))

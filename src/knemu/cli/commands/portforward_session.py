@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from knemu.cli.client import REASONS
+from knemu.cli.client import REASONS, ApiClient
 from knemu.errors import LocalError
 from knemu.portforward_frames import (
     CHUNK,
@@ -159,7 +159,9 @@ async def _listen(
     return servers
 
 
-async def forward(url: str, addresses: list[str], listeners: list[Listener]) -> int:
+async def forward(
+    client: ApiClient, url: str, addresses: list[str], listeners: list[Listener]
+) -> int:
     """Listen and forward until SIGINT or SIGTERM; then close listeners and connections."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -167,7 +169,7 @@ async def forward(url: str, addresses: list[str], listeners: list[Listener]) -> 
         loop.add_signal_handler(sig, stop.set)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
     servers: list[asyncio.Server] = []
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, **client.session_options()) as session:
         fwd = _Forwarder(url, session)
         try:
             for listener in listeners:
