@@ -137,6 +137,17 @@ def rest_session(creds: pki.Credentials, **kwargs: Any) -> Any:
     return aiohttp.ClientSession(connector=connector, headers=headers, **kwargs)
 
 
+def write_kubeconfig(creds: pki.Credentials, path: Path | str, name: str = "knemu") -> Path:
+    """``creds`` as a kubeconfig file (mode 0600) for kubectl or the official client."""
+    import yaml
+
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        yaml.safe_dump(creds.kubeconfig(name), out, sort_keys=False)
+    return path
+
+
 def rest_open(creds: pki.Credentials, path: str, timeout_s: float = 10.0, **request: Any) -> Any:
     """``urllib.request.urlopen`` of ``creds.server + path`` with ``creds``; ``request`` goes to
     ``urllib.request.Request`` (``data``, ``method``, ``headers``)."""

@@ -22,8 +22,9 @@ from knemu.apiserver.rest.handlers import MAX_CASCADE_IN_REQUEST
 from knemu.apiserver.server import ApiServer
 from knemu.apiserver.storage.watch_quota import MAX_WATCHES_PER_CLIENT
 from knemu.config import ApiServerConfig
+from knemu.pki import Credentials
 from knemu.proto import knemu_pb2 as pb, knemu_pb2_grpc as pb_grpc
-from knemu.testing import apiserver_process, wait_for
+from knemu.testing import apiserver_process, rest_session, wait_for
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 STORM_REPLICAS = 20_000
@@ -59,13 +60,31 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-async def readyz_latencies(base: str, seconds: float) -> list[float]:
+def admin(server: ApiServer) -> Credentials:
+    assert server.admin is not None
+    return server.admin
+
+
+class Raw:
+    """Hand-made HTTP/1.1 over TLS as the admin (client certificate): one context, many
+    connections, each sending whatever bytes the test wants."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.port = int(server.rest_url.rsplit(":", 1)[1])
+        self.ssl = admin(server).ssl_context()
+
+    async def connect(self) -> asyncio.StreamWriter:
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.ssl)
+        return writer
+
+
+async def readyz_latencies(server: ApiServer, seconds: float) -> list[float]:
     latencies = []
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as http:
+    async with rest_session(admin(server)) as http:
         while time.monotonic() < deadline:
             started = time.monotonic()
-            async with http.get(base + "/readyz") as resp:
+            async with http.get(server.rest_url + "/readyz") as resp:
                 assert resp.status == 200
             latencies.append(time.monotonic() - started)
             await asyncio.sleep(0.1)
@@ -78,11 +97,11 @@ async def test_a_replica_storm_does_not_stall_readyz_and_a_restart_recovers(
 ) -> None:
     data = tmp_path / "data"
     async with ApiServer(config_for(data)) as server:
-        async with aiohttp.ClientSession() as http:
+        async with rest_session(admin(server)) as http:
             body = deployment("storm", STORM_REPLICAS)
             async with http.post(server.rest_url + DEPLOYMENTS, json=body) as resp:
                 assert resp.status == 201
-        latencies = await readyz_latencies(server.rest_url, 4.0)
+        latencies = await readyz_latencies(server, 4.0)
         assert server.store is not None
         created = len(server.store.list("Pod"))
         stopping = time.monotonic()
@@ -92,7 +111,7 @@ async def test_a_replica_storm_does_not_stall_readyz_and_a_restart_recovers(
     started = time.monotonic()
     async with ApiServer(config_for(data)) as server:  # same data: starts, serves, stops
         assert time.monotonic() - started < 5.0
-        latencies = await readyz_latencies(server.rest_url, 1.5)
+        latencies = await readyz_latencies(server, 1.5)
         assert max(latencies) < READYZ_BOUND_S
         assert server.store is not None and len(server.store.list("Pod")) >= created
 
@@ -100,7 +119,7 @@ async def test_a_replica_storm_does_not_stall_readyz_and_a_restart_recovers(
 @pytest.mark.slow
 async def test_sigterm_mid_storm_exits_within_the_grace_period(tmp_path: Path) -> None:
     async with apiserver_process(tmp_path) as api:
-        async with aiohttp.ClientSession() as http:
+        async with rest_session(api.admin) as http:
             body = deployment("storm", STORM_REPLICAS)
             async with http.post(api.rest_url + DEPLOYMENTS, json=body) as resp:
                 assert resp.status == 201
@@ -117,33 +136,38 @@ async def test_sigterm_mid_storm_exits_within_the_grace_period(tmp_path: Path) -
         status = await asyncio.wait_for(api.process.wait(), 10.0)
         assert status == 0 and time.monotonic() - started < 5.0, api.log_tail()
         await api.start()  # a restart on the same data is ready (start waits for it)
-        async with aiohttp.ClientSession() as http, http.get(api.rest_url + "/readyz") as r:
+        async with rest_session(api.admin) as http, http.get(api.rest_url + "/readyz") as r:
             assert r.status == 200
 
 
 async def test_slowloris_connections_are_capped_and_timed_out(tmp_path: Path) -> None:
-    limits = ConnectionLimits(max_connections=300, max_per_client=200, header_timeout_s=1.0)
+    limits = ConnectionLimits(max_connections=100, max_per_client=50, header_timeout_s=5.0)
     async with ApiServer(config_for(tmp_path / "data"), connection_limits=limits) as server:
-        port = int(server.rest_url.rsplit(":", 1)[1])
-        held = []
+        raw = Raw(server)
+        held, reset = [], 0
         try:
             for _ in range(5000):  # half-sent requests from one client address
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer = await raw.connect()
+                except ConnectionError:  # refused before the TLS handshake: reset at once
+                    reset += 1
+                    continue
                 writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
                 held.append(writer)
             stats = server.connections.statistics()
             assert stats["open"] <= limits.max_per_client
             assert stats["refused"] + stats["header_timeouts"] >= 5000 - limits.max_per_client
+            assert reset == stats["refused"] and stats["handshake_failures"] == 0
             # another client is still served at once
-            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-            async with aiohttp.ClientSession(connector=connector) as http:
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), ssl=raw.ssl)
+            async with rest_session(admin(server), connector=connector) as http:
                 started = time.monotonic()
                 async with http.get(server.rest_url + "/readyz") as resp:
                     assert resp.status == 200
                 assert time.monotonic() - started < 1.0
             await wait_for(
                 lambda: server.connections.statistics()["open"] == 0,
-                5.0,
+                limits.header_timeout_s + 5.0,
                 what="half-sent connections closed by the header timeout",
             )
         finally:
@@ -154,7 +178,7 @@ async def test_slowloris_connections_are_capped_and_timed_out(tmp_path: Path) ->
 async def test_watches_per_client_are_capped_with_429(tmp_path: Path) -> None:
     async with ApiServer(config_for(tmp_path / "data")) as server:
         url = server.rest_url + "/api/v1/namespaces/default/pods?watch=true"
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        async with rest_session(admin(server), limit=0) as http:
             open_ = [await http.get(url) for _ in range(MAX_WATCHES_PER_CLIENT)]
             try:
                 await wait_for(
@@ -199,12 +223,12 @@ async def test_unread_watches_under_a_write_flood_stay_within_the_memory_bound(
                 store.create(obj, 1.0)
 
         write(250, "h" * 32768)  # 8 MB of history for the rv=1 watchers to replay
-        port = int(server.rest_url.rsplit(":", 1)[1])
+        raw = Raw(server)
         before = rss_bytes()
         writers = []
         for i in range(50):
             rv = "1" if i % 2 else "0"
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer = await raw.connect()
             path = f"/api/v1/namespaces/default/events?watch=true&resourceVersion={rv}"
             writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             writers.append(writer)
@@ -232,7 +256,7 @@ async def test_a_doubling_patch_stays_within_the_memory_bound(tmp_path: Path) ->
         ]
         ops += [{"op": "copy", "from": "/metadata/labels", "path": "/metadata/labels/l/-"}] * 31
         before = rss_bytes()
-        async with aiohttp.ClientSession() as http:
+        async with rest_session(admin(server)) as http:
             async with http.post(pods, json=body) as resp:
                 assert resp.status == 201
             headers = {"Content-Type": "application/json-patch+json"}
@@ -248,7 +272,7 @@ async def test_deleting_a_big_deployment_leaves_the_rest_to_the_garbage_collecto
     async with ApiServer(config_for(tmp_path / "data")) as server:
         store = server.store
         assert store is not None
-        async with aiohttp.ClientSession() as http:
+        async with rest_session(admin(server)) as http:
             async with http.post(server.rest_url + DEPLOYMENTS, json=deployment("big", 200)) as r:
                 assert r.status == 201
             await wait_for(lambda: len(store.list("Pod")) == 200, 60.0, what="200 pods")
@@ -270,8 +294,7 @@ async def test_a_watch_client_that_reads_nothing_is_cut_off(
     async with ApiServer(config_for(tmp_path / "data", watch_queue_events=1000)) as server:
         store, hub = server.store, server.hub
         assert store is not None and hub is not None
-        port = int(server.rest_url.rsplit(":", 1)[1])
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer = await Raw(server).connect()
         path = "/api/v1/namespaces/default/events?watch=true"
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await wait_for(lambda: hub.statistics().subscribers >= 1, 5.0, what="the watch")

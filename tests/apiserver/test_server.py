@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -23,7 +22,7 @@ from knemu.apiserver.rest import resources
 from knemu.apiserver.server import ApiServer, serve
 from knemu.config import ApiServerConfig, Timings
 from knemu.proto.client import ClusterClient
-from knemu.testing import wait_for
+from knemu.testing import rest_session, wait_for
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -40,13 +39,17 @@ async def server(tmp_path: Path) -> AsyncIterator[ApiServer]:
         yield srv
 
 
-async def get_json(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+async def get_json(srv: ApiServer, path: str) -> tuple[int, Any]:
+    """GET ``path`` as the admin (the credentials the server wrote when it started)."""
+    assert srv.admin is not None
+    async with rest_session(srv.admin) as http, http.get(srv.rest_url + path) as resp:
         return resp.status, await resp.json()
 
 
-async def send_json(method: str, url: str, body: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as resp:
+async def send_json(srv: ApiServer, method: str, path: str, body: Any) -> tuple[int, Any]:
+    assert srv.admin is not None
+    url = srv.rest_url + path
+    async with rest_session(srv.admin) as http, http.request(method, url, json=body) as resp:
         return resp.status, await resp.json()
 
 
@@ -59,9 +62,7 @@ async def test_ready_line_and_bootstrap(tmp_path: Path, caplog: pytest.LogCaptur
             f"knemu apiserver ready: rest={srv.rest_url} grpc={srv.grpc_target} data={data}"
         ]
         assert not srv.rest_url.endswith(":0") and not srv.grpc_target.endswith(":0")
-        status, svc = await get_json(
-            srv.rest_url + "/api/v1/namespaces/kube-system/services/kube-dns"
-        )
+        status, svc = await get_json(srv, "/api/v1/namespaces/kube-system/services/kube-dns")
         assert status == 200 and svc["spec"]["clusterIP"] == "10.96.0.10"
     assert (tmp_path / "data" / "knemu.db").exists()
 
@@ -69,12 +70,12 @@ async def test_ready_line_and_bootstrap(tmp_path: Path, caplog: pytest.LogCaptur
 async def test_restart_keeps_objects_and_resource_version(tmp_path: Path) -> None:
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kt-keep"}}
     async with ApiServer(config_for(tmp_path)) as srv:
-        status, created = await send_json("POST", srv.rest_url + "/api/v1/namespaces", ns)
+        status, created = await send_json(srv, "POST", "/api/v1/namespaces", ns)
         assert status == 201
     async with ApiServer(config_for(tmp_path)) as srv:
-        status, got = await get_json(srv.rest_url + "/api/v1/namespaces/kt-keep")
+        status, got = await get_json(srv, "/api/v1/namespaces/kt-keep")
         assert status == 200 and got["metadata"]["uid"] == created["metadata"]["uid"]
-        _, lst = await get_json(srv.rest_url + "/api/v1/namespaces")
+        _, lst = await get_json(srv, "/api/v1/namespaces")
         assert int(lst["metadata"]["resourceVersion"]) >= int(
             created["metadata"]["resourceVersion"]
         )
@@ -95,10 +96,11 @@ async def test_grpc_registration_shows_up_in_rest_and_proxy(server: ApiServer) -
                 kubelet_port=runner.addresses[0][1],
             )
         name = reply.node.metadata.name
-        status, node = await get_json(f"{server.rest_url}/api/v1/nodes/{name}")
+        status, node = await get_json(server, f"/api/v1/nodes/{name}")
         assert status == 200
         assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
-        async with aiohttp.ClientSession() as http:
+        assert server.admin is not None
+        async with rest_session(server.admin) as http:
             url = f"{server.rest_url}/api/v1/nodes/{name}/proxy/healthz"
             async with http.get(url) as resp:
                 assert resp.status == 200 and await resp.text() == "agent ok"
@@ -124,12 +126,12 @@ async def test_controllers_run_on_changes(server: ApiServer) -> None:
             },
         },
     }
-    url = server.rest_url + "/apis/apps/v1/namespaces/default/deployments"
-    assert (await send_json("POST", url, deploy))[0] == 201
+    url = "/apis/apps/v1/namespaces/default/deployments"
+    assert (await send_json(server, "POST", url, deploy))[0] == 201
 
     async def three_pods() -> bool:
         _, pods = await get_json(
-            server.rest_url + "/api/v1/namespaces/default/pods?labelSelector=app%3Dsample"
+            server, "/api/v1/namespaces/default/pods?labelSelector=app%3Dsample"
         )
         return len(pods["items"]) == 3
 
@@ -145,10 +147,10 @@ async def test_lease_expiry_runs_without_store_changes(tmp_path: Path) -> None:
             reply = await cluster.register_node(
                 identity="kt-host-2", internal_ip="127.0.0.1", vtep_mac="02:00:00:00:00:02"
             )
-        url = f"{srv.rest_url}/api/v1/nodes/{reply.node.metadata.name}"
+        url = f"/api/v1/nodes/{reply.node.metadata.name}"
 
         async def not_ready() -> bool:
-            _, node = await get_json(url)
+            _, node = await get_json(srv, url)
             ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
             return bool(ready) and ready[0]["status"] != "True"
 
@@ -162,7 +164,7 @@ async def test_serve_until_stop(tmp_path: Path) -> None:
         serve(config_for(tmp_path), ready=ready, stop=stop, started=servers.append)
     )
     await asyncio.wait_for(ready.wait(), 20)
-    status, _ = await get_json(servers[0].rest_url + "/version")
+    status, _ = await get_json(servers[0], "/version")
     assert status == 200
     stop.set()
     await asyncio.wait_for(task, 20)
@@ -184,7 +186,7 @@ def test_process_sigterm_exits_zero(tmp_path: Path) -> None:
         while time.monotonic() < deadline and "knemu apiserver ready:" not in line:
             line = proc.stderr.readline()
             assert line, "the api-server exited before it was ready"
-        assert "rest=http://127.0.0.1:" in line and ":0 " not in line
+        assert "rest=https://127.0.0.1:" in line and ":0 " not in line
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -199,7 +201,8 @@ async def test_seed_manifests_apply_unchanged_over_rest(server: ApiServer) -> No
     examples = Path(__file__).resolve().parents[2] / "examples"
     files = sorted(examples.rglob("*.yaml"))
     assert files, "no example manifests found"
-    async with aiohttp.ClientSession() as http:
+    assert server.admin is not None
+    async with rest_session(server.admin) as http:
         for i, path in enumerate(files):
             ns = f"kt-example-{i}"  # seed 002's three files reuse one Service name
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}

@@ -10,6 +10,7 @@ import aiohttp
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import FieldError, Invalid
+from knemu.pki import Credentials
 
 NOW = 1_700_000_000.0
 SUCCESS = b'\x03{"status":"Success"}'
@@ -54,6 +55,7 @@ class RestEnv:
     hub: WatchHub
     admission: FakeAdmission
     http: aiohttp.ClientSession
+    admin: Credentials
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         async with self.http.request(method, self.base + path, **kw) as resp:

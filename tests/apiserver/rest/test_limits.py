@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from knemu.apiserver.rest import limits
-from knemu.testing import apiserver_inprocess
+from knemu.testing import apiserver_inprocess, rest_session
 
 PODS = "/api/v1/namespaces/default/pods"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
@@ -36,7 +36,7 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with apiserver_inprocess(tmp_path) as server, aiohttp.ClientSession() as http:
+    async with apiserver_inprocess(tmp_path) as server, rest_session(server.admin) as http:
         yield Api(server.rest_url, http)
 
 

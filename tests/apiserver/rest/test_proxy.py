@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from kubernetes import client
+from kubernetes import client as k8s_client, config as k8s_config
 from kubernetes.stream import stream
 
 from knemu.apiserver.rest.proxy import kubelet_address
 from knemu.errors import Unavailable
-from knemu.testing import free_port
+from knemu.testing import free_port, write_kubeconfig
 
 from .rest_env import NOW, SUCCESS, UPGRADE, RestEnv, node, pod
 
@@ -158,11 +159,9 @@ async def test_unreachable_agent_is_503_naming_the_node(rest: RestEnv) -> None:
     assert status == 404
 
 
-def _official_exec(base: str) -> tuple[str, Any]:
-    conf = client.Configuration()
-    conf.host = base
-    with client.ApiClient(conf) as api_client:
-        core = client.CoreV1Api(api_client)
+def _official_exec(kubeconfig: Path) -> tuple[str, Any]:
+    with k8s_config.new_client_from_config(str(kubeconfig)) as api_client:
+        core = k8s_client.CoreV1Api(api_client)
         resp = stream(
             core.connect_get_namespaced_pod_exec,
             "p",
@@ -181,9 +180,10 @@ def _official_exec(base: str) -> tuple[str, Any]:
         return out, status
 
 
-async def test_exec_with_the_official_client(rest: RestEnv, agent: int) -> None:
+async def test_exec_with_the_official_client(rest: RestEnv, agent: int, tmp_path: Path) -> None:
     rest.store.create(node("n1", agent), NOW)
     rest.store.create(pod("p", "n1"), NOW)
-    out, status = await asyncio.to_thread(_official_exec, rest.base)
+    kubeconfig = write_kubeconfig(rest.admin, tmp_path / "kubeconfig")
+    out, status = await asyncio.to_thread(_official_exec, kubeconfig)
     assert out == "default/p/main: echo hi"
     assert json.loads(status) == {"status": "Success"}

@@ -30,16 +30,14 @@ from knemu.apiserver.rest.status import status_failure
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.errors import KnemuError
 
-USER_KEY = "knemu.user"
+USER_KEY = web.RequestKey("knemu.user", UserInfo)
 SESSION_COOKIE = "knemu-console-token"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def user_of(request: web.Request) -> UserInfo:
     """The authenticated user of a request that passed the middleware."""
-    user = request[USER_KEY]
-    assert isinstance(user, UserInfo)
-    return user
+    return request[USER_KEY]
 
 
 def _cert_subject(request: web.Request) -> tuple[str, tuple[str, ...]] | None:

@@ -11,6 +11,10 @@ protocol wrapper in front of each connection that adds both:
   body and closed at once, so a flood costs an accept and a close, never a held descriptor;
 * the first request's header block must be complete (``CRLF CRLF`` seen) within
   ``header_timeout_s`` of the connect, or the connection is closed.
+
+With TLS the admission comes before the handshake (``_TlsAdmission``, then
+``loop.start_tls``), so a flood of connections costs no handshakes either; a handshake that
+does not finish within ``header_timeout_s`` is dropped and counted.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class ConnectionGuard:
         self.per_client: Counter[str] = Counter()
         self.refused = 0
         self.header_timeouts = 0
+        self.handshake_failures = 0
+        self._upgrades: set[asyncio.Task[None]] = set()
 
     def admit(self, client: str) -> str:
         """ "" if the connection may proceed, else why not."""
@@ -81,7 +87,11 @@ class ConnectionGuard:
         if self.per_client[client] <= 0:
             del self.per_client[client]
 
-    def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+    def factory(
+        self, inner: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        if tls is not None:
+            return lambda: _TlsAdmission(self, inner, tls)
         return lambda: _GuardedProtocol(self, inner())
 
     def statistics(self) -> dict[str, int]:
@@ -89,24 +99,85 @@ class ConnectionGuard:
             "open": self.open,
             "refused": self.refused,
             "header_timeouts": self.header_timeouts,
+            "handshake_failures": self.handshake_failures,
         }
+
+
+def _client_of(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+
+class _TlsAdmission(asyncio.Protocol):
+    """Admits a raw TCP connection, then upgrades it to TLS (``loop.start_tls``) and hands
+    the TLS transport to a ``_GuardedProtocol``, which owns the connection's count from the
+    admission on (and releases it however the connection ends)."""
+
+    def __init__(
+        self, guard: ConnectionGuard, inner: Callable[[], asyncio.Protocol], tls: ssl.SSLContext
+    ) -> None:
+        self._guard, self._inner, self._tls = guard, inner, tls
+        self._protocol: _GuardedProtocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        client = _client_of(transport)
+        refusal = self._guard.admit(client)
+        if refusal:  # before the handshake: a plaintext 503 would mean nothing to a TLS client
+            self._guard.refused += 1
+            transport.close()
+            return
+        assert isinstance(transport, asyncio.Transport)
+        self._protocol = _GuardedProtocol(self._guard, self._inner(), admitted=client)
+        transport.pause_reading()  # the ClientHello waits in the kernel for start_tls
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport, self._protocol))
+        self._guard._upgrades.add(task)
+        task.add_done_callback(self._guard._upgrades.discard)
+
+    async def _upgrade(self, transport: asyncio.Transport, protocol: _GuardedProtocol) -> None:
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport,
+                protocol,
+                self._tls,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.limits.header_timeout_s,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError):
+            tls = None
+        if tls is None:
+            self._guard.handshake_failures += 1
+            protocol.connection_lost(None)
+            transport.close()
+            return
+        protocol.connection_made(tls)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._protocol is not None:  # lost before start_tls took the transport over
+            self._protocol.connection_lost(exc)
 
 
 class _GuardedProtocol(asyncio.Protocol):
     """Forwards everything to aiohttp's protocol; adds the admission and header timeout."""
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+    def __init__(
+        self, guard: ConnectionGuard, inner: asyncio.Protocol, admitted: str | None = None
+    ) -> None:
         self._guard = guard
         self._inner = inner
-        self._client: str | None = None
+        # Counted already (by _TlsAdmission, before the handshake): data that arrives before
+        # connection_made (the TLS layer may deliver it first) is held until then.
+        self._admitted = admitted
+        self._client: str | None = admitted
+        self._early: list[bytes] | None = [] if admitted else None
         self._timer: asyncio.TimerHandle | None = None
         self._tail = b""
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        refusal = self._guard.admit(client)
+        if self._admitted and self._client is None:
+            return  # lost during the handshake; already released
+        client = self._admitted or _client_of(transport)
+        refusal = "" if self._admitted else self._guard.admit(client)
         if refusal:
             self._guard.refused += 1
             if isinstance(transport, asyncio.WriteTransport):
@@ -117,6 +188,9 @@ class _GuardedProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._guard.limits.header_timeout_s, self._too_slow)
         self._inner.connection_made(transport)
+        early, self._early = self._early, None
+        for data in early or ():
+            self.data_received(data)
 
     def _too_slow(self) -> None:
         self._guard.header_timeouts += 1
@@ -125,6 +199,9 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._client is None:
+            return
+        if self._early is not None:
+            self._early.append(data)
             return
         if self._timer is not None:
             if b"\r\n\r\n" in self._tail + data:
@@ -135,7 +212,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._client is not None else None
+        if self._client is None or self._early is not None:
+            return None
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -150,7 +229,8 @@ class _GuardedProtocol(asyncio.Protocol):
             self._timer.cancel()
         self._guard.release(self._client)
         self._client = None
-        self._inner.connection_lost(exc)
+        if self._early is None:  # the inner protocol saw connection_made
+            self._inner.connection_lost(exc)
 
 
 class GuardedTCPSite(web.TCPSite):
@@ -173,11 +253,9 @@ class GuardedTCPSite(web.TCPSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self.guard.factory(server),
+            self.guard.factory(server, self._ssl_context),
             self._host,
             self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self.guard.limits.header_timeout_s if self._ssl_context else None,
             backlog=self._backlog,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]

@@ -28,6 +28,7 @@ from knemu.apiserver.rest.openapi.schemas import META, META_TYPES, Schema
 from knemu.apiserver.rest.openapi.schemas_config import CONFIG_TYPES
 from knemu.apiserver.rest.openapi.schemas_core import CORE_TYPES
 from knemu.apiserver.rest.openapi.schemas_groups import GROUP_TYPES
+from knemu.apiserver.rest.openapi.schemas_rbac import RBAC_TYPES
 from knemu.apiserver.rest.resources import Resource
 
 # What client-go asks for, and (with a parseable media type) what kube-openapi answers with.
@@ -47,7 +48,7 @@ _V2_REF, _V3_REF = "#/definitions/", "#/components/schemas/"
 
 def definitions() -> dict[str, Schema]:
     """Every schema by its upstream name."""
-    return {**META_TYPES, **CORE_TYPES, **CONFIG_TYPES, **GROUP_TYPES}
+    return {**META_TYPES, **CORE_TYPES, **CONFIG_TYPES, **GROUP_TYPES, **RBAC_TYPES}
 
 
 def definition_name(res: Resource) -> str | None:

@@ -114,7 +114,7 @@ CONFIG_TYPES[COORDINATION + "LeaseList"] = list_of(
 
 AUTHORIZATION = "io.k8s.api.authorization.v1."
 AUTHENTICATION = "io.k8s.api.authentication.v1."
-_REVIEW_STATUS = free("Filled in by the server: here everything is allowed (see its reason).")
+_REVIEW_STATUS = free("Filled in by the server from the RBAC policy (allowed, reason).")
 
 CONFIG_TYPES.update(
     {
