@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,11 +89,12 @@ class Served:
     port: int
     grpc_target: str
     loop: asyncio.AbstractEventLoop
+    tls: ssl.SSLContext  # the admin's: requests are authenticated, so they reach the handlers
 
     def call(
         self, method: str, path: str, body: bytes = b"", ctype: str = "application/json"
     ) -> int:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=30, context=self.tls)
         try:
             headers = {"Content-Type": ctype} if body else {}
             conn.request(method, path, body=body or None, headers=headers)
@@ -125,9 +127,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     thread.start()
     assert started.wait(30), "api-server did not start"
     server = ready[0]
-    host, port = server.rest_url.removeprefix("http://").rsplit(":", 1)
+    host, port = server.rest_url.removeprefix("https://").rsplit(":", 1)
+    assert server.admin is not None
+    tls = server.admin.ssl_context()
+    assert tls is not None
     try:
-        yield Served(host, int(port), server.grpc_target, loop)
+        yield Served(host, int(port), server.grpc_target, loop, tls)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)

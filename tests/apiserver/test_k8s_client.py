@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client, config as k8s_config, watch
 from kubernetes.client.rest import ApiException
 
 from knemu.apiserver.server import ApiServer
 from knemu.apiserver.storage.store import Store
 from knemu.config import ApiServerConfig
-from knemu.testing import wait_for
+from knemu.testing import wait_for, write_kubeconfig
 
 T = TypeVar("T")
 
@@ -44,9 +44,9 @@ async def k8s(tmp_path: Path) -> AsyncIterator[Apis]:
     )
     async with ApiServer(config) as server:
         assert server.store is not None
-        conf = client.Configuration()
-        conf.host = server.rest_url
-        with client.ApiClient(conf) as api_client:
+        assert server.admin is not None
+        kubeconfig = write_kubeconfig(server.admin, tmp_path / "kubeconfig")
+        with k8s_config.new_client_from_config(str(kubeconfig)) as api_client:
             yield Apis(
                 client.CoreV1Api(api_client),
                 client.AppsV1Api(api_client),

@@ -15,7 +15,7 @@ import pytest
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import ClusterClient, Informer
 from knemu.proto.state import LinkState
-from knemu.testing import ApiServerProcess, apiserver_process, fake_cluster, wait_for
+from knemu.testing import ApiServerProcess, apiserver_process, fake_cluster, rest_session, wait_for
 
 KINDS = ("Node", "Pod", "Service", "EndpointSlice")
 Key = tuple[str, str, str]
@@ -29,7 +29,7 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiServerProcess]:
 
 @pytest.fixture
 async def rest(api: ApiServerProcess) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=api.rest_url) as session:
+    async with rest_session(api.admin, base_url=api.rest_url) as session:
         yield session
 
 
@@ -169,7 +169,7 @@ class GatedClient(ClusterClient):
 async def test_restart_with_short_history_relists(tmp_path: Path) -> None:
     async with (
         apiserver_process(tmp_path, event_history=5) as api,
-        aiohttp.ClientSession(base_url=api.rest_url) as rest,
+        rest_session(api.admin, base_url=api.rest_url) as rest,
         GatedClient(api.grpc_target) as client,
     ):
         changes: list[tuple[str, str]] = []

@@ -73,9 +73,33 @@ def builtin_objects(service_cidr: str) -> list[Obj]:
     return [*namespaces, kubernetes, kube_dns, *default_objects()]
 
 
+_RECONCILED = ("rules", "roleRef", "subjects")
+_AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+
+
 def bootstrap(store: Store, admission: Admission, now: float) -> None:
-    """Create the built-in namespaces and Services that do not exist yet."""
+    """Create the built-in namespaces, Services and default RBAC objects that do not exist
+    yet; default roles and bindings a newer knemu changed are brought up to date, as
+    kube-apiserver reconciles them, unless annotated ``autoupdate: "false"``."""
     for obj in builtin_objects(admission.config.service_cidr):
         meta = obj["metadata"]
-        if store.get(obj["kind"], meta.get("namespace", ""), meta["name"]) is None:
+        old = store.get(obj["kind"], meta.get("namespace", ""), meta["name"])
+        if old is None:
             store.create(admission.admit_create(obj, now), now)
+        elif _outdated_default(old, obj):
+            new = {**old, **{k: obj[k] for k in _RECONCILED if k in obj}}
+            store.update(admission.admit_update(old, new, now), now)
+
+
+def _outdated_default(old: Obj, wanted: Obj) -> bool:
+    if obj_labels(wanted).get("kubernetes.io/bootstrapping") != "rbac-defaults":
+        return False
+    annotations = old.get("metadata", {}).get("annotations") or {}
+    if annotations.get(_AUTOUPDATE) == "false":
+        return False
+    return any(old.get(k) != wanted.get(k) for k in _RECONCILED if k in wanted)
+
+
+def obj_labels(obj: Obj) -> dict[str, str]:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return labels if isinstance(labels, dict) else {}

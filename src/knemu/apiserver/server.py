@@ -144,7 +144,7 @@ class ApiServer:
             client_max_size=limits.MAX_BODY_BYTES, middlewares=[access.middleware]
         )
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
-        add_console_routes(app, store, hub)  # the web console at /console/
+        add_console_routes(app, store, hub, access)  # the web console at /console/
         RestApi(store, hub, admission, access, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.
         runner = self._runner = web.AppRunner(

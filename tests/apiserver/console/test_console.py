@@ -22,7 +22,8 @@ from knemu.apiserver.console.actions import resolve_destination
 from knemu.apiserver.console.routes import static_file
 from knemu.apiserver.storage.store import Store
 from knemu.errors import LocalError, NotFound
-from knemu.testing import apiserver_inprocess, fake_cluster
+from knemu.pki import Credentials
+from knemu.testing import apiserver_inprocess, fake_cluster, rest_session
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -48,8 +49,42 @@ async def read_events(
     raise AssertionError(f"the feed ended before {until}: {out}")
 
 
+async def test_the_console_needs_a_sign_in_and_keeps_it_in_a_strict_cookie(api: Any) -> None:
+    anonymous = Credentials(api.rest_url, api.admin.ca_pem)
+    jar = aiohttp.CookieJar(unsafe=True)  # unsafe: keep cookies of an IP-address host
+    async with rest_session(anonymous, cookie_jar=jar) as http:
+        async with http.get(api.rest_url + "/console/", allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "/console/login"
+        async with http.get(api.rest_url + "/console/login") as resp:
+            assert resp.status == 200 and "login.js" in await resp.text()
+        async with http.get(api.rest_url + "/console/static/login.js") as resp:
+            assert resp.status == 200
+        async with http.get(api.rest_url + "/console/api/events") as resp:
+            assert resp.status == 401 and (await resp.json())["reason"] == "Unauthorized"
+        async with http.post(api.rest_url + "/console/login", json={"token": "wrong"}) as resp:
+            assert resp.status == 401
+        evil = {"Origin": "https://elsewhere.example"}
+        login = {"token": api.admin.token}
+        async with http.post(api.rest_url + "/console/login", json=login, headers=evil) as resp:
+            assert resp.status == 403
+        async with http.post(api.rest_url + "/console/login", json=login) as resp:
+            assert resp.status == 200 and (await resp.json())["user"] == "kubernetes-admin"
+            cookie = resp.headers["Set-Cookie"]
+        for attribute in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/"):
+            assert attribute in cookie
+        # the session now reaches the page, its feed and the REST API the page reads
+        async with http.get(api.rest_url + "/console/", allow_redirects=False) as resp:
+            assert resp.status == 200 and "console.js" in await resp.text()
+        async with http.get(api.rest_url + "/api/v1/namespaces/default/services") as resp:
+            assert resp.status == 200
+        async with http.post(api.rest_url + "/console/logout", json={}) as resp:
+            assert resp.status == 200
+        async with http.get(api.rest_url + "/console/", allow_redirects=False) as resp:
+            assert resp.status == 302
+
+
 async def test_page_and_assets_are_served_with_a_strict_policy(api: Any) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with rest_session(api.admin) as http:
         async with http.get(api.rest_url + "/console", allow_redirects=False) as resp:
             assert resp.status == 302 and resp.headers["Location"] == "/console/"
         async with http.get(api.rest_url + "/console/") as resp:
@@ -75,7 +110,7 @@ def test_static_names_never_leave_the_static_directory() -> None:
 
 async def test_feed_sends_a_snapshot_then_live_changes(api: Any) -> None:
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session(api.admin) as http,
         http.get(api.rest_url + "/console/api/events") as resp,
     ):
         assert resp.content_type == "text/event-stream"
@@ -118,7 +153,7 @@ async def test_chaos_requests_are_checked_and_errors_say_why(
     api: Any, headers: dict[str, str], body: str, status: int, message: str
 ) -> None:
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session(api.admin) as http,
         http.post(api.rest_url + "/console/api/chaos", data=body, headers=headers) as resp,
     ):
         reply = await resp.json()
@@ -128,7 +163,7 @@ async def test_chaos_requests_are_checked_and_errors_say_why(
 
 async def test_heal_reports_each_unreachable_node(api: Any) -> None:
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session(api.admin) as http,
         http.post(api.rest_url + "/console/api/chaos", json={"action": "heal"}) as resp,
     ):
         reply = await resp.json()
@@ -138,7 +173,7 @@ async def test_heal_reports_each_unreachable_node(api: Any) -> None:
 
 
 async def test_flows_of_unreachable_nodes_are_error_lines(api: Any) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with rest_session(api.admin) as http:
         async with http.get(api.rest_url + "/console/api/flows") as resp:
             assert resp.status == 400
         url = api.rest_url + "/console/api/flows?node=node-1&node=node-2"
@@ -152,7 +187,7 @@ async def test_flows_of_unreachable_nodes_are_error_lines(api: Any) -> None:
 
 
 async def test_trace_names_a_missing_source_or_destination(api: Any) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with rest_session(api.admin) as http:
         body = {"source": "default/ghost", "destination": "svc/web", "port": 80}
         async with http.post(api.rest_url + "/console/api/trace", json=body) as resp:
             assert resp.status == 404

@@ -289,7 +289,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown kind names the known kinds",
         {"kind": "Ingress", "metadata": {"name": "x"}},
         "kind",
-        "known kinds: ConfigMap, Deployment",
+        "known kinds: ClusterRole, ClusterRoleBinding, ConfigMap, Deployment",
     ),
     (
         "apiVersion must fit the kind",

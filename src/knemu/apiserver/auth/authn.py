@@ -20,8 +20,10 @@ AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 ANONYMOUS = "system:anonymous"
 # Paths an anonymous client may reach (kube-apiserver binds system:public-info-viewer to
-# system:unauthenticated for these; /version too).
-ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+# system:unauthenticated for these; /version too), and the web console's sign-in page with
+# the static assets it loads.
+ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/console/login")
+ANONYMOUS_PREFIXES = ("/console/static/",)
 
 
 class Unauthorized(LocalError):
@@ -103,4 +105,6 @@ class Authenticator:
 
 
 def anonymous_allowed(path: str) -> bool:
+    if path.startswith(ANONYMOUS_PREFIXES):
+        return ".." not in path
     return path in ANONYMOUS_PATHS or path.rstrip("/") in ANONYMOUS_PATHS

@@ -8,8 +8,8 @@
   adds Roles and RoleBindings.
 * ``system:node``: what a node agent needs (further restricted to its own objects).
 * ``system:discovery``, ``system:basic-user``, ``system:public-info-viewer``: discovery,
-  self-reviews and health for every authenticated user (health and version for anonymous
-  clients too).
+  self-reviews and health for every authenticated user (health, version and the console's
+  sign-in page for anonymous clients too).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ STATUS_AND_LOGS: list[tuple[str, list[str]]] = [
     ("metrics.k8s.io", ["pods", "nodes"]),
 ]  # fmt: skip
 
+# Health, version, and the console's sign-in page with its static assets.
+PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/", "/console/static/*"]
 DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version"]
 
 
@@ -115,7 +117,7 @@ def default_objects() -> list[Obj]:
         ),
         cluster_role(
             "system:public-info-viewer",
-            [url_rule(["get"], ["/healthz", "/livez", "/readyz", "/version", "/version/"])],
+            [url_rule(["get"], PUBLIC_URLS), url_rule(["get", "post"], ["/console/login"])],
         ),
         cluster_binding("cluster-admin", ["system:masters"]),
         cluster_binding("system:node", ["system:nodes"]),

@@ -5,6 +5,10 @@
 * ``GET /console/api/events``: the live feed (``feed``).
 * ``GET /console/api/flows?node=...``: the chosen nodes' followed flows, merged (``flows``).
 * ``POST /console/api/trace`` and ``POST /console/api/chaos``: ``actions``.
+* ``GET /console/login``: the sign-in page (a browser without credentials is sent there);
+  ``POST /console/login`` with ``{"token": ...}`` checks the token and sets the session
+  cookie (HttpOnly, Secure, SameSite=Strict); ``POST /console/logout`` clears it.  The
+  console is for users RBAC lets reach ``/console/*`` (cluster-admin).
 * Everything else the page needs it reads from the REST API itself (captures through the node
   proxy, tours applied with server-side apply), as any client would.
 
@@ -28,6 +32,7 @@ from knemu.apiserver.console import actions
 from knemu.apiserver.console.agents import AgentClient
 from knemu.apiserver.console.feed import Feed
 from knemu.apiserver.console.flows import serve_flows
+from knemu.apiserver.rest.access import SESSION_COOKIE, Access
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.errors import KnemuError, LocalError
@@ -74,8 +79,9 @@ def _failure(exc: KnemuError) -> web.Response:
 
 
 class Console:
-    def __init__(self, store: Store, hub: WatchHub) -> None:
+    def __init__(self, store: Store, hub: WatchHub, access: Access) -> None:
         self.store = store
+        self.access = access
         self.agents = AgentClient(store)
         self.feed = Feed(hub, self.agents)
 
@@ -83,6 +89,9 @@ class Console:
         r = app.router
         r.add_get("/console", self._redirect)
         r.add_get("/console/", self._index)
+        r.add_get("/console/login", self._login_page)
+        r.add_post("/console/login", self._login)
+        r.add_post("/console/logout", self._logout)
         r.add_get("/console/static/{name}", self._static)
         r.add_get("/console/api/events", self.feed.serve)
         r.add_get("/console/api/flows", self._flows)
@@ -99,6 +108,28 @@ class Console:
 
     async def _index(self, request: web.Request) -> web.Response:
         return self._asset("index.html")
+
+    async def _login_page(self, request: web.Request) -> web.Response:
+        return self._asset("login.html")
+
+    async def _login(self, request: web.Request) -> web.Response:
+        try:
+            token = (await self._body(request)).get("token")
+            if not isinstance(token, str) or not token:
+                raise LocalError('send {"token": "<a bearer token of this cluster>"}')
+            user = self.access.authenticator.authenticate(None, f"Bearer {token}")
+        except KnemuError as exc:
+            return _failure(exc)
+        resp = web.json_response({"user": user.name})
+        resp.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True,
+                        samesite="Strict")  # fmt: skip
+        return resp
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        check_same_origin(request)
+        resp = web.json_response({})
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        return resp
 
     async def _static(self, request: web.Request) -> web.Response:
         return self._asset(request.match_info["name"])
@@ -143,7 +174,9 @@ class Console:
         return web.json_response({"lines": lines})
 
 
-def add_console_routes(app: web.Application, store: Store, hub: WatchHub) -> Console:
-    console = Console(store, hub)
+def add_console_routes(
+    app: web.Application, store: Store, hub: WatchHub, access: Access
+) -> Console:
+    console = Console(store, hub, access)
     console.add_routes(app)
     return console

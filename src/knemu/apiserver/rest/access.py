@@ -4,8 +4,14 @@ The adapter only gathers what the request carries (the verified client certifica
 subject, the Authorization header, the console's session cookie) and hands it to the
 sans-I/O cores in ``apiserver/auth``: the authenticator chain, the request attributes and
 the RBAC ``Policy``.  Unauthenticated requests answer 401, forbidden ones 403, both with a
-Kubernetes ``Status`` body.  The policy is a snapshot rebuilt whenever a Role, ClusterRole or
-binding changes in the store.
+Kubernetes ``Status`` body; a browser asking for a console page without credentials is sent
+to the console's sign-in page instead.
+
+The console's cookie holds a bearer token and is read like an Authorization header: it is
+HttpOnly, Secure and SameSite=Strict, so another site's page cannot make a browser send it,
+and the console's writes carry JSON bodies a cross-site form cannot produce.
+
+The policy is a snapshot rebuilt whenever a Role, ClusterRole or binding changes.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ class Access:
 
     def authenticate(self, request: web.Request) -> UserInfo:
         header = request.headers.get("Authorization")
-        if header is None and request.path.startswith("/console"):
+        if header is None:
             cookie = request.cookies.get(SESSION_COOKIE)
             header = f"Bearer {cookie}" if cookie else None
         user = self.authenticator.authenticate(_cert_subject(request), header)
@@ -102,6 +108,8 @@ class Access:
         try:
             request[USER_KEY] = self.check(request)
         except KnemuError as err:
+            if isinstance(err, Unauthorized) and request.path in ("/console", "/console/"):
+                raise web.HTTPFound("/console/login") from None
             body: dict[str, Any] = status_failure(err)
             return web.json_response(body, status=err.http_status, dumps=json.dumps)
         return await handler(request)
