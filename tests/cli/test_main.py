@@ -60,7 +60,9 @@ def test_unreachable_server_names_url_and_hint(
     assert "knemu up / docker compose up" in err
 
 
-def test_server_flag_before_or_after_the_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_flag_before_or_after_the_subcommand(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     seen: list[str] = []
 
     def fake_run(args: object) -> int:
@@ -70,10 +72,11 @@ def test_server_flag_before_or_after_the_subcommand(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr("knemu.cli.commands.get.run", fake_run)
     monkeypatch.delenv("KNEMU_SERVER", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))  # no kubeconfig: the default
     assert main(["--server", "http://a:1", "get", "pods"]) == 0
     assert main(["get", "pods", "--server", "http://b:2"]) == 0
     assert main(["get", "pods"]) == 0
-    assert seen == ["http://a:1", "http://b:2", "http://127.0.0.1:6443"]
+    assert seen == ["http://a:1", "http://b:2", "https://127.0.0.1:6443"]
 
 
 def test_bad_usage_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

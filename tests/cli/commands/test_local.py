@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             main(["up", "--nodes", "2", "--name", name, "--subnet", subnet, "--state-dir", state])
             == 0
         )
-        yield f"http://{ipaddress.ip_network(subnet)[1]}:6443"
+        yield f"https://{ipaddress.ip_network(subnet)[1]}:6443"
     finally:
         main(["down", "--name", name, "--state-dir", state])
 

@@ -27,7 +27,7 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
     assert c.host_ip == "192.168.59.1"
     assert [c.node_ip(n) for n in (1, 2, 3)] == ["192.168.59.11", "192.168.59.12", "192.168.59.13"]
     assert c.node_ns(2) == "knemu-demo-node-2" and c.host_link == "knh-demo"
-    assert c.server_url == "http://192.168.59.1:6443"
+    assert c.server_url == "https://192.168.59.1:6443"
     agent = c.component_configs("ipvs")["node-2"]
     assert agent["underlay_ip"] == "192.168.59.12" and agent["proxy_mode"] == "ipvs"
     assert agent["dns_upstream"] == "192.168.59.1:5353"
