@@ -1,5 +1,8 @@
 """Helpers for the tests that run a whole local cluster (`knemu up`, marker ``netns``): unique
-names and subnets, and ``LocalCluster``, which drives the cluster through the real CLI and REST."""
+names and subnets, and ``LocalCluster``, which drives the cluster through the real CLI and REST.
+
+Credentials come from one place: the kubeconfig ``knemu up`` wrote (``self.kubeconfig``, which
+the CLI reads through ``$KUBECONFIG``); ``admin`` and ``open``/``get`` use it for REST."""
 
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from knemu.testing import wait_until
+import yaml
+
+from knemu import pki
+from knemu.cli.commands.kubeconfig import entry_name
+from knemu.testing import rest_open, wait_until
 
 
 def unique_name() -> str:
@@ -67,8 +74,9 @@ class LocalCluster:
         self.proxy_mode = proxy_mode
         net = ipaddress.ip_network(self.subnet)
         self.host_ip = str(net.network_address + 1)
-        self.server = f"http://{self.host_ip}:6443"
+        self.server = f"https://{self.host_ip}:6443"
         self.kubeconfig = state_root / f"kubeconfig-{self.name}"
+        self._admin: pki.Credentials | None = None
 
     def node_ip(self, n: int) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
@@ -115,8 +123,24 @@ class LocalCluster:
         if self.kubeconfig.exists():
             assert f"knemu-{self.name}" not in self.kubeconfig.read_text(), "kubeconfig left"
 
+    @property
+    def admin(self) -> pki.Credentials:
+        """The admin credentials of the kubeconfig `knemu up` wrote (CA, client certificate,
+        token), for this cluster's server."""
+        if self._admin is None:
+            found = pki.from_kubeconfig(yaml.safe_load(self.kubeconfig.read_text()),
+                                        self.kubeconfig.parent, entry_name(self.name))  # fmt: skip
+            assert found is not None, f"no context {entry_name(self.name)} in {self.kubeconfig}"
+            self._admin = found.with_server(self.server)
+        return self._admin
+
+    def open(self, path: str, timeout_s: float = 10, **request: Any) -> Any:
+        """``urlopen`` of ``path`` on the api-server as the admin; ``request`` goes to
+        ``urllib.request.Request`` (``data``, ``method``, ``headers``)."""
+        return rest_open(self.admin, path, timeout_s, **request)
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.server + path, timeout=10) as resp:
+        with self.open(path) as resp:
             return json.loads(resp.read())
 
     def apply(self, manifest: str, namespace: str = "default") -> None:

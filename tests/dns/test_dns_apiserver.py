@@ -23,7 +23,7 @@ from dns_cluster import dig
 import knemu
 from knemu.config import DnsConfig
 from knemu.dns.server import DnsServer
-from knemu.testing import ApiServerProcess, apiserver_process, fake_cluster, wait_for
+from knemu.testing import ApiServerProcess, apiserver_process, fake_cluster, rest_session, wait_for
 
 Z = "cluster.local."
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ async def dns_server(api: ApiServerProcess) -> AsyncIterator[DnsServer]:
 
 async def _call(api: ApiServerProcess, method: str, path: str, body: Any = None) -> Any:
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session(api.admin) as http,
         http.request(method, f"{api.rest_url}{path}", json=body) as resp,
     ):
         data = await resp.json()

@@ -12,14 +12,19 @@ The fixture runs `knemu down` and checks nothing is left.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from localcluster import LocalCluster, local_cluster
 
 from knemu.testing import wait_until
@@ -66,16 +71,33 @@ def browser(cluster: LocalCluster) -> Iterator[Any]:
                 "--disable-component-update", "--disable-default-apps", "--disable-extensions",
                 "--disable-domain-reliability",
                 f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {cluster.host_ip}",
+                # trust exactly this api-server's key (its cluster CA is not the system's)
+                f"--ignore-certificate-errors-spki-list={serving_spki(cluster)}",
                 f"--window-size={LAPTOP[0]},{LAPTOP[1]}"):  # fmt: skip
         options.add_argument(arg)
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
     driver = webdriver.Chrome(options=options, service=service)
     try:
-        driver.get(f"{cluster.server}/console/")
+        # the sign-in link `knemu console` prints: the token stays in the fragment
+        driver.get(f"{cluster.server}/console/login#token={cluster.admin.token}")
+        wait(driver, lambda: driver.current_url == f"{cluster.server}/console/", "signed in")
         driver.execute_script("window.__notReloaded = true;")
         yield driver
     finally:
         driver.quit()
+
+
+def serving_spki(cluster: LocalCluster) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of the api-server's certificate, as Chromium's
+    --ignore-certificate-errors-spki-list takes it."""
+    host, port = cluster.server.removeprefix("https://").rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port)))
+    spki = (
+        x509.load_pem_x509_certificate(pem.encode())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def wait(driver: Any, cond: Callable[[], Any], what: str, timeout_s: float = 60) -> None:

@@ -125,9 +125,9 @@ def test_attach_i_without_stdin_in_the_spec_is_refused(cluster: LocalCluster) ->
         assert "was not created with stdin: true" in out.stderr, out.stderr
         node = cluster.get("/api/v1/namespaces/default/pods/nostdin")["spec"]["nodeName"]
         # The node agent refuses it too (reached through the node proxy, without upgrade).
-        url = f"{cluster.server}/api/v1/nodes/{node}/proxy/attach/default/nostdin/main"
+        url = f"/api/v1/nodes/{node}/proxy/attach/default/nostdin/main"
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(url + "?stdin=true&stdout=true", timeout=10)
+            cluster.open(url + "?stdin=true&stdout=true")
         body = json.loads(refused.value.read())
         assert refused.value.code == 400 and "stdin is /dev/null" in body["message"]
     finally:

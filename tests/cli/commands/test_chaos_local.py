@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,7 @@ def ready_nodes(c: LocalCluster) -> set[str]:
 
 def agent_healthy(c: LocalCluster, node: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{c.server}/api/v1/nodes/{node}/proxy/healthz",
-                                    timeout=2) as resp:  # fmt: skip
+        with c.open(f"/api/v1/nodes/{node}/proxy/healthz", timeout_s=2) as resp:
             return bool(resp.read().strip() == b"ok")
     except OSError:  # 503 from the node proxy until the agent's API is up
         return False

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,7 +227,7 @@ def test_trace_and_flows_follow_a_probe_across_nodes(cluster: LocalCluster) -> N
     icmp = cluster.knemu("trace", "tools-1", target["status"]["podIP"], "--protocol", "ICMP")
     assert re.search(rf"{node} +to-pod +FORWARDED +ICMP", icmp.stdout), icmp.stdout
     assert re.search(r"node-1 +to-pod +FORWARDED +ICMP", icmp.stdout), "the echo reply"
-    with urllib.request.urlopen(f"{cluster.server}/api/v1/nodes/node-1/proxy/metrics") as r:
+    with cluster.open("/api/v1/nodes/node-1/proxy/metrics") as r:
         metrics = r.read().decode()
     assert 'knemu_router_packets_total{node="node-1",action="encapsulated"}' in metrics
     flows = cluster.knemu("flows", "node-1", "--ip", pod_ip(cluster, "tools-1"))
@@ -273,30 +272,26 @@ def test_chaos_partition_between_two_nodes_then_heal(cluster: LocalCluster) -> N
     by_node = {p["spec"]["nodeName"]: p for p in cluster.pods(selector="role=tools")}
     far = by_node["node-2"]["status"]["podIP"]
     near = by_node["node-3"]["status"]["podIP"]
-    chaos = f"{cluster.server}/api/v1/nodes/node-1/proxy/chaos"
+    chaos = "/api/v1/nodes/node-1/proxy/chaos"
     body = json.dumps({"peer": "node-2", "partition": True}).encode()
-    req = urllib.request.Request(chaos, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    json_type = {"Content-Type": "application/json"}
+    with cluster.open(chaos, data=body, method="POST", headers=json_type) as resp:
         assert resp.status == 201
     script = REPO / "tests" / "cli" / "commands" / "icmp_echo.py"
     try:
         assert cluster.exec("tools-1", f"python3 {script} {far}").returncode == 1
         assert cluster.exec("tools-1", f"python3 {script} {near}").returncode == 0
     finally:
-        req = urllib.request.Request(chaos + "?peer=node-2", method="DELETE")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with cluster.open(chaos + "?peer=node-2", method="DELETE") as resp:
             assert json.loads(resp.read())["removed"] == 1
     assert cluster.exec("tools-1", f"python3 {script} {far}").returncode == 0
     # A delay is applied with loop.call_at, never by sleeping: the echo takes >= 150 ms.
     body = json.dumps({"peer": "node-2", "delay_ms": 150, "direction": "egress"}).encode()
-    req = urllib.request.Request(chaos, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    urllib.request.urlopen(req, timeout=10).close()
+    cluster.open(chaos, data=body, method="POST", headers=json_type).close()
     try:
         out = cluster.exec("tools-1", f"python3 {script} {far}")
     finally:
-        urllib.request.urlopen(urllib.request.Request(chaos, method="DELETE"), timeout=10).close()
+        cluster.open(chaos, method="DELETE").close()
     rtt = float(re.search(r"time=([\d.]+)ms", out.stdout).group(1))  # type: ignore[union-attr]
     assert rtt >= 150, out.stdout
 
