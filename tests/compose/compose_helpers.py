@@ -13,17 +13,19 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
-import urllib.request
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 from docker.models.containers import Container
 
-from knemu import testing
+from knemu import pki, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = str(ROOT / "scripts" / "compose")
@@ -56,6 +58,8 @@ class ComposeCluster:
         self.nodes = nodes
         self.docker = docker.from_env()
         self._server = ""
+        self._admin: pki.Credentials | None = None
+        self._state = Path(tempfile.mkdtemp(prefix=f"knemu-{project}-"))  # removed by down
         self.env = dict(
             os.environ,
             COMPOSE_PROJECT_NAME=project,
@@ -103,11 +107,32 @@ class ComposeCluster:
         """The api-server's REST URL (the last known one while its container is stopped)."""
         ip = self.ip_of(self.container("apiserver"))
         if ip:
-            self._server = f"http://{ip}:6443"
+            self._server = f"https://{ip}:6443"
         return self._server
 
+    @property
+    def admin(self) -> pki.Credentials:
+        """The admin credentials the api-server wrote in its data volume (the same after a
+        restart: the CA and the admin certificate are kept there)."""
+        if self._admin is None:
+            text = self.exec_in_apiserver("cat", "/var/lib/knemu/admin.conf")
+            found = pki.from_kubeconfig(yaml.safe_load(text))
+            assert found is not None, "the api-server's admin.conf has no current context"
+            self._admin = found
+        return self._admin.with_server(self.server)
+
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig for this cluster's current address, as `scripts/compose
+        kubeconfig` prints it (for the CLI or kubectl on the host: $KUBECONFIG)."""
+        return testing.write_kubeconfig(self.admin, self._state / "kubeconfig", self.project)
+
+    def exec_in_apiserver(self, *cmd: str) -> str:
+        """Run a command (not the CLI) inside the api-server container; return stdout."""
+        argv = ["docker", "exec", self.container("apiserver").name, *cmd]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+
     def rest(self, path: str, timeout: float = 5.0) -> Any:
-        with urllib.request.urlopen(self.server + path, timeout=timeout) as resp:
+        with testing.rest_open(self.admin, path, timeout) as resp:
             return json.loads(resp.read())
 
     def node_table(self, node: str) -> dict[str, Any]:
@@ -148,7 +173,7 @@ def wait_until(
 @contextmanager
 def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     client = docker.from_env()
-    if not client.images.list(name="knemu:local"):
+    if not client.images.list(name=os.environ.get("KNEMU_IMAGE", "knemu:local")):
         subprocess.run([COMPOSE, "build"], check=True, timeout=900)
     cluster = ComposeCluster(f"kt{secrets.token_hex(3)}", free_subnet(client), nodes)
     try:
@@ -158,3 +183,4 @@ def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     finally:
         cluster.compose("logs", "--no-color", "--tail", "200", check=False)
         cluster.compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
+        shutil.rmtree(cluster._state, ignore_errors=True)

@@ -35,7 +35,8 @@ def cluster() -> Any:
 
 def chaos(cluster: ComposeCluster, *args: str) -> str:
     """`knemu chaos ...` from the host, as a user runs it (docker runtime)."""
-    env = dict(os.environ, KNEMU_SERVER=cluster.server, COMPOSE_PROJECT_NAME=cluster.project)
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig()),
+               COMPOSE_PROJECT_NAME=cluster.project)  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "knemu.cli", "chaos", *args],
         env=env,

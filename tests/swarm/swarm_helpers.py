@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +28,9 @@ from typing import Any
 
 import docker
 import pytest
+import yaml
 
-from knemu import testing
+from knemu import pki, testing
 from knemu.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ class ApiForward:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.proc.terminate()
@@ -208,8 +208,21 @@ class SwarmStack:
             self._forward, self._forward_pid = ApiForward(pid), pid
         return self._forward.url
 
+    @property
+    def admin(self) -> pki.Credentials:
+        """The admin credentials the api-server keeps on its volume, for ``server``."""
+        cmd = ["docker", "exec", self.apiserver().id, "cat", "/var/lib/knemu/admin.conf"]
+        text = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+        found = pki.from_kubeconfig(yaml.safe_load(text))
+        assert found is not None, "the api-server's admin.conf has no current context"
+        return found.with_server(self.server)
+
+    def kubeconfig(self, path: Path) -> Path:
+        """The admin kubeconfig for the host's forward to the api-server (CLI, kubectl)."""
+        return testing.write_kubeconfig(self.admin, path, self.name)
+
     def rest(self, path: str, timeout: float = 5.0) -> Any:
-        with urllib.request.urlopen(self.server + path, timeout=timeout) as resp:
+        with testing.rest_open(self.admin, path, timeout) as resp:
             return json.loads(resp.read())
 
     def nodes(self) -> list[dict[str, Any]]:

@@ -11,7 +11,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +39,15 @@ def identities(stack: SwarmStack) -> dict[str, str]:
 
 def chaos(stack: SwarmStack, *args: str, server: str = "") -> str:
     """`knemu chaos --runtime swarm ...` from the host, as a user on a manager runs it."""
-    env = dict(os.environ, KNEMU_SERVER=server or stack.server)
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        if not server:  # an explicit server is one the command does not talk to
+            stack.kubeconfig(kubeconfig)
+        env = dict(os.environ, KNEMU_SERVER=server or stack.server, KUBECONFIG=str(kubeconfig))
+        return _run_chaos(env, stack, *args)
+
+
+def _run_chaos(env: dict[str, str], stack: SwarmStack, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "knemu.cli", "chaos", "--runtime", "swarm", "--stack", stack.name,
          *args],

@@ -165,7 +165,9 @@ class ApiServer:
             ) from None
         bound = runner.addresses[0][1]
         self.rest_url = f"https://{tls.url_host(host)}:{bound}"
-        self.admin = tls.write_admin_kubeconfig(pki, self.config.data_dir, self.rest_url)
+        # Listening on every address: the admin kubeconfig names loopback (in its SANs).
+        local = f"https://{tls.url_host(tls.client_host(host))}:{bound}"
+        self.admin = tls.write_admin_kubeconfig(pki, self.config.data_dir, local)
 
     def _on_store_event(self, event: StoredEvent) -> None:
         self._dirty.set()

@@ -25,13 +25,18 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def client_host(listen_host: str) -> str:
+    """The address a local client uses for a listen address (loopback for "all")."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen_host, listen_host)
+
+
 def serving_hosts(config: ApiServerConfig, listen_host: str) -> list[str]:
     """Every name a client may use for this api-server: the listen address (or, listening on
     all addresses, this machine's names and addresses), the ``kubernetes`` Service's names
     and ClusterIP (as kube-apiserver's certificate has them) and ``cert_sans``."""
     service_ip = str(ipaddress.ip_network(config.service_cidr).network_address + 1)
     domain = config.cluster_domain
-    hosts = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default",
+    hosts = ["localhost", "127.0.0.1", "::1", "kubernetes", "kubernetes.default",
              "kubernetes.default.svc", f"kubernetes.default.svc.{domain}", service_ip]  # fmt: skip
     if listen_host not in ("", "0.0.0.0", "::"):
         hosts.insert(0, listen_host)
