@@ -179,3 +179,8 @@ async def test_rbac_objects_are_validated(rest: Api) -> None:
     rb["roleRef"]["name"] = "edit"
     status, body = await rest.call("PUT", f"{RBAC}/namespaces/default/rolebindings/b", json=rb)
     assert status == 422 and "roleRef" in body["message"]
+
+
+async def test_impersonation_is_refused_not_ignored(rest: Api) -> None:
+    status, body = await rest.call("GET", PODS, headers={"Impersonate-User": "jane"})
+    assert status == 403 and "impersonation" in body["message"]

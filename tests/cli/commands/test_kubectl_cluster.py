@@ -8,6 +8,7 @@ on PATH (CI has it, so there the suite runs).
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 import yaml
 from localcluster import REPO, LocalCluster, local_cluster
 
-from knemu.testing import wait_until
+from knemu import pki
+from knemu.testing import wait_until, write_kubeconfig
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [
@@ -147,8 +149,51 @@ def test_config_maps_secrets_service_accounts_and_leases(kubectl: Kubectl) -> No
 
 def test_auth_can_i_and_whoami(kubectl: Kubectl) -> None:
     assert kubectl("auth", "can-i", "delete", "pods").stdout.strip() == "yes"
-    assert "knemu-admin" in kubectl("auth", "whoami").stdout
+    whoami = kubectl("auth", "whoami").stdout
+    assert "kubernetes-admin" in whoami and "system:masters" in whoami
     assert "*.*" in kubectl("auth", "can-i", "--list").stdout
+
+
+def test_a_viewer_is_held_to_its_role_and_no_credentials_get_401(
+    cluster: LocalCluster, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """A user with a certificate from the cluster CA (as an admin issues one) and a view
+    RoleBinding: kubectl answers for it exactly what RBAC allows."""
+    data = cluster.state_root / f"cluster-{cluster.name}" / "apiserver-data"
+    ca = pki.Issued(*(read_bytes(data / "pki" / f"ca.{ext}") for ext in ("crt", "key")))
+    cert = pki.issue(ca, "jane", ["qa"])
+    jane = pki.Credentials(cluster.server, ca.cert_pem, cert.cert_pem, cert.key_pem)
+    as_jane = Kubectl(cluster, kubectl.cache)
+    as_jane.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(jane, tmp_path / "jane"))
+    denied = as_jane("get", "pods", check=False)
+    assert denied.returncode == 1 and 'User "jane" cannot list resource "pods"' in denied.stderr
+    kubectl("create", "rolebinding", "jane-view", "--clusterrole=view", "--user=jane")
+    try:
+        as_jane("get", "pods")
+        assert as_jane("auth", "can-i", "list", "pods", check=False).stdout.strip() == "yes"
+        assert as_jane("auth", "can-i", "delete", "pods", check=False).stdout.strip() == "no"
+        assert as_jane("auth", "can-i", "get", "secrets", check=False).stdout.strip() == "no"
+        assert "Forbidden" in as_jane("get", "secrets", check=False).stderr
+        assert "jane" in as_jane("auth", "whoami").stdout
+        impersonated = kubectl("get", "pods", "--as=jane", check=False)
+        assert impersonated.returncode == 1 and "impersonation" in impersonated.stderr
+    finally:
+        kubectl("delete", "rolebinding", "jane-view")
+    nobody = pki.Credentials(cluster.server, ca.cert_pem)
+    as_nobody = Kubectl(cluster, kubectl.cache)
+    as_nobody.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(nobody, tmp_path / "no"))
+    refused = as_nobody("get", "pods", check=False)
+    assert refused.returncode == 1 and "Unauthorized" in refused.stderr
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def copy_with_kubeconfig(cluster: LocalCluster, kubeconfig: Path) -> LocalCluster:
+    other = copy.copy(cluster)
+    other.kubeconfig = kubeconfig
+    return other
 
 
 def test_top_shows_real_usage(cluster: LocalCluster, kubectl: Kubectl) -> None:

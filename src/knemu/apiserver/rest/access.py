@@ -97,6 +97,10 @@ class Access:
 
     def check(self, request: web.Request) -> UserInfo:
         user = self.authenticate(request)
+        if any(h.lower().startswith("impersonate-") for h in request.headers):
+            # Never silently act as the caller instead of the user it names.
+            raise Forbidden("impersonation (kubectl --as/--as-group) is not supported by knemu: "
+                            "use that user's own credentials")  # fmt: skip
         attrs = request_attributes(user, request.method, request.path, request.query)
         allowed, _ = self.policy.authorize(attrs)
         if not allowed:
