@@ -154,7 +154,7 @@ def test_auth_can_i_and_whoami(kubectl: Kubectl) -> None:
     assert "*.*" in kubectl("auth", "can-i", "--list").stdout
 
 
-def test_a_viewer_is_held_to_its_role_and_no_credentials_get_401(
+def test_a_viewer_is_held_to_its_role_and_bad_credentials_get_401(
     cluster: LocalCluster, kubectl: Kubectl, tmp_path: Path
 ) -> None:
     """A user with a certificate from the cluster CA (as an admin issues one) and a view
@@ -167,7 +167,7 @@ def test_a_viewer_is_held_to_its_role_and_no_credentials_get_401(
     as_jane.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(jane, tmp_path / "jane"))
     denied = as_jane("get", "pods", check=False)
     assert denied.returncode == 1 and 'User "jane" cannot list resource "pods"' in denied.stderr
-    kubectl("create", "rolebinding", "jane-view", "--clusterrole=view", "--user=jane")
+    kubectl("apply", "-f", "-", input_text=JANE_VIEW)
     try:
         as_jane("get", "pods")
         assert as_jane("auth", "can-i", "list", "pods", check=False).stdout.strip() == "yes"
@@ -179,11 +179,21 @@ def test_a_viewer_is_held_to_its_role_and_no_credentials_get_401(
         assert impersonated.returncode == 1 and "impersonation" in impersonated.stderr
     finally:
         kubectl("delete", "rolebinding", "jane-view")
-    nobody = pki.Credentials(cluster.server, ca.cert_pem)
+    nobody = pki.Credentials(cluster.server, ca.cert_pem, token="not-a-token-of-this-cluster")
     as_nobody = Kubectl(cluster, kubectl.cache)
     as_nobody.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(nobody, tmp_path / "no"))
     refused = as_nobody("get", "pods", check=False)
     assert refused.returncode == 1 and "Unauthorized" in refused.stderr
+
+
+JANE_VIEW = """apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: jane-view
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}
+"""
 
 
 def read_bytes(path: Path) -> bytes:

@@ -9,6 +9,7 @@ from knemu.apiserver.rest.openapi.schemas import (
     free,
     list_of,
     obj,
+    string,
     strings,
     top,
 )
@@ -30,13 +31,17 @@ _RULE = obj(
 )
 _SUBJECT = obj(
     "Subject: a User, Group or ServiceAccount (with its namespace).",
-    {"kind": free("User, Group or ServiceAccount."), "name": free("Its name."),
-     "namespace": free("A ServiceAccount's namespace."), "apiGroup": free("API group.")},
+    {"kind": string("User, Group or ServiceAccount."), "name": string("Its name."),
+     "namespace": string("A ServiceAccount's namespace."), "apiGroup": string("API group.")},
     required=("kind", "name"),
 )  # fmt: skip
 _ROLE_REF = obj(
     "The role a binding grants: a ClusterRole, or a Role in the binding's namespace.",
-    {"apiGroup": free(GROUP), "kind": free("Role or ClusterRole."), "name": free("Its name.")},
+    {
+        "apiGroup": string(GROUP),
+        "kind": string("Role or ClusterRole."),
+        "name": string("Its name."),
+    },
     required=("kind", "name"),
 )
 
@@ -72,7 +77,7 @@ RBAC_TYPES: dict[str, Schema] = {
             "spec": obj(
                 "user/groups and exactly one of the two attributes.",
                 {
-                    "user": free("The user to check."),
+                    "user": string("The user to check."),
                     "groups": strings("Its groups."),
                     "resourceAttributes": free("namespace, verb, group, resource, name."),
                     "nonResourceAttributes": free("path and verb."),
