@@ -24,7 +24,7 @@ import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ def ca_cert_hash(ca_pem: bytes) -> str:
 
 
 def new_token() -> str:
-    """A random bearer token (kubeadm's bootstrap-token alphabet, 6.16 form + 32 more)."""
+    """A random bearer token: 192 bits from the OS's CSPRNG, hex."""
     return secrets.token_hex(24)
 
 
@@ -213,11 +213,11 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def _load_or(directory: Path, stem: str, make: Any) -> Issued:
+def _load_or(directory: Path, stem: str, make: Callable[[], Issued]) -> Issued:
     crt, key = directory / f"{stem}.crt", directory / f"{stem}.key"
     if crt.exists() and key.exists():
         return Issued(crt.read_bytes(), key.read_bytes())
-    issued: Issued = make()
+    issued = make()
     _write_private(key, issued.key_pem)
     crt.write_bytes(issued.cert_pem)
     return issued

@@ -80,7 +80,15 @@ def browser(cluster: LocalCluster) -> Iterator[Any]:
     try:
         # the sign-in link `knemu console` prints: the token stays in the fragment
         driver.get(f"{cluster.server}/console/login#token={cluster.admin.token}")
-        wait(driver, lambda: driver.current_url == f"{cluster.server}/console/", "signed in")
+
+        def signed_in() -> bool:
+            return bool(
+                driver.current_url == f"{cluster.server}/console/"
+                and driver.execute_script("return document.readyState") == "complete"
+                and driver.find_elements(By.CSS_SELECTOR, "[data-testid=status]")
+            )
+
+        wait_until(signed_in, 60, what="signed in to the console", interval_s=0.2)
         driver.execute_script("window.__notReloaded = true;")
         yield driver
     finally:

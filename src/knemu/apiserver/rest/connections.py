@@ -259,3 +259,10 @@ class GuardedTCPSite(web.TCPSite):
             backlog=self._backlog,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await super().stop()
+        upgrades = list(self.guard._upgrades)  # handshakes under way: end them with the site
+        for task in upgrades:
+            task.cancel()
+        await asyncio.gather(*upgrades, return_exceptions=True)
