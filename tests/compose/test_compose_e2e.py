@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
-from compose_helpers import ComposeCluster, wait_until
+import yaml
+from compose_helpers import COMPOSE, ComposeCluster, wait_until
+
+from knemu import pki, testing
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -88,3 +95,22 @@ def test_pods_resolve_services_through_cluster_dns(cluster: ComposeCluster) -> N
         "http://sample-clusterip.default.svc.cluster.local:8080",
     )
     assert "From=sample-deployment-" in out
+
+
+def test_the_printed_kubeconfig_is_the_way_in(cluster: ComposeCluster, tmp_path: Path) -> None:
+    """`scripts/compose kubeconfig` (the README's first commands) gives the host's CLI the
+    cluster CA and admin credentials; without credentials the api-server answers 401."""
+    out = subprocess.run([COMPOSE, "kubeconfig"], env=cluster.env, capture_output=True,
+                         text=True, check=True, timeout=120).stdout  # fmt: skip
+    creds = pki.from_kubeconfig(yaml.safe_load(out))
+    assert creds is not None and creds.server == cluster.server
+    path = tmp_path / "kubeconfig"
+    path.write_text(out)
+    env = dict(os.environ, KUBECONFIG=str(path))
+    env.pop("KNEMU_SERVER", None)
+    nodes = subprocess.run([sys.executable, "-m", "knemu.cli", "get", "nodes"], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert nodes.returncode == 0 and "node-1" in nodes.stdout, nodes.stderr
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        testing.rest_open(pki.Credentials(creds.server, creds.ca_pem), "/api/v1/nodes")
+    assert refused.value.code == 401
