@@ -184,3 +184,23 @@ async def test_rbac_objects_are_validated(rest: Api) -> None:
 async def test_impersonation_is_refused_not_ignored(rest: Api) -> None:
     status, body = await rest.call("GET", PODS, headers={"Impersonate-User": "jane"})
     assert status == 403 and "impersonation" in body["message"]
+
+
+async def test_a_namespace_admin_cannot_bind_what_it_does_not_hold(rest: Api) -> None:
+    ns_admin = user_credentials(rest, "nadia")
+    rb = binding("RoleBinding", "nadia-admin", "admin", {"kind": "User", "name": "nadia"})
+    assert (await rest.call("POST", f"{RBAC}/namespaces/default/rolebindings", json=rb))[0] == 201
+    view = binding("RoleBinding", "friend-view", "view", {"kind": "User", "name": "friend"})
+    path = f"{RBAC}/namespaces/default/rolebindings"
+    assert (await call(ns_admin, "POST", path, json=view))[0] == 201
+    everything = binding("RoleBinding", "friend-all", "cluster-admin",
+                         {"kind": "User", "name": "friend"})  # fmt: skip
+    status, body = await call(ns_admin, "POST", path, json=everything)
+    assert status == 403 and "privilege escalation" in body["message"]
+    # nor by turning an allowed binding into another one (roleRef is immutable anyway), nor
+    # through a Role that grants more than the admin holds
+    grab = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "grab"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["nodes"]}]}  # fmt: skip
+    status, body = await call(ns_admin, "POST", f"{RBAC}/namespaces/default/roles", json=grab)
+    assert status == 403 and "get nodes" in body["message"]

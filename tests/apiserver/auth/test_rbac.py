@@ -9,7 +9,7 @@ import pytest
 from knemu.apiserver.auth import defaults
 from knemu.apiserver.auth.attributes import Attributes, request_attributes
 from knemu.apiserver.auth.authn import AUTHENTICATED, UNAUTHENTICATED, UserInfo
-from knemu.apiserver.auth.rbac import Policy, forbidden_message
+from knemu.apiserver.auth.rbac import Policy, escalation, forbidden_message
 
 RBAC = "rbac.authorization.k8s.io"
 
@@ -136,3 +136,36 @@ def test_rules_review_and_the_forbidden_message() -> None:
     assert forbidden_message(attrs).startswith(
         'User "alice" cannot delete resource "pods" in API group "" in the namespace "team"'
     )
+
+
+def test_writing_roles_and_bindings_cannot_escalate() -> None:
+    p = policy(bind("RoleBinding", "b", ("ClusterRole", "admin"),
+                    [{"kind": "User", "name": "alice"}], ns="team"))  # fmt: skip
+
+    def binding_to(role: str, kind: str = "RoleBinding", ns: str = "team") -> dict[str, Any]:
+        return bind(kind, "x", ("ClusterRole", role), [{"kind": "User", "name": "bob"}], ns)
+
+    assert escalation(p, ALICE, binding_to("view")) == ""
+    assert escalation(p, ALICE, binding_to("edit")) == ""
+    why = escalation(p, ALICE, binding_to("cluster-admin"))
+    assert "privilege escalation" in why and "'bind' verb" in why
+    assert escalation(p, ALICE, binding_to("view", ns="other")) != ""  # admin only in team
+    assert escalation(p, ALICE, binding_to("view", "ClusterRoleBinding", "")) != ""
+    reader = role("Role", "r", [{"verbs": ["get", "list"], "apiGroups": [""],
+                                 "resources": ["pods", "pods/log"]}], "team")  # fmt: skip
+    assert escalation(p, ALICE, reader) == ""
+    nodes = role("Role", "r", [{"verbs": ["get"], "apiGroups": [""], "resources": ["nodes"]}],
+                 "team")  # fmt: skip
+    assert "get nodes" in escalation(p, ALICE, nodes)
+    wild = role("Role", "r", [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], "team")
+    assert escalation(p, ALICE, wild) != ""  # "*" is covered only by "*"
+    # the bind verb on that one role lets a user bind it without holding it
+    binder = role("ClusterRole", "binder", [{"verbs": ["bind"], "apiGroups": [RBAC],
+                                             "resources": ["clusterroles"],
+                                             "resourceNames": ["cluster-admin"]}])  # fmt: skip
+    p2 = policy(binder, bind("ClusterRoleBinding", "c", ("ClusterRole", "binder"),
+                             [{"kind": "User", "name": "alice"}]))  # fmt: skip
+    assert escalation(p2, ALICE, binding_to("cluster-admin")) == ""
+    assert escalation(p2, ALICE, binding_to("edit")) != ""
+    assert escalation(p, UserInfo("root", ("system:masters",)), binding_to("cluster-admin")) == ""
+    assert escalation(p, ALICE, {"kind": "Pod", "metadata": {}}) == ""

@@ -12,6 +12,12 @@ allowed everything without a lookup, as kube-apiserver's privileged-group author
 
 ``Policy`` is an immutable snapshot of the four kinds; the REST adapter rebuilds it when one
 of them changes.  Pure: objects in, decisions out.
+
+Privilege escalation is prevented as upstream does it
+(https://kubernetes.io/docs/reference/access-authn-authz/rbac/#privilege-escalation-prevention-and-bootstrapping):
+a user may write a Role/ClusterRole only with rules it already holds where the role applies
+(or the ``escalate`` verb on roles), and a binding only to a role whose rules it holds (or the
+``bind`` verb on that role).
 """
 
 from __future__ import annotations
@@ -170,6 +176,13 @@ class Policy:
                 return True, f'RBAC: allowed by {where} to {binding.role[0]} "{binding.role[1]}"'
         return False, ""
 
+    def role_rules(self, kind: str, namespace: str, name: str) -> tuple[Rule, ...]:
+        return self._roles.get((kind, namespace, name), ())
+
+    def held_rules(self, user: UserInfo, namespace: str) -> list[Rule]:
+        """Every rule granted to ``user`` where ``namespace`` ("" : cluster scope) applies."""
+        return [rule for _, rule in self._applying(user, namespace)]
+
     def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[Obj], list[Obj]]:
         """(resourceRules, nonResourceRules) the user has in ``namespace``
         (SelfSubjectRulesReview)."""
@@ -183,6 +196,70 @@ class Policy:
             if rule.urls:
                 other.append({"verbs": sorted(rule.verbs), "nonResourceURLs": list(rule.urls)})
         return resource, other
+
+
+def _atoms(rule: Rule) -> list[tuple[str, str, str, str, str]]:
+    """(verb, group, resource, name, url) tuples a rule grants, wildcards kept literal."""
+    names = sorted(rule.resource_names) or [""]
+    out = [(v, g, r, n, "") for v in sorted(rule.verbs) for g in sorted(rule.api_groups)
+           for r in sorted(rule.resources) for n in names]  # fmt: skip
+    return out + [(v, "", "", "", u) for v in sorted(rule.verbs) for u in rule.urls]
+
+
+def _covers(owner: Rule, atom: tuple[str, str, str, str, str]) -> bool:
+    verb, group, resource, name, url = atom
+    if not ("*" in owner.verbs or verb in owner.verbs):
+        return False
+    if url:
+        return any(u == url or (u.endswith("*") and url.startswith(u[:-1])) for u in owner.urls)
+    if not ("*" in owner.api_groups or group in owner.api_groups):
+        return False
+    sub = resource.partition("/")[2]
+    if not ("*" in owner.resources or resource in owner.resources
+            or (sub and f"*/{sub}" in owner.resources)):  # fmt: skip
+        return False
+    return not owner.resource_names or (bool(name) and name in owner.resource_names)
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def escalation(policy: Policy, user: UserInfo, obj: Obj) -> str:
+    """Why writing ``obj`` (a role or binding) would escalate ``user``'s privileges; "" if it
+    would not."""
+    kind = obj.get("kind")
+    meta = _map(obj.get("metadata"))
+    namespace = str(meta.get("namespace") or "") if kind in ("Role", "RoleBinding") else ""
+    if kind in ("Role", "ClusterRole"):
+        escape = ("escalate", kind.lower() + "s", str(meta.get("name") or ""))
+        granted = [r for r in map(Rule.from_obj, obj.get("rules") or []) if r]
+        what = f"{kind} {meta.get('name')!r}"
+    elif kind in ("RoleBinding", "ClusterRoleBinding"):
+        ref = _map(obj.get("roleRef"))
+        ref_kind, ref_name = str(ref.get("kind")), str(ref.get("name"))
+        escape = ("bind", ref_kind.lower() + "s", ref_name)
+        role_ns = namespace if ref_kind == "Role" else ""
+        granted = list(policy.role_rules(ref_kind, role_ns, ref_name))
+        what = f"{kind} {meta.get('name')!r} to {ref_kind} {ref_name!r}"
+    else:
+        return ""
+    verb, resource, name = escape
+    bypass = Attributes(user, verb, True, "", "rbac.authorization.k8s.io", "v1", namespace,
+                        resource, "", name)  # fmt: skip
+    if policy.authorize(bypass)[0]:
+        return ""
+    held = policy.held_rules(user, namespace)
+    missing = [a for r in granted for a in _atoms(r) if not any(_covers(h, a) for h in held)]
+    if not missing:
+        return ""
+    verb_, group, res, _, url = missing[0]
+    first = url or f"{verb_} {res or '?'} in API group {group!r}"
+    return (
+        f"{_who(user)} may not write {what}: it grants permissions the user does not hold "
+        f"(e.g. {first}; {len(missing)} in all); RBAC prevents privilege escalation: ask an "
+        f"admin, or get the {verb!r} verb on {resource}"
+    )
 
 
 def forbidden_message(attrs: Attributes) -> str:

@@ -118,5 +118,12 @@ class Access:
             return web.json_response(body, status=err.http_status, dumps=json.dumps)
         return await handler(request)
 
+    def check_escalation(self, request: web.Request, obj: dict[str, Any]) -> None:
+        """403 when the request's user would gain, by writing this role or binding,
+        permissions it does not hold (RBAC's escalation prevention)."""
+        why = rbac.escalation(self.policy, user_of(request), obj)
+        if why:
+            raise Forbidden(why)
+
     def close(self) -> None:
         self.store.remove_listener(self._on_event)

@@ -304,6 +304,7 @@ class RestApi:
     def _do_create(self, request: web.Request, t: Target, obj: Obj) -> web.Response:
         now = self.clock()
         admitted = self.admission.admit_create(obj, now)
+        self.access.check_escalation(request, admitted)
         if _dry_run(request):
             name = admitted.get("metadata", {}).get("name", "")
             if name and self.store.get(t.res.kind, t.namespace or "", name) is not None:
@@ -328,6 +329,7 @@ class RestApi:
                 new.pop("status")
         now = self.clock()
         admitted = self.admission.admit_update(old, new, now)
+        self.access.check_escalation(request, admitted)
         if sent_rv:
             admitted["metadata"]["resourceVersion"] = sent_rv
         if _dry_run(request):
