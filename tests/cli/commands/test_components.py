@@ -54,6 +54,13 @@ def test_apiserver_flags_and_timings_preset() -> None:
     assert _build(ApiServerConfig, []) == ApiServerConfig()
 
 
+def test_cert_sans_are_a_repeatable_flag() -> None:
+    cfg = _build(ApiServerConfig, ["--cert-sans", "apiserver", "--cert-sans", "10.0.0.7"])
+    assert isinstance(cfg, ApiServerConfig) and cfg.cert_sans == ("apiserver", "10.0.0.7")
+    with pytest.raises(ConfigError, match="cert_sans"):
+        ApiServerConfig(cert_sans="apiserver").validate()  # type: ignore[arg-type]
+
+
 def test_agent_flags_with_aliases_and_choices() -> None:
     cfg = _build(
         AgentConfig,

@@ -73,6 +73,7 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "cni_conf_dir": FlagExtra(help=CNI_CONF_DIR_HELP),
     "host_ports": FlagExtra(help="publish pods' hostPorts (the CNI portmap plugin)"),
     "zone": FlagExtra(help="the cluster domain served"),
+    "cert_sans": FlagExtra(help="another name or IP for the serving certificate (repeatable)"),
     "upstream": FlagExtra(help="HOST:PORT for names outside the zone (empty: REFUSED)"),
     "pods_mode": FlagExtra(choices=("insecure", "verified", "disabled"), help="CoreDNS pods mode"),
 }
@@ -115,6 +116,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"dest": flag.dest, "default": None}
         if flag.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif flag.type is tuple:  # a list setting: the flag once per item
+            kwargs.update(action="append", type=str, metavar=flag.path.upper().rstrip("S"))
         else:
             kwargs["type"] = flag.type
             if not extra.choices:
