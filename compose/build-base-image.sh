@@ -2,14 +2,15 @@
 # Build the knemu base image locally from Debian packages, for machines that reach no container
 # registry (docker cannot pull python:3.11-slim there).  The result has what the Dockerfile would
 # otherwise install on top of python:3.11-slim-bookworm: Python 3.11 with venv, iproute2,
-# util-linux (unshare, nsenter, flock), ping, curl, dig, iperf3, tcpdump, socat, BIRD 2 (--backend
-# bgp), and the container runtime (runc, skopeo, umoci).
+# util-linux (unshare, nsenter, flock), iptables (nodes masquerade pods' traffic to the api-server),
+# ping, curl, dig, iperf3, tcpdump, socat, BIRD 2 (--backend bgp), and the container runtime (runc,
+# skopeo, umoci).
 #
 #   compose/build-base-image.sh [TAG]     needs root + mmdebstrap; prints the image's tag last.
 # The default tag names the package list (knemu-base:bookworm-<hash>), so a machine holding a base
 # built from an older list builds the new one instead of reusing it.
 set -euo pipefail
-packages=python3,python3-venv,iproute2,iputils-ping,curl,dnsutils,iperf3,procps,tcpdump,socat,bird2,ca-certificates,netbase,runc,skopeo,umoci
+packages=python3,python3-venv,iproute2,iptables,iputils-ping,curl,dnsutils,iperf3,procps,tcpdump,socat,bird2,ca-certificates,netbase,runc,skopeo,umoci
 tag=${1:-knemu-base:bookworm-$(printf '%s' "$packages" | sha256sum | cut -c1-8)}
 if docker image inspect "$tag" >/dev/null 2>&1; then
   echo "base image $tag already present" >&2

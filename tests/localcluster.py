@@ -64,10 +64,11 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan",
+        backend: str = "vxlan", mtu: int = 1500,
     ) -> None:  # fmt: skip
         self.name = unique_name()
         self.backend = backend
+        self.mtu = mtu  # of the node network (`knemu up --mtu`)
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -106,6 +107,7 @@ class LocalCluster:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
                          self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         *(("--mtu", str(self.mtu)) if self.mtu != 1500 else ()),
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
@@ -203,10 +205,11 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan"
-) -> Iterator[LocalCluster]:
+    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan",
+    mtu: int = 1500,
+) -> Iterator[LocalCluster]:  # fmt: skip
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend, mtu)
     try:
         c.up()
         yield c

@@ -237,6 +237,27 @@ def _replicaset_row(rs: Obj, now: float, wide: bool) -> list[str]:
     return row + (_workload_wide(rs) if wide else [])
 
 
+def _daemonset_row(ds: Obj, now: float, wide: bool) -> list[str]:
+    status = _status(ds)
+    counts = ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
+              "updatedNumberScheduled", "numberAvailable")  # fmt: skip
+    selector = ((_spec(ds).get("template") or {}).get("spec") or {}).get("nodeSelector")
+    row = [str(status.get(key) or 0) for key in counts]
+    row += [join_labels(selector), age_of(_meta(ds).get("creationTimestamp"), now)]
+    return row + (_workload_wide(ds) if wide else [])
+
+
+def _controller_revision_row(cr: Obj, now: float, wide: bool) -> list[str]:
+    """CONTROLLER as kubectl prints it: daemonset.apps/NAME."""
+    refs = [r for r in _meta(cr).get("ownerReferences") or [] if r.get("controller")]
+    owner = NONE
+    if refs:
+        group = str(refs[0].get("apiVersion", "")).rpartition("/")[0]
+        kind = str(refs[0].get("kind", "")).lower()
+        owner = f"{kind}{'.' + group if group else ''}/{refs[0].get('name', '')}"
+    return [owner, str(cr.get("revision", 0)), age_of(_meta(cr).get("creationTimestamp"), now)]
+
+
 def node_status(node: Obj) -> str:
     ready = "Unknown"
     for cond in _status(node).get("conditions") or []:
@@ -337,6 +358,37 @@ def _netpol_row(np: Obj, now: float, wide: bool) -> list[str]:
     return [join_labels(selector), age_of(_meta(np).get("creationTimestamp"), now)]
 
 
+def _ingress_row(ing: Obj, now: float, wide: bool) -> list[str]:
+    """kubectl printIngress: hosts (``*`` for a rule without one; 3, then "+ N more..."),
+    the load balancer's addresses, and ports 80 (and 443 with TLS)."""
+    spec = _spec(ing)
+    hosts = [r.get("host") or "*" for r in spec.get("rules") or []]
+    shown = ",".join(hosts[:3]) + (f" + {len(hosts) - 3} more..." if len(hosts) > 3 else "")
+    lb = (_status(ing).get("loadBalancer") or {}).get("ingress") or []
+    address = ",".join(a for i in lb for a in (i.get("ip"), i.get("hostname")) if a)
+    return [
+        str(spec.get("ingressClassName") or NONE),
+        shown or "*",
+        address,
+        "80, 443" if spec.get("tls") else "80",
+        age_of(_meta(ing).get("creationTimestamp"), now),
+    ]
+
+
+def _ingress_class_row(ic: Obj, now: float, wide: bool) -> list[str]:
+    """kubectl printIngressClass: PARAMETERS as Kind.apiGroup/name."""
+    params = _spec(ic).get("parameters") or {}
+    shown = NONE
+    if params:
+        group = f".{params['apiGroup']}" if params.get("apiGroup") else ""
+        shown = f"{params.get('kind', '')}{group}/{params.get('name', '')}"
+    return [
+        str(_spec(ic).get("controller") or ""),
+        shown,
+        age_of(_meta(ic).get("creationTimestamp"), now),
+    ]
+
+
 def _data_count(obj: Obj) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
 
@@ -395,6 +447,14 @@ TABLES: dict[str, TableSpec] = {
     "ReplicaSet": TableSpec(
         ("DESIRED", "CURRENT", "READY", "AGE"), _WORKLOAD_WIDE, _replicaset_row
     ),
+    "DaemonSet": TableSpec(
+        ("DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"),
+        _WORKLOAD_WIDE,
+        _daemonset_row,
+    ),
+    "ControllerRevision": TableSpec(
+        ("CONTROLLER", "REVISION", "AGE"), (), _controller_revision_row
+    ),
     "Node": TableSpec(
         ("STATUS", "ROLES", "AGE", "VERSION"),
         ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"),
@@ -405,6 +465,8 @@ TABLES: dict[str, TableSpec] = {
     "Namespace": TableSpec(("STATUS", "AGE"), (), _namespace_row),
     "Event": TableSpec(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), (), _event_row),
     "NetworkPolicy": TableSpec(("POD-SELECTOR", "AGE"), (), _netpol_row),
+    "Ingress": TableSpec(("CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"), (), _ingress_row),
+    "IngressClass": TableSpec(("CONTROLLER", "PARAMETERS", "AGE"), (), _ingress_class_row),
     "ConfigMap": TableSpec(("DATA", "AGE"), (), _config_map_row),
     "Secret": TableSpec(("TYPE", "DATA", "AGE"), (), _secret_row),
     "ServiceAccount": TableSpec(("SECRETS", "AGE"), (), _service_account_row),

@@ -27,6 +27,7 @@ CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+LOAD_BALANCER_POOL = "192.0.2.0/24"  # TEST-NET-1 (RFC 5737): never routed on the Internet
 DNS_SERVICE_IP = "10.96.0.10"
 NODE_PORT_RANGE = (30000, 32767)
 VXLAN_PORT = 4789
@@ -116,6 +117,9 @@ class ApiServerConfig(_Config):
     grpc_listen: str = "127.0.0.1:6444"
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
+    # LoadBalancer addresses (MetalLB-style pool).  TEST-NET-1 by default; a range of the node
+    # subnet where the underlay drops other destinations (docker's internal networks).
+    load_balancer_pool: str = LOAD_BALANCER_POOL
     node_port_min: int = NODE_PORT_RANGE[0]
     node_port_max: int = NODE_PORT_RANGE[1]
     cluster_domain: str = CLUSTER_DOMAIN
@@ -129,6 +133,7 @@ class ApiServerConfig(_Config):
         _check_hostport("grpc_listen", self.grpc_listen)
         _check_cidr("cluster_cidr", self.cluster_cidr)
         _check_cidr("service_cidr", self.service_cidr)
+        _check_cidr("load_balancer_pool", self.load_balancer_pool)
         if not 1 <= self.node_port_min <= self.node_port_max <= 65535:
             raise ConfigError("node ports: need 1 <= node_port_min <= node_port_max <= 65535")
         if self.watch_queue_events < 1 or self.event_history < 1:
@@ -147,6 +152,10 @@ class AgentConfig(_Config):
     underlay_ip: str = ""  # empty: the address of the interface holding the default route
     vxlan_port: int = VXLAN_PORT
     vni: int = VNI
+    # Outer UDP source ports, LOW-HIGH (RFC 7348 section 5: a hash of the inner flow in the
+    # dynamic range); one port (e.g. "4789") sends every flow from that port.
+    vxlan_source_ports: str = "49152-65535"
+    vxlan_df: str = "unset"  # outer DF bit: unset (Linux vxlan's default) | set
     pod_mtu_bytes: int = 0  # 0: the underlay's MTU minus 50 (node_agent/dataplane/mtu.py)
     kubelet_listen_port: int = KUBELET_PORT
     proxy_mode: str = "iptables"
@@ -195,6 +204,24 @@ class AgentConfig(_Config):
             )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")
+        self.vxlan_source_port_range  # noqa: B018 -- raises ConfigError naming the value
+        if self.vxlan_df not in ("unset", "set"):
+            raise ConfigError(f"vxlan_df {self.vxlan_df!r} is not one of unset, set")
+
+    @property
+    def vxlan_source_port_range(self) -> tuple[int, int]:
+        """``vxlan_source_ports`` as (low, high); ConfigError names a malformed value."""
+        low, _, high = self.vxlan_source_ports.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            first = last = 0
+        if not 1 <= first <= last <= 65535:
+            raise ConfigError(
+                f"vxlan_source_ports {self.vxlan_source_ports!r} is not a port range: write "
+                "LOW-HIGH within 1-65535 (default 49152-65535) or one port"
+            )
+        return first, last
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def test_process_sigterm_exits_zero(tmp_path: Path) -> None:
 
 async def test_seed_manifests_apply_unchanged_over_rest(server: ApiServer) -> None:
     """Every example manifest, sent as its own YAML text (seed 002's trailing TABs included)
-    to its Kubernetes path, is accepted."""
+    to its Kubernetes path (cluster-scoped kinds without a namespace), is accepted."""
     examples = Path(__file__).resolve().parents[2] / "examples"
     files = sorted(examples.rglob("*.yaml"))
     assert files, "no example manifests found"
@@ -215,8 +215,31 @@ async def test_seed_manifests_apply_unchanged_over_rest(server: ApiServer) -> No
                 res = resources.by_kind(doc["kind"])
                 assert res is not None, f"{path.name}: kind {doc['kind']} is not served"
                 prefix = "/api/v1" if not res.group else f"/apis/{res.group_version}"
-                url = f"{server.rest_url}{prefix}/namespaces/{ns}/{res.plural}"
+                # a manifest that names its namespace (and creates it) is sent there
+                where = (doc.get("metadata") or {}).get("namespace") or ns
+                scope = f"/namespaces/{where}" if res.namespaced else ""
+                url = f"{server.rest_url}{prefix}{scope}/{res.plural}"
                 headers = {"Content-Type": "application/yaml"}
                 async with http.post(url, data=text, headers=headers) as resp:
                     body = await resp.json()
                     assert resp.status == 201, f"{path.name}: {body.get('message')}"
+
+
+async def test_the_kubernetes_service_has_the_api_servers_own_endpoint(server: ApiServer) -> None:
+    """As kube-apiserver's endpoint reconciler: pods reach it at 10.96.0.1:443 through this."""
+    base = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    selector = "?labelSelector=kubernetes.io/service-name%3Dkubernetes"
+    status, slices = await get_json(server, base + selector)
+    assert status == 200
+    (only,) = slices["items"]  # written directly: the Endpoints object is not mirrored again
+    assert only["endpoints"][0]["addresses"] == ["127.0.0.1"]
+    assert only["ports"] == [{"name": "https", "port": server.rest_port, "protocol": "TCP"}]
+    status, eps = await get_json(server, "/api/v1/namespaces/default/endpoints/kubernetes")
+    assert eps["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+
+
+def test_a_wildcard_listener_advertises_the_hosts_own_address() -> None:
+    from knemu.apiserver.server import advertise_address
+
+    assert advertise_address("192.168.59.1") == "192.168.59.1"
+    assert advertise_address("0.0.0.0") not in ("", "0.0.0.0")

@@ -29,6 +29,7 @@ from knemu import pki, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = str(ROOT / "scripts" / "compose")
+IMAGE = os.environ.get("KNEMU_IMAGE", "knemu:local")  # scripts/compose and compose.yaml agree
 
 
 def _used_subnets(client: docker.DockerClient) -> set[str]:
@@ -51,6 +52,13 @@ def free_subnet(client: docker.DockerClient) -> str:
     raise RuntimeError("no free 192.168.200-249.0/24 subnet for a compose test cluster")
 
 
+def lb_pool(subnet: str) -> str:
+    """The LoadBalancer pool of a compose cluster: the top /28 of its node subnet (.240-.254),
+    which docker hands to no container."""
+    net = ipaddress.ip_network(subnet)
+    return str(ipaddress.ip_network(f"{net.network_address + 240}/28"))
+
+
 class ComposeCluster:
     def __init__(self, project: str, subnet: str, nodes: int) -> None:
         self.project = project
@@ -64,6 +72,7 @@ class ComposeCluster:
             os.environ,
             COMPOSE_PROJECT_NAME=project,
             KNEMU_UNDERLAY_SUBNET=subnet,
+            KNEMU_LB_POOL=lb_pool(subnet),
             KNEMU_SKIP_BUILD="1",
         )
 
@@ -121,10 +130,14 @@ class ComposeCluster:
             self._admin = found
         return self._admin.with_server(self.server)
 
-    def kubeconfig(self) -> Path:
-        """The admin kubeconfig for this cluster's current address, as `scripts/compose
-        kubeconfig` prints it (for the CLI or kubectl on the host: $KUBECONFIG)."""
-        return testing.write_kubeconfig(self.admin, self._state / "kubeconfig", self.project)
+    def kubeconfig(self, path: Path | None = None) -> Path:
+        """`scripts/compose kubeconfig` (as a user runs it: this cluster's current address, its
+        CA and the admin's client certificate) written to ``path`` (a file of the cluster's own
+        by default), for the CLI or kubectl on the host: $KUBECONFIG."""
+        path = path or self._state / "kubeconfig"
+        path.write_text(self.compose("kubeconfig").stdout)
+        path.chmod(0o600)
+        return path
 
     def exec_in_apiserver(self, *cmd: str) -> str:
         """Run a command (not the CLI) inside the api-server container; return stdout."""
@@ -173,7 +186,7 @@ def wait_until(
 @contextmanager
 def compose_cluster(nodes: int = 3) -> Iterator[ComposeCluster]:
     client = docker.from_env()
-    if not client.images.list(name=os.environ.get("KNEMU_IMAGE", "knemu:local")):
+    if not client.images.list(name=IMAGE):
         subprocess.run([COMPOSE, "build"], check=True, timeout=900)
     cluster = ComposeCluster(f"kt{secrets.token_hex(3)}", free_subnet(client), nodes)
     try:

@@ -148,6 +148,7 @@ class SwarmStack:
         self.subnet = subnet
         self.env = dict(
             os.environ, KNEMU_IMAGE=IMAGE, KNEMU_UNDERLAY_SUBNET=subnet,
+            KNEMU_LB_POOL=str(ipaddress.ip_network(subnet).network_address + 240) + "/28",
             KNEMU_NODES="3", KNEMU_NODE_RESTART_DELAY="20s",
         )  # fmt: skip
         self._forward: ApiForward | None = None

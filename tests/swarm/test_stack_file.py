@@ -17,10 +17,12 @@ def load(name: str) -> dict[str, Any]:
 
 def test_stack_runs_the_same_components_with_the_same_commands() -> None:
     stack, compose = load("stack.yaml")["services"], load("compose.yaml")["services"]
-    assert set(stack) == set(compose) == {"apiserver", "dns", "node"}
+    assert set(stack) == set(compose) == {"apiserver", "dns", "node", "external"}
     for name in ("apiserver", "dns"):
         assert stack[name]["command"] == compose[name]["command"]
+    for name in ("apiserver", "dns", "node", "external"):
         assert stack[name]["healthcheck"] == compose[name]["healthcheck"]
+    assert stack["external"]["entrypoint"] == compose["external"]["entrypoint"]
     assert stack["node"]["command"] == ["-v", *compose["node"]["command"]]
     assert stack["node"]["entrypoint"] == compose["node"]["entrypoint"]
     assert set(compose["node"]["cap_add"]) < set(stack["node"]["cap_add"])

@@ -4,7 +4,9 @@
   system namespaces controller).
 * ``default/kubernetes``: the api-server's own Service, the first address of the service CIDR,
   port "https" 443 -> 6443 (kube-apiserver's "bootstrap controller").  It has no selector;
-  its Endpoints are left empty because pods do not reach knemu's api-server.
+  ``publish_endpoint`` gives it the api-server's own address and REST port, as kube-apiserver's
+  endpoint reconciler does, so pods reach the api-server at 10.96.0.1:443 with in-cluster
+  configuration (the node agents masquerade pod traffic to that address, ``dataplane.egress``).
 * ``kube-system/kube-dns``: the tenth address of the service CIDR, ports dns 53/UDP, dns-tcp
   53/TCP, metrics 9153/TCP, labelled and selecting k8s-app=kube-dns, as kubeadm's CoreDNS
   addon installs it.  Node agents send its traffic to the node-local DNS forwarder.
@@ -103,3 +105,44 @@ def _outdated_default(old: Obj, wanted: Obj) -> bool:
 def obj_labels(obj: Obj) -> dict[str, str]:
     labels = obj.get("metadata", {}).get("labels") or {}
     return labels if isinstance(labels, dict) else {}
+
+
+def publish_endpoint(
+    store: Store, admission: Admission, address: str, port: int, now: float
+) -> None:
+    """The ``kubernetes`` Service's EndpointSlice (and Endpoints): this api-server's address."""
+    labels = {"kubernetes.io/service-name": "kubernetes",
+              "endpointslice.kubernetes.io/managed-by": "knemu-apiserver"}  # fmt: skip
+    meta = {"name": "kubernetes", "namespace": "default", "labels": labels}
+    objs: list[Obj] = [
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta,
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                # the slice above is written directly, as kube-apiserver does: no mirror
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+            },
+            "subsets": [
+                {
+                    "addresses": [{"ip": address}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                }
+            ],
+        },
+    ]
+    for obj in objs:
+        existing = store.get(obj["kind"], "default", "kubernetes")
+        if existing is None:
+            store.create(admission.admit_create(obj, now), now)
+        elif any(existing.get(k) != obj[k] for k in obj if k not in ("metadata", "apiVersion")):
+            store.update({**obj, "metadata": existing["metadata"]}, now)  # a new address

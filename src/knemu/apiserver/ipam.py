@@ -15,6 +15,10 @@ allocation tables), so it is always consistent with what exists and survives res
 * NodePorts come from [node_port_min, node_port_max] for NodePort and LoadBalancer Services;
   a requested port is honoured unless another Service holds it; on update a port keeps the
   nodePort it had (as the api-server does when the type stays the same).
+* healthCheckNodePort: a LoadBalancer Service with ``externalTrafficPolicy: Local`` gets one
+  more port from the same range (kube-proxy serves its healthcheck there); a requested one is
+  honoured unless taken, an update keeps the old one, and any other Service loses it (the
+  registry's needsHCNodePort).
 * podCIDRs: node-N gets the N-th /24 of ``cluster_cidr`` (config.node_pod_cidr), N >= 1.
 """
 
@@ -115,6 +119,9 @@ def node_ports_in_use(store: Store, exclude: str) -> dict[int, str]:
             node_port = as_map(port).get("nodePort")
             if isinstance(node_port, int) and node_port:
                 used[node_port] = _key(svc)
+        hc = as_map(svc.get("spec")).get("healthCheckNodePort")
+        if isinstance(hc, int) and hc:
+            used[hc] = _key(svc)
     return used
 
 
@@ -188,6 +195,30 @@ def assign_node_ports(store: Store, config: ApiServerConfig, svc: Obj, old: Obj 
         if not port.get("nodePort"):
             port["nodePort"] = _free_node_port(config, taken, name)
             taken.add(port["nodePort"])
+
+
+def assign_health_check_node_port(
+    store: Store, config: ApiServerConfig, svc: Obj, old: Obj | None
+) -> None:
+    """``spec.healthCheckNodePort`` of a LoadBalancer Service with externalTrafficPolicy
+    Local, in place (after ``assign_node_ports``); removed from every other Service."""
+    spec, name = svc["spec"], _key(svc)
+    if spec.get("type") != "LoadBalancer" or spec.get("externalTrafficPolicy") != "Local":
+        spec.pop("healthCheckNodePort", None)
+        return
+    old_spec = as_map(as_map(old).get("spec"))
+    requested = spec.get("healthCheckNodePort") or old_spec.get("healthCheckNodePort")
+    used = node_ports_in_use(store, name)
+    own = {as_map(p).get("nodePort") for p in as_list(spec.get("ports"))}
+    if isinstance(requested, int) and requested:
+        holder = used.get(requested) or (name if requested in own else None)
+        err = _check_node_port(config, "spec.healthCheckNodePort", requested, holder)
+        if err is not None:
+            raise Invalid("Service", name.split("/")[1], [err])
+        spec["healthCheckNodePort"] = requested
+        return
+    taken = set(used) | {p for p in own if isinstance(p, int)}
+    spec["healthCheckNodePort"] = _free_node_port(config, taken, name)
 
 
 # ---- node podCIDRs ------------------------------------------------------------------------

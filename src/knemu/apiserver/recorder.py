@@ -26,7 +26,7 @@ AGGREGATE_MAX_EVENTS = 10  # client-go defaultAggregateMaxEvents
 AGGREGATE_INTERVAL_S = 600.0  # client-go defaultAggregateIntervalInSeconds
 EVENT_TTL_S = 3600.0  # kube-apiserver --event-ttl default (1 h)
 CACHE_ENTRIES = 4096  # client-go maxLruCacheEntries
-API_VERSIONS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1"}
+API_VERSIONS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "DaemonSet": "apps/v1"}
 
 
 @dataclass

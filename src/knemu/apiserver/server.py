@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -60,6 +61,18 @@ def _budget(seconds: float) -> Callable[[], bool]:
     return lambda: time.monotonic() >= end
 
 
+def advertise_address(listen_host: str) -> str:
+    """The address pods reach this api-server at (kube-apiserver's --advertise-address): the
+    listening address, or for a wildcard listener the address the host name resolves to (a
+    container's own address on its network)."""
+    if listen_host not in ("", "0.0.0.0", "::"):
+        return listen_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def _split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -80,6 +93,7 @@ class ApiServer:
         self.rest_url = ""
         self.pki: ServerPki | None = None
         self.admin: Credentials | None = None  # the admin's credentials, once serving
+        self.rest_port = 0
         self.grpc_target = ""
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -122,6 +136,8 @@ class ApiServer:
         builtins.bootstrap(store, admission, self.clock())
         store.add_listener(self._on_store_event)
         await self._start_rest(store, hub, admission)
+        address = advertise_address(_split_hostport(cfg.listen)[0])
+        builtins.publish_endpoint(store, admission, address, self.rest_port, self.clock())
         self._grpc = await start_grpc_server(
             cfg.grpc_listen, store, hub, registry, timings=cfg.timings
         )
@@ -163,7 +179,7 @@ class ApiServer:
                 f"REST: cannot listen on {self.config.listen} ({exc.strerror}); is another "
                 "api-server running? pick another address with listen"
             ) from None
-        bound = runner.addresses[0][1]
+        bound = self.rest_port = runner.addresses[0][1]
         self.rest_url = f"https://{tls.url_host(host)}:{bound}"
         # Listening on every address: the admin kubeconfig names loopback (in its SANs).
         local = f"https://{tls.url_host(tls.client_host(host))}:{bound}"

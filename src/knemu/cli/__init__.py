@@ -152,6 +152,14 @@ TABLE: tuple[Command, ...] = (
     ),
     Command("down", "local:down_add_arguments", "local:down_run", "stop the local cluster", _OWN),
     Command(
+        "external",
+        "external:external_add_arguments",
+        "external:external_run",
+        "run a command on the local cluster's external client (outside every node)",
+        _OWN,
+        split_command=True,
+    ),
+    Command(
         "kubeconfig",
         "kubeconfig:kubeconfig_add_arguments",
         "kubeconfig:kubeconfig_run",

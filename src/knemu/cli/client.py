@@ -93,8 +93,11 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("Event", "v1", "events", True, ("ev",)),
     ResourceType("Deployment", "apps/v1", "deployments", True, ("deploy",)),
     ResourceType("ReplicaSet", "apps/v1", "replicasets", True, ("rs",)),
+    ResourceType("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),
     ResourceType("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
     ResourceType("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
+    ResourceType("Ingress", "networking.k8s.io/v1", "ingresses", True, ("ing",)),
+    ResourceType("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
 )
 
 _BY_NAME: dict[str, ResourceType] = {n: rt for rt in RESOURCE_TYPES for n in rt.names()}

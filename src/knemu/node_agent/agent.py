@@ -33,25 +33,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knemu.config import BACKEND_LABEL, AgentConfig
+from knemu.config import BACKEND_LABEL, CLUSTER_CIDR, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
 from knemu.node_agent.dataplane import backends, tables
 from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
 from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
+from knemu.node_agent.dataplane.egress import ControlPlaneMasquerade
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
+from knemu.node_agent.dataplane.steering import Steering
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
-from knemu.node_agent.dataplane.underlay import resolve_pod_mtu
+from knemu.node_agent.dataplane.underlay import resolve_pod_mtu, send_as_vtep
 from knemu.node_agent.kubelet import metrics
 from knemu.node_agent.kubelet.api import KubeletApi
 from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.node_agent.kubelet.pod_sync import PodSync
+from knemu.node_agent.kubeproxy import l2announce
 from knemu.node_agent.kubeproxy.dns_proxy import DnsForwarder
+from knemu.node_agent.kubeproxy.healthcheck_server import HealthCheckServers
 from knemu.node_agent.kubeproxy.nodeport import NodePortProxy
 from knemu.node_agent.kubeproxy.relays import ProxyStatistics
 from knemu.node_agent.policy.sync import POLICY_KINDS, PolicySync
@@ -172,6 +176,7 @@ class Agent:
             name=self.name, underlay_ip=self.underlay_ip, vtep_mac=self.vtep_mac,
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
             vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
+            vxlan_source_ports=config.vxlan_source_port_range, vxlan_df=config.vxlan_df,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
                              flow_sink=self.flows.append)  # fmt: skip
@@ -203,6 +208,15 @@ class Agent:
             PodLinks(self.router, self.policy, self.dispatch),
         )  # fmt: skip
         self.nodeports = NodePortProxy(self.underlay_ip)
+        # externalTrafficPolicy Local: kube-proxy's healthcheck ports and the steering rules
+        # that bring the original packets to the router (dataplane/steering.py).
+        self.healthchecks = HealthCheckServers(
+            self.underlay_ip, self.router.services.local_endpoints
+        )
+        self.steering = Steering(self.underlay_ip, plan.ifname)
+        # pods reach the api-server (the kubernetes Service) through the node's NAT
+        apiserver_host = config.apiserver.rsplit(":", 1)[0].strip("[]")
+        self.egress = ControlPlaneMasquerade(CLUSTER_CIDR, apiserver_host)
         self.api = KubeletApi(
             self.name, self.pods, self.flows, self.faults, table=self.table_snapshot,
             metrics=self.metrics_text, cni=lambda: self.cni, inject=self.inject_from_pod,
@@ -242,6 +256,8 @@ class Agent:
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
             await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+        if isinstance(backend, backends.VxlanBackend):
+            send_as_vtep(self.underlay, backend, self.config.vxlan_port)
         if self.bgp is not None:
             await self.bgp.start()
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
@@ -249,6 +265,8 @@ class Agent:
         pod_cidr = self.router.node.pod_cidr
         self.cni = cni.install(self.config, self.name, pod_cidr, plan.address)
         await self.api.start(self.underlay_ip, self.config.kubelet_listen_port)
+        await self.steering.start()
+        await self.egress.start()
         self._spawn("informer", self.informer.run)
         self._spawn("lease", self._renew_leases)
         self._spawn("timers", self._run_timers)
@@ -272,6 +290,9 @@ class Agent:
         await self.pods.hostports.close()
         await self.api.stop()
         await self.nodeports.close()
+        await self.healthchecks.close()
+        await self.steering.close()
+        await self.egress.close()
         if self.dns is not None:
             await self.dns.close()
         if self.underlay is not None:
@@ -386,8 +407,8 @@ class Agent:
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if self.tables.apply(type_, kind, obj, old):
-            self._nodeport_dirty.set()
+        if self.tables.apply(type_, kind, obj, old) or kind == "Node":
+            self._nodeport_dirty.set()  # Nodes: which node announces LoadBalancer addresses
         if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
@@ -418,6 +439,8 @@ class Agent:
         policy = self.policy  # None: this node does not enforce
         snap["network_policy"] = {"enforced": False} if policy is None else policy.snapshot()
         snap["host_ports"] = self.pods.hostports.table.snapshot()
+        snap["load_balancer_announced"] = sorted(self.steering.addresses)
+        snap["external_local_steered"] = sorted(f"{n}/{p}" for p, n in self.steering.ports)
         return snap
 
     def metrics_text(self) -> str:
@@ -442,7 +465,13 @@ class Agent:
         while True:
             await self._nodeport_dirty.wait()
             self._nodeport_dirty.clear()
-            await self.nodeports.apply(tables.node_port_rules(self.informer.list("Service")))
+            services = self.informer.list("Service")
+            await self.nodeports.apply(tables.node_port_rules(services))
+            await self.steering.apply(tables.local_node_ports(services))
+            await self.healthchecks.apply(tables.health_check_ports(services))
+            addresses = tables.load_balancer_addresses(services, self.tables.slices_of)
+            ready = tables.ready_nodes(self.informer.list("Node"))
+            await self.steering.announce(l2announce.announced_by(self.name, addresses, ready))
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:

@@ -122,6 +122,7 @@ class DropReason(StrEnum):
     STALE_BACKEND = "stale_backend"
     NAT_COLLISION = "nat_collision"
     POLICY_DENIED = "policy_denied"
+    SOURCE_RANGE = "load_balancer_source_range"  # not in spec.loadBalancerSourceRanges
 
 
 @dataclass(frozen=True, slots=True)

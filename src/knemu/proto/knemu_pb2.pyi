@@ -742,6 +742,8 @@ class Service(_message.Message):
     INTERNAL_TRAFFIC_POLICY_FIELD_NUMBER: _builtins.int
     LOAD_BALANCER_IPS_FIELD_NUMBER: _builtins.int
     CLUSTER_IPS_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_NODE_PORT_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCER_SOURCE_RANGES_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """ClusterIP | NodePort | LoadBalancer | ExternalName"""
     cluster_ip: _builtins.str
@@ -754,6 +756,8 @@ class Service(_message.Message):
     external_traffic_policy: _builtins.str
     """Cluster | Local"""
     internal_traffic_policy: _builtins.str
+    health_check_node_port: _builtins.int
+    """LoadBalancer + externalTrafficPolicy Local"""
     @_builtins.property
     def metadata(self) -> Global___ObjectMeta: ...
     @_builtins.property
@@ -768,6 +772,10 @@ class Service(_message.Message):
 
     @_builtins.property
     def cluster_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def load_balancer_source_ranges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CIDRs allowed to the LB addresses"""
+
     def __init__(
         self,
         *,
@@ -785,10 +793,12 @@ class Service(_message.Message):
         internal_traffic_policy: _builtins.str = ...,
         load_balancer_ips: _abc.Iterable[_builtins.str] | None = ...,
         cluster_ips: _abc.Iterable[_builtins.str] | None = ...,
+        health_check_node_port: _builtins.int = ...,
+        load_balancer_source_ranges: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_ip", b"cluster_ip", "cluster_ips", b"cluster_ips", "external_ips", b"external_ips", "external_name", b"external_name", "external_traffic_policy", b"external_traffic_policy", "internal_traffic_policy", b"internal_traffic_policy", "load_balancer_ips", b"load_balancer_ips", "metadata", b"metadata", "ports", b"ports", "publish_not_ready_addresses", b"publish_not_ready_addresses", "selector", b"selector", "session_affinity", b"session_affinity", "session_affinity_timeout_s", b"session_affinity_timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_ip", b"cluster_ip", "cluster_ips", b"cluster_ips", "external_ips", b"external_ips", "external_name", b"external_name", "external_traffic_policy", b"external_traffic_policy", "health_check_node_port", b"health_check_node_port", "internal_traffic_policy", b"internal_traffic_policy", "load_balancer_ips", b"load_balancer_ips", "load_balancer_source_ranges", b"load_balancer_source_ranges", "metadata", b"metadata", "ports", b"ports", "publish_not_ready_addresses", b"publish_not_ready_addresses", "selector", b"selector", "session_affinity", b"session_affinity", "session_affinity_timeout_s", b"session_affinity_timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,8 +3,10 @@ api-server serves it) on a free loopback port over an in-memory store; the clien
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -16,6 +18,10 @@ from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.storage.watch_hub import WatchHub
+from knemu.node_agent.dataplane.faults import Impairments
+from knemu.node_agent.dataplane.flows import FlowLog
+from knemu.node_agent.kubelet.api import KubeletApi
+from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.testing import rest_session
 
 from .rest_env import NOW, FakeAdmission, RestEnv
@@ -44,3 +50,29 @@ async def rest(tmp_path: Path) -> AsyncIterator[RestEnv]:
         hub.close()
         await runner.cleanup()
         store.close()
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(b"echo:" + data)
+        await writer.drain()
+    writer.close()
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[tuple[int, int]]:
+    """(agent API port, echo port); the agent runs pod default/p only."""
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    handles = {"default/p": SimpleNamespace(ip="127.0.0.1", uid="uid-p")}
+    pods = SimpleNamespace(handles=handles, runtime=None)
+    api = KubeletApi(
+        "n1", pods, FlowLog(), Impairments(), table=dict, metrics=str, cni=lambda: None,
+        inject=lambda key, packet, now: None, captures=CaptureTaps(lambda: None, {}),
+    )  # fmt: skip
+    await api.start("127.0.0.1", 0)
+    try:
+        yield api.port, echo.sockets[0].getsockname()[1]
+    finally:
+        await api.stop()
+        echo.close()
+        await echo.wait_closed()

@@ -1,53 +1,18 @@
-"""The api-server's pods/{name}/portforward proxy, to a real agent API on loopback.
-
-The agent's pod handle points at 127.0.0.1, where the test runs a TCP echo server.
-"""
+"""The api-server's pods/{name}/portforward proxy, to a real agent API on loopback (the
+``agent`` fixture: its pod handle points at 127.0.0.1, where a TCP echo server runs)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import aiohttp
-import pytest
 
-from knemu.node_agent.dataplane.faults import Impairments
-from knemu.node_agent.dataplane.flows import FlowLog
-from knemu.node_agent.kubelet.api import KubeletApi
-from knemu.node_agent.kubelet.capture import CaptureTaps
 from knemu.portforward_frames import ClientDecoder, close_frame, frame, port_prefix
 from knemu.testing import free_port
 
 from .rest_env import NOW, UPGRADE, RestEnv, node, pod
 
 PATH = "/api/v1/namespaces/default/pods/{}/portforward"
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(b"echo:" + data)
-        await writer.drain()
-    writer.close()
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[tuple[int, int]]:
-    """(agent API port, echo port); the agent runs pod default/p only."""
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    handles = {"default/p": SimpleNamespace(ip="127.0.0.1", uid="uid-p")}
-    pods = SimpleNamespace(handles=handles, runtime=None)
-    api = KubeletApi(
-        "n1", pods, FlowLog(), Impairments(), table=dict, metrics=str, cni=lambda: None,
-        inject=lambda key, packet, now: None, captures=CaptureTaps(lambda: None, {}),
-    )  # fmt: skip
-    await api.start("127.0.0.1", 0)
-    try:
-        yield api.port, echo.sockets[0].getsockname()[1]
-    finally:
-        await api.stop()
-        echo.close()
-        await echo.wait_closed()
 
 
 async def test_portforward_relays_to_the_pods_port(rest: RestEnv, agent: tuple[int, int]) -> None:

@@ -86,3 +86,32 @@ def test_watch_transform_sends_columns_once() -> None:
     assert tables.watch_transform("application/json", {}, lambda: NOW) is None
     with pytest.raises(BadTableRequest):
         tables.watch_transform(KUBECTL_ACCEPT, {"includeObject": "x"}, lambda: NOW)
+
+
+def test_ingress_and_ingress_class_tables_have_kubectls_columns() -> None:
+    ing = {
+        "kind": "Ingress",
+        "metadata": {"name": "cafe", "namespace": "default", "creationTimestamp": T0},
+        "spec": {
+            "ingressClassName": "knemu",
+            "tls": [{"hosts": ["a.example"], "secretName": "s"}],
+            "rules": [{"host": h} for h in ("a.example", "b.example", "c.example", "d.example")]
+            + [{"http": {"paths": []}}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }
+    out = tables.table("Ingress", [ing], NOW)
+    assert [c["name"] for c in out["columnDefinitions"]] == [
+        "NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"
+    ]  # fmt: skip
+    assert out["rows"][0]["cells"] == [
+        "cafe", "knemu", "a.example,b.example,c.example + 2 more...", "192.0.2.1", "80, 443", "99s"
+    ]  # fmt: skip
+    ic = {
+        "kind": "IngressClass",
+        "metadata": {"name": "knemu", "creationTimestamp": T0},
+        "spec": {"controller": "knemu.dev/ingress-controller",
+                 "parameters": {"apiGroup": "k8s.example.com", "kind": "Params", "name": "p"}},
+    }  # fmt: skip
+    cells = tables.table("IngressClass", [ic], NOW)["rows"][0]["cells"]
+    assert cells == ["knemu", "knemu.dev/ingress-controller", "Params.k8s.example.com/p", "99s"]

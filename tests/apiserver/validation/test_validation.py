@@ -287,9 +287,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (
         "unknown kind names the known kinds",
-        {"kind": "Ingress", "metadata": {"name": "x"}},
+        {"kind": "Gateway", "metadata": {"name": "x"}},
         "kind",
-        "known kinds: ClusterRole, ClusterRoleBinding, ConfigMap, Deployment",
+        "known kinds: ClusterRole, ClusterRoleBinding, ConfigMap, ControllerRevision",
     ),
     (
         "apiVersion must fit the kind",

@@ -1,5 +1,5 @@
 """The real kubectl against a local cluster: kubeconfig, apply with validation, explain,
-server-side tables, ``get all``.
+server-side tables, ``get all``, port-forward, exec and attach on each transport kubectl has.
 
 kubectl runs as a subprocess with the kubeconfig ``knemu up`` wrote (in the test's temporary
 directory, never ~/.kube/config) and its own discovery cache.  Skips only when kubectl is not
@@ -8,44 +8,27 @@ on PATH (CI has it, so there the suite runs).
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from localcluster import REPO, LocalCluster, local_cluster
+from kubectl_driver import KUBECTL, WEBSOCKETS, Kubectl, curl, port_forward
+from localcluster import REPO, LocalCluster, local_cluster, read_until
 
 from knemu import pki
-from knemu.testing import wait_until, write_kubeconfig
+from knemu.testing import free_port, wait_until, write_kubeconfig
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.slow,
     pytest.mark.timeout(600),
     pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH (install it to run these)"),
 ]
-
-
-class Kubectl:
-    def __init__(self, cluster: LocalCluster, cache: Path) -> None:
-        self.cluster, self.cache = cluster, cache
-
-    def __call__(
-        self, *args: str, check: bool = True, input_text: str | None = None, timeout_s: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [str(KUBECTL), "--kubeconfig", str(self.cluster.kubeconfig), "--cache-dir",
-                str(self.cache), *args]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input_text,
-                              timeout=timeout_s, check=False)  # fmt: skip
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")  # fmt: skip
-        return proc
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def kubectl(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(cluster, tmp_path_factory.mktemp("kube-cache"))
+    return Kubectl(cluster.kubeconfig, tmp_path_factory.mktemp("kube-cache"))
 
 
 def _header(out: str) -> list[str]:
@@ -160,11 +143,10 @@ def test_a_viewer_is_held_to_its_role_and_bad_credentials_get_401(
     """A user with a certificate from the cluster CA (as an admin issues one) and a view
     RoleBinding: kubectl answers for it exactly what RBAC allows."""
     data = cluster.state_root / f"cluster-{cluster.name}" / "apiserver-data"
-    ca = pki.Issued(*(read_bytes(data / "pki" / f"ca.{ext}") for ext in ("crt", "key")))
+    ca = pki.Issued(*((data / "pki" / f"ca.{ext}").read_bytes() for ext in ("crt", "key")))
     cert = pki.issue(ca, "jane", ["qa"])
     jane = pki.Credentials(cluster.server, ca.cert_pem, cert.cert_pem, cert.key_pem)
-    as_jane = Kubectl(cluster, kubectl.cache)
-    as_jane.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(jane, tmp_path / "jane"))
+    as_jane = Kubectl(write_kubeconfig(jane, tmp_path / "jane"), kubectl.cache)
     denied = as_jane("get", "pods", check=False)
     assert denied.returncode == 1 and 'User "jane" cannot list resource "pods"' in denied.stderr
     kubectl("apply", "-f", "-", input_text=JANE_VIEW)
@@ -180,8 +162,7 @@ def test_a_viewer_is_held_to_its_role_and_bad_credentials_get_401(
     finally:
         kubectl("delete", "rolebinding", "jane-view")
     nobody = pki.Credentials(cluster.server, ca.cert_pem, token="not-a-token-of-this-cluster")
-    as_nobody = Kubectl(cluster, kubectl.cache)
-    as_nobody.cluster = copy_with_kubeconfig(cluster, write_kubeconfig(nobody, tmp_path / "no"))
+    as_nobody = Kubectl(write_kubeconfig(nobody, tmp_path / "no"), kubectl.cache)
     refused = as_nobody("get", "pods", check=False)
     assert refused.returncode == 1 and "Unauthorized" in refused.stderr
 
@@ -194,16 +175,6 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}
 """
-
-
-def read_bytes(path: Path) -> bytes:
-    return path.read_bytes()
-
-
-def copy_with_kubeconfig(cluster: LocalCluster, kubeconfig: Path) -> LocalCluster:
-    other = copy.copy(cluster)
-    other.kubeconfig = kubeconfig
-    return other
 
 
 def test_top_shows_real_usage(cluster: LocalCluster, kubectl: Kubectl) -> None:
@@ -293,3 +264,113 @@ spec:
                 input_text=manifest(3, "app: ssa"))  # fmt: skip
     labels = kubectl("get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}").stdout
     assert "team" not in labels and "ssa" in labels
+
+
+# ---- port-forward and exec on both transports ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web(cluster: LocalCluster, kubectl: Kubectl) -> str:
+    """A pod serving the node's /usr/bin over HTTP; answers the sha256 of its python3, which
+    takes many SPDY frames to send."""
+    kubectl("run", "pf-web", "--image=tools", "--port=80", "--command", "--",
+            "python3", "-m", "http.server", "80", "-d", "/usr/bin")  # fmt: skip
+    cluster.wait_ready(1, selector="run=pf-web")
+    listening = "import socket; socket.create_connection(('127.0.0.1', 80), 1)"
+    wait_until(lambda: kubectl("exec", "pf-web", "--", "python3", "-c", listening,
+                               check=False).returncode == 0,
+               30, what="pf-web listening")  # fmt: skip
+    out = kubectl("exec", "pf-web", "--", "sha256sum", "/usr/bin/python3").stdout
+    return out.split()[0]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+def test_port_forward(kubectl: Kubectl, web: str, transport: str) -> None:
+    with port_forward(kubectl, transport, "pod/pf-web", 80) as port:
+        assert b"Directory listing for /" in curl(port, "/")
+        assert hashlib.sha256(curl(port, "/python3")).hexdigest() == web
+        assert b"Directory listing for /" in curl(port, "/")  # a third connection
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+def test_port_forward_to_a_closed_port_reports_the_error(
+    kubectl: Kubectl, web: str, transport: str
+) -> None:
+    """As against a real cluster, kubectl prints the kubelet's reason and gives up."""
+    port = free_port()
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": WEBSOCKETS[transport]}
+    argv = kubectl.argv("port-forward", "--address", "127.0.0.1", "pod/pf-web", f"{port}:81")
+    with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:  # fmt: skip
+        try:
+            read_until(proc, proc.stdout, rf"Forwarding from 127.0.0.1:{port} -> 81")
+            failed = subprocess.run(["curl", "-s", "--max-time", "20", f"http://127.0.0.1:{port}/"],
+                                    capture_output=True, timeout=30)  # fmt: skip
+            assert failed.returncode != 0
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1
+    assert b"an error occurred forwarding " + f"{port} -> 81".encode() in err, err
+    assert b"error forwarding port 81 to pod" in err, err
+
+
+def test_exec_over_spdy(kubectl: Kubectl, web: str) -> None:
+    env = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    out = kubectl("exec", "-i", "pf-web", "--", "sh", "-c", "wc -c; echo oops >&2",
+                  input_text="x" * 100_000, env=env)  # fmt: skip
+    assert out.stdout.strip() == "100000" and out.stderr == "oops\n"
+    failed = kubectl("exec", "pf-web", "--", "sh", "-c", "exit 3", env=env, check=False)
+    assert failed.returncode == 3, failed.stderr
+    tty = kubectl("exec", "-it", "pf-web", "--", "echo", "hi", env=env)
+    assert tty.stdout.replace("\r", "") == "hi\n"
+    logged = kubectl("exec", "pf-web", "-v=6", "--", "true", env=env).stderr
+    assert re.search(r"POST \S+/pods/pf-web/exec\S* 101 Switching Protocols", logged), logged
+
+
+def test_attach_over_spdy(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input_text=(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: talker, labels: {run: talker}}\n"
+        "spec:\n  restartPolicy: Never\n  containers:\n  - name: talker\n    image: tools\n"
+        "    stdin: true\n    stdinOnce: true\n"
+        "    command: [sh, -c, 'while read line; do echo got $line; done']\n"))  # fmt: skip
+    cluster.wait_ready(1, selector="run=talker")
+    env = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    out = kubectl("attach", "-i", "talker", input_text="one\ntwo\n", env=env, timeout_s=30)
+    assert "got one\ngot two\n" in out.stdout, out
+
+
+def test_daemon_set_rollout(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(REPO / "examples/sample-daemonset.yaml"))
+    kubectl("rollout", "status", "ds/node-echo", "--timeout", "90s", timeout_s=120)
+    out = kubectl("get", "ds", "node-echo", "-o", "wide").stdout
+    columns = "DESIRED CURRENT READY UP-TO-DATE AVAILABLE NODE SELECTOR AGE CONTAINERS IMAGES"
+    assert _header(out) == ["NAME", *columns.split(), "SELECTOR"]
+    assert out.splitlines()[1].split()[1:7] == ["2", "2", "2", "2", "2", "<none>"]
+    nodes = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                    "jsonpath={.items[*].spec.nodeName}").stdout.split()  # fmt: skip
+    assert sorted(nodes) == ["node-1", "node-2"]
+    assert "daemonset.apps/node-echo" in kubectl("get", "all").stdout
+    kubectl("set", "image", "ds/node-echo", "echo=amsy810/echo-nginx:v2.1")
+    done = kubectl("rollout", "status", "ds/node-echo", "--timeout", "120s", timeout_s=150)
+    assert 'daemon set "node-echo" successfully rolled out' in done.stdout
+    images = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                     "jsonpath={.items[*].spec.containers[0].image}").stdout.split()  # fmt: skip
+    assert images == ["amsy810/echo-nginx:v2.1"] * 2
+    history = kubectl("rollout", "history", "ds/node-echo").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line] == ["1", "2"], history
+    first = kubectl("rollout", "history", "ds/node-echo", "--revision", "1").stdout
+    assert "amsy810/echo-nginx:v2.0" in first
+    undone = kubectl("rollout", "undo", "ds/node-echo").stdout
+    assert "daemonset.apps/node-echo rolled back" in undone
+    kubectl("rollout", "status", "ds/node-echo", "--timeout", "120s", timeout_s=150)
+    images = kubectl("get", "pods", "-l", "app=node-echo", "-o",
+                     "jsonpath={.items[*].spec.containers[0].image}").stdout.split()  # fmt: skip
+    assert images == ["amsy810/echo-nginx:v2.0"] * 2
+    revisions = kubectl("get", "controllerrevisions").stdout.splitlines()
+    assert revisions[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
+    assert sorted(line.split()[1:3] for line in revisions[1:]) == [
+        ["daemonset.apps/node-echo", "2"], ["daemonset.apps/node-echo", "3"]]  # fmt: skip
+    kubectl("delete", "ds", "node-echo")
+    wait_until(lambda: not kubectl("get", "pods", "-l", "app=node-echo", "-o", "name").stdout,
+               60, what="the daemon pods to go")  # fmt: skip

@@ -53,6 +53,25 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
         "net.ipv4.ip_forward=1",
     ]
     assert forwarding in cmds
+    assert c.external_ns == "knemu-demo-external" and c.external_ip == "192.168.59.2"
+    ext_addr = ["ip", "-n", "knemu-demo-external", "addr", "add", "192.168.59.2/24", "dev", "eth0"]
+    assert ext_addr in cmds
+    assert "192.168.59.2" not in [c.node_ip(n) for n in range(1, 245)]
+
+
+def test_a_jumbo_node_network_sets_every_link_of_it(tmp_path: Path) -> None:
+    plain = Cluster("demo", "192.168.59.0/24", 2, str(tmp_path))
+    assert not any("mtu" in cmd for cmd in plain.network_commands())  # 1500: the default
+    jumbo = Cluster("demo", "192.168.59.0/24", 2, str(tmp_path), mtu_bytes=9000)
+    lines = [" ".join(cmd) for cmd in jumbo.network_commands()]
+    for link in ("knh-demo", "-n knemu-demo-sw h0", "-n knemu-demo-sw n1", "-n knemu-demo-sw n2",
+                 "-n knemu-demo-node-1 eth0", "-n knemu-demo-node-2 eth0"):  # fmt: skip
+        ns, _, dev = link.rpartition(" ")
+        assert f"ip {ns + ' ' if ns else ''}link set {dev} mtu 9000" in lines, link
+    assert lines[-1] == "ip -n knemu-demo-sw link set br0 mtu 9000"  # after its ports
+    for bad in (500, 9217):
+        with pytest.raises(ConfigError, match="--mtu"):
+            Cluster("demo", "192.168.59.0/24", 2, str(tmp_path), mtu_bytes=bad)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +141,9 @@ def test_nodes_reach_each_other_and_the_host_then_vanish(cluster: Cluster) -> No
     for cmd in cluster.network_commands():
         run_ip(cmd)
     assert tcp_reachable(cluster.node_ns(1), cluster.node_ns(2), cluster.node_ip(2))
+    # The external client reaches the nodes on the underlay, as a client on the internet would.
+    assert tcp_reachable(cluster.external_ns, cluster.node_ns(2), cluster.node_ip(2))
+    assert "default" not in run_ip(["ip", "-n", cluster.external_ns, "route"]).stdout
     # No default route inside a node: nothing can leave the machine.
     routes = run_ip(["ip", "-n", cluster.node_ns(1), "route"]).stdout
     assert "default" not in routes
@@ -129,6 +151,7 @@ def test_nodes_reach_each_other_and_the_host_then_vanish(cluster: Cluster) -> No
     assert run_ip(sysctl).stdout.strip() == "1"
     running, found = describe_leftovers(cluster)
     assert not running and f"namespace {cluster.node_ns(1)}" in found
+    assert f"namespace {cluster.external_ns}" in found
     removed = tear_down(cluster)
     assert f"link {cluster.host_link}" in removed
     assert list_namespaces(cluster.prefix) == []

@@ -4,6 +4,7 @@ one read is one packet, like /dev/net/tun with IFF_NO_PI)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator, Sequence
 
@@ -180,3 +181,31 @@ async def test_underlay_close_cancels_delayed_copies() -> None:
     assert not a._timers
     b.close()
     assert got == [] and a.stats.tx_packets == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="raw sockets need root")
+async def test_underlay_sends_from_the_port_chosen_per_datagram_and_sets_df() -> None:
+    """RFC 7348's per-flow source port through the raw sender, on loopback; the socket filter
+    keeps the raw socket from queueing the UDP it would otherwise see."""
+    got: list[tuple[bytes, tuple[str, int]]] = []
+    a = UnderlayEndpoint(lambda d, src, now: None)
+    b = UnderlayEndpoint(lambda d, src, now: got.append((d, src)))
+    await a.open(("127.0.0.1", 0))
+    await b.open(("127.0.0.1", 0))
+    try:
+        a.send_from_ports(lambda d: 50000 + d[0])
+        a.set_dont_fragment(False)
+        for i in range(3):
+            a.send(bytes([i]) * 40, b.address)
+        await wait_for(lambda: len(got) == 3)
+        assert got == [(bytes([i]) * 40, ("127.0.0.1", 50000 + i)) for i in range(3)]
+        assert a.stats.tx_packets == 3
+        assert a._raw_udp is not None
+        assert a._raw_udp.getsockopt(socket.IPPROTO_IP, 10) == 0  # IP_PMTUDISC_DONT: DF clear
+        a.set_dont_fragment(True)
+        assert a._raw_udp.getsockopt(socket.IPPROTO_IP, 10) == 3  # PROBE: DF set
+        with pytest.raises(BlockingIOError):
+            a._raw_udp.recv(65535)  # nothing queued despite three UDP datagrams seen
+    finally:
+        a.close()
+        b.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,17 @@ def test_plan_builtin_images() -> None:
     )
     assert echo81.argv[-2:] == ("--port", "81")
     assert workloads.plan_container(ctr("docker.io/knemu/echo@sha256:ab"), "p", env).builtin
+
+
+def test_knemu_modules_run_with_the_nodes_interpreter() -> None:
+    spec = ctr("knemu/ingress-controller", command=["python", "-m", "knemu.ingress"],
+               args=["--publish-service", "ingress/knemu-ingress"])  # fmt: skip
+    plan = workloads.plan_container(spec, "p", {})
+    assert plan.builtin == "knemu"
+    assert plan.argv == (sys.executable, "-m", "knemu.ingress", "--publish-service",
+                         "ingress/knemu-ingress")  # fmt: skip
+    other = workloads.plan_container(ctr("x", command=["python3", "-m", "http.server"]), "p", {})
+    assert other.builtin == "" and other.argv[0] == "python3"
 
 
 def test_plan_tools_commands_and_unknown() -> None:

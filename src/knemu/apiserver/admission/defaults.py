@@ -146,6 +146,19 @@ def default_deployment(obj: Obj) -> None:
     _default_template(spec)
 
 
+def default_daemon_set(obj: Obj) -> None:
+    """SetDefaults_DaemonSet: RollingUpdate, one pod unavailable at a time, no surge."""
+    spec = _dict(obj, "spec")
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = _dict(strategy, "rollingUpdate")
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    _default_template(spec)
+
+
 def default_replica_set(obj: Obj) -> None:
     spec = _dict(obj, "spec")
     spec.setdefault("replicas", 1)
@@ -197,6 +210,7 @@ def apply_defaults(obj: Obj, toleration_s: float) -> None:
         "Service": default_service,
         "Deployment": default_deployment,
         "ReplicaSet": default_replica_set,
+        "DaemonSet": default_daemon_set,
         "Namespace": default_namespace,
         "EndpointSlice": default_endpoint_slice,
         "Endpoints": default_endpoints,

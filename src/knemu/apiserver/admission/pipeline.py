@@ -29,9 +29,12 @@ from knemu.apiserver.admission.defaults import apply_defaults
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS, Store
-from knemu.apiserver.validation import common as v, config as cfg, rbac
+from knemu.apiserver.validation import common as v, config as cfg, ingress, rbac
 from knemu.apiserver.validation.apps import (
     validate_apps_update,
+    validate_controller_revision,
+    validate_controller_revision_update,
+    validate_daemon_set,
     validate_deployment,
     validate_replica_set,
 )
@@ -54,9 +57,12 @@ API_VERSIONS = {
     "EndpointSlice": "discovery.k8s.io/v1",
     "Deployment": "apps/v1",
     "ReplicaSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ControllerRevision": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     **cfg.API_VERSIONS,
     **rbac.API_VERSIONS,
+    **ingress.API_VERSIONS,
 }
 # kubectl's short names and plurals (kubectl api-resources).
 _SHORT_NAMES = {
@@ -68,9 +74,11 @@ _SHORT_NAMES = {
     "ev": "Event",
     "deploy": "Deployment",
     "rs": "ReplicaSet",
+    "ds": "DaemonSet",
     "netpol": "NetworkPolicy",
     **cfg.SHORT_NAMES,
     **rbac.SHORT_NAMES,
+    **ingress.SHORT_NAMES,
 }
 VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Namespace": v.validate_namespace,
@@ -83,16 +91,22 @@ VALIDATORS: dict[str, Callable[[Obj], list[FieldError]]] = {
     "Service": validate_service,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    "DaemonSet": validate_daemon_set,
+    "ControllerRevision": validate_controller_revision,
     **cfg.VALIDATORS,
     **rbac.VALIDATORS,
+    **ingress.VALIDATORS,
 }
 UPDATE_VALIDATORS: dict[str, Callable[[Obj, Obj], list[FieldError]]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
     "Deployment": validate_apps_update,
     "ReplicaSet": validate_apps_update,
+    "DaemonSet": validate_apps_update,
+    "ControllerRevision": validate_controller_revision_update,
     **cfg.UPDATE_VALIDATORS,
     **rbac.UPDATE_VALIDATORS,
+    **ingress.UPDATE_VALIDATORS,
 }
 
 
@@ -248,7 +262,7 @@ class Admission:
         kind = obj["kind"]
         if kind == "Pod":
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        elif kind in ("Deployment", "ReplicaSet"):
+        elif kind in ("Deployment", "ReplicaSet", "DaemonSet"):
             obj["status"] = {}
         elif kind == "Service":
             # DEVIATION: a user's status.loadBalancer is kept (seed 002's LoadBalancer example
@@ -279,6 +293,7 @@ class Admission:
             return
         warning = ipam.assign_cluster_ip(self._store, self._config, obj)
         ipam.assign_node_ports(self._store, self._config, obj, old)
+        ipam.assign_health_check_node_port(self._store, self._config, obj, old)
         if warning:
             self._recorder.record(obj, "Warning", "ClusterIPOutOfRange", warning, now)
 

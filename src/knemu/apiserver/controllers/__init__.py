@@ -1,7 +1,7 @@
 """The controller manager: every controller of the api-server, run until the cluster is quiet.
 
 ``sync(now)`` runs the controllers in dependency order (Deployment -> ReplicaSet ->
-scheduler -> node lifecycle -> EndpointSlices/Endpoints -> load balancers -> garbage
+DaemonSet -> scheduler -> node lifecycle -> EndpointSlices/Endpoints -> load balancers -> garbage
 collector) and repeats the
 round while the round wrote anything (the store's resourceVersion moved), at most
 ``MAX_ROUNDS`` times, so one call settles a whole cascade: a new Deployment becomes a
@@ -27,6 +27,7 @@ from typing import Protocol
 
 from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.controllers.common import Context
+from knemu.apiserver.controllers.daemonset import DaemonSetController
 from knemu.apiserver.controllers.deployment import DeploymentController
 from knemu.apiserver.controllers.endpoints import EndpointsController
 from knemu.apiserver.controllers.endpointslice import EndpointSliceController
@@ -71,6 +72,7 @@ class ControllerManager:
         self._ctx = Context(store, config, recorder, admission, registry, random.Random(seed))
         self.deployments = DeploymentController(self._ctx)
         self.replicasets = ReplicaSetController(self._ctx)
+        self.daemonsets = DaemonSetController(self._ctx)
         self.scheduler = Scheduler(self._ctx)
         self.nodes = NodeLifecycleController(self._ctx)
         self.endpoints = EndpointsController(self._ctx)
@@ -81,6 +83,7 @@ class ControllerManager:
         self._controllers: list[Controller] = [
             self.deployments,
             self.replicasets,
+            self.daemonsets,
             self.scheduler,
             self.nodes,
             self.slices,
@@ -174,6 +177,7 @@ class ControllerManager:
         candidates = [
             self.nodes.next_deadline(now),
             self.replicasets.next_deadline(),
+            self.daemonsets.next_deadline(),
             self.gc.next_deadline(),
             self.leases.next_deadline(),
         ]

@@ -22,7 +22,16 @@ from knemu.apiserver.controllers.common import (
 from knemu.apiserver.storage.store import CLUSTER_SCOPED_KINDS
 
 QUARANTINE_S = 40.0  # pkg/controller/podgc quarantineTime
-DEPENDENT_KINDS = ("ReplicaSet", "Pod", "EndpointSlice", "Endpoints", "Service", "Deployment")
+DEPENDENT_KINDS = (
+    "ReplicaSet",
+    "DaemonSet",
+    "ControllerRevision",
+    "Pod",
+    "EndpointSlice",
+    "Endpoints",
+    "Service",
+    "Deployment",
+)
 
 
 class GarbageCollector:

@@ -51,7 +51,7 @@ def tolerates(pod: Obj, taint: Obj) -> bool:
     return False
 
 
-def _affinity_matches(pod: Obj, node_labels: dict[str, str]) -> bool:
+def affinity_matches(pod: Obj, node_labels: dict[str, str]) -> bool:
     """nodeSelector and requiredDuringSchedulingIgnoredDuringExecution (terms are ORed)."""
     spec = pod.get("spec") or {}
     selector = spec.get("nodeSelector") or {}
@@ -106,7 +106,7 @@ def filter_reason(pod: Obj, node: Obj, used_ports: Iterable[HostPort] = ()) -> s
     if (node.get("spec") or {}).get("unschedulable"):
         return "node(s) were unschedulable"
     node_labels = {str(k): str(v) for k, v in (meta(node).get("labels") or {}).items()}
-    if not _affinity_matches(pod, node_labels):
+    if not affinity_matches(pod, node_labels):
         return "node(s) didn't match Pod's node affinity/selector"
     for taint in (node.get("spec") or {}).get("taints") or []:
         if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(pod, taint):

@@ -6,8 +6,11 @@ balancer and writes its address to ``status.loadBalancer.ingress``
 no cloud; like MetalLB in layer-2 mode it hands out addresses from a pool, and node agents
 treat them as virtual IPs of the Service, as kube-proxy does for load balancer IPs.
 
-* The pool is ``LOAD_BALANCER_POOL`` (TEST-NET-1, RFC 5737: never routed on the Internet, so
-  nothing leaves the emulated cluster by accident; seed 002's example uses 192.0.2.127).
+* The pool is the config's ``load_balancer_pool``, by default ``LOAD_BALANCER_POOL``
+  (TEST-NET-1, RFC 5737: never routed on the Internet, so nothing leaves the emulated cluster
+  by accident; seed 002's example uses 192.0.2.127).  The compose cluster uses a range of its
+  node subnet instead, as MetalLB pools usually are: docker's internal networks drop packets
+  for addresses outside their subnet.
 * An address the Service already has (seed 002 writes one in its manifest) or asks for with
   the deprecated ``spec.loadBalancerIP`` is kept; otherwise the lowest free one is used.
 * A Service that stops being a LoadBalancer loses its ingress.
@@ -20,8 +23,9 @@ from __future__ import annotations
 import ipaddress
 
 from knemu.apiserver.controllers.common import Context, Obj, name, namespace
+from knemu.config import LOAD_BALANCER_POOL
 
-LOAD_BALANCER_POOL = "192.0.2.0/24"
+__all__ = ["LOAD_BALANCER_POOL", "ServiceController", "ingress_ips"]
 COMPONENT = "service-controller"
 
 
@@ -54,7 +58,8 @@ class ServiceController:
             if key not in self._reported:
                 self._reported.add(key)
                 message = (
-                    f"Error syncing load balancer: no free address left in {LOAD_BALANCER_POOL}; "
+                    "Error syncing load balancer: no free address left in "
+                    f"{self._ctx.config.load_balancer_pool}; "
                     "delete a LoadBalancer Service or use type NodePort"
                 )
                 self._event(svc, "Warning", "SyncLoadBalancerFailed", message, now)
@@ -66,12 +71,11 @@ class ServiceController:
         self._ctx.store.update(svc, now)
         self._event(svc, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", now)
 
-    @staticmethod
-    def _pick(svc: Obj, used: set[str]) -> str | None:
+    def _pick(self, svc: Obj, used: set[str]) -> str | None:
         requested = (svc.get("spec") or {}).get("loadBalancerIP")
         if requested and requested not in used:
             return str(requested)
-        for host in ipaddress.ip_network(LOAD_BALANCER_POOL).hosts():
+        for host in ipaddress.ip_network(self._ctx.config.load_balancer_pool).hosts():
             if str(host) not in used:
                 return str(host)
         return None

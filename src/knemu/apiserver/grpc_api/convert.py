@@ -216,6 +216,8 @@ def service_to_proto(obj: Mapping[str, Any]) -> pb.Service:
         internal_traffic_policy=_str(spec.get("internalTrafficPolicy")),
         load_balancer_ips=[_str(_map(i).get("ip")) for i in ingress if _map(i).get("ip")],
         cluster_ips=_strs(spec.get("clusterIPs")),
+        health_check_node_port=_u32(spec.get("healthCheckNodePort")),
+        load_balancer_source_ranges=_strs(spec.get("loadBalancerSourceRanges")),
     )
 
 

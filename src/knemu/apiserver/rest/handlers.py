@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 MAX_CASCADE_IN_REQUEST = 100  # dependents of one owner deleted by the request itself
 SCALE_SHAPE = {"metadata": shapes.OBJECT_META, "spec": {"replicas": "int32"}}
-_OWNER_KINDS = frozenset({"Deployment", "ReplicaSet", "Service"})  # what owns objects in knemu
+_OWNER_KINDS = frozenset(
+    {"Deployment", "ReplicaSet", "DaemonSet", "Service"}
+)  # what owns objects in knemu
 
 
 class Forbidden(LocalError):

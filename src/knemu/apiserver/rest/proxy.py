@@ -12,6 +12,10 @@ architecture/control-plane-node-communication/#api-server-to-kubelet):
   refused websocket upgrade reaches most clients without its body;
 * ``/api/v1/namespaces/{ns}/pods/{name}/portforward?ports=P[,P...]``: websocket, relayed to
   the agent's ``/portForward/{ns}/{pod}?port=P`` (framing in ``knemu.portforward_frames``);
+* exec, attach and portforward also over SPDY/3.1 (``knemu.apiserver.streaming``), as kubectl
+  sends them: the ``Upgrade: SPDY/3.1`` of every kubectl, and for port-forward the websocket
+  subprotocol ``SPDY/3.1+portforward.k8s.io`` of kubectl >= 1.31; every SPDY stream pair or
+  exec session becomes one agent websocket as above;
 * ``/api/v1/namespaces/{ns}/pods/{name}/log``: streamed from ``/containerLogs/...``;
 * ``/api/v1/nodes/{name}/proxy/{path}``: any method, to ``http://{InternalIP}:{port}/{path}``.
 
@@ -22,6 +26,7 @@ The node's address comes from its Node object: ``status.addresses`` (type Intern
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -29,6 +34,15 @@ from aiohttp import web
 
 from knemu.apiserver.rest.status import BadRequest, Obj, status_failure
 from knemu.apiserver.storage.store import Store
+from knemu.apiserver.streaming import bridges
+from knemu.apiserver.streaming.spdy_connection import SpdyConnection
+from knemu.apiserver.streaming.upgrade import (
+    SPDY_TUNNEL,
+    negotiate,
+    serve_tunnel,
+    serve_upgrade,
+    wants_spdy,
+)
 from knemu.config import KUBELET_PORT
 from knemu.errors import KnemuError, NotFound, Unavailable
 from knemu.portforward_frames import MAX_MESSAGE, PORTFORWARD_PROTOCOLS, parse_ports
@@ -38,6 +52,8 @@ log = logging.getLogger(__name__)
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 AGENT_PROTOCOL = "v4.channel.k8s.io"
+SPDY_EXEC_PROTOCOL = "v4.channel.k8s.io"  # over SPDY, the only version knemu speaks
+SPDY_PORTFORWARD_PROTOCOL = "portforward.k8s.io"
 _CONNECT_TIMEOUT_S = 5.0
 # Request headers passed to the agent; hop-by-hop and host headers are not (RFC 9110 7.6.1).
 _FORWARDED_HEADERS = ("Content-Type", "Accept")
@@ -164,13 +180,15 @@ class NodeProxy:
         client = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=0)
         try:
             base, node, container = self._pod_target(request)
+            if kind == "attach" and _truthy(request.query.get("stdin")):
+                self._check_stdin(request, container)
+            if wants_spdy(request):
+                return await self._channels_spdy(request, kind, base, node, container)
             if not client.can_prepare(request).ok:
                 raise BadRequest(
                     f"{kind} needs a websocket upgrade (subprotocol v4.channel.k8s.io or "
                     f"v5.channel.k8s.io); use `knemu {kind}` or a Kubernetes client"
                 )
-            if kind == "attach" and _truthy(request.query.get("stdin")):
-                self._check_stdin(request, container)
             upstream = await self._connect(request, kind, base, node, container)
         except KnemuError as err:
             return _error(err, "pods", request.match_info["name"])
@@ -182,30 +200,32 @@ class NodeProxy:
         return client
 
     async def _portforward(self, request: web.Request) -> web.StreamResponse:
-        """Upgrade the client, open the agent's port-forward websocket, relay both ways."""
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        client = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS, max_msg_size=MAX_MESSAGE)
+        """Port-forward over a websocket (v4.channel.k8s.io, or SPDY/3.1 tunnelled in it) or
+        the SPDY/3.1 upgrade; each pod connection is one agent websocket."""
+        name = request.match_info["name"]
+        protocols = (SPDY_TUNNEL, *PORTFORWARD_PROTOCOLS)
+        client = web.WebSocketResponse(protocols=protocols, max_msg_size=MAX_MESSAGE)
         try:
+            _, node = self._pod(request)
+            base = self._node_base(node)
+            if wants_spdy(request):
+                negotiate(request, SPDY_PORTFORWARD_PROTOCOL)
+                return await serve_upgrade(
+                    request, SPDY_PORTFORWARD_PROTOCOL, self._spdy_portforward(request, base, node)
+                )
+            if not client.can_prepare(request).ok:
+                raise BadRequest(
+                    "portforward needs a websocket upgrade (subprotocol v4.channel.k8s.io or "
+                    f"{SPDY_TUNNEL}) or Upgrade: SPDY/3.1; use `knemu port-forward` or kubectl"
+                )
+            if client.can_prepare(request).protocol == SPDY_TUNNEL:
+                await client.prepare(request)
+                await serve_tunnel(client, self._spdy_portforward(request, base, node))
+                return client
             ports = parse_ports(
                 request.query.getall("ports", []) + request.query.getall("port", [])
             )
-            _, node = self._pod(request)
-            base = self._node_base(node)
-            if not client.can_prepare(request).ok:
-                raise BadRequest(
-                    "portforward needs a websocket upgrade (subprotocol v4.channel.k8s.io); "
-                    "use `knemu port-forward` or a Kubernetes client"
-                )
-            url = f"{base}/portForward/{ns}/{name}"
-            params = [("port", str(p)) for p in ports]
-            try:
-                upstream = await self._client().ws_connect(
-                    url, params=params, protocols=(AGENT_PROTOCOL,), max_msg_size=MAX_MESSAGE
-                )
-            except aiohttp.WSServerHandshakeError as exc:
-                raise _refused("portforward", node, f"{ns}/{name}", "", exc.status) from None
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise self._unreachable(node, base, exc) from None
+            upstream = await self._open_portforward(request, base, node, ports)
         except KnemuError as err:
             return _error(err, "pods", name)
         try:
@@ -214,6 +234,50 @@ class NodeProxy:
         finally:
             await upstream.close()
         return client
+
+    async def _open_portforward(
+        self, request: web.Request, base: str, node: str, ports: list[int]
+    ) -> aiohttp.ClientWebSocketResponse:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        url = f"{base}/portForward/{ns}/{name}"
+        params = [("port", str(p)) for p in ports]
+        try:
+            return await self._client().ws_connect(
+                url, params=params, protocols=(AGENT_PROTOCOL,), max_msg_size=MAX_MESSAGE
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _refused("portforward", node, f"{ns}/{name}", "", exc.status) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._unreachable(node, base, exc) from None
+
+    def _spdy_portforward(
+        self, request: web.Request, base: str, node: str
+    ) -> Callable[[SpdyConnection], Coroutine[Any, Any, None]]:
+        pod = f"{request.match_info['ns']}/{request.match_info['name']}"
+
+        async def open_port(port: int) -> aiohttp.ClientWebSocketResponse:
+            return await self._open_portforward(request, base, node, [port])
+
+        return lambda connection: bridges.serve_portforward(connection, open_port, pod)
+
+    async def _channels_spdy(
+        self, request: web.Request, kind: str, base: str, node: str, container: str
+    ) -> web.StreamResponse:
+        """exec or attach over the SPDY/3.1 upgrade (kubectl <= 1.29, or with
+        KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)."""
+        negotiate(request, SPDY_EXEC_PROTOCOL)
+        options = {flag: _truthy(request.query.get(flag))
+                   for flag in ("stdin", "stdout", "stderr", "tty")}  # fmt: skip
+
+        async def open_channels() -> aiohttp.ClientWebSocketResponse:
+            return await self._connect(request, kind, base, node, container)
+
+        wanted = bridges.expected_streams(options)
+        return await serve_upgrade(
+            request,
+            SPDY_EXEC_PROTOCOL,
+            lambda connection: bridges.serve_channels(connection, open_channels, wanted),
+        )
 
     def _check_stdin(self, request: web.Request, container: str) -> None:
         """attach -i needs the container to hold its stdin open (core/v1 Container.stdin)."""

@@ -136,8 +136,12 @@ RESOURCES: tuple[Resource, ...] = (
         "apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), _ALL
     ),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), _ALL),
+    Resource("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",), _ALL),
+    Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
+    Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), _ALL),
+    Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
     Resource(_RBAC, "v1", "clusterroles", "ClusterRole", False),
     Resource(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     Resource(_RBAC, "v1", "roles", "Role", True),

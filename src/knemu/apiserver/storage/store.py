@@ -42,7 +42,9 @@ from knemu.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, Not
 
 log = logging.getLogger(__name__)
 
-CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding"})
+CLUSTER_SCOPED_KINDS = frozenset(
+    {"Namespace", "Node", "IngressClass", "ClusterRole", "ClusterRoleBinding"}
+)
 # metadata.generateName suffix alphabet, as Kubernetes' utilrand.String (no vowels, no 0/1/3).
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _GENERATE_ATTEMPTS = 16

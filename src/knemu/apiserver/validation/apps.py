@@ -1,4 +1,4 @@
-"""Deployment and ReplicaSet validation (pkg/apis/apps/validation/validation.go).
+"""Deployment, ReplicaSet and DaemonSet validation (pkg/apis/apps/validation/validation.go).
 
 The selector is required, non-empty, must match the template's labels, and is immutable in
 apps/v1; template pods must use restartPolicy Always; replicas are >= 0; the RollingUpdate
@@ -150,6 +150,54 @@ def validate_deployment(obj: Obj) -> list[FieldError]:
 
 def validate_replica_set(obj: Obj) -> list[FieldError]:
     return _common(obj)
+
+
+def _update_strategy(spec: Mapping[str, Any]) -> list[FieldError]:
+    strategy = as_map(spec.get("updateStrategy"))
+    stype = strategy.get("type")
+    base = "spec.updateStrategy"
+    if stype not in ("RollingUpdate", "OnDelete"):
+        return [not_supported(f"{base}.type", stype, ("OnDelete", "RollingUpdate"))]
+    if stype == "OnDelete":
+        return []
+    rolling = as_map(strategy.get("rollingUpdate"))
+    errs = _int_or_percent(f"{base}.rollingUpdate.maxSurge", rolling.get("maxSurge", 0))
+    unavailable = rolling.get("maxUnavailable", 1)
+    errs += _int_or_percent(f"{base}.rollingUpdate.maxUnavailable", unavailable)
+    if not errs and is_zero(rolling.get("maxSurge", 0)) and is_zero(unavailable):
+        errs.append(invalid(f"{base}.rollingUpdate.maxUnavailable", unavailable,
+                            "cannot be 0 when maxSurge is 0"))  # fmt: skip
+    return errs
+
+
+def validate_daemon_set(obj: Obj) -> list[FieldError]:
+    """ValidateDaemonSet: as a ReplicaSet without replicas, plus its update strategy."""
+    spec = as_map(obj.get("spec"))
+    errs = check_metadata(obj, naming.dns1123_subdomain)
+    errs += _selector(spec, "DaemonSet") + _template(spec) + _update_strategy(spec)
+    for key in ("minReadySeconds", "revisionHistoryLimit"):
+        value = spec.get(key, 0)
+        if not is_int(value) or value < 0:
+            errs.append(invalid(f"spec.{key}", value, "must be greater than or equal to 0"))
+    return errs
+
+
+def validate_controller_revision(obj: Obj) -> list[FieldError]:
+    """ValidateControllerRevision: a name, data, and a revision that is not negative."""
+    errs = check_metadata(obj, naming.dns1123_subdomain)
+    if obj.get("data") is None:
+        errs.append(required("data", "the state this revision restores"))
+    revision = obj.get("revision")
+    if not is_int(revision) or revision < 0:
+        errs.append(invalid("revision", revision, "must be greater than or equal to 0"))
+    return errs
+
+
+def validate_controller_revision_update(old: Obj, new: Obj) -> list[FieldError]:
+    """ValidateControllerRevisionUpdate: data is immutable (revision may change)."""
+    if old.get("data") != new.get("data"):
+        return [invalid("data", "<data>", "field is immutable")]
+    return []
 
 
 def validate_apps_update(old: Obj, new: Obj) -> list[FieldError]:

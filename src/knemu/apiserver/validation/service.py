@@ -160,6 +160,15 @@ def _policies(spec: Any, stype: str) -> list[FieldError]:
             )
         elif etp not in ("Cluster", "Local"):
             errs.append(not_supported("spec.externalTrafficPolicy", etp, ("Cluster", "Local")))
+    for i, cidr in enumerate(as_list(spec.get("loadBalancerSourceRanges"))):
+        try:
+            ipaddress.ip_network(str(cidr).strip(), strict=False)
+        except ValueError:
+            path = f"spec.loadBalancerSourceRanges[{i}]"
+            errs.append(invalid(path, cidr, "must be a list of IP ranges, e.g. 10.0.0.0/8"))
+    hc = spec.get("healthCheckNodePort")
+    if hc not in (None, 0) and not (is_int(hc) and 0 < hc < 65536):
+        errs.append(invalid("spec.healthCheckNodePort", hc, "must be a port number"))
     itp = spec.get("internalTrafficPolicy")
     if itp not in (None, "", "Cluster", "Local"):
         errs.append(not_supported("spec.internalTrafficPolicy", itp, ("Cluster", "Local")))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knemu.apiserver.validation import ingress
 from knemu.apiserver.validation.common import show
 from knemu.errors import FieldError
 
@@ -237,6 +238,24 @@ DEPLOYMENT_SPEC: Shape = {
     "progressDeadlineSeconds": "int32",
     "paused": "bool",
 }
+DAEMON_SET_SPEC: Shape = {
+    "selector": LABEL_SELECTOR,
+    "template": POD_TEMPLATE,
+    "minReadySeconds": "int32",
+    "updateStrategy": {
+        "type": "str",
+        "rollingUpdate": {"maxSurge": "int-or-string", "maxUnavailable": "int-or-string"},
+    },
+    "revisionHistoryLimit": "int32",
+}
+_DAEMON_SET_COUNTS = ("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled",
+                      "numberReady", "updatedNumberScheduled", "numberAvailable",
+                      "numberUnavailable", "collisionCount")  # fmt: skip
+DAEMON_SET_STATUS: Shape = {
+    **dict.fromkeys(_DAEMON_SET_COUNTS, "int32"),
+    "observedGeneration": "int64",
+    "conditions": [CONDITION],
+}
 SERVICE_PORT: Shape = {
     "name": "str",
     "protocol": "str",
@@ -330,6 +349,8 @@ SHAPES: dict[str, Shape] = {
     },
     "Deployment": {"spec": DEPLOYMENT_SPEC, "status": _WORKLOAD_STATUS},
     "ReplicaSet": {"spec": _WORKLOAD_SPEC, "status": _WORKLOAD_STATUS},
+    "DaemonSet": {"spec": DAEMON_SET_SPEC, "status": DAEMON_SET_STATUS},
+    "ControllerRevision": {"data": "any", "revision": "int64"},
     "Event": {
         "involvedObject": OBJECT_REFERENCE,
         "reason": "str",
@@ -353,6 +374,7 @@ SHAPES: dict[str, Shape] = {
         }
     },
 }
+SHAPES.update(ingress.SHAPES)  # networking.k8s.io Ingress, IngressClass
 _TOP: Shape = {"apiVersion": "str", "kind": "str", "metadata": OBJECT_META}
 
 

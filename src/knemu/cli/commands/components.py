@@ -65,6 +65,10 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
         choices=NETWORK_BACKENDS, help="pod network: vxlan (default) or ipip (Calico IPIP)"
     ),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
+    "vxlan_source_ports": FlagExtra(
+        help="outer UDP source ports LOW-HIGH, one per inner flow (RFC 7348), or one port"
+    ),
+    "vxlan_df": FlagExtra(choices=("unset", "set"), help="outer DF bit, as Linux vxlan's df"),
     "pod_mtu_bytes": FlagExtra(aliases=("--mtu",), help="pods' MTU (0: underlay MTU minus 50)"),
     "kubelet_listen_port": FlagExtra(aliases=("--kubelet-port",), help="agent HTTP API port"),
     "dns_upstream": FlagExtra(help="HOST:PORT of knemu dns, where pod DNS queries go"),

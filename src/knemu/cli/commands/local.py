@@ -136,6 +136,11 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
     )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
+    parser.add_argument(
+        "--mtu", type=int, default=1500, metavar="BYTES",
+        help="MTU of the node network (default 1500; 9000 for jumbo frames as on cloud VPCs); "
+        "pods get it less the backend's overhead (VXLAN 50)",
+    )  # fmt: skip
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
@@ -152,7 +157,7 @@ def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
 
 def up_run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir)
+        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
         bring_up(cluster, args.proxy_mode, args.timeout, args.backend)

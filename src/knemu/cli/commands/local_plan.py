@@ -1,8 +1,14 @@
 """The plan of a local cluster (``knemu up``): names, addresses, commands, configs; no I/O.
 
 node-N numbering and addresses follow DESIGN.md "Address plan": the underlay subnet's .1 is
-the host side of the switch, node-N is .(10+N) (as the seed's 192.168.1.11-13), and every
-namespace the cluster makes, pods' included, starts with ``knemu-<name>-``.
+the host side of the switch, node-N is .(10+N) (as the seed's 192.168.1.11-13), the external
+client is .2, and every namespace the cluster makes, pods' included, starts with
+``knemu-<name>-``.
+
+The external client (``knemu-<name>-external``, ``knemu external -- CMD``) is a namespace on
+the switch outside every node: a client on the internet as the cluster sees it, with an
+address in the node subnet and no route anywhere else, from which NodePorts are reached as
+seed 002 describes (``curl http://<node IP>:<nodePort>/``).
 """
 
 from __future__ import annotations
@@ -12,20 +18,33 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from knemu.apiserver.controllers.service import LOAD_BALANCER_POOL
 from knemu.errors import ConfigError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # keeps knh-<name> within IFNAMSIZ (15)
 DEFAULT_NAME = "knemu"
 DEFAULT_SUBNET = "192.168.59.0/24"
+ETHERNET_MTU_BYTES = 1500
+# The node network's MTU (`knemu up --mtu`): at least the IPv4 minimum plus VXLAN's 50 bytes,
+# at most the 9216 of common jumbo-frame switches; agents read it and give pods 50 less.
+MIN_UNDERLAY_MTU_BYTES, MAX_UNDERLAY_MTU_BYTES = 626, 9216
 STATE_ROOT = "/run/knemu"
 NODE_IP_OFFSET = 10  # node-N gets .(10+N), as the seed's 192.168.1.11-13
+EXTERNAL_IP_OFFSET = 2  # the external client; .1 is the host side of the switch
 REST_PORT, GRPC_PORT, DNS_PORT, DNS_METRICS_PORT = 6443, 6444, 5353, 9153
 
 
 class Cluster:
     """Names and addresses of one local cluster, derived from its name and subnet (pure)."""
 
-    def __init__(self, name: str, subnet: str, nodes: int, state_root: str = STATE_ROOT):
+    def __init__(
+        self,
+        name: str,
+        subnet: str,
+        nodes: int,
+        state_root: str = STATE_ROOT,
+        mtu_bytes: int = ETHERNET_MTU_BYTES,
+    ):
         if not NAME_RE.match(name):
             raise ConfigError(
                 f"cluster name {name!r}: use 1-8 lowercase letters/digits starting with a letter"
@@ -39,12 +58,19 @@ class Cluster:
                 f"--nodes {nodes}: {subnet} has room for 1 to "
                 f"{net.num_addresses - NODE_IP_OFFSET - 2} nodes"
             )
-        self.name, self.net, self.nodes = name, net, nodes
+        if not MIN_UNDERLAY_MTU_BYTES <= mtu_bytes <= MAX_UNDERLAY_MTU_BYTES:
+            raise ConfigError(
+                f"--mtu {mtu_bytes}: the node network's MTU must be {MIN_UNDERLAY_MTU_BYTES}-"
+                f"{MAX_UNDERLAY_MTU_BYTES} (1500: Ethernet; 9000 or 9001: jumbo frames)"
+            )
+        self.name, self.net, self.nodes, self.mtu_bytes = name, net, nodes, mtu_bytes
         self.state_dir = Path(state_root) / f"cluster-{name}"
         self.prefix = f"knemu-{name}-"  # every namespace of the cluster, pods' included
         self.switch_ns = f"knemu-{name}-sw"
         self.host_link = f"knh-{name}"
         self.host_ip = str(net.network_address + 1)
+        self.external_ns = f"knemu-{name}-external"
+        self.external_ip = str(net.network_address + EXTERNAL_IP_OFFSET)
 
     def node_ns(self, n: int) -> str:
         return f"knemu-{self.name}-node-{n}"
@@ -78,6 +104,10 @@ class Cluster:
             f"addr add {self.host_ip}/{plen} dev {host}",
             f"link set {host} up",
         ]
+        jumbo = self.mtu_bytes != ETHERNET_MTU_BYTES
+        if jumbo:  # a bridge's MTU follows its ports': set every one, the bridge last
+            lines += [f"link set {host} mtu {self.mtu_bytes}",
+                      f"-n {sw} link set h0 mtu {self.mtu_bytes}"]  # fmt: skip
         for n in range(1, self.nodes + 1):
             ns = self.node_ns(n)
             lines += [
@@ -87,11 +117,38 @@ class Cluster:
                 f"-n {ns} link set lo up",
                 f"-n {ns} addr add {self.node_ip(n)}/{plen} dev eth0",
                 f"-n {ns} link set eth0 up",
+                *(
+                    [
+                        f"-n {sw} link set n{n} mtu {self.mtu_bytes}",
+                        f"-n {ns} link set eth0 mtu {self.mtu_bytes}",
+                    ]
+                    if jumbo
+                    else []
+                ),
                 # A node forwards between its pods and the underlay (a pod reaching another
                 # node's IP, NodePorts): set, not inherited from whatever the host has.
                 f"netns exec {ns} sysctl -qw net.ipv4.ip_forward=1",
             ]
+        # The external client keeps Ethernet's 1500, as a client on the internet does.
+        lines += self._external_lines()
+        if jumbo:
+            lines.append(f"-n {sw} link set br0 mtu {self.mtu_bytes}")
         return [["ip", *line.split()] for line in lines]
+
+    def _external_lines(self) -> list[str]:
+        """The external client: a veth on the switch, one address, no default route."""
+        sw, ns = self.switch_ns, self.external_ns
+        return [
+            f"netns add {ns}",
+            f"-n {sw} link add x0 type veth peer name eth0 netns {ns}",
+            f"-n {sw} link set x0 master br0 up",
+            f"-n {ns} link set lo up",
+            f"-n {ns} addr add {self.external_ip}/{self.net.prefixlen} dev eth0",
+            f"-n {ns} link set eth0 up",
+            # LoadBalancer addresses are on-link, as MetalLB L2 pools are: the client ARPs for
+            # them and the announcing node answers (kubeproxy.l2announce).
+            f"-n {ns} route add {LOAD_BALANCER_POOL} dev eth0",
+        ]
 
     def component_configs(
         self, proxy_mode: str, backend: str = "vxlan"
@@ -148,6 +205,8 @@ class Cluster:
         lines += [f"  node-{n:<6} {self.node_ip(n):<15} netns {self.node_ns(n)}"
                   for n in range(1, self.nodes + 1)]  # fmt: skip
         lines += [f"  logs        {self.state_dir}/",
+                  f"  external    {self.external_ip:<15} knemu external --name {self.name} "
+                  "-- curl http://NODE_IP:NODE_PORT/",
                   f"  node shell  ip netns exec {self.node_ns(1)} bash",
                   f"export KNEMU_SERVER={self.server_url}"]  # fmt: skip
         return "\n".join(lines)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import logging
 import os
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +42,10 @@ READ_BYTES = 65535  # largest IPv4 packet
 DEFAULT_BATCH = 64
 UNDERLAY_BUFFER_BYTES = 8 << 20
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32  # linux/asm-generic/socket.h
+SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
+IP_MTU_DISCOVER = 10  # linux/in.h, with its values below
+IP_PMTUDISC_DONT, IP_PMTUDISC_PROBE = 0, 3  # DF clear; DF set, the path MTU cache ignored
+_UDP_HEADER = struct.Struct("!HHHH")  # RFC 768
 
 PacketSink = Callable[[bytes, float], None]  # (ip packet, now)
 DatagramSink = Callable[[bytes, tuple[str, int], float], None]  # (payload, source, now)
@@ -185,6 +191,10 @@ class UnderlayEndpoint:
         # None until open(); then 0 for UDP, or the IP protocol of a raw socket (IP-in-IP: 4),
         # whose reads are whole IPv4 packets and whose sends the kernel wraps in one.
         self.ip_protocol: int | None = None
+        # Set by ``send_from_ports``: a raw UDP socket that sends with a source port per
+        # datagram (RFC 7348's per-flow port), and the function choosing that port.
+        self._raw_udp: socket.socket | None = None
+        self._source_port: Callable[[bytes | bytearray], int] | None = None
 
     async def open(self, local_addr: tuple[str, int], ip_protocol: int = 0) -> None:
         """UDP on ``local_addr``; with ``ip_protocol`` a raw IPv4 socket for that protocol
@@ -206,6 +216,41 @@ class UnderlayEndpoint:
         self._local = self.address
         self.ip_protocol = ip_protocol
         self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def set_dont_fragment(self, df: bool) -> None:
+        """Outer DF on what this endpoint sends: clear (Linux vxlan's default, ``df unset``) or
+        set without consulting the path MTU cache (the router keeps packets within the MTU)."""
+        mode = IP_PMTUDISC_PROBE if df else IP_PMTUDISC_DONT
+        for sock in (self._sock, self._raw_udp):
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, mode)
+
+    def send_from_ports(self, source_port: Callable[[bytes | bytearray], int]) -> None:
+        """Send each UDP datagram from the port ``source_port`` picks for its payload.
+
+        A UDP socket has one source port, so sending goes through a raw IPPROTO_UDP socket that
+        writes the UDP header itself (checksum 0, as RFC 7348 section 5 says a VTEP SHOULD
+        send over IPv4, and as Linux vxlan does by default); the kernel adds the IPv4 header.
+        A raw socket also gets a copy of every UDP datagram the namespace receives: a socket
+        filter that accepts nothing drops those at once.  Receiving stays on the UDP socket.
+        """
+        if self._sock is None or self.ip_protocol:
+            raise RuntimeError("UnderlayEndpoint.send_from_ports: open() a UDP endpoint first")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        try:
+            _drop_everything_received(sock)
+            sock.setblocking(False)
+            _grow_buffers(sock)
+            sock.setsockopt(
+                socket.IPPROTO_IP,
+                IP_MTU_DISCOVER,
+                self._sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER),
+            )
+            sock.bind((self._local[0], 0))
+        except OSError:
+            sock.close()
+            raise
+        self._raw_udp, self._source_port = sock, source_port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -290,15 +335,23 @@ class UnderlayEndpoint:
         if self._sock is None:
             self.stats.tx_dropped += 1
             return
+        local = self._local
         try:
-            self._sock.sendto(data, addr)
+            if self._raw_udp is None:
+                self._sock.sendto(data, addr)
+            else:
+                assert self._source_port is not None
+                sport = self._source_port(data)
+                header = _UDP_HEADER.pack(sport, addr[1], 8 + len(data), 0)
+                self._raw_udp.sendmsg((header, data), (), 0, (addr[0], 0))
+                local = (local[0], sport)
         except OSError:
             self.stats.tx_dropped += 1  # full send buffer or unreachable peer: a lost datagram
             return
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(data)
         if self.tap is not None:
-            self.tap(data, self._local, addr, self._loop.time(), True)
+            self.tap(data, local, addr, self._loop.time(), True)
 
     def close(self) -> None:
         for handle in self._timers:
@@ -308,6 +361,9 @@ class UnderlayEndpoint:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        if self._raw_udp is not None:
+            self._raw_udp.close()
+            self._raw_udp = None
 
 
 def _grow_buffers(sock: socket.socket) -> None:
@@ -319,3 +375,11 @@ def _grow_buffers(sock: socket.socket) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, UNDERLAY_BUFFER_BYTES)
+
+
+def _drop_everything_received(sock: socket.socket) -> None:
+    """Attach a classic BPF program of one instruction, ``ret #0`` (accept no bytes), so the
+    kernel discards every packet queued to ``sock`` (socket(7) SO_ATTACH_FILTER)."""
+    program = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K
+    fprog = struct.pack("HP", 1, ctypes.addressof(program))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

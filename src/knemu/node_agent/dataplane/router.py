@@ -46,6 +46,7 @@ Choices where Kubernetes leaves room (documented in the table snapshot and tests
 from __future__ import annotations
 
 from collections.abc import Callable
+from ipaddress import ip_network
 from typing import Any, cast
 
 from knemu.node_agent import events as ev
@@ -125,6 +126,9 @@ class Router:
         # BGP: other nodes' podCIDRs are the kernel's (BIRD's routes), not this table's
         self._native = node.backend == "bgp"
         self._decapsulate = routes.backend.decapsulate
+        # VXLAN answers ARP for the node's VTEP address, flannel's podCIDR .0 (see its module)
+        self._answer_arp = getattr(routes.backend, "answer_arp", None)
+        self._vtep_ip = ip_network(node.pod_cidr, strict=False).network_address.packed
         self._local_net = routes.own_prefix
         self._gw, self._own = nat.gw, nat.own
         self._service_net = net_mask(node.service_cidr, f"node {node.name} service_cidr")
@@ -198,6 +202,10 @@ class Router:
         """Counters; drops are ``drop_<reason>``.  Includes ``conntrack_entries``."""
         out = dict(self._stats)
         out["conntrack_entries"] = len(self.conntrack)
+        # the backend's own counters (VXLAN: inner checksums it completed), if it keeps any
+        backend_statistics = getattr(self.backend, "statistics", None)
+        if backend_statistics is not None:
+            out.update(backend_statistics())
         return out
 
     def routes_snapshot(self) -> dict[str, Any]:
@@ -244,6 +252,12 @@ class Router:
             datagram = bytes(datagram)
         inner = self._decapsulate(datagram, src_addr)
         if type(inner) is not bytes:
+            if inner is Drop.NOT_IPV4 and self._answer_arp is not None:
+                reply = self._answer_arp(datagram, self._vtep_ip)
+                peer = self._peer_by_ip.get(src_addr[0])
+                if reply is not None and peer is not None:
+                    self._stats["arp_replies"] = self._stats.get("arp_replies", 0) + 1
+                    return (OUT_UNDERLAY, peer.addr, reply)
             return self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:

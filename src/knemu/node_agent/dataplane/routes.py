@@ -103,6 +103,8 @@ class LocalNode:
     vxlan_port: int = 4789
     mtu: int = 1450
     backend: str = "vxlan"  # knemu.node_agent.dataplane.backends.BACKENDS
+    vxlan_source_ports: tuple[int, int] = (49152, 65535)  # RFC 7348 section 5
+    vxlan_df: str = "unset"  # outer DF as Linux vxlan's ``df``: unset (its default) | set
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
 
@@ -130,6 +132,8 @@ class RouteTable:
             vni=node.vni,
             vtep_mac=node.vtep_mac,
             vxlan_port=node.vxlan_port,
+            vxlan_source_ports=node.vxlan_source_ports,
+            vxlan_df=node.vxlan_df,
             node=node.name,
         )
         if not 576 <= node.mtu <= 65535:

@@ -136,6 +136,8 @@ class ServiceNat:
         client = bytes(key[:4])
         if rule.external is not None and client == self.external_client:
             rule = rule.external  # NodePort traffic relayed by this node: see __init__
+        if rule.refuses_source(client, bytes(key[4:8])):
+            return self.verdicts.drop(Drop.SOURCE_RANGE, pkt, origin, now)
         backend = self.services.pick(rule, client, now)
         if backend is None:
             if rule.no_local:
@@ -147,7 +149,12 @@ class ServiceNat:
         # come back through us otherwise: hairpin (a pod reaching itself through its service)
         # and clients outside the cluster CIDR, e.g. the node's own kernel using its node IP.
         net, mask = self.cluster_net
-        masq = backend.ip == client or int.from_bytes(client, "big") & mask != net
+        outside = int.from_bytes(client, "big") & mask != net
+        # externalTrafficPolicy Local keeps an outside client's address (the backend is
+        # local, so the reply comes back through us); the relay's node IP is still masked.
+        if rule.preserve_source and client != self.external_client:
+            outside = False
+        masq = backend.ip == client or outside
         src = self.gw if masq else client
         if backend.ip in self.own and (client == self.gw or masq):
             # The node's kernel reaching a service the node itself backs (kube-dns' node-local

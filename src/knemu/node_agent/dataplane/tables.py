@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from knemu.config import DNS_SERVICE_IP
 from knemu.errors import ConfigError
+from knemu.node_agent.kubeproxy.l2announce import LoadBalancerAddress
 from knemu.node_agent.kubeproxy.relays import NodePortRule
 from knemu.node_agent.kubeproxy.service_table import Backend, ServiceEntry, ServicePortEntry
 from knemu.proto import knemu_pb2 as pb
@@ -77,6 +78,9 @@ def service_entry(svc: pb.Service) -> ServiceEntry:
         external_ips=tuple(dict.fromkeys((*svc.external_ips, *svc.load_balancer_ips))),
         # KEP-2086: ClusterIP traffic only to this node's endpoints; unset means Cluster.
         internal_local=svc.internal_traffic_policy == "Local",
+        external_local=is_external_local(svc),
+        load_balancer_ips=tuple(svc.load_balancer_ips),
+        source_ranges=tuple(svc.load_balancer_source_ranges),
     )
 
 
@@ -133,6 +137,60 @@ def node_port_rules(services: Iterable[pb.Service]) -> list[NodePortRule]:
             if p.node_port and (p.protocol or "TCP") in ("TCP", "UDP"):
                 rules.append(NodePortRule(p.protocol or "TCP", p.node_port, svc.cluster_ip, p.port))
     return sorted(set(rules))
+
+
+def is_external_local(svc: pb.Service) -> bool:
+    """externalTrafficPolicy Local, which only NodePort and LoadBalancer services have."""
+    return svc.type in ("NodePort", "LoadBalancer") and svc.external_traffic_policy == "Local"
+
+
+def local_node_ports(services: Iterable[pb.Service]) -> set[tuple[str, int]]:
+    """(protocol, nodePort) of every externalTrafficPolicy Local port: steered into the router
+    so the client's address is kept (``dataplane.steering``)."""
+    return {
+        (p.protocol or "TCP", p.node_port)
+        for svc in services
+        if is_proxied(svc) and is_external_local(svc)
+        for p in svc.ports
+        if p.node_port and (p.protocol or "TCP") in ("TCP", "UDP")
+    }
+
+
+def health_check_ports(services: Iterable[pb.Service]) -> dict[int, str]:
+    """healthCheckNodePort -> "namespace/name": what kube-proxy's healthcheck server serves."""
+    return {
+        svc.health_check_node_port: service_key(svc.metadata.namespace, svc.metadata.name)
+        for svc in services
+        if is_proxied(svc) and is_external_local(svc) and svc.health_check_node_port
+    }
+
+
+def load_balancer_addresses(
+    services: Iterable[pb.Service], slices_of: Callable[[str, str], list[pb.EndpointSlice]]
+) -> list[LoadBalancerAddress]:
+    """Every status.loadBalancer.ingress IP of a LoadBalancer service, with what the MetalLB
+    L2 choice needs (``kubeproxy.l2announce``): the policy and the nodes with ready endpoints."""
+    out = []
+    for svc in services:
+        if svc.type != "LoadBalancer" or not is_proxied(svc) or is_agent_owned(svc):
+            continue
+        ns, name = svc.metadata.namespace, svc.metadata.name
+        nodes = frozenset(
+            ep.node_name
+            for eps in slices_of(ns, name)
+            for ep in eps.endpoints
+            if ep.node_name and ep.conditions.ready
+        )
+        out += [
+            LoadBalancerAddress(service_key(ns, name), ip, is_external_local(svc), nodes)
+            for ip in svc.load_balancer_ips
+            if ip and ":" not in ip
+        ]
+    return out
+
+
+def ready_nodes(nodes: Iterable[pb.Node]) -> list[str]:
+    return [n.metadata.name for n in nodes if n.ready]
 
 
 @dataclass(frozen=True)

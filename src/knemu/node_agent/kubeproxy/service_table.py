@@ -24,10 +24,18 @@ ClusterIP rules of such a port get a ``CompiledPort`` whose usable backends are 
 serves the external addresses (nodePorts, externalIPs, LoadBalancer IPs) that the policy does
 not cover.  A port with usable endpoints elsewhere but none here has ``no_local`` set: kube-proxy
 drops such traffic ("has no local endpoints") where it rejects a service with none at all.
+
+``externalTrafficPolicy: Local`` (https://kubernetes.io/docs/tasks/access-application-cluster/
+create-external-load-balancer/#preserving-the-client-source-ip) is the mirror image: the
+``external`` twin chooses among this node's endpoints only, with ``no_local`` set when the
+service has usable endpoints elsewhere but none here (kube-proxy's KUBE-XLB chain drops such
+traffic, and the node fails its ``healthCheckNodePort`` probe so a load balancer stops sending
+it any); ClusterIP traffic keeps every endpoint unless ``internalTrafficPolicy`` says otherwise.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -58,6 +66,9 @@ class ServiceEntry:
     session_affinity_timeout_s: float = 0.0  # 0: sessionAffinity None
     external_ips: tuple[str, ...] = ()
     internal_local: bool = False  # internalTrafficPolicy: Local
+    external_local: bool = False  # externalTrafficPolicy: Local
+    load_balancer_ips: tuple[str, ...] = ()  # also in external_ips; source_ranges guard them
+    source_ranges: tuple[str, ...] = ()  # spec.loadBalancerSourceRanges ("": everyone)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,19 @@ class CompiledPort:
     # and whether internal traffic is dropped for want of a local endpoint (module doc).
     external: CompiledPort | None = None
     no_local: bool = False
+    # externalTrafficPolicy Local (the external twin): the client's address is kept, no SNAT.
+    preserve_source: bool = False
+    # loadBalancerSourceRanges: (network, mask) pairs a client of ``guarded`` addresses (the
+    # LoadBalancer IPs, as kube-proxy's KUBE-FW chain) must be in; empty: no restriction.
+    source_ranges: tuple[tuple[int, int], ...] = ()
+    guarded: frozenset[bytes] = frozenset()
+
+    def refuses_source(self, client: bytes, dst: bytes) -> bool:
+        """True when ``client`` may not reach the LoadBalancer address ``dst``."""
+        if not self.source_ranges or dst not in self.guarded:
+            return False
+        addr = int.from_bytes(client, "big")
+        return not any(addr & mask == net for net, mask in self.source_ranges)
 
 
 def _usable(backends: Iterable[Backend]) -> list[Backend]:
@@ -138,6 +162,22 @@ def _validate(entry: ServiceEntry, spe: ServicePortEntry) -> int:
             "not proxied; only IPv4 is carried)"
         )
     return proto
+
+
+def _ranges(entry: ServiceEntry) -> tuple[tuple[int, int], ...]:
+    """loadBalancerSourceRanges as (network, mask) integers; IPv6 ranges are skipped (IPv4
+    data plane), a malformed one is a ConfigError naming the field."""
+    out = []
+    for i, text in enumerate(entry.source_ranges):
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"service {entry.key}: spec.loadBalancerSourceRanges[{i}] {text!r} is not a CIDR"
+            ) from None
+        if net.version == 4:
+            out.append((int(net.network_address), int(net.netmask)))
+    return tuple(out)
 
 
 def _check_port(service: str, port: int, what: str) -> None:
@@ -235,17 +275,31 @@ class ServiceTable:
         proto = _validate(entry, spe)
         key = f"{entry.key}:{spe.name}"
         previous = next((p for p in self.ports.get(entry.key, []) if p.key == key), None)
-        if not entry.internal_local:
-            return self._rule(entry, spe, proto, backends, _usable(backends), previous)
-        # internalTrafficPolicy Local: the fallback applies among this node's endpoints only
-        # (kube-proxy CategorizeEndpoints); external traffic keeps the whole service.
-        ext_previous = previous.external if previous is not None else None
-        external = self._rule(entry, spe, proto, backends, _usable(backends), ext_previous)
+        everywhere = _usable(backends)
+        if not entry.internal_local and not entry.external_local:
+            return self._rule(entry, spe, proto, backends, everywhere, previous)
+        # A Local policy: the fallback applies among this node's endpoints only (kube-proxy
+        # CategorizeEndpoints); the other kind of traffic keeps the whole service.
         local = _usable(b for b in backends if self._is_local(b))
-        cp = self._rule(entry, spe, proto, backends, local, previous)
+        ext_previous = previous.external if previous is not None else None
+        ext_usable = local if entry.external_local else everywhere
+        external = self._rule(entry, spe, proto, backends, ext_usable, ext_previous)
+        external.no_local = entry.external_local and not local and bool(everywhere)
+        external.preserve_source = entry.external_local
+        cp = self._rule(entry, spe, proto, backends, local if entry.internal_local else everywhere,
+                        previous)  # fmt: skip
         cp.external = external
-        cp.no_local = not cp.usable and bool(external.usable)
+        cp.no_local = entry.internal_local and not local and bool(everywhere)
         return cp
+
+    def local_endpoints(self, key: str) -> int:
+        """How many of this node's endpoints of service ``key`` are usable (the ready / serving
+        terminating fallback among them): kube-proxy's healthcheck ``localEndpoints``."""
+        ips: set[str] = set()
+        for cp in self.ports.get(key, []):
+            here = (cb.backend for cb in cp.all_backends.values() if self._is_local(cb.backend))
+            ips.update(b.ip for b in _usable(here))
+        return len(ips)
 
     def _rule(
         self,
@@ -265,6 +319,8 @@ class ServiceTable:
             proto=proto,
             port=spe.port,
             affinity_s=entry.session_affinity_timeout_s,
+            source_ranges=_ranges(entry),
+            guarded=frozenset(ip_to_bytes(ip) for ip in _v4(*entry.load_balancer_ips)),
         )
         for b in (b for b in backends if ":" not in b.ip):
             _check_port(entry.key, b.port, f"backend {b.ip} target port")

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knemu.config import KUBERNETES_SERVICE_IP
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.runtime import probes
 from knemu.node_agent.runtime.log_index import LogIndex
@@ -45,12 +46,27 @@ LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, ku
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
+# What the kubelet gives every container for the api-server's own Service (its
+# enableServiceLinks "master service" variables): client-go's in-cluster configuration reads
+# KUBERNETES_SERVICE_HOST/PORT.
+MASTER_SERVICE_ENV = {
+    "KUBERNETES_SERVICE_HOST": KUBERNETES_SERVICE_IP,
+    "KUBERNETES_SERVICE_PORT": "443",
+    "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+    "KUBERNETES_PORT": f"tcp://{KUBERNETES_SERVICE_IP}:443",
+    "KUBERNETES_PORT_443_TCP": f"tcp://{KUBERNETES_SERVICE_IP}:443",
+    "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+    "KUBERNETES_PORT_443_TCP_PORT": "443",
+    "KUBERNETES_PORT_443_TCP_ADDR": KUBERNETES_SERVICE_IP,
+}
+
+
 def container_env(
     container: pb.Container, hostname: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The environment a container starts with: image-like defaults, then the spec's env
     (later entries win, and may refer to earlier ones with $(VAR), as in Kubernetes)."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root", **MASTER_SERVICE_ENV}
     env.update(extra or {})
     for var in container.env:
         env[var.name] = expand_vars(var.value, env)

@@ -187,7 +187,7 @@ class ContainerPlan:
     """What runs for a container: argv, or why nothing can."""
 
     argv: tuple[str, ...] = ()
-    builtin: str = ""  # "echo" | "nginx" | "" (the spec's command or a tools image)
+    builtin: str = ""  # "echo" | "nginx" | "knemu" (python -m knemu.X) | "" (command or tools)
     ports: tuple[int, ...] = ()  # where a built-in workload listens (TCP and UDP)
     error: str = ""  # non-empty: cannot emulate (waiting ErrImagePull)
 
@@ -230,7 +230,12 @@ def plan_container(container: pb.Container, pod_name: str, env: dict[str, str]) 
     command = [expand_vars(c, env) for c in container.command]
     args = [expand_vars(a, env) for a in container.args]
     if command:
-        return ContainerPlan(tuple(command + args))
+        argv = command + args
+        if _is_knemu_module(argv):
+            # `python -m knemu.ingress` and the like: knemu's own components run as pods (the
+            # ingress controller) with the node's interpreter, which has knemu's dependencies.
+            return ContainerPlan((sys.executable, *argv[1:]), builtin="knemu")
+        return ContainerPlan(tuple(argv))
     repo = image_repository(container.image)
     base = repo.rsplit("/", 1)[-1]
     if "echo" in repo:
@@ -243,6 +248,16 @@ def plan_container(container: pb.Container, pod_name: str, env: dict[str, str]) 
     return ContainerPlan(
         error=f"knemu cannot emulate image {container.image!r} (container {container.name!r}): "
         "give the container a command, or use nginx/echo/tools images"
+    )
+
+
+def _is_knemu_module(argv: list[str]) -> bool:
+    exe = argv[0].rsplit("/", 1)[-1]
+    return (
+        exe in ("python", "python3")
+        and len(argv) >= 3
+        and argv[1] == "-m"
+        and (argv[2] == "knemu" or argv[2].startswith("knemu."))
     )
 
 

@@ -56,6 +56,32 @@ def _deployment_spec() -> Schema:
     )
 
 
+def _daemon_set_spec() -> Schema:
+    return obj(
+        "DaemonSetSpec is the specification of a daemon set.",
+        {
+            "selector": _SELECTOR,
+            "template": ref(CORE + "PodTemplateSpec", "The pod run on every eligible node."),
+            "updateStrategy": obj(
+                "An update strategy to replace existing DaemonSet pods with new pods.",
+                {
+                    "type": string("Type of daemon set update.", ("OnDelete", "RollingUpdate")),
+                    "rollingUpdate": obj(
+                        "Rolling update config params.",
+                        {
+                            "maxUnavailable": ref(INTSTR, "Nodes without an available pod (1)."),
+                            "maxSurge": ref(INTSTR, "Nodes with an extra new pod (0)."),
+                        },
+                    ),
+                },
+            ),
+            "minReadySeconds": integer("Seconds a new pod must be ready to count as available."),
+            "revisionHistoryLimit": integer("Old history to retain for rollback (10)."),
+        },
+        ("selector", "template"),
+    )
+
+
 def _peer() -> Schema:
     return obj(
         "A peer: pods by namespace and pod selectors, or an IP block.",
@@ -101,6 +127,64 @@ def _network_policy_spec() -> Schema:
     )
 
 
+def _ingress_backend() -> Schema:
+    return obj(
+        "IngressBackend describes all endpoints for a given service and port.",
+        {
+            "service": obj(
+                "A Service as a backend.",
+                {
+                    "name": string("The referenced service."),
+                    "port": obj(
+                        "The port of the referenced service.",
+                        {
+                            "name": string("The name of the port on the Service."),
+                            "number": integer("The numerical port number."),
+                        },
+                    ),
+                },
+                ("name",),
+            ),
+            "resource": free("An object reference to another Kubernetes resource."),
+        },
+    )
+
+
+def _ingress_spec() -> Schema:
+    backend = ref(NETWORKING + "IngressBackend")
+    path = obj(
+        "HTTPIngressPath associates a path with a backend.",
+        {
+            "path": string("Matched against the path of an incoming request."),
+            "pathType": string(
+                "How the path is matched.", ("Exact", "ImplementationSpecific", "Prefix")
+            ),
+            "backend": backend,
+        },
+        ("pathType", "backend"),
+    )
+    rule = obj(
+        "A host rule: requests for the host are routed by their paths.",
+        {
+            "host": string("The fully qualified domain name (may start with '*.')."),
+            "http": obj("HTTP paths.", {"paths": array(path, "Paths to backends.")}, ("paths",)),
+        },
+    )
+    tls = obj(
+        "The TLS configuration of hosts.",
+        {"hosts": strings("Hosts in the TLS certificate."), "secretName": string("Secret.")},
+    )
+    return obj(
+        "IngressSpec describes the Ingress the user wishes to exist.",
+        {
+            "ingressClassName": string("The name of the IngressClass of this Ingress."),
+            "defaultBackend": backend,
+            "tls": array(tls, "TLS configuration."),
+            "rules": array(rule, "Host rules."),
+        },
+    )
+
+
 GROUP_TYPES: dict[str, Schema] = {
     APPS + "DeploymentSpec": _deployment_spec(),
     APPS + "Deployment": top(
@@ -133,6 +217,27 @@ GROUP_TYPES: dict[str, Schema] = {
             "status": free("Most recently observed status of the ReplicaSet."),
         },
     ),
+    APPS + "DaemonSetSpec": _daemon_set_spec(),
+    APPS + "DaemonSet": top(
+        "DaemonSet represents the configuration of a daemon set.",
+        "apps",
+        "v1",
+        "DaemonSet",
+        {
+            "spec": ref(APPS + "DaemonSetSpec", "The desired behavior of this daemon set."),
+            "status": free("The current status of this daemon set."),
+        },
+    ),
+    APPS + "ControllerRevision": top(
+        "ControllerRevision implements an immutable snapshot of state data.",
+        "apps",
+        "v1",
+        "ControllerRevision",
+        {
+            "data": free("Data is the serialized representation of the state."),
+            "revision": integer("Revision indicates the revision of the state represented."),
+        },
+    ),
     DISCOVERY + "EndpointSlice": top(
         "EndpointSlice represents a subset of the endpoints that implement a service.",
         "discovery.k8s.io",
@@ -157,6 +262,34 @@ GROUP_TYPES: dict[str, Schema] = {
         "NetworkPolicy",
         {"spec": ref(NETWORKING + "NetworkPolicySpec", "The desired behavior.")},
     ),
+    NETWORKING + "IngressBackend": _ingress_backend(),
+    NETWORKING + "IngressSpec": _ingress_spec(),
+    NETWORKING + "Ingress": top(
+        "Ingress is a collection of rules that allow inbound connections to reach the "
+        "endpoints defined by a backend.",
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        {
+            "spec": ref(NETWORKING + "IngressSpec", "The desired state of the Ingress."),
+            "status": free("The current state of the Ingress: status.loadBalancer.ingress."),
+        },
+    ),
+    NETWORKING + "IngressClass": top(
+        "IngressClass represents the class of the Ingress, referenced by the Ingress Spec.",
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        {
+            "spec": obj(
+                "IngressClassSpec provides information about the class of an Ingress.",
+                {
+                    "controller": string("The name of the controller that handles this class."),
+                    "parameters": free("A link to a custom resource with more configuration."),
+                },
+            )
+        },
+    ),
 }
 
 GROUP_TYPES.update(
@@ -165,8 +298,12 @@ GROUP_TYPES.update(
         for prefix, group, kind in (
             (APPS, "apps", "Deployment"),
             (APPS, "apps", "ReplicaSet"),
+            (APPS, "apps", "DaemonSet"),
+            (APPS, "apps", "ControllerRevision"),
             (DISCOVERY, "discovery.k8s.io", "EndpointSlice"),
             (NETWORKING, "networking.k8s.io", "NetworkPolicy"),
+            (NETWORKING, "networking.k8s.io", "Ingress"),
+            (NETWORKING, "networking.k8s.io", "IngressClass"),
         )
     }
 )

@@ -12,10 +12,13 @@ from knemu.node_agent.dataplane.backends.base import (
 )
 from knemu.node_agent.dataplane.backends.ipip import IpipBackend
 from knemu.node_agent.dataplane.backends.native import TRANSPORT_NONE, NativeBackend
-from knemu.node_agent.dataplane.backends.vxlan import VxlanBackend
+from knemu.node_agent.dataplane.backends.vxlan import DF_SET, DF_UNSET, DYNAMIC_PORTS, VxlanBackend
 
 __all__ = [
     "BACKENDS",
+    "DF_SET",
+    "DF_UNSET",
+    "DYNAMIC_PORTS",
     "TRANSPORT_IP",
     "TRANSPORT_NONE",
     "TRANSPORT_UDP",
@@ -43,12 +46,19 @@ def overhead_bytes(name: str) -> int:
 
 
 def create(
-    name: str, *, vni: int = 1, vtep_mac: str, vxlan_port: int = 4789, node: str = ""
+    name: str,
+    *,
+    vni: int = 1,
+    vtep_mac: str,
+    vxlan_port: int = 4789,
+    vxlan_source_ports: tuple[int, int] = DYNAMIC_PORTS,
+    vxlan_df: str = DF_UNSET,
+    node: str = "",
 ) -> Backend:
     """The backend called ``name``; ConfigError names the node and the choices."""
     if name == "vxlan":
         try:
-            return VxlanBackend(vni, vtep_mac, vxlan_port)
+            return VxlanBackend(vni, vtep_mac, vxlan_port, vxlan_source_ports, vxlan_df)
         except ValueError as exc:
             raise ConfigError(
                 f"node {node}: vxlan backend: {exc}; fix the agent's node settings"

@@ -1,0 +1,33 @@
+"""The SPDY/3 header compression dictionary (SPDY/3 draft section 2.6.10.1), as the zlib
+preset dictionary of every header block.  Copied from moby/spdystream ``spdy/dictionary.go``
+(Go authors, BSD licence), the implementation kubectl and the kubelet use."""
+
+HEADER_DICTIONARY = (
+    b"\x00\x00\x00\x07options\x00\x00\x00\x04head\x00\x00\x00\x04post\x00\x00\x00\x03put"
+    b"\x00\x00\x00\x06delete\x00\x00\x00\x05trace\x00\x00\x00\x06accept\x00\x00\x00\x0eacce"
+    b"pt-charset\x00\x00\x00\x0faccept-encoding\x00\x00\x00\x0faccept-language\x00\x00\x00"
+    b"\raccept-ranges\x00\x00\x00\x03age\x00\x00\x00\x05allow\x00\x00\x00\rauthorization"
+    b"\x00\x00\x00\rcache-control\x00\x00\x00\nconnection\x00\x00\x00\x0ccontent-base\x00"
+    b"\x00\x00\x10content-encoding\x00\x00\x00\x10content-language\x00\x00\x00\x0econtent-l"
+    b"ength\x00\x00\x00\x10content-location\x00\x00\x00\x0bcontent-md5\x00\x00\x00\rcontent"
+    b"-range\x00\x00\x00\x0ccontent-type\x00\x00\x00\x04date\x00\x00\x00\x04etag\x00\x00"
+    b"\x00\x06expect\x00\x00\x00\x07expires\x00\x00\x00\x04from\x00\x00\x00\x04host\x00\x00"
+    b"\x00\x08if-match\x00\x00\x00\x11if-modified-since\x00\x00\x00\rif-none-match\x00\x00"
+    b"\x00\x08if-range\x00\x00\x00\x13if-unmodified-since\x00\x00\x00\rlast-modified\x00"
+    b"\x00\x00\x08location\x00\x00\x00\x0cmax-forwards\x00\x00\x00\x06pragma\x00\x00\x00"
+    b"\x12proxy-authenticate\x00\x00\x00\x13proxy-authorization\x00\x00\x00\x05range\x00"
+    b"\x00\x00\x07referer\x00\x00\x00\x0bretry-after\x00\x00\x00\x06server\x00\x00\x00\x02t"
+    b"e\x00\x00\x00\x07trailer\x00\x00\x00\x11transfer-encoding\x00\x00\x00\x07upgrade\x00"
+    b"\x00\x00\nuser-agent\x00\x00\x00\x04vary\x00\x00\x00\x03via\x00\x00\x00\x07warning"
+    b"\x00\x00\x00\x10www-authenticate\x00\x00\x00\x06method\x00\x00\x00\x03get\x00\x00\x00"
+    b"\x06status\x00\x00\x00\x06200 OK\x00\x00\x00\x07version\x00\x00\x00\x08HTTP/1.1\x00"
+    b"\x00\x00\x03url\x00\x00\x00\x06public\x00\x00\x00\nset-cookie\x00\x00\x00\nkeep-alive"
+    b"\x00\x00\x00\x06origin100101201202205206300302303304305306307402405406407408409410411"
+    b"412413414415416417502504505203 Non-Authoritative Information204 No Content301 Moved P"
+    b"ermanently400 Bad Request401 Unauthorized403 Forbidden404 Not Found500 Internal Serve"
+    b"r Error501 Not Implemented503 Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept"
+    b" Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/p"
+    b"ng,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,text/javascri"
+    b"pt,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0"
+    b"."
+)
