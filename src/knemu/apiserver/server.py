@@ -39,6 +39,7 @@ from knemu.apiserver.rest.access import Access
 from knemu.apiserver.rest.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 from knemu.apiserver.rest.handlers import RestApi
 from knemu.apiserver.rest.proxy import NodeProxy
+from knemu.apiserver.rest.token_request import ServiceAccountTokens
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import WatchHub
 from knemu.config import ApiServerConfig
@@ -93,6 +94,7 @@ class ApiServer:
         self.rest_url = ""
         self.pki: ServerPki | None = None
         self.admin: Credentials | None = None  # the admin's credentials, once serving
+        self.sa_tokens: ServiceAccountTokens | None = None
         self.rest_port = 0
         self.grpc_target = ""
         self._dirty = asyncio.Event()
@@ -155,11 +157,17 @@ class ApiServer:
     async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
         host, port = _split_hostport(self.config.listen)
         pki = self.pki = tls.server_pki(self.config, host)
-        access = Access(store, tls.authenticator(pki))
+        tokens = self.sa_tokens = ServiceAccountTokens(
+            store, tls.service_account_issuer(pki), self.clock
+        )
+        authenticator = tls.authenticator(pki)
+        authenticator.service_accounts = tokens.user
+        access = Access(store, authenticator)
         app = web.Application(
             client_max_size=limits.MAX_BODY_BYTES, middlewares=[access.middleware]
         )
         NodeProxy(store).add_routes(app)  # before the REST catch-all routes
+        tokens.add_routes(app)
         add_console_routes(app, store, hub, access)  # the web console at /console/
         RestApi(store, hub, admission, access, clock=self.clock).add_routes(app)
         # handler_cancellation: a watch whose client went away is cancelled at once.

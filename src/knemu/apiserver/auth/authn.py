@@ -11,7 +11,7 @@ never anonymous.  Every authenticated user is also in ``system:authenticated``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from knemu.errors import LocalError
@@ -77,8 +77,14 @@ class Authenticator:
     ``tokens`` maps a bearer token to its user (kube-apiserver's ``--token-auth-file``).
     """
 
-    def __init__(self, tokens: Mapping[str, UserInfo]) -> None:
+    def __init__(
+        self,
+        tokens: Mapping[str, UserInfo],
+        service_accounts: Callable[[str], UserInfo] | None = None,
+    ) -> None:
         self._tokens = dict(tokens)
+        # a JWT's user (ServiceAccount tokens), or Unauthorized; set once the store is known
+        self.service_accounts = service_accounts
 
     def add_token(self, token: str, user: UserInfo) -> None:
         self._tokens[token] = user
@@ -98,6 +104,8 @@ class Authenticator:
                     "Unauthorized: the Authorization header must be 'Bearer <token>'"
                 )
             user = self._tokens.get(token)
+            if user is None and self.service_accounts is not None and token.count(".") == 2:
+                user = self.service_accounts(token)
             if user is None:
                 raise Unauthorized("Unauthorized: the bearer token is not valid for this cluster")
             return _authenticated(user)

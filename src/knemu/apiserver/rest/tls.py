@@ -15,6 +15,7 @@ import yaml
 
 from knemu import pki
 from knemu.apiserver.auth.authn import Authenticator, UserInfo
+from knemu.apiserver.auth.sa_tokens import TokenIssuer
 from knemu.config import ApiServerConfig
 from knemu.errors import ConfigError
 
@@ -92,3 +93,34 @@ def write_admin_kubeconfig(
         yaml.safe_dump(creds.kubeconfig("knemu-admin"), out, sort_keys=False)
     tmp.replace(path)
     return creds
+
+
+SA_KEY = "sa.key"  # kube-apiserver's --service-account-signing-key-file (kubeadm's name)
+
+
+def service_account_issuer(server_pki: pki.ServerPki) -> TokenIssuer:
+    """The ServiceAccount token signer with ``pki/sa.key`` (made on first start, kept after:
+    tokens stay valid across restarts)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = server_pki.directory / SA_KEY
+    try:
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())  # fmt: skip
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+        private = path.read_bytes()
+        loaded = serialization.load_pem_private_key(private, None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError("not an EC P-256 key")
+        public = loaded.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"service account signing key {path}: {exc}; fix or remove it") from None
+    return TokenIssuer(private, public)
