@@ -16,12 +16,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from knemu.errors import ConfigError
 from knemu.ingress.apiclient import ClusterConfig, in_cluster_config
 from knemu.ingress.controller import ControllerConfig, running
 from knemu.testing import apiserver_inprocess, free_port, rest_session, wait_for
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ingress" / "ingress-controller.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +151,8 @@ async def test_controller_routes_terminates_tls_and_publishes_status(tmp_path: P
         })  # fmt: skip
         ca_file = tmp_path / "ca.crt"
         ca_file.write_bytes(server.admin.ca_pem)
-        cluster = ClusterConfig(server.rest_url, server.admin.token, str(ca_file))
+        token = await controller_token(api)  # as the example's ServiceAccount, bound by RBAC
+        cluster = ClusterConfig(server.rest_url, token, str(ca_file))
         config = ControllerConfig(cluster, "knemu", "default/ingress-lb",
                                   "127.0.0.1", free_port(), free_port())  # fmt: skip
         async with running(config):
@@ -204,6 +208,21 @@ async def test_controller_routes_terminates_tls_and_publishes_status(tmp_path: P
                 return (await fetch(f"{base}/tea"))[0] == 503
 
             await wait_for(tea_unavailable, 15, what="/tea 503 once its endpoints are gone")
+
+
+async def controller_token(api: Api) -> str:
+    """The RBAC objects of examples/ingress/ingress-controller.yaml (its ServiceAccount,
+    ClusterRole and binding), then a token for that ServiceAccount (TokenRequest)."""
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    paths = {"Namespace": "/api/v1/namespaces", "ClusterRole": f"{rbac}/clusterroles",
+             "ClusterRoleBinding": f"{rbac}/clusterrolebindings",
+             "ServiceAccount": "/api/v1/namespaces/ingress-knemu/serviceaccounts"}  # fmt: skip
+    for doc in yaml.safe_load_all(EXAMPLE.read_text()):
+        if doc["kind"] in paths:
+            await api.create(paths[doc["kind"]], doc)
+    sa = "/api/v1/namespaces/ingress-knemu/serviceaccounts/knemu-ingress/token"
+    answer = await api.create(sa, {"kind": "TokenRequest", "spec": {}})
+    return str(answer["status"]["token"])
 
 
 async def _lb(api: Api, path: str) -> str:
