@@ -82,6 +82,7 @@ class ResourceType:
         return f"{self.collection_path(namespace)}/{_q(name)}"
 
 
+_RBAC = "rbac.authorization.k8s.io/v1"
 # The kinds of docs/INTERFACES.md "Kinds and keys", with kubectl's short names
 # (`kubectl api-resources`).
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
@@ -98,6 +99,11 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
     ResourceType("Ingress", "networking.k8s.io/v1", "ingresses", True, ("ing",)),
     ResourceType("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+    ResourceType("ServiceAccount", "v1", "serviceaccounts", True, ("sa",)),
+    ResourceType("Role", _RBAC, "roles", True),
+    ResourceType("RoleBinding", _RBAC, "rolebindings", True),
+    ResourceType("ClusterRole", _RBAC, "clusterroles", False),
+    ResourceType("ClusterRoleBinding", _RBAC, "clusterrolebindings", False),
 )
 
 _BY_NAME: dict[str, ResourceType] = {n: rt for rt in RESOURCE_TYPES for n in rt.names()}
