@@ -5,12 +5,19 @@ pod they are bound to is deleted, when expired or when tampered with."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from knemu import pki
 from knemu.apiserver.auth.sa_tokens import BoundToken
-from knemu.testing import apiserver_inprocess, rest_session, wait_for
+from knemu.testing import apiserver_inprocess, rest_session, wait_for, write_kubeconfig
+
+KUBECTL = shutil.which("kubectl")
 
 SA_TOKEN = "/api/v1/namespaces/default/serviceaccounts/{}/token"
 WHOAMI = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
@@ -100,3 +107,28 @@ async def test_token_request_tokens_authenticate_as_the_service_account(tmp_path
         assert status == 400 and "600 seconds" in refused["message"]
         status, refused = await call(admin, "POST", SA_TOKEN.format("nope"), {})
         assert status == 404
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH (install it to run this)")
+async def test_kubectl_create_token_then_whoami_as_the_account(tmp_path: Path) -> None:
+    async with apiserver_inprocess(tmp_path) as server:
+
+        async def default_account() -> bool:
+            return server.store.get("ServiceAccount", "default", "default") is not None
+
+        await wait_for(default_account, 10, what="the default ServiceAccount")
+
+        def kubectl(kubeconfig: Path, *args: str) -> str:
+            argv = [str(KUBECTL), "--kubeconfig", str(kubeconfig), *args]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        admin = write_kubeconfig(server.admin, tmp_path / "admin")
+        token = await asyncio.to_thread(kubectl, admin, "create", "token", "default",
+                                        "--duration", "2h")  # fmt: skip
+        creds = pki.Credentials(server.rest_url, server.admin.ca_pem, token=token.strip())
+        as_sa = write_kubeconfig(creds, tmp_path / "sa")
+        whoami = await asyncio.to_thread(kubectl, as_sa, "auth", "whoami")
+        assert "system:serviceaccount:default:default" in whoami
+        assert "system:serviceaccounts:default" in whoami
