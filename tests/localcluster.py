@@ -26,6 +26,7 @@ import yaml
 
 from knemu import pki
 from knemu.cli.commands.kubeconfig import entry_name
+from knemu.cli.commands.local_plan import Cluster
 from knemu.testing import rest_open, wait_until
 
 
@@ -64,11 +65,18 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan", mtu: int = 1500,
+        backend: str = "vxlan", mtu: int = 1500, encryption: str = "none",
+        bgp_route_reflector: str = "", bgp_peer: str = "", racks: int = 1,
+        tor_peering: bool = True, up_timeout_s: float = 90,
     ) -> None:  # fmt: skip
         self.name = unique_name()
+        self.up_timeout_s = up_timeout_s
         self.backend = backend
         self.mtu = mtu  # of the node network (`knemu up --mtu`)
+        self.encryption = encryption
+        self.bgp_route_reflector = bgp_route_reflector
+        self.bgp_peer = bgp_peer
+        self.racks, self.tor_peering = racks, tor_peering  # knemu up --racks, --tor-peering
         self.subnet = unique_subnet()
         self.nodes = nodes
         self.state_root = state_root
@@ -80,7 +88,7 @@ class LocalCluster:
         self._admin: pki.Credentials | None = None
 
     def node_ip(self, n: int) -> str:
-        return str(ipaddress.ip_network(self.subnet).network_address + 10 + n)
+        return Cluster(self.name, self.subnet, self.nodes, racks=self.racks).node_ip(n)
 
     def node_ns(self, n: int) -> str:
         return f"knemu-{self.name}-node-{n}"
@@ -106,9 +114,13 @@ class LocalCluster:
     def up(self) -> None:
         out = self.knemu("up", "--nodes", str(self.nodes), "--name", self.name, "--subnet",
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
-                         self.proxy_mode, "--backend", self.backend, "--timeout", "90",
+                         self.proxy_mode, "--backend", self.backend, "--encryption",
+                         self.encryption, "--bgp-route-reflector", self.bgp_route_reflector,
+                         "--bgp-peer", self.bgp_peer, "--racks", str(self.racks),
+                         "--tor-peering" if self.tor_peering else "--no-tor-peering",
+                         "--timeout", str(self.up_timeout_s),
                          *(("--mtu", str(self.mtu)) if self.mtu != 1500 else ()),
-                         timeout_s=150)  # fmt: skip
+                         timeout_s=self.up_timeout_s + 60)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -143,6 +155,13 @@ class LocalCluster:
 
     def get(self, path: str) -> Any:
         with self.open(path) as resp:
+            return json.loads(resp.read())
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON object (create); returns the api-server's answer (raises on >= 400)."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        with self.open(path, data=data, method="POST", headers=headers) as resp:
             return json.loads(resp.read())
 
     def apply(self, manifest: str, namespace: str = "default") -> None:
@@ -205,11 +224,28 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 
 @contextlib.contextmanager
 def local_cluster(
-    state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan",
+    state_root: Path,
+    nodes: int = 3,
+    proxy_mode: str = "iptables",
+    backend: str = "vxlan",
+    encryption: str = "none",
+    bgp_route_reflector: str = "",
+    bgp_peer: str = "",
     mtu: int = 1500,
-) -> Iterator[LocalCluster]:  # fmt: skip
+    up_timeout_s: float = 90,
+) -> Iterator[LocalCluster]:
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend, mtu)
+    c = LocalCluster(
+        state_root,
+        nodes,
+        proxy_mode,
+        backend,
+        mtu,
+        encryption,
+        bgp_route_reflector,
+        bgp_peer,
+        up_timeout_s=up_timeout_s,
+    )
     try:
         c.up()
         yield c

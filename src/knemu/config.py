@@ -42,6 +42,9 @@ NETWORK_BACKENDS = ("vxlan", "ipip", "bgp")
 # Published by each agent on its Node (label; the api-server mirrors it into flannel's
 # backend-type annotation) so peers can refuse a node that speaks another backend.
 BACKEND_LABEL = "knemu.dev/network-backend"
+# A node's WireGuard public key (``--encryption wireguard``), where Calico's Felix publishes it.
+WIREGUARD_KEY_ANNOTATION = "projectcalico.org/WireguardPublicKey"
+ENCRYPTIONS = ("none", "wireguard")
 IPVS_SCHEDULERS = ("rr", "lc", "sh")
 
 
@@ -97,17 +100,34 @@ class Timings(_Config):
     lease_renew_s: float = 1.0
     node_grace_s: float = 4.0  # no lease renewal for this long -> NotReady
     eviction_toleration_s: float = 10.0  # NotReady/Unreachable for this long -> pods evicted
+    # Unreachable nodes tainted NoExecute per second and zone (--node-eviction-rate), and in a
+    # large zone that is mostly unhealthy (--secondary-node-eviction-rate); see
+    # apiserver/controllers/disruption.py.
+    node_eviction_qps: float = 1.0
+    secondary_eviction_qps: float = 0.1
 
     @classmethod
     def kubernetes(cls) -> Timings:
-        # kubelet renews every 10 s; node-monitor-grace-period 40 s; tolerationSeconds 300.
-        return cls(lease_renew_s=10.0, node_grace_s=40.0, eviction_toleration_s=300.0)
+        # kubelet renews every 10 s; node-monitor-grace-period 40 s; tolerationSeconds 300;
+        # --node-eviction-rate 0.1, --secondary-node-eviction-rate 0.01.
+        return cls(
+            lease_renew_s=10.0,
+            node_grace_s=40.0,
+            eviction_toleration_s=300.0,
+            node_eviction_qps=0.1,
+            secondary_eviction_qps=0.01,
+        )
 
     def validate(self) -> None:
         if not 0 < self.lease_renew_s < self.node_grace_s:
             raise ConfigError("timings: need 0 < lease_renew_s < node_grace_s")
         if self.eviction_toleration_s < 0:
             raise ConfigError("timings: eviction_toleration_s must be >= 0")
+        if self.node_eviction_qps <= 0 or self.secondary_eviction_qps < 0:
+            raise ConfigError(
+                "timings: node_eviction_qps must be > 0 and secondary_eviction_qps >= 0 "
+                "(nodes tainted for eviction per second)"
+            )
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,19 @@ class AgentConfig(_Config):
     # How pod packets cross the underlay: vxlan | ipip (every node of a cluster the same).
     # With ipip the VXLAN-default pod MTU 1450 becomes 1480 (underlay 1500 - 20), bgp 1500.
     backend: str = "vxlan"
+    # Seal node-to-node pod traffic (WireGuard-style, backends/wireguard.py): none | wireguard.
+    # Off by default, as in Calico and flannel: plain VXLAN/IPIP stays readable on the wire for
+    # the seeds' lessons and interoperates with kernel peers; sealing costs CPU per packet.
+    encryption: str = "none"
+    # Backend bgp: node names of the route reflectors, comma-separated (Calico's
+    # routeReflectorClusterID nodes); empty: the full node-to-node mesh.
+    bgp_route_reflectors: str = ""
+    # Backend bgp: routers outside the cluster every node peers with, IP:AS comma-separated
+    # (Calico's global BGPPeer: a top-of-rack router, an external client).
+    bgp_peers: str = ""
+    # Backend bgp: BFD interval beside every BGP session (a silent peer is down after 3 of
+    # them); 0: off, the 9 s hold time alone.
+    bgp_bfd_ms: int = 0
     dns_upstream: str = "127.0.0.1:5353"  # where pod queries to kube-dns are forwarded
     cluster_domain: str = CLUSTER_DOMAIN
     state_dir: str = DEFAULT_AGENT_STATE_DIR
@@ -175,6 +208,18 @@ class AgentConfig(_Config):
     # flannel-like node that stores policies but forwards everything.
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
+    # Image registries (HOST[:PORT], comma-separated) this node pulls from; empty: none, so a
+    # node never contacts an address nobody named.  One on loopback or `localhost` is spoken
+    # to over plain HTTP (as Docker treats 127.0.0.0/8), any other over verified TLS.
+    registries: str = ""
+
+    @property
+    def registry_hosts(self) -> tuple[str, ...]:
+        return tuple(r.strip() for r in self.registries.split(",") if r.strip())
+
+    @property
+    def route_reflector_nodes(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.bgp_route_reflectors.split(",") if n.strip())
 
     @property
     def pod_mtu_or_default(self) -> int:
@@ -202,8 +247,27 @@ class AgentConfig(_Config):
             raise ConfigError(
                 f"backend {self.backend!r} is not one of {', '.join(NETWORK_BACKENDS)}"
             )
+        if self.encryption not in ENCRYPTIONS:
+            raise ConfigError(
+                f"encryption {self.encryption!r} is not one of {', '.join(ENCRYPTIONS)}"
+            )
+        if self.encryption != "none" and self.backend == "bgp":
+            raise ConfigError(
+                "encryption wireguard needs an encapsulating backend (vxlan or ipip); bgp hands "
+                "pod packets to the kernel unencapsulated"
+            )
+        if (self.bgp_route_reflectors or self.bgp_peers) and self.backend != "bgp":
+            raise ConfigError(
+                f"bgp_route_reflectors/bgp_peers {self.bgp_route_reflectors or self.bgp_peers!r} "
+                "need backend bgp, "
+                f"not {self.backend}"
+            )
         if not 0 < self.vni < 1 << 24:
             raise ConfigError("vni must fit in 24 bits and not be 0")
+        for registry in self.registry_hosts:
+            host, _, port = registry.rpartition(":") if ":" in registry else (registry, "", "0")
+            if not host or "/" in registry or not port.isdigit() or int(port) > 65535:
+                raise ConfigError(f"registries: {registry!r} is not HOST[:PORT]")
         self.vxlan_source_port_range  # noqa: B018 -- raises ConfigError naming the value
         if self.vxlan_df not in ("unset", "set"):
             raise ConfigError(f"vxlan_df {self.vxlan_df!r} is not one of unset, set")

@@ -76,6 +76,14 @@ class NotFound(LocalError):
     grpc_code = "NOT_FOUND"
 
 
+class Forbidden(LocalError):
+    """The caller may not do this (e.g. a node reading another node's pods' Secrets)."""
+
+    http_status = 403
+    reason = "Forbidden"
+    grpc_code = "PERMISSION_DENIED"
+
+
 class AlreadyExists(LocalError):
     http_status = 409
     reason = "AlreadyExists"

@@ -78,6 +78,22 @@ def test_bad_registration(cluster: Cluster, ip: str, mac: str, complaint: str) -
         cluster.registry.register("", "x", ip, mac, 4789, 10250, {}, cluster.now)
 
 
+def test_a_wireguard_key_is_published_checked_and_withdrawn(cluster: Cluster) -> None:
+    key = "q" * 43 + "="  # 32 bytes of base64
+
+    def register(public_key: str) -> dict:
+        return cluster.registry.register("", "host-1", "192.168.59.11", "02:00:00:00:00:01",
+                                         4789, 10250, {}, cluster.now,
+                                         wireguard_public_key=public_key)  # fmt: skip
+
+    annotations = register(key)["metadata"]["annotations"]
+    assert annotations["projectcalico.org/WireguardPublicKey"] == key
+    with pytest.raises(LocalError, match="not a base64 X25519 key"):
+        register("q" * 40)
+    # The agent came back with --encryption none: no stale key for the peers to seal to.
+    assert "projectcalico.org/WireguardPublicKey" not in register("")["metadata"]["annotations"]
+
+
 def test_pod_cidr_exhaustion_is_explicit(cluster: Cluster) -> None:
     from knemu.apiserver.nodes import NodeRegistry
 

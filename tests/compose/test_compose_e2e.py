@@ -40,6 +40,10 @@ def test_nodes_register_with_unique_names_and_pod_cidrs(cluster: ComposeCluster)
         c.attrs["State"]["Health"]["Status"] in ("healthy", "starting")
         for c in cluster.containers()
     )
+    # The settings compose passes on (KNEMU_BACKEND, KNEMU_ENCRYPTION) reach every node.
+    table = cluster.node_table("node-1")
+    assert table["backend"] == os.environ.get("KNEMU_BACKEND", "vxlan")
+    assert table["encryption"] == os.environ.get("KNEMU_ENCRYPTION", "none")
 
 
 def test_seed_003_load_balances_over_three_replicas(cluster: ComposeCluster) -> None:

@@ -11,11 +11,14 @@ the annotations ``flannel.alpha.coreos.com/backend-data`` ({"VNI":1,"VtepMAC":..
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hashlib
 import ipaddress
 import json
 import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +26,13 @@ from knemu.apiserver import ipam
 from knemu.apiserver.meta import naming
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
-from knemu.config import BACKEND_LABEL, NETWORK_BACKENDS, VNI, ApiServerConfig
+from knemu.config import (
+    BACKEND_LABEL,
+    NETWORK_BACKENDS,
+    VNI,
+    WIREGUARD_KEY_ANNOTATION,
+    ApiServerConfig,
+)
 from knemu.errors import LocalError, NotFound
 
 Obj = dict[str, Any]
@@ -87,6 +96,21 @@ def _check_inputs(internal_ip: str, vtep_mac: str, vxlan_port: int, kubelet_port
             raise LocalError(f"node registration: {what} {port} is not between 1 and 65535")
 
 
+def _check_public_key(key: str) -> None:
+    """A WireGuard public key is 32 bytes in base64 (44 characters)."""
+    if not key:
+        return
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise LocalError(
+            f"node registration: wireguard_public_key {key[:60]!r} is not a base64 X25519 key "
+            "(32 bytes); the agent makes its own with --encryption wireguard"
+        )
+
+
 class NodeRegistry:
     """Registration, in-memory leases, pod status reports (see the module docstring)."""
 
@@ -112,13 +136,43 @@ class NodeRegistry:
         """When ``name`` last renewed; a node never seen since start counts as renewed now."""
         return self._renewed.setdefault(name, now)
 
-    def renew(self, name: str, now: float) -> bool:
-        """Renew ``name``'s lease; False when the Node object is gone (register again)."""
+    def discount_unobserved(self, since: float, until: float) -> None:
+        """The api-server could not hear heartbeats from ``since`` to ``until`` (it did not
+        run): that time does not count toward the grace of nodes that were healthy when it
+        began.  Kubernetes counts grace from the controller's own observation (probeTimestamp);
+        this is the same rule for a control plane that stalls as a whole."""
+        gap = until - since
+        grace = self._config.timings.node_grace_s
+        for name, renewed in self._renewed.items():
+            if gap > 0 and since - renewed < grace:
+                self._renewed[name] = min(until, renewed + gap)
+
+    def observed_until(self, now: float) -> float:
+        """The moment up to which the api-server has heard the nodes: the (upper) median of
+        their latest heartbeats, by when each was sent, or ``now`` less one grace period if
+        that is later.
+
+        Node lifecycle judges silence against this, not against the wall clock: heartbeats
+        queued behind a busy api-server, or read from some connections and not yet from
+        others, are not silence (Kubernetes counts grace from its own observation,
+        probeTimestamp).  A node that stops while most keep renewing is judged as usual; when
+        most nodes fall silent at once, they are declared lost one grace period later."""
+        grace = self._config.timings.node_grace_s
+        heard = statistics.median_high(self._renewed.values()) if self._renewed else 0.0
+        return max(heard, now - grace)
+
+    def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool:
+        """Renew ``name``'s lease (sent by the node at ``sent_at``, 0: unknown); False when
+        the Node object is gone (register again)."""
         node = self._store.get("Node", "", name)
         if node is None:
             self._renewed.pop(name, None)
             return False
-        self._renewed[name] = now
+        # Alive when it sent the heartbeat; a clock that disagrees by more than a grace
+        # period (another host's) is not believed.
+        grace = self._config.timings.node_grace_s
+        alive_at = sent_at if now - grace < sent_at <= now else now
+        self._renewed[name] = max(self._renewed.get(name, alive_at), alive_at)
         if not is_ready(node):
             self._mark_ready(node, now)
         return True
@@ -159,10 +213,13 @@ class NodeRegistry:
         kubelet_port: int,
         labels: dict[str, str],
         now: float,
+        wireguard_public_key: str = "",
     ) -> Obj:
         """Create or refresh a Node; empty ``name``: same node for the same identity, else
-        the lowest free node-N (podCIDR 10.244.N.0/24)."""
+        the lowest free node-N (podCIDR 10.244.N.0/24).  ``wireguard_public_key`` is published
+        as Calico's annotation (removed when empty: the node no longer encrypts)."""
         _check_inputs(internal_ip, vtep_mac, vxlan_port, kubelet_port)
+        _check_public_key(wireguard_public_key)
         backend = labels.get(BACKEND_LABEL, "vxlan")
         if backend not in NETWORK_BACKENDS:
             raise LocalError(
@@ -182,6 +239,11 @@ class NodeRegistry:
             "spec": {},
         }
         self._fill(node, identity, internal_ip, vtep_mac, vxlan_port, kubelet_port, labels)
+        annotations = node["metadata"]["annotations"]
+        if wireguard_public_key:
+            annotations[WIREGUARD_KEY_ANNOTATION] = wireguard_public_key
+        else:
+            annotations.pop(WIREGUARD_KEY_ANNOTATION, None)
         self._set_registered_spec(node, pod_cidr, now)
         self._renewed[name] = now
         if existing is None:
@@ -361,7 +423,7 @@ def _container_statuses(
                 "containerID": f"knemu://{uid}/{name}",
                 "ready": bool(cs.get("ready")),
                 "restartCount": int(cs.get("restart_count") or 0),
-                "started": "running" in state,
+                "started": "running" in state and cs.get("started") is not False,
                 "state": state,
                 "lastState": _last_state(cs) or (olds.get(name) or {}).get("lastState") or {},
             }

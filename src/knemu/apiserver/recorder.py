@@ -122,7 +122,7 @@ class EventRecorder:
         event["message"] = message
         event["lastTimestamp"] = rfc3339(now)
         try:
-            self._store.update(event, now)
+            self._store.update(event, now, durable=False)
         except NotFound:
             return False
         return True
@@ -134,7 +134,7 @@ class EventRecorder:
             name = f"{base}.{nanos + self._serial:x}"
             event["metadata"]["name"] = name
             try:
-                self._store.create(event, now)
+                self._store.create(event, now, durable=False)
             except AlreadyExists:
                 continue
             return name

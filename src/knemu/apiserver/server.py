@@ -30,7 +30,7 @@ from aiohttp import web
 from knemu.apiserver import builtins
 from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.console.routes import add_console_routes
-from knemu.apiserver.controllers import ControllerManager
+from knemu.apiserver.controllers import PASSIVE_KINDS, ControllerManager
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
@@ -53,6 +53,9 @@ COALESCE_S = 0.02  # gather a burst of writes into one sync
 CONTROLLER_STEP_S = 0.1  # time budget of one controller step on the event loop
 STEP_PAUSE_S = 0.005  # between steps of an unfinished sync: requests are served meanwhile
 _SHUTDOWN_GRACE_S = 1.0
+FLUSH_EVERY_S = 0.1  # writes are durable against power loss within this (Store.flush)
+STALL_PROBE_S = 0.25  # how often the event loop checks that it runs
+STALL_LIMIT_S = 0.5  # a probe this much late: the process did not run, heartbeats went unheard
 DB_FILE = "knemu.db"
 
 
@@ -127,7 +130,9 @@ class ApiServer:
         cfg = self.config
         try:
             os.makedirs(cfg.data_dir, exist_ok=True)
-            store = self.store = Store(os.path.join(cfg.data_dir, DB_FILE), cfg.event_history)
+            store = self.store = Store(
+                os.path.join(cfg.data_dir, DB_FILE), cfg.event_history, sync_each_write=False
+            )
         except OSError as exc:
             raise ConfigError(f"data_dir {cfg.data_dir!r}: {exc}") from None
         hub = self.hub = WatchHub(store, cfg.watch_queue_events)
@@ -147,6 +152,10 @@ class ApiServer:
         self.grpc_target = f"{grpc_host}:{bound_port(self._grpc)}"
         task = asyncio.create_task(self._controller_loop(manager), name="apiserver-controllers")
         self._tasks.append(task)
+        stalls = asyncio.create_task(self._watch_stalls(registry), name="apiserver-stalls")
+        self._tasks.append(stalls)
+        flusher = asyncio.create_task(self._flush_store(store), name="apiserver-fsync")
+        self._tasks.append(flusher)
         log.info(
             "knemu apiserver ready: rest=%s grpc=%s data=%s",
             self.rest_url,
@@ -194,7 +203,8 @@ class ApiServer:
         self.admin = tls.write_admin_kubeconfig(pki, self.config.data_dir, local)
 
     def _on_store_event(self, event: StoredEvent) -> None:
-        self._dirty.set()
+        if event.kind not in PASSIVE_KINDS:  # heartbeats and Events wake no controller
+            self._dirty.set()
 
     async def _controller_loop(self, manager: ControllerManager) -> None:
         failed, settled = False, True
@@ -211,6 +221,32 @@ class ApiServer:
                 failed, settled = True, True
             # sync ran synchronously: every write since the wake-up was its own
             self._dirty.clear()
+
+    async def _flush_store(self, store: Store) -> None:
+        """Group commit: fsync what was written in the last FLUSH_EVERY_S, off the event loop
+        (Store's docstring says why)."""
+        flushed = store.resource_version
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            if store.resource_version != flushed:
+                flushed = store.resource_version
+                await asyncio.to_thread(store.flush)
+
+    async def _watch_stalls(self, registry: NodeRegistry) -> None:
+        """Notice when this process did not run (its event loop blocked, the machine
+        overloaded, SIGSTOP): heartbeats could not be heard meanwhile, so that time must not
+        count toward any node's grace (NodeRegistry.discount_unobserved).  Without this, an
+        api-server that was itself slow declared every node dead at once."""
+        while True:
+            before = self.clock()
+            await asyncio.sleep(STALL_PROBE_S)
+            after = self.clock()
+            if after - before > STALL_PROBE_S + STALL_LIMIT_S:
+                registry.discount_unobserved(before + STALL_PROBE_S, after)
+                log.warning(
+                    "the api-server did not run for %.1f s; node leases get that time back",
+                    after - before - STALL_PROBE_S,
+                )
 
     async def _wait_for_work(self, manager: ControllerManager, wait_s: float | None) -> None:
         """Until the store changed (plus a moment to gather the burst), the manager's next
@@ -240,6 +276,7 @@ class ApiServer:
             await self._runner.cleanup()
             self._runner = None
         if self.store is not None:
+            self.store.flush()
             self.store.close()
             self.store = None
 

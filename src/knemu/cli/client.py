@@ -92,6 +92,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("Namespace", "v1", "namespaces", False, ("ns",)),
     ResourceType("Node", "v1", "nodes", False, ("no",)),
     ResourceType("Event", "v1", "events", True, ("ev",)),
+    ResourceType("ConfigMap", "v1", "configmaps", True, ("cm",)),
+    ResourceType("Secret", "v1", "secrets", True),
     ResourceType("Deployment", "apps/v1", "deployments", True, ("deploy",)),
     ResourceType("ReplicaSet", "apps/v1", "replicasets", True, ("rs",)),
     ResourceType("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),

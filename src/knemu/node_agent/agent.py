@@ -28,6 +28,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from knemu.node_agent.dataplane.egress import ControlPlaneMasquerade
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.kernel_faults import KernelPartitions
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.steering import Steering
 from knemu.node_agent.dataplane.tables import NodeTables
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 
 WATCHED_KINDS = ("Node", "Pod", "Service", "EndpointSlice")
 MAX_TIMER_S = 1.0  # the router's expiry timer runs at least this often
+RENEWALS_IN_FLIGHT = 16  # renewals sent before the oldest is answered (each times out in 10 s)
 RESTART_DELAY_S = 1.0  # before restarting an agent loop that failed
 
 
@@ -131,9 +134,14 @@ class Registration:
 
 
 async def register(
-    config: AgentConfig, client: ClusterClient, underlay_ip: str, identity: str
+    config: AgentConfig,
+    client: ClusterClient,
+    underlay_ip: str,
+    identity: str,
+    keys: backends.KeyPair | None = None,
 ) -> Registration:
-    """Register, retrying with backoff while the api-server is unreachable."""
+    """Register, retrying with backoff while the api-server is unreachable; ``keys``: the
+    node's WireGuard key pair, whose public half the Node publishes."""
     backoff = Backoff(0.1, 3.0, config.seed)
     mac = tables.vtep_mac(identity, underlay_ip)
     while True:
@@ -143,6 +151,7 @@ async def register(
                 vtep_mac=mac, vxlan_port=config.vxlan_port,
                 kubelet_port=config.kubelet_listen_port,
                 labels={BACKEND_LABEL: config.backend},
+                wireguard_public_key=keys.public_b64 if keys is not None else "",
             )  # fmt: skip
         except KnemuError as exc:
             # Loud on the first failure, then every tenth, while the api-server is away.
@@ -160,9 +169,19 @@ class Agent:
     registration) as agent`` opens its devices and sockets and runs it until the block ends
     (``run_agent`` registers first)."""
 
-    def __init__(self, config: AgentConfig, client: ClusterClient, reg: Registration) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ClusterClient,
+        reg: Registration,
+        keys: backends.KeyPair | None = None,
+    ) -> None:
         self.config = config
+        self.keys = keys  # --encryption wireguard: this run's key pair (fresh at every start)
         self.client = client
+        # Heartbeats on a connection of their own: behind the watch stream's flood of events
+        # during a rollout, they were read seconds late and healthy nodes were declared lost.
+        self.lease_client = ClusterClient(client.target)
         self.name = reg.node.metadata.name
         self.underlay_ip = reg.underlay_ip
         self.identity = reg.identity
@@ -177,9 +196,10 @@ class Agent:
             pod_cidr=pod_cidr, gateway_ip=plan.address, vni=config.vni,
             vxlan_port=config.vxlan_port, mtu=mtu, backend=config.backend,
             vxlan_source_ports=config.vxlan_source_port_range, vxlan_df=config.vxlan_df,
+            encryption=config.encryption,
         )  # fmt: skip
         self.router = Router(local, config.proxy_mode, config.ipvs_scheduler, config.seed,
-                             flow_sink=self.flows.append)  # fmt: skip
+                             flow_sink=self.flows.append, keys=keys)  # fmt: skip
         self.router.set_forward_events(False)  # until `knemu flows -f` or a trace watches
         self.flows.on_watch = self.router.set_forward_events
         entry, backends = tables.dns_service(plan.address)
@@ -197,12 +217,18 @@ class Agent:
         )  # fmt: skip
         # backend bgp: BIRD on this node, peers from the Node objects (the mesh)
         self.bgp: BgpSpeaker | None = None
+        self.kernel_faults: KernelPartitions | None = None
         if config.backend == "bgp":
-            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, ())
-            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp")
+            self.kernel_faults = KernelPartitions(self.faults, self._peer_addresses)
+            self.faults.on_change = self.kernel_faults.changed
+            external = bird.parse_external_peers(config.bgp_peers)
+            bgp = bird.BgpConfig(self.name, self.underlay_ip, pod_cidr, (), external_peers=external,
+                                 bfd_interval_ms=config.bgp_bfd_ms)  # fmt: skip
+            self.bgp = BgpSpeaker(bgp, Path(config.state_dir) / "bgp",
+                                  reflector_nodes=config.route_reflector_nodes)  # fmt: skip
         self.tables = NodeTables(self.name, self.router, self.informer, config.backend,
                                  self._backend_mismatch,
-                                 self.bgp.set_peers if self.bgp else None)  # fmt: skip
+                                 self._set_bgp_peers if self.bgp else None)  # fmt: skip
         self.pods = PodSync(
             config, self.name, pod_cidr, plan.address, self.underlay_ip, self.informer, client,
             PodLinks(self.router, self.policy, self.dispatch),
@@ -230,6 +256,9 @@ class Agent:
         self.dns: DnsForwarder | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._nodeport_dirty = asyncio.Event()
+        self.applied: dict[str, dict[str, float]] = {}  # kind/ns/name -> rv, wall time applied
+        self._renewal_failing = False
+        self._registering = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -255,11 +284,13 @@ class Agent:
         backend = self.router.backend
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
-            await self.underlay.open((self.underlay_ip, self.config.vxlan_port), raw)
+            await self.underlay.open((self.underlay_ip, backend.port if not raw else 0), raw)
         if isinstance(backend, backends.VxlanBackend):
             send_as_vtep(self.underlay, backend, self.config.vxlan_port)
         if self.bgp is not None:
             await self.bgp.start()
+        if self.kernel_faults is not None:
+            self._spawn("kernel-faults", self.kernel_faults.run)
         self.dns = DnsForwarder(f"{plan.address}:53", self.config.dns_upstream)
         await self.dns.start()
         pod_cidr = self.router.node.pod_cidr
@@ -273,6 +304,7 @@ class Agent:
         self._spawn("nodeports", self._sync_nodeports)
         self._spawn("hostports", lambda: pods.hostports.run(self.underlay_ip))
         self._spawn("reports", pods.run_reporters)
+        self._spawn("pod sources", pods.run_source_refresh)
         log.info("node %s up: podCIDR %s, underlay %s", self.name, pod_cidr, self.underlay_ip)
         pods.record("Node", "", self.name, "Normal", "Starting",
                     f"Started knemu agent: podCIDR {pod_cidr}, gateway {plan.address}, "
@@ -299,12 +331,15 @@ class Agent:
             self.underlay.close()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.kernel_faults is not None:
+            await self.kernel_faults.close()
         if self.host_port is not None:
             self.host_port.close()
         if self.host is not None:
             self.host.close()
             self.host = None
         await self.client.close()
+        await self.lease_client.close()
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run a loop of the agent; a bug in it is logged and the loop restarted, so one
@@ -337,29 +372,57 @@ class Agent:
         return tables.vtep_mac(self.identity, self.underlay_ip)
 
     async def _renew_leases(self) -> None:
-        """Renew every renew_interval_s; a server that forgot us gets a fresh registration.
-        Failures are logged when they start and when they end, not once a second."""
-        failing = False
-        while True:
-            # The first renewal comes at once: a registered node is NotReady until its agent,
-            # fully up, renews (as the kubelet posts NodeReady once its runtime works).
-            try:
-                if not await self.client.renew_lease(self.name):
-                    log.warning("api-server does not know node %s; registering again", self.name)
+        """Send a renewal every renew_interval_s, without waiting for the previous answer
+        (up to RENEWALS_IN_FLIGHT outstanding): a busy api-server answering late must not
+        space our heartbeats out, since each carries when it was sent."""
+        in_flight: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                # The first renewal goes at once: a registered node is NotReady until its
+                # agent, fully up, renews (as the kubelet posts NodeReady once its runtime works).
+                if len(in_flight) < RENEWALS_IN_FLIGHT:
+                    task = asyncio.create_task(self._renew_once(), name="agent-renewal")
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                else:
+                    log.warning("%d lease renewals unanswered; not sending more", len(in_flight))
+                before = loop.time()
+                await asyncio.sleep(self.renew_interval_s)
+                late = loop.time() - before - self.renew_interval_s
+                if late > self.renew_interval_s:
+                    log.warning(
+                        "lease renewal %.1f s late: this agent did not run meanwhile "
+                        "(its event loop was blocked or the machine overloaded)",
+                        late,
+                    )
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _renew_once(self) -> None:
+        """One renewal; a server that forgot us gets a fresh registration.  Failures are
+        logged when they start and when they end, not once a second."""
+        try:
+            if not await self.lease_client.renew_lease(self.name) and not self._registering:
+                log.warning("api-server does not know node %s; registering again", self.name)
+                self._registering = True
+                try:
                     await self._reregister()
-            except KnemuError as exc:
-                if not failing:
-                    log.warning("lease renewal failed (%s); forwarding with the last tables "
-                                "and retrying", exc.message)  # fmt: skip
-                failing = True
-            else:
-                if failing:
-                    log.warning("lease renewal works again")
-                failing = False
-            await asyncio.sleep(self.renew_interval_s)
+                finally:
+                    self._registering = False
+        except KnemuError as exc:
+            if not self._renewal_failing:
+                log.warning("lease renewal failed (%s); forwarding with the last tables "
+                            "and retrying", exc.message)  # fmt: skip
+            self._renewal_failing = True
+        else:
+            if self._renewal_failing:
+                log.warning("lease renewal works again")
+            self._renewal_failing = False
 
     async def _reregister(self) -> None:
-        reg = await register(self.config, self.client, self.underlay_ip, self.identity)
+        reg = await register(self.config, self.client, self.underlay_ip, self.identity, self.keys)
         self.renew_interval_s = reg.renew_interval_s
         node = reg.node
         running = self.router.node.pod_cidr
@@ -407,13 +470,36 @@ class Agent:
     async def _on_watch(self, type_: str, kind: str, obj: Any, old: Any | None) -> None:
         if self.policy is not None:
             self.policy.on_watch(type_, kind, obj)  # NetworkPolicy, Namespace, Pod
-        if self.tables.apply(type_, kind, obj, old) or kind == "Node":
+        applied = self.tables.apply(type_, kind, obj, old)
+        if applied:
+            self._note_applied(type_, kind, obj)
+        if applied or kind == "Node":
             self._nodeport_dirty.set()  # Nodes: which node announces LoadBalancer addresses
         if kind == "Pod":
             self.pods.kick(f"{obj.metadata.namespace}/{obj.metadata.name}")
 
+    def _note_applied(self, type_: str, kind: str, obj: Any) -> None:
+        """When (wall clock) each Service and EndpointSlice version reached this node's
+        tables: ``/table`` shows it, so a change's propagation to every node can be measured
+        without polling (bench/bench_scale.py)."""
+        key = f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}"
+        if type_ == "DELETED":
+            self.applied.pop(key, None)
+        else:
+            self.applied[key] = {"rv": int(obj.metadata.resource_version or 0), "at": time.time()}
+
     async def _on_synced(self) -> None:
         await self.pods.on_synced()
+
+    def _set_bgp_peers(self, peers: dict[str, str]) -> None:
+        if self.bgp is not None:
+            self.bgp.set_peers(peers)
+        if self.kernel_faults is not None:
+            self.kernel_faults.changed()
+
+    def _peer_addresses(self) -> dict[str, tuple[str, str]]:
+        """Peer node name -> (underlay IP, podCIDR), for partitions in the kernel (bgp)."""
+        return {p.name: (p.underlay_ip, p.pod_cidr) for p in self.router.routes.peers.values()}
 
     def _peer_name(self, ip: str) -> str:
         return self.tables.peer_name(ip)
@@ -432,6 +518,7 @@ class Agent:
         snap = self.router.table_snapshot()
         snap["node"] = self.name
         snap["backend"] = self.config.backend
+        snap["encryption"] = self.config.encryption
         snap["backend_mismatch"] = dict(self.tables.mismatched)
         if self.bgp is not None:
             snap["bgp"] = self.bgp.status
@@ -441,6 +528,7 @@ class Agent:
         snap["host_ports"] = self.pods.hostports.table.snapshot()
         snap["load_balancer_announced"] = sorted(self.steering.addresses)
         snap["external_local_steered"] = sorted(f"{n}/{p}" for p, n in self.steering.ports)
+        snap["applied"] = dict(self.applied)
         return snap
 
     def metrics_text(self) -> str:
@@ -484,18 +572,22 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     underlay_ip = config.underlay_ip or default_underlay_ip(config.apiserver)
     ensure_tun_device()  # a Swarm task has none mapped (dataplane/tundev.py)
     mtu = await resolve_pod_mtu(
-        config.pod_mtu_bytes, underlay_ip, backends.overhead_bytes(config.backend), config.backend
+        config.pod_mtu_bytes,
+        underlay_ip,
+        backends.overhead_bytes(config.backend, config.encryption),
+        config.backend if config.encryption == "none" else config.encryption,
     )
     log.info("pod MTU %d: %s", mtu.mtu_bytes, mtu.reason)
     config = config.replace(pod_mtu_bytes=mtu.mtu_bytes)  # every part is built with it
     identity = config.identity or socket.gethostname()
     client = ClusterClient(config.apiserver)
+    keys = backends.KeyPair() if config.encryption == "wireguard" else None
     agent: Agent | None = None
 
     async def bring_up() -> None:
         nonlocal agent
-        reg = await register(config, client, underlay_ip, identity)
-        agent = Agent(config, client, reg)
+        reg = await register(config, client, underlay_ip, identity, keys)
+        agent = Agent(config, client, reg, keys)
         await agent.start()
 
     starting = asyncio.create_task(bring_up(), name="agent-start")

@@ -45,8 +45,9 @@ class FiveTuple:
 
 @dataclass(frozen=True, slots=True)
 class OuterHeader:
-    """The underlay header around the packet, for encap/decap events: VXLAN in UDP, or the
-    outer IPv4 header of IP-in-IP (``encapsulation`` "ipip": no port, no VNI)."""
+    """The underlay header around the packet, for encap/decap events: VXLAN in UDP, the
+    outer IPv4 header of IP-in-IP (``encapsulation`` "ipip": no port, no VNI), or WireGuard's
+    sealed message in UDP (``encapsulation`` "wireguard": no VNI)."""
 
     src_ip: str
     dst_ip: str
@@ -107,7 +108,11 @@ class DropReason(StrEnum):
     WRONG_VNI = "wrong_vni"
     BAD_OUTER_HEADER = "bad_outer_header"  # IP-in-IP: outer protocol is not 4
     WRONG_MAC = "wrong_mac"
-    UNKNOWN_PEER = "unknown_peer"
+    UNKNOWN_PEER = "unknown_peer"  # underlay source is not a current node
+    # --encryption wireguard: a frame whose origin is not proven
+    UNAUTHENTICATED = "unauthenticated"  # AEAD tag does not verify under the sender's key
+    REPLAYED = "replayed"  # a counter already accepted (or older than the window)
+    NO_PEER_KEY = "no_peer_key"  # the peer node published no WireGuard public key
     UNKNOWN_PORT = "unknown_port"
     SPOOFED_SOURCE = "spoofed_source"
     # routing

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -51,6 +52,7 @@ UNARY_TIMEOUT_S = 10.0
 _ERROR_OF_CODE: dict[str, type[errors.KnemuError]] = {
     "INVALID_ARGUMENT": errors.LocalError,
     "NOT_FOUND": errors.NotFound,
+    "PERMISSION_DENIED": errors.Forbidden,
     "ALREADY_EXISTS": errors.AlreadyExists,
     "ABORTED": errors.Conflict,
     "OUT_OF_RANGE": errors.Gone,
@@ -95,6 +97,7 @@ class ClusterClient:
         vxlan_port: int = VXLAN_PORT,
         kubelet_port: int = KUBELET_PORT,
         labels: Mapping[str, str] | None = None,
+        wireguard_public_key: str = "",
     ) -> pb.RegisterNodeResponse:
         request = pb.RegisterNodeRequest(
             name=name,
@@ -104,15 +107,15 @@ class ClusterClient:
             vxlan_port=vxlan_port,
             kubelet_port=kubelet_port,
             labels=dict(labels or {}),
+            wireguard_public_key=wireguard_public_key,
         )
         reply: pb.RegisterNodeResponse = await self._unary("RegisterNode", request)
         return reply
 
     async def renew_lease(self, name: str) -> bool:
         """False: the Node object is gone and the agent must register again."""
-        reply: pb.RenewLeaseResponse = await self._unary(
-            "RenewLease", pb.RenewLeaseRequest(node_name=name)
-        )
+        request = pb.RenewLeaseRequest(node_name=name, sent_at_s=time.time())
+        reply: pb.RenewLeaseResponse = await self._unary("RenewLease", request)
         return reply.known
 
     async def report_pod_status(self, report: pb.PodStatusReport) -> bool:
@@ -122,6 +125,16 @@ class ClusterClient:
 
     async def record_event(self, report: pb.EventReport) -> None:
         await self._unary("RecordEvent", report)
+
+    async def get_pod_sources(
+        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+    ) -> pb.PodSources:
+        """The ConfigMaps and Secrets pod ``namespace/pod_name`` names (bound to this node)."""
+        request = pb.PodSourcesRequest(
+            node_name=node_name, namespace=namespace, pod_name=pod_name, pod_uid=pod_uid
+        )
+        reply: pb.PodSources = await self._unary("GetPodSources", request)
+        return reply
 
     async def watch(
         self, kinds: Iterable[str], since_rv: int, watcher: str

@@ -180,12 +180,27 @@ class EnvVar(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     FIELD_PATH_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    KEY_REF_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    RESOURCE_CONTAINER_FIELD_NUMBER: _builtins.int
+    RESOURCE_DIVISOR_MILLIS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.str
     field_path: _builtins.str
     """valueFrom.fieldRef.fieldPath (the node fills in the value)"""
     unsupported: _builtins.str
-    """valueFrom's source when knemu cannot fill it (configMapKeyRef ...)"""
+    """valueFrom's source when knemu cannot fill it"""
+    resource: _builtins.str
+    """valueFrom.resourceFieldRef (limits.cpu, requests.memory ...), of this container or
+    resource_container
+    """
+    resource_container: _builtins.str
+    resource_divisor_millis: _builtins.int
+    """the divisor in thousandths ("1m" = 1, "1Mi" ="""
+    @_builtins.property
+    def key_ref(self) -> Global___KeyRef:
+        """valueFrom.configMapKeyRef / secretKeyRef: the node fetches the object (GetPodSources)"""
+
     def __init__(
         self,
         *,
@@ -193,14 +208,80 @@ class EnvVar(_message.Message):
         value: _builtins.str = ...,
         field_path: _builtins.str = ...,
         unsupported: _builtins.str = ...,
+        key_ref: Global___KeyRef | None = ...,
+        resource: _builtins.str = ...,
+        resource_container: _builtins.str = ...,
+        resource_divisor_millis: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_ref", b"key_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "name", b"name", "unsupported", b"unsupported", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "key_ref", b"key_ref", "name", b"name", "resource", b"resource", "resource_container", b"resource_container", "resource_divisor_millis", b"resource_divisor_millis", "unsupported", b"unsupported", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnvVar: _TypeAlias = EnvVar  # noqa: Y015
+
+@_typing.final
+class KeyRef(_message.Message):
+    """A ConfigMap or Secret key an env var takes its value from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """ConfigMap | Secret ("" = no reference)"""
+    name: _builtins.str
+    key: _builtins.str
+    optional: _builtins.bool
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        key: _builtins.str = ...,
+        optional: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "kind", b"kind", "name", b"name", "optional", b"optional"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRef: _TypeAlias = KeyRef  # noqa: Y015
+
+@_typing.final
+class EnvFromSource(_message.Message):
+    """envFrom: every key of a ConfigMap or Secret as an env var (prefix + key)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """ConfigMap | Secret"""
+    name: _builtins.str
+    prefix: _builtins.str
+    optional: _builtins.bool
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        prefix: _builtins.str = ...,
+        optional: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "optional", b"optional", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnvFromSource: _TypeAlias = EnvFromSource  # noqa: Y015
 
 @_typing.final
 class ContainerPort(_message.Message):
@@ -372,6 +453,14 @@ class Container(_message.Message):
     VOLUME_MOUNTS_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     CPU_LIMIT_MILLIS_FIELD_NUMBER: _builtins.int
+    ENV_FROM_FIELD_NUMBER: _builtins.int
+    MEMORY_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_REQUEST_MILLIS_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_ADD_FIELD_NUMBER: _builtins.int
+    ALLOW_PRIVILEGE_ESCALATION_FIELD_NUMBER: _builtins.int
+    STARTUP_PROBE_FIELD_NUMBER: _builtins.int
+    HAS_STARTUP_PROBE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     working_dir: _builtins.str
@@ -391,6 +480,14 @@ class Container(_message.Message):
     """resources.limits.memory (0: none)"""
     cpu_limit_millis: _builtins.int
     """resources.limits.cpu in millicores (0: none)"""
+    memory_request_bytes: _builtins.int
+    """resources.requests.memory (0: none)"""
+    cpu_request_millis: _builtins.int
+    """resources.requests.cpu in millicores (0: none)"""
+    privileged: _builtins.bool
+    """securityContext: what a pod without a real image may have of the node's privileges"""
+    allow_privilege_escalation: _builtins.bool
+    has_startup_probe: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -405,6 +502,14 @@ class Container(_message.Message):
     def liveness_probe(self) -> Global___Probe: ...
     @_builtins.property
     def volume_mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeMount]: ...
+    @_builtins.property
+    def env_from(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnvFromSource]: ...
+    @_builtins.property
+    def capabilities_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. NET_ADMIN (without the CAP_ prefix)"""
+
+    @_builtins.property
+    def startup_probe(self) -> Global___Probe: ...
     def __init__(
         self,
         *,
@@ -427,15 +532,27 @@ class Container(_message.Message):
         volume_mounts: _abc.Iterable[Global___VolumeMount] | None = ...,
         memory_limit_bytes: _builtins.int = ...,
         cpu_limit_millis: _builtins.int = ...,
+        env_from: _abc.Iterable[Global___EnvFromSource] | None = ...,
+        memory_request_bytes: _builtins.int = ...,
+        cpu_request_millis: _builtins.int = ...,
+        privileged: _builtins.bool = ...,
+        capabilities_add: _abc.Iterable[_builtins.str] | None = ...,
+        allow_privilege_escalation: _builtins.bool | None = ...,
+        startup_probe: Global___Probe | None = ...,
+        has_startup_probe: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "startup_probe", b"startup_probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "args", b"args", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "env", b"env", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "name", b"name", "ports", b"ports", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation", "_run_as_group", b"_run_as_group", "_run_as_user", b"_run_as_user", "allow_privilege_escalation", b"allow_privilege_escalation", "args", b"args", "capabilities_add", b"capabilities_add", "command", b"command", "cpu_limit_millis", b"cpu_limit_millis", "cpu_request_millis", b"cpu_request_millis", "env", b"env", "env_from", b"env_from", "has_liveness_probe", b"has_liveness_probe", "has_readiness_probe", b"has_readiness_probe", "has_startup_probe", b"has_startup_probe", "image", b"image", "image_pull_policy", b"image_pull_policy", "liveness_probe", b"liveness_probe", "memory_limit_bytes", b"memory_limit_bytes", "memory_request_bytes", b"memory_request_bytes", "name", b"name", "ports", b"ports", "privileged", b"privileged", "readiness_probe", b"readiness_probe", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "startup_probe", b"startup_probe", "stdin", b"stdin", "stdin_once", b"stdin_once", "volume_mounts", b"volume_mounts", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_privilege_escalation: _TypeAlias = _typing.Literal["allow_privilege_escalation"]  # noqa: Y015
+    _WhichOneofArgType__allow_privilege_escalation: _TypeAlias = _typing.Literal["_allow_privilege_escalation", b"_allow_privilege_escalation"]  # noqa: Y015
     _WhichOneofReturnType__run_as_group: _TypeAlias = _typing.Literal["run_as_group"]  # noqa: Y015
     _WhichOneofArgType__run_as_group: _TypeAlias = _typing.Literal["_run_as_group", b"_run_as_group"]  # noqa: Y015
     _WhichOneofReturnType__run_as_user: _TypeAlias = _typing.Literal["run_as_user"]  # noqa: Y015
     _WhichOneofArgType__run_as_user: _TypeAlias = _typing.Literal["_run_as_user", b"_run_as_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_privilege_escalation) -> _WhichOneofReturnType__allow_privilege_escalation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__run_as_group) -> _WhichOneofReturnType__run_as_group | None: ...
     @_typing.overload
@@ -509,6 +626,10 @@ class Volume(_message.Message):
     HOST_PATH_TYPE_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    SOURCE_NAME_FIELD_NUMBER: _builtins.int
+    KEY_ITEMS_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODE_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
     """emptyDir | hostPath | downwardAPI | "" (a source knemu does not support)"""
@@ -520,9 +641,18 @@ class Volume(_message.Message):
     host_path_type: _builtins.str
     """"" | DirectoryOrCreate | Directory | FileOrCreate | File ..."""
     unsupported: _builtins.str
-    """the source's key when kind is "" (configMap, secret, ...)"""
+    """the source's key when kind is "" (projected, nfs, ...)"""
+    source_name: _builtins.str
+    """configMap | secret: the object (configMap.name, secret.secretName) and what of it"""
+    default_mode: _builtins.int
+    """0644 when unset"""
+    optional: _builtins.bool
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownwardAPIFile]: ...
+    @_builtins.property
+    def key_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyToPath]:
+        """empty: every key as a file of its name"""
+
     def __init__(
         self,
         *,
@@ -534,14 +664,47 @@ class Volume(_message.Message):
         host_path_type: _builtins.str = ...,
         items: _abc.Iterable[Global___DownwardAPIFile] | None = ...,
         unsupported: _builtins.str = ...,
+        source_name: _builtins.str = ...,
+        key_items: _abc.Iterable[Global___KeyToPath] | None = ...,
+        default_mode: _builtins.int | None = ...,
+        optional: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode", "default_mode", b"default_mode"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_path", b"host_path", "host_path_type", b"host_path_type", "items", b"items", "kind", b"kind", "medium", b"medium", "name", b"name", "size_limit_bytes", b"size_limit_bytes", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode", "default_mode", b"default_mode", "host_path", b"host_path", "host_path_type", b"host_path_type", "items", b"items", "key_items", b"key_items", "kind", b"kind", "medium", b"medium", "name", b"name", "optional", b"optional", "size_limit_bytes", b"size_limit_bytes", "source_name", b"source_name", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__default_mode: _TypeAlias = _typing.Literal["default_mode"]  # noqa: Y015
+    _WhichOneofArgType__default_mode: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__default_mode) -> _WhichOneofReturnType__default_mode | None: ...
 
 Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class KeyToPath(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    path: _builtins.str
+    mode: _builtins.int
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        path: _builtins.str = ...,
+        mode: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "mode", b"mode"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "key", b"key", "mode", b"mode", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mode: _TypeAlias = _typing.Literal["mode"]  # noqa: Y015
+    _WhichOneofArgType__mode: _TypeAlias = _typing.Literal["_mode", b"_mode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mode) -> _WhichOneofReturnType__mode | None: ...
+
+Global___KeyToPath: _TypeAlias = KeyToPath  # noqa: Y015
 
 @_typing.final
 class DNSConfigOption(_message.Message):
@@ -1386,6 +1549,7 @@ class RegisterNodeRequest(_message.Message):
     VXLAN_PORT_FIELD_NUMBER: _builtins.int
     KUBELET_PORT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    WIREGUARD_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """requested name; empty: the server assigns node-N"""
     identity: _builtins.str
@@ -1394,6 +1558,10 @@ class RegisterNodeRequest(_message.Message):
     vtep_mac: _builtins.str
     vxlan_port: _builtins.int
     kubelet_port: _builtins.int
+    wireguard_public_key: _builtins.str
+    """--encryption wireguard: the node's X25519 public key (base64), published on the Node as
+    projectcalico.org/WireguardPublicKey; empty: the node seals nothing.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -1406,10 +1574,11 @@ class RegisterNodeRequest(_message.Message):
         vxlan_port: _builtins.int = ...,
         kubelet_port: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        wireguard_public_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "internal_ip", b"internal_ip", "kubelet_port", b"kubelet_port", "labels", b"labels", "name", b"name", "vtep_mac", b"vtep_mac", "vxlan_port", b"vxlan_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "internal_ip", b"internal_ip", "kubelet_port", b"kubelet_port", "labels", b"labels", "name", b"name", "vtep_mac", b"vtep_mac", "vxlan_port", b"vxlan_port", "wireguard_public_key", b"wireguard_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1448,15 +1617,22 @@ class RenewLeaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_NAME_FIELD_NUMBER: _builtins.int
+    SENT_AT_S_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
+    sent_at_s: _builtins.float
+    """When the node sent it (Unix seconds; 0: unknown).  The api-server credits the node as
+    alive at that moment, and judges every node against the newest heartbeat it has read,
+    so heartbeats queued behind a busy api-server do not count as silence.
+    """
     def __init__(
         self,
         *,
         node_name: _builtins.str = ...,
+        sent_at_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_name", b"node_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_name", b"node_name", "sent_at_s", b"sent_at_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1501,6 +1677,7 @@ class ContainerStatus(_message.Message):
     LAST_STARTED_AT_FIELD_NUMBER: _builtins.int
     LAST_FINISHED_AT_FIELD_NUMBER: _builtins.int
     INIT_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     ready: _builtins.bool
     restart_count: _builtins.int
@@ -1520,6 +1697,8 @@ class ContainerStatus(_message.Message):
     last_finished_at: _builtins.str
     init: _builtins.bool
     """an init container (status.initContainerStatuses)"""
+    started: _builtins.bool
+    """containerStatuses[].started: running and past its startup probe (unset: = running)"""
     def __init__(
         self,
         *,
@@ -1538,12 +1717,15 @@ class ContainerStatus(_message.Message):
         last_started_at: _builtins.str = ...,
         last_finished_at: _builtins.str = ...,
         init: _builtins.bool = ...,
+        started: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "has_last_state", b"has_last_state", "image", b"image", "init", b"init", "last_exit_code", b"last_exit_code", "last_finished_at", b"last_finished_at", "last_reason", b"last_reason", "last_started_at", b"last_started_at", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "exit_code", b"exit_code", "has_last_state", b"has_last_state", "image", b"image", "init", b"init", "last_exit_code", b"last_exit_code", "last_finished_at", b"last_finished_at", "last_reason", b"last_reason", "last_started_at", b"last_started_at", "message", b"message", "name", b"name", "ready", b"ready", "reason", b"reason", "restart_count", b"restart_count", "started", b"started", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__started: _TypeAlias = _typing.Literal["started"]  # noqa: Y015
+    _WhichOneofArgType__started: _TypeAlias = _typing.Literal["_started", b"_started"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__started) -> _WhichOneofReturnType__started | None: ...
 
 Global___ContainerStatus: _TypeAlias = ContainerStatus  # noqa: Y015
 
@@ -1668,3 +1850,116 @@ class EventAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventAck: _TypeAlias = EventAck  # noqa: Y015
+
+@_typing.final
+class PodSourcesRequest(_message.Message):
+    """---- A pod's ConfigMaps and Secrets ---------------------------------------------------------
+    A node gets these only for a pod bound to it, and only the objects that pod names (its
+    volumes, env valueFrom, envFrom), as the Node authorizer lets a kubelet read them.  The node
+    is the request's node_name today; with node credentials it is the authenticated identity.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    POD_NAME_FIELD_NUMBER: _builtins.int
+    POD_UID_FIELD_NUMBER: _builtins.int
+    node_name: _builtins.str
+    namespace: _builtins.str
+    pod_name: _builtins.str
+    pod_uid: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        pod_name: _builtins.str = ...,
+        pod_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "node_name", b"node_name", "pod_name", b"pod_name", "pod_uid", b"pod_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PodSourcesRequest: _TypeAlias = PodSourcesRequest  # noqa: Y015
+
+@_typing.final
+class SourceObject(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """ConfigMap | Secret"""
+    name: _builtins.str
+    """in the pod's namespace"""
+    found: _builtins.bool
+    """false: the object does not exist (data is empty)"""
+    resource_version: _builtins.int
+    @_builtins.property
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """ConfigMap: data (UTF-8) and binaryData; Secret: data (base64-decoded) and stringData"""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        found: _builtins.bool = ...,
+        resource_version: _builtins.int = ...,
+        data: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "found", b"found", "kind", b"kind", "name", b"name", "resource_version", b"resource_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceObject: _TypeAlias = SourceObject  # noqa: Y015
+
+@_typing.final
+class PodSources(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceObject]:
+        """one per object the pod names, sorted by kind, name"""
+
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___SourceObject] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PodSources: _TypeAlias = PodSources  # noqa: Y015

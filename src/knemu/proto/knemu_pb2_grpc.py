@@ -59,6 +59,11 @@ class ClusterStub:
                 request_serializer=knemu_dot_proto_dot_knemu__pb2.EventReport.SerializeToString,
                 response_deserializer=knemu_dot_proto_dot_knemu__pb2.EventAck.FromString,
                 _registered_method=True)
+        self.GetPodSources = channel.unary_unary(
+                '/knemu.v1.Cluster/GetPodSources',
+                request_serializer=knemu_dot_proto_dot_knemu__pb2.PodSourcesRequest.SerializeToString,
+                response_deserializer=knemu_dot_proto_dot_knemu__pb2.PodSources.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -94,6 +99,12 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPodSources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.RecordEvent,
                     request_deserializer=knemu_dot_proto_dot_knemu__pb2.EventReport.FromString,
                     response_serializer=knemu_dot_proto_dot_knemu__pb2.EventAck.SerializeToString,
+            ),
+            'GetPodSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPodSources,
+                    request_deserializer=knemu_dot_proto_dot_knemu__pb2.PodSourcesRequest.FromString,
+                    response_serializer=knemu_dot_proto_dot_knemu__pb2.PodSources.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Cluster:
             '/knemu.v1.Cluster/RecordEvent',
             knemu_dot_proto_dot_knemu__pb2.EventReport.SerializeToString,
             knemu_dot_proto_dot_knemu__pb2.EventAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPodSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/knemu.v1.Cluster/GetPodSources',
+            knemu_dot_proto_dot_knemu__pb2.PodSourcesRequest.SerializeToString,
+            knemu_dot_proto_dot_knemu__pb2.PodSources.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,3 +53,28 @@ def test_every_namespace_gets_a_default_service_account(cluster: Cluster) -> Non
     cluster.store.delete("ServiceAccount", "default", "default", cluster.now)
     cluster.tick()
     assert cluster.store.get("ServiceAccount", "default", "default") is not None
+
+
+def test_idle_heartbeats_cost_batches_not_rounds(cluster: Cluster) -> None:
+    """40 nodes renewing at ten different phases: Leases are written in a few batches per
+    period (not one wake-up per node), about once per node per period, and no round over
+    every object runs, since nothing but heartbeats happened."""
+    for i in range(1, 41):
+        cluster.add_node(i)
+    cluster.tick()
+    every = cluster.manager.leases.publish_every_s
+    batches: set[float] = set()
+    cluster.store.add_listener(lambda e: batches.add(cluster.now) if e.kind == "Lease" else None)
+    rounds, rv = cluster.manager.statistics()["rounds"], cluster.store.resource_version
+    end = cluster.now + 10 * every
+    while cluster.now < end:
+        cluster.now += 0.1
+        for i in range(1, 41):  # node-i renews at phase i % 10 of each second
+            if round(cluster.now * 10) % 10 == i % 10:
+                cluster.registry.renew(f"node-{i}", cluster.now)
+        cluster.tick()
+    stats = cluster.manager.statistics()
+    assert stats["rounds"] == rounds and stats["timers"] >= 5
+    assert len(batches) <= 10 * 2
+    assert cluster.store.resource_version - rv <= 40 * 10 * 1.5
+    assert not cluster.events("NodeNotReady")

@@ -102,7 +102,8 @@ def test_no_nodes_at_all(cluster: Cluster) -> None:
 def test_not_ready_nodes_are_skipped(cluster: Cluster) -> None:
     cluster.add_node(1)
     cluster.add_node(2)
-    cluster.tick(cluster.config.timings.node_grace_s + 0.1)  # both leases expire
+    # both leases expire (no heartbeat heard from anyone: one grace period more than usual)
+    cluster.tick(2 * cluster.config.timings.node_grace_s + 0.1)
     cluster.registry.renew("node-2", cluster.now)
     cluster.apply(_pod("p"))
     cluster.tick()

@@ -204,3 +204,26 @@ async def test_port_in_use_is_unavailable_naming_the_address(stack: Stack) -> No
 
     with pytest.raises(errors.Unavailable, match=rf"cannot listen on {stack.target}.*grpc_listen"):
         await start_grpc_server(stack.target, stack.store, stack.hub, stack.registry)
+
+
+def test_each_event_is_encoded_once_for_every_watcher() -> None:
+    """The api-server's cost of a change is one encoding, not one per watcher (issue 11)."""
+    from knemu.apiserver.grpc_api.service import EncodedEvents, event_to_proto
+    from knemu.apiserver.storage.store import StoredEvent
+    from knemu.proto import knemu_pb2 as pb
+
+    from .stack import service
+
+    obj = service("web")
+    obj["metadata"]["resourceVersion"] = "7"
+    live = StoredEvent(7, "MODIFIED", "Service", obj)
+    encoded = EncodedEvents(size=2)
+    first = [encoded.get(live) for _ in range(100)]  # a hundred watchers
+    assert encoded.encoded == 1 and all(data is first[0] for data in first)
+    assert pb.WatchEvent.FromString(first[0]) == event_to_proto(live)
+    snapshot = StoredEvent(7, "ADDED", "Service", obj)  # a new watcher's list: another message
+    assert pb.WatchEvent.FromString(encoded.get(snapshot)).type == pb.WatchEvent.ADDED
+    for rv in (8, 9):  # bounded: the oldest encodings go
+        encoded.get(StoredEvent(rv, "MODIFIED", "Service", obj))
+    encoded.get(live)
+    assert encoded.encoded == 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knemu.cli.commands.bgp import format_status
+from knemu.cli.commands.bgp import format_status, peer_of
 
 
 def test_sessions_and_routes_are_printed() -> None:
@@ -19,8 +19,19 @@ def test_sessions_and_routes_are_printed() -> None:
     }  # fmt: skip
     text = "\n".join(format_status("node-1", table))
     assert "router id 192.168.59.11, AS 64512, hold time 9 s" in text
-    assert "Mesh_192_168_59_12       up     04:47:45.887   Established" in text
+    assert (
+        "192.168.59.12    node-to-node mesh  up     04:47:45.887   Established              "
+        "Mesh_192_168_59_12"
+    ) in text
     assert "10.244.2.0/24        192.168.59.12    Mesh_192_168_59_12" in text
+
+
+def test_peer_types_are_calicoctls() -> None:
+    bgp = {"router_id": "192.168.59.12", "route_reflectors": ["192.168.59.11"]}
+    assert peer_of("Mesh_192_168_59_11", bgp) == ("192.168.59.11", "route reflector")
+    assert peer_of("Global_192_168_59_70", bgp) == ("192.168.59.70", "global")
+    reflector = {"router_id": "192.168.59.11", "route_reflectors": ["192.168.59.11"]}
+    assert peer_of("Mesh_192_168_59_12", reflector) == ("192.168.59.12", "rr client")
 
 
 def test_a_node_without_bgp_says_so() -> None:

@@ -8,9 +8,9 @@ a renewal, eviction 10 s later.  All traffic stays inside the cluster's namespac
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,7 +216,7 @@ finally:
 
 
 def test_new_connection_reusing_a_closed_flows_port_gets_a_live_backend(
-    cluster: LocalCluster, tmp_path: Path
+    cluster: LocalCluster,
 ) -> None:
     """The mechanism behind late failures in the node-kill scenario, made deterministic: the
     client reconnects from the same source port after the flow's backend pod was deleted."""
@@ -241,9 +241,9 @@ spec:
         # Connection: close, and the client reads to EOF before closing: the server closes
         # first, so the client's port is free again at once (no TIME_WAIT on the client)
         # while node-1 keeps the closed flow's conntrack entry.
-        script = tmp_path / "reuse_client.py"
-        script.write_text(REUSE_CLIENT)
-        curl = f"python3 {script} {ip} 8080 {REUSE_PORT}"
+        # The program travels in the command line: a pod sees neither the test's tmp_path
+        # (its /tmp is its own) nor files only root may read.
+        curl = f"python3 -c {shlex.quote(REUSE_CLIENT)} {ip} 8080 {REUSE_PORT}"
         wait_until(
             lambda: pod_ready(cluster, "reuse-client"),
             60,

@@ -49,7 +49,11 @@ def test_apiserver_flags_and_timings_preset() -> None:
     assert isinstance(cfg, ApiServerConfig)
     assert cfg.data_dir == "/d" and cfg.listen == "0.0.0.0:7443"
     assert cfg.timings == Timings(
-        lease_renew_s=10.0, node_grace_s=50.0, eviction_toleration_s=300.0
+        lease_renew_s=10.0,
+        node_grace_s=50.0,
+        eviction_toleration_s=300.0,
+        node_eviction_qps=0.1,  # --node-eviction-rate and --secondary-node-eviction-rate
+        secondary_eviction_qps=0.01,
     )
     assert _build(ApiServerConfig, []) == ApiServerConfig()
 
@@ -113,3 +117,11 @@ def test_config_errors_exit_2_with_the_message(capsys: pytest.CaptureFixture[str
     assert main(["apiserver", "--node-grace-s", "0.5", "--lease-renew-s", "1"]) == 2
     assert "lease_renew_s < node_grace_s" in capsys.readouterr().err
     assert main(["agent", "--ttl-s", "3"]) == 2  # a DNS flag is not an agent flag
+
+
+def test_agent_registries_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _build(AgentConfig, ["--registries", "127.0.0.1:5000, registry.example"])
+    assert cfg.registry_hosts == ("127.0.0.1:5000", "registry.example")
+    assert AgentConfig().registry_hosts == ()  # by default a node pulls from nowhere
+    assert main(["agent", "--registries", "http://x:1/"]) == 2
+    assert "registries: 'http://x:1/' is not HOST[:PORT]" in capsys.readouterr().err

@@ -31,6 +31,9 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
     agent = c.component_configs("ipvs")["node-2"]
     assert agent["underlay_ip"] == "192.168.59.12" and agent["proxy_mode"] == "ipvs"
     assert agent["dns_upstream"] == "192.168.59.1:5353"
+    assert agent["registries"] == ""  # knemu up --registries: none unless given
+    with_registry = c.component_configs("ipvs", registries="127.0.0.1:5000")["node-1"]
+    assert with_registry["registries"] == "127.0.0.1:5000"
     cmds = c.network_commands()
     assert [
         "ip",

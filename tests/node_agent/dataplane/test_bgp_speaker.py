@@ -46,10 +46,28 @@ async def test_a_reload_birdc_could_not_deliver_is_tried_again(
     speaker.set_peers({"node-1": "192.168.59.11"})  # arrives as BIRD starts
     task = asyncio.create_task(speaker._run())
     try:
-        await wait_for(log.exists, 10, what="a configure that reached BIRD")
+        # the shell creates the file before grep writes its count: wait for the count
+        await wait_for(lambda: log.exists() and log.read_text().strip(), 10,
+                       what="a configure that reached BIRD")  # fmt: skip
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert (tmp_path / "configured.failed").exists()  # the first attempt failed
     assert log.read_text().split()[0] == "1"  # the retry loaded the peer's session
+
+
+def test_route_reflectors_are_named_by_node_and_resolved_from_the_peers(tmp_path: Path) -> None:
+    def speaker(node: str, ip: str) -> BgpSpeaker:
+        cfg = bird.BgpConfig(node, ip, "10.244.9.0/24", ())
+        return BgpSpeaker(cfg, tmp_path / node, reflector_nodes=("node-1",))
+
+    peers = {"node-1": "192.168.59.11", "node-2": "192.168.59.12", "node-3": "192.168.59.13"}
+    client = speaker("node-2", "192.168.59.12")
+    client.set_peers({k: v for k, v in peers.items() if k != "node-2"})
+    assert client.cfg.route_reflectors == ("192.168.59.11",)
+    assert bird.sessions_of(client.cfg) == [("192.168.59.11", False)]  # only the reflector
+    reflector = speaker("node-1", "192.168.59.11")
+    assert reflector.cfg.route_reflectors == ("192.168.59.11",)
+    reflector.set_peers({k: v for k, v in peers.items() if k != "node-1"})
+    assert bird.sessions_of(reflector.cfg) == [("192.168.59.12", True), ("192.168.59.13", True)]

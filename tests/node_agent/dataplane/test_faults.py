@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from knemu.errors import Invalid
-from knemu.node_agent.dataplane.faults import Impairments, ImpairmentSpec
+from knemu.node_agent.dataplane.faults import Impairments, ImpairmentSpec, partition_rules
 
 DATA = bytes(range(100))
 
@@ -98,3 +98,27 @@ def test_describe_round_trips_through_json_dicts() -> None:
         peer="node-2", loss_pct=5.0, delay_ms=10.0
     )
     assert imp.clear() == 1 and imp.describe() == []
+
+
+def test_partitions_become_kernel_rules_for_bgp() -> None:
+    """Backend bgp: a partition drops the peer's underlay address (BGP session) and podCIDR
+    (native pod packets) in the kernel; the script replaces the whole table."""
+    changes: list[int] = []
+    faults = Impairments()
+    faults.on_change = lambda: changes.append(1)
+    faults.add({"partition": True, "peer": "node-2", "direction": "ingress"})
+    faults.add({"loss_pct": 50.0})
+    assert faults.partitions() == [("node-2", "ingress")] and len(changes) == 2
+    peers = {
+        "node-2": ("192.168.59.12", "10.244.2.0/24"),
+        "node-3": ("192.168.59.13", "10.244.3.0/24"),
+    }
+    script = partition_rules(faults.partitions(), peers)
+    assert script.startswith("table ip knemu_chaos\ndelete table ip knemu_chaos\n")
+    assert "ip saddr { 10.244.2.0/24, 192.168.59.12 } counter drop" in script
+    assert "daddr" not in script and "192.168.59.13" not in script
+    everyone = partition_rules([("", "both")], peers)
+    assert everyone.count("10.244.3.0/24") == 4  # input, output, forward (saddr and daddr)
+    faults.clear()
+    assert faults.partitions() == [] and len(changes) == 3
+    assert "drop" not in partition_rules([], peers)

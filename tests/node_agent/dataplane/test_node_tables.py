@@ -30,11 +30,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.peers: dict[str, tuple[str, str, str, int, bool]] = {}
+        self.keys: dict[str, str] = {}  # WireGuard public keys the peers published
         self.services: dict[str, tuple[ServiceEntry, dict[str, list[Backend]]]] = {}
 
     def set_peer(self, name: str, pod_cidr: str, underlay_ip: str, vtep_mac: str,
-                 vxlan_port: int = 4789, ready: bool = True) -> None:  # fmt: skip
+                 vxlan_port: int = 4789, ready: bool = True,
+                 public_key: str = "") -> None:  # fmt: skip
         self.peers[name] = (pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready)
+        self.keys[name] = public_key
 
     def remove_peer(self, name: str) -> None:
         self.peers.pop(name, None)
@@ -92,6 +95,17 @@ def test_peer_nodes_become_routes_and_this_node_never_does() -> None:
     assert tables.peer_name("192.168.59.99") == "192.168.59.99"
     tables.apply("DELETED", "Node", node("node-2", 2), None)
     assert rec.peers == {} and tables.peer_name("192.168.59.12") == "192.168.59.12"
+
+
+def test_a_peers_wireguard_key_comes_from_calicos_annotation() -> None:
+    tables, rec, _ = make()
+    tables.apply("ADDED", "Node", node("node-2", 2), None)
+    assert rec.keys == {"node-2": ""}
+    annotations = {"projectcalico.org/WireguardPublicKey": "k" * 43 + "="}
+    keyed = node("node-2", 2)
+    keyed.metadata.annotations.update(annotations)
+    tables.apply("MODIFIED", "Node", keyed, None)
+    assert rec.keys == {"node-2": "k" * 43 + "="}
 
 
 def test_an_incomplete_node_removes_its_route() -> None:

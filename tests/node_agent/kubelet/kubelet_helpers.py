@@ -60,7 +60,7 @@ class FakeRuntime:
         self.failures: dict[str, int] = {}  # key -> how many more starts fail
         self.socks: list[socket.socket] = []
 
-    async def start_pod(self, p: pb.Pod) -> PodHandle:
+    async def start_pod(self, p: pb.Pod, sources: object = None) -> PodHandle:
         key = f"{p.metadata.namespace}/{p.metadata.name}"
         if self.failures.get(key, 0) > 0:
             self.failures[key] -= 1
@@ -113,6 +113,11 @@ class FakeClient:
 
     async def record_event(self, report: pb.EventReport) -> None:
         self.events.append(report)
+
+    async def get_pod_sources(
+        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+    ) -> pb.PodSources:
+        return pb.PodSources()
 
 
 class FakeNetwork:

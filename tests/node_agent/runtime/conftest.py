@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,12 +16,15 @@ from knemu.node_agent.runtime.pods import PodRuntime
 from .pods_helpers import Harness
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def make_harness(tmp_path: Path, registries: str = "") -> AsyncIterator[Harness]:
+    """A PodRuntime on a unique node (``registries``: what it may pull from)."""
     prefix = "kt" + secrets.token_hex(3)
     node = "n" + secrets.token_hex(2)
     box: list[Harness] = []
-    config = AgentConfig(state_dir=str(tmp_path / "state"), netns_prefix=prefix)
+    config = AgentConfig(
+        state_dir=str(tmp_path / "state"), netns_prefix=prefix, registries=registries
+    )
     rt = PodRuntime(
         config, node, "10.244.77.0/24", "10.244.77.1",
         on_status=lambda s: box[0].statuses.append(s),
@@ -35,3 +39,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         await rt.stop_all()
         for name in sandbox.list_netns(prefix):  # a failed test must not leak namespaces
             await sandbox.clean_netns(name)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with make_harness(tmp_path) as h:
+        yield h

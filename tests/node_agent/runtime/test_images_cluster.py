@@ -9,6 +9,7 @@ namespaces.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -137,6 +138,10 @@ def test_exec_sees_the_image_and_only_the_pods_processes(cluster: LocalCluster) 
     release = c.knemu("exec", pod, "-c", "web", "--", "cat", "/etc/os-release").stdout
     assert 'NAME="knemu test image"' in release
     assert c.knemu("exec", pod, "-c", "shell", "--", "hostname").stdout.strip() == pod
+    # One IPC namespace per pod, shared by its containers (and not the node's).
+    ipc = {c.knemu("exec", pod, "-c", name, "--", "readlink", "/proc/self/ns/ipc").stdout
+           for name in ("web", "shell")}  # fmt: skip
+    assert len(ipc) == 1 and ipc != {os.readlink("/proc/self/ns/ipc") + "\n"}, ipc
     # DNS from inside the image (busybox nslookup reads the pod's resolv.conf).
     svc_ip = c.service("web")["spec"]["clusterIP"]
     look = c.knemu("exec", pod, "-c", "shell", "--", "nslookup", "web.default.svc.cluster.local")

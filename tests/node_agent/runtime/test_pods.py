@@ -395,3 +395,39 @@ async def test_failed_sandbox_is_rolled_back(harness: Harness) -> None:
         )  # fmt: skip
     assert sandbox.list_netns(harness.prefix) == []
     assert f"{harness.prefix}x" not in run("ip", "-o", "link")
+
+
+def _exec_probe(command: str, period_s: int = 1, failures: int = 3) -> pb.Probe:
+    return pb.Probe(exec=pb.ExecAction(command=["sh", "-c", command]), period_s=period_s,
+                    failure_threshold=failures)  # fmt: skip
+
+
+async def test_startup_probe_holds_readiness_until_it_succeeds(harness: Harness) -> None:
+    # The container's own /tmp (a private tmpfs) is where the exec probe looks.
+    c = pb.Container(
+        name="c", image="busybox",
+        command=["sh", "-c", "sleep 1.5; touch /tmp/started; exec sleep 1000"],
+        has_startup_probe=True, startup_probe=_exec_probe("test -f /tmp/started", failures=30),
+        has_readiness_probe=True, readiness_probe=_exec_probe("true"),
+    )  # fmt: skip
+    h = await harness.rt.start_pod(harness.pod("slow-start", c))
+    s = await harness.wait_status(h.key, lambda s: s.container_statuses[0].state == "running")
+    assert not s.container_statuses[0].started and not s.ready
+    s = await harness.wait_status(h.key, lambda s: s.ready)
+    assert s.container_statuses[0].started and s.container_statuses[0].restart_count == 0
+    assert s.to_report().container_statuses[0].started
+
+
+async def test_failing_startup_probe_restarts_container(harness: Harness) -> None:
+    c = pb.Container(
+        name="c", image="busybox", command=["sleep", "1000"],
+        has_startup_probe=True, startup_probe=_exec_probe("false", failures=2),
+        has_liveness_probe=True, liveness_probe=_exec_probe("false", failures=1),
+    )  # fmt: skip
+    h = await harness.rt.start_pod(harness.pod("never-starts", c))
+    await harness.wait_status(h.key, lambda s: s.container_statuses[0].restart_count >= 1)
+    messages = [e[3] for e in harness.events if e[0] == h.key and e[2] in ("Unhealthy", "Killing")]
+    assert any(m.startswith("Startup probe failed") for m in messages), messages
+    assert any("failed startup probe" in m for m in messages), messages
+    # The liveness probe never ran: it waits for the startup probe.
+    assert not any("Liveness" in m for m in messages), messages

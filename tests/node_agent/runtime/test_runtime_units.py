@@ -10,9 +10,10 @@ from hypothesis import given, strategies as st
 
 from knemu.apiserver.grpc_api.pod_runtime import cpu_millis, env_var_to_proto, memory_bytes
 from knemu.cli.output.printers import pod_status
-from knemu.node_agent.runtime import image_pull, init_containers
+from knemu.node_agent.runtime import image_pull, init_containers, probes
+from knemu.node_agent.runtime.config_sources import NodeCapacity, resolve_env
 from knemu.node_agent.runtime.containers import ContainerCore, ContainerStatus
-from knemu.node_agent.runtime.downward import FieldRefError, PodFields, resolve_env
+from knemu.node_agent.runtime.downward import FieldRefError, PodFields
 from knemu.node_agent.runtime.images import (
     BadImage,
     ImageConfig,
@@ -248,15 +249,58 @@ def test_env_field_refs() -> None:
     label = env_var_to_proto(
         {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}
     )
-    secret = env_var_to_proto({"name": "S", "valueFrom": {"secretKeyRef": {"name": "x"}}})
-    assert (ref.field_path, secret.unsupported) == ("spec.nodeName", "secretKeyRef")
+    other = env_var_to_proto({"name": "S", "valueFrom": {"fileKeyRef": {"path": "x"}}})
+    assert (ref.field_path, other.unsupported) == ("spec.nodeName", "fileKeyRef")
     pod = pb.Pod(metadata=pb.ObjectMeta(name="p", labels={"app": "web"}), node_name="node-2")
     spec = pb.Container(name="c", env=[literal, ref, label])
-    out = resolve_env(spec, PodFields(pod, "10.244.2.3", "192.168.59.12"))
+    cap = NodeCapacity(2000, 2**30)
+
+    def resolve(c: pb.Container, fields: PodFields) -> pb.Container:
+        return resolve_env(c, pod, fields, {}, cap).spec
+
+    out = resolve(spec, PodFields(pod, "10.244.2.3", "192.168.59.12"))
     assert [(v.name, v.value) for v in out.env] == [("A", "1"), ("N", "node-2"), ("L", "web")]
     assert spec.env[1].value == ""  # the original is untouched
-    with pytest.raises(FieldRefError, match="secretKeyRef is not supported"):
-        resolve_env(pb.Container(name="c", env=[secret]), PodFields(pod))
+    with pytest.raises(FieldRefError, match="fileKeyRef is not supported"):
+        resolve(pb.Container(name="c", env=[other]), PodFields(pod))
     with pytest.raises(FieldRefError, match="not supported"):
-        resolve_env(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
-                    PodFields(pod))  # fmt: skip
+        resolve(pb.Container(name="c", env=[pb.EnvVar(name="x", field_path="spec.x")]),
+                PodFields(pod))  # fmt: skip
+
+
+def test_startup_tracker_starts_on_success_and_fails_after_the_threshold() -> None:
+    spec = probes.ProbeSpec("exec", initial_delay_s=5, period_s=2, failure_threshold=3)
+    t = probes.StartupTracker(spec, started=100.0)
+    assert t.next_due() == 105.0
+    assert [t.record(False, 105.0), t.record(False, 107.0)] == [None, None]
+    assert t.next_due() == 109.0 and t.record(True, 109.0) == "started"
+    t = probes.StartupTracker(spec, started=0.0)
+    assert [t.record(False, float(n)) for n in range(3)] == [None, None, "failed"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "in_store", "pulled", "kind"),
+    [
+        ("IfNotPresent", False, False, "pull"),
+        ("IfNotPresent", True, False, "store"),
+        ("Always", True, False, "pull"),  # every start pulls ...
+        ("Always", True, True, "store"),  # ... once
+        ("Never", False, False, "missing"),
+        ("", False, False, "pull"),
+    ],
+)
+def test_pull_decisions_for_a_registry_the_node_pulls_from(
+    policy: str, in_store: bool, pulled: bool, kind: str
+) -> None:
+    decision = image_pull.decide("r.example/a:1", policy, in_store, "no built-in", "node-1",
+                                 pulled=pulled, pullable=True)  # fmt: skip
+    assert decision.kind == kind
+    unlisted = image_pull.decide("r.example/a:1", "Always", False, "no built-in", "node-1")
+    assert (unlisted.kind, unlisted.reason) == ("missing", "ErrImagePull")
+
+
+def test_plain_http_only_for_loopback_registries() -> None:
+    assert image_pull.plain_http("127.0.0.1:5000") and image_pull.plain_http("localhost:5000")
+    assert not image_pull.plain_http("registry.example:5000")
+    assert not image_pull.plain_http("10.0.0.1:5000")
+    assert image_pull.registry_of("127.0.0.1:5000/knemu/web:v1") == "127.0.0.1:5000"

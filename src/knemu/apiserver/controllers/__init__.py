@@ -40,14 +40,18 @@ from knemu.apiserver.controllers.service import ServiceController
 from knemu.apiserver.controllers.serviceaccount import ServiceAccountController
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
-from knemu.apiserver.storage.store import Store
+from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.config import ApiServerConfig
 
-__all__ = ["MAX_ROUNDS", "ControllerManager"]
+__all__ = ["MAX_ROUNDS", "PASSIVE_KINDS", "ControllerManager"]
 
 MAX_ROUNDS = 16
 log = logging.getLogger("knemu.apiserver.controllers")
 PRUNE_EVERY_S = 60.0  # how often expired Events are deleted
+# Kinds no controller reacts to: a write of one (a node's Lease heartbeat, an Event) neither
+# wakes the controllers nor makes a round run again.  Without this, every heartbeat of every
+# node re-ran every controller over every object: O(nodes x objects) work per second.
+PASSIVE_KINDS = frozenset({"Lease", "Event"})
 
 
 def _never() -> bool:
@@ -101,13 +105,20 @@ class ControllerManager:
         self._stats = {
             "syncs": 0,
             "skipped": 0,
+            "timers": 0,
             "rounds": 0,
             "unsettled": 0,
             "out_of_budget": 0,
             "failed": 0,
         }
         self._position = 0  # next controller of an unfinished round
-        self._round_rv = 0  # resourceVersion when that round started
+        self._round_rv = 0  # changed_rv when that round started
+        self.changed_rv = store.resource_version  # rv of the latest write controllers react to
+        store.add_listener(self._on_store_event)
+
+    def _on_store_event(self, event: StoredEvent) -> None:
+        if event.kind not in PASSIVE_KINDS:
+            self.changed_rv = event.rv
 
     def sync(self, now: float, over_budget: Callable[[], bool] | None = None) -> bool:
         """Run every controller until a round writes nothing (at most MAX_ROUNDS rounds) or
@@ -117,6 +128,9 @@ class ControllerManager:
         if self._position == 0 and self._is_quiet(now):
             self._stats["skipped"] += 1
             return True  # nothing changed and no timer is due: every controller is a no-op
+        if self._position == 0 and self._timers_only(now):
+            self._stats["timers"] += 1
+            return True  # only heartbeat timers were due and they changed nothing
         if self._next_prune is None or now >= self._next_prune:
             self._recorder.prune(now)
             self._next_prune = now + PRUNE_EVERY_S
@@ -129,7 +143,7 @@ class ControllerManager:
     def _run_rounds(self, now: float, over_budget: Callable[[], bool]) -> bool:
         for _ in range(MAX_ROUNDS):
             if self._position == 0:
-                self._round_rv = self._store.resource_version
+                self._round_rv = self.changed_rv
             self.rounds += 1
             self._stats["rounds"] += 1
             while self._position < len(self._controllers):
@@ -140,7 +154,7 @@ class ControllerManager:
                     self._stats["out_of_budget"] += 1
                     return False  # the next sync resumes this round
             self._position = 0
-            if self._store.resource_version == self._round_rv:
+            if self.changed_rv == self._round_rv:
                 self._quiet_rv, self._quiet_until = self._round_rv, self.next_deadline(now)
                 return True
             if over_budget():
@@ -163,10 +177,30 @@ class ControllerManager:
         ran out of time budget, controller failures, malformed objects skipped."""
         return {**self._stats, "malformed": self._ctx.malformed}
 
+    def _timers_only(self, now: float) -> bool:
+        """Nothing changed since the last settled sync and only a heartbeat timer is due
+        (a Lease to republish, a lease to check): run just the node lifecycle and Lease
+        controllers, O(nodes + pods), instead of a round over every object.  False when
+        they wrote something the others react to (a node lost): a full round follows."""
+        if self._quiet_rv != self.changed_rv or self._quiet_rv is None:
+            return False
+        if self._next_prune is not None and now >= self._next_prune:
+            return False
+        others = (self.replicasets.next_deadline(), self.gc.next_deadline())
+        if any(d is not None and d <= now for d in others):
+            return False
+        self._ctx.over_budget = _never
+        self._run(self.nodes, now)
+        self._run(self.leases, now)
+        if self.changed_rv != self._quiet_rv:
+            return False
+        self._quiet_until = self.next_deadline(now)
+        return True
+
     def _is_quiet(self, now: float) -> bool:
         """Controllers are functions of the store and time (leases only move later on
         renewal, and a renewal that changes readiness writes the store)."""
-        if self._quiet_rv != self._store.resource_version:
+        if self._quiet_rv != self.changed_rv:
             return False
         if self._next_prune is not None and now >= self._next_prune:
             return False

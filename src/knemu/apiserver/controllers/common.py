@@ -45,24 +45,25 @@ class Context:
     # The manager's time budget for this step: loops that write many objects (pod creation,
     # binding) stop early when it is spent and the next step carries on.
     over_budget: Callable[[], bool] = _never
-    _lists: dict[str, list[Obj]] = field(default_factory=dict)
-    _lists_rv: int = -1
+    _lists: dict[str, tuple[int, list[Obj]]] = field(default_factory=dict)  # kind -> (rv, objs)
     _checked: dict[tuple[str, str, str], str] = field(default_factory=dict)  # key -> good rv
     _reported: set[tuple[str, str, str, str]] = field(default_factory=set)  # (key, rv) logged
     malformed: int = 0  # objects skipped because their shape is wrong (statistics)
 
     def list(self, kind: str) -> list[Obj]:
-        """``store.list(kind)``, decoded once per resourceVersion and shared by controllers.
+        """``store.list(kind)``, decoded once per version of that kind and shared by
+        controllers.
 
-        Any write moves the resourceVersion and drops the memo, so a controller never sees
-        a list older than the store.  Callers may mutate an object only to write it back.
+        A write to ``kind`` drops its memo, so a controller never sees a list older than the
+        store; writes to other kinds (a Lease heartbeat, an Event) leave it alone.  Callers
+        may mutate an object only to write it back.
         """
-        if self._lists_rv != self.store.resource_version:
-            self._lists.clear()
-            self._lists_rv = self.store.resource_version
-        if kind not in self._lists:
-            self._lists[kind] = [o for o in self.store.list(kind) if self._well_formed(kind, o)]
-        return self._lists[kind]
+        version = self.store.kind_version(kind)
+        memo = self._lists.get(kind)
+        if memo is None or memo[0] != version:
+            objs = [o for o in self.store.list(kind) if self._well_formed(kind, o)]
+            memo = self._lists[kind] = (version, objs)
+        return memo[1]
 
     def _well_formed(self, kind: str, obj: Obj) -> bool:
         """False (and one log line per object version) for an object of the wrong shape:

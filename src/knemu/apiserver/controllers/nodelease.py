@@ -7,7 +7,9 @@ coordination.k8s.io Lease objects as the kubelet's lease controller keeps them
 ``leaseDurationSeconds`` the node grace period, ``renewTime`` the last renewal, owned by the
 Node.  A Lease is rewritten when its renewTime is ``publish_every_s`` behind (at most 10 s,
 the kubelet's own interval, and at most half the grace period), so watchers see the heartbeat
-without a write per renewal; Leases of nodes that are gone are deleted.
+without a write per renewal; Leases that lag by half that period are written in the same
+batch, so the api-server wakes a few times per period, not once per node.  Leases of nodes
+that are gone are deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from knemu.apiserver.controllers.common import (
     Obj,
     delete_quietly,
     name,
+    namespace,
     owner_reference,
 )
 from knemu.apiserver.meta.naming import parse_rfc3339
@@ -35,6 +38,11 @@ def micro_time(now: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _published(lease: Obj | None) -> float:
+    """The renewTime a Lease carries (0 for none)."""
+    return parse_rfc3339(((lease or {}).get("spec") or {}).get("renewTime")) or 0.0
+
+
 class NodeLeaseController:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -45,26 +53,36 @@ class NodeLeaseController:
     def sync(self, now: float) -> None:
         store = self._ctx.store
         nodes = {name(n): n for n in self._ctx.list("Node")}
-        for lease in store.list("Lease", NAMESPACE):
+        leases = {}
+        for lease in self._ctx.list("Lease"):
+            if namespace(lease) != NAMESPACE:
+                continue
             if name(lease) not in nodes:
                 delete_quietly(store, lease, now)
-        due: list[float] = []
-        for node_name, node in nodes.items():
-            renewed = self._ctx.registry.last_renew(node_name, now)
-            due.append(self._publish(node, renewed, now))
+            else:
+                leases[name(lease)] = lease
+        renewed = {n: self._ctx.registry.last_renew(n, now) for n in nodes}
+        # When one Lease is due, every one that lags by half a period goes in the same batch.
+        lag = self.publish_every_s
+        if any(renewed[n] - _published(leases.get(n)) >= lag for n in nodes):
+            lag /= 2
+        due = [
+            self._publish(node, leases.get(n), renewed[n], lag, now) for n, node in nodes.items()
+        ]
         self._next = min(due) if due else None
 
     def next_deadline(self) -> float | None:
         return self._next
 
-    def _publish(self, node: Obj, renewed: float, now: float) -> float:
-        """Write the node's Lease if it lags; returns when it next needs a look."""
+    def _publish(
+        self, node: Obj, lease: Obj | None, renewed: float, lag: float, now: float
+    ) -> float:
+        """Write the node's Lease if it lags by ``lag``; returns when it next needs a look."""
         store = self._ctx.store
         node_name = name(node)
-        lease = store.get("Lease", NAMESPACE, node_name)
         spec = (lease or {}).get("spec") or {}
-        published = parse_rfc3339(spec.get("renewTime")) or 0.0
-        if lease is not None and renewed - published < self.publish_every_s:
+        published = _published(lease)
+        if lease is not None and renewed - published < lag:
             # A node that stopped renewing is looked at again a period later, never "now".
             due = published + self.publish_every_s
             return due if due > now else now + self.publish_every_s
@@ -82,10 +100,10 @@ class NodeLeaseController:
         }  # fmt: skip
         if lease is None:
             try:
-                store.create(desired, now)
+                store.create(desired, now, durable=False)
             except AlreadyExists:
                 pass
         else:
             lease["spec"] = desired["spec"]
-            store.update(lease, now)
+            store.update(lease, now, durable=False)  # a heartbeat mirror
         return max(renewed, now) + self.publish_every_s

@@ -32,6 +32,7 @@ from knemu.apiserver.grpc_api.netpol import (
     network_policy_to_proto as network_policy_to_proto,
 )
 from knemu.apiserver.grpc_api.pod_runtime import (
+    apply_pod_security,
     container_runtime_fields,
     env_var_to_proto,
     pod_runtime_fields,
@@ -143,6 +144,8 @@ def _container_to_proto(value: Any) -> pb.Container:
         working_dir=_str(src.get("workingDir")),
         has_readiness_probe=isinstance(src.get("readinessProbe"), Mapping),
         has_liveness_probe=isinstance(src.get("livenessProbe"), Mapping),
+        startup_probe=_probe_to_proto(src.get("startupProbe")),
+        has_startup_probe=isinstance(src.get("startupProbe"), Mapping),
         stdin=_bool(src.get("stdin")),
         stdin_once=_bool(src.get("stdinOnce")),
         **container_runtime_fields(src),
@@ -164,7 +167,7 @@ def _dns_config_to_proto(value: Any) -> pb.PodDNSConfig:
 
 def pod_to_proto(obj: Mapping[str, Any]) -> pb.Pod:
     spec, status = _map(obj.get("spec")), _map(obj.get("status"))
-    return pb.Pod(
+    pod = pb.Pod(
         metadata=meta_to_proto(obj),
         node_name=_str(spec.get("nodeName")),
         containers=[_container_to_proto(c) for c in _list(spec.get("containers"))],
@@ -180,6 +183,8 @@ def pod_to_proto(obj: Mapping[str, Any]) -> pb.Pod:
         ready=_condition_true(status, "Ready"),
         **pod_runtime_fields(spec, _container_to_proto),
     )
+    apply_pod_security(pod, spec)
+    return pod
 
 
 # ---- Service -------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ _SUFFIXES = {
     "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
 }  # fmt: skip
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-VOLUME_KINDS = ("emptyDir", "hostPath", "downwardAPI")
-_OTHER_SOURCES = ("configMap", "secret", "projected", "persistentVolumeClaim", "nfs", "csi")
+VOLUME_KINDS = ("emptyDir", "hostPath", "downwardAPI", "configMap", "secret")
+_KEY_REFS = {"configMapKeyRef": "ConfigMap", "secretKeyRef": "Secret"}
 
 
 def parse_quantity(value: Any) -> Decimal | None:
@@ -63,15 +63,38 @@ def cpu_millis(value: Any) -> int:
 
 
 def env_var_to_proto(src: Any) -> pb.EnvVar:
-    """A literal value, or a fieldRef the node resolves (the downward API); other valueFrom
-    sources (configMapKeyRef, secretKeyRef, resourceFieldRef) are named as unsupported."""
+    """A literal value, or a source the node resolves: fieldRef (the downward API),
+    resourceFieldRef, configMapKeyRef/secretKeyRef (objects it gets with GetPodSources)."""
     var = pb.EnvVar(name=_str(src.get("name")), value=_str(src.get("value")))
     value_from = _map(src.get("valueFrom"))
+    ref_kind = next((k for k in _KEY_REFS if isinstance(value_from.get(k), dict)), "")
     if isinstance(value_from.get("fieldRef"), dict):
         var.field_path = _str(_map(value_from["fieldRef"]).get("fieldPath"))
+    elif ref_kind:
+        ref = _map(value_from[ref_kind])
+        var.key_ref.CopyFrom(pb.KeyRef(
+            kind=_KEY_REFS[ref_kind], name=_str(ref.get("name")), key=_str(ref.get("key")),
+            optional=_bool(ref.get("optional")),
+        ))  # fmt: skip
+    elif isinstance(value_from.get("resourceFieldRef"), dict):
+        ref = _map(value_from["resourceFieldRef"])
+        var.resource = _str(ref.get("resource"))
+        var.resource_container = _str(ref.get("containerName"))
+        divisor = parse_quantity(ref.get("divisor")) if "divisor" in ref else None
+        var.resource_divisor_millis = max(0, min(int(divisor * 1000), 2**63)) if divisor else 0
     elif value_from:
         var.unsupported = next(iter(value_from))
     return var
+
+
+def env_from_to_proto(value: Any) -> pb.EnvFromSource:
+    src = _map(value)
+    kind = "Secret" if isinstance(src.get("secretRef"), dict) else "ConfigMap"
+    ref = _map(src.get("secretRef") if kind == "Secret" else src.get("configMapRef"))
+    return pb.EnvFromSource(
+        kind=kind, name=_str(ref.get("name")), prefix=_str(src.get("prefix")),
+        optional=_bool(ref.get("optional")),
+    )  # fmt: skip
 
 
 def container_runtime_fields(src: Any) -> dict[str, Any]:
@@ -79,6 +102,7 @@ def container_runtime_fields(src: Any) -> dict[str, Any]:
     src = _map(src)
     security = _map(src.get("securityContext"))
     limits = _map(_map(src.get("resources")).get("limits"))
+    requests = _map(_map(src.get("resources")).get("requests"))
     out: dict[str, Any] = {
         "image_pull_policy": _str(src.get("imagePullPolicy")),
         "volume_mounts": [
@@ -92,7 +116,18 @@ def container_runtime_fields(src: Any) -> dict[str, Any]:
         ],
         "memory_limit_bytes": memory_bytes(limits.get("memory")),
         "cpu_limit_millis": cpu_millis(limits.get("cpu")),
+        "memory_request_bytes": memory_bytes(requests.get("memory")),
+        "cpu_request_millis": cpu_millis(requests.get("cpu")),
+        "env_from": [env_from_to_proto(e) for e in _list(src.get("envFrom"))],
     }
+    out["privileged"] = _bool(security.get("privileged"))
+    out["capabilities_add"] = [
+        _str(c).upper().removeprefix("CAP_")
+        for c in _list(_map(security.get("capabilities")).get("add"))
+        if _str(c)
+    ]
+    if isinstance(security.get("allowPrivilegeEscalation"), bool):
+        out["allow_privilege_escalation"] = security["allowPrivilegeEscalation"]
     for key, name in (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group")):
         if isinstance(security.get(key), int) and not isinstance(security.get(key), bool):
             out[name] = _int(security[key], maximum=2**31 - 1)
@@ -115,6 +150,18 @@ def volume_to_proto(value: Any) -> pb.Volume:
         for item in map(_map, _list(_map(src["downwardAPI"]).get("items"))):
             field = _str(_map(item.get("fieldRef")).get("fieldPath"))
             vol.items.append(pb.DownwardAPIFile(path=_str(item.get("path")), field_path=field))
+    elif isinstance(src.get("configMap"), dict) or isinstance(src.get("secret"), dict):
+        vol.kind = "configMap" if isinstance(src.get("configMap"), dict) else "secret"
+        ref = _map(src[vol.kind])
+        vol.source_name = _str(ref.get("name" if vol.kind == "configMap" else "secretName"))
+        vol.optional = _bool(ref.get("optional"))
+        if isinstance(ref.get("defaultMode"), int):
+            vol.default_mode = _int(ref["defaultMode"], maximum=0o777)
+        for item in map(_map, _list(ref.get("items"))):
+            key_item = pb.KeyToPath(key=_str(item.get("key")), path=_str(item.get("path")))
+            if isinstance(item.get("mode"), int):
+                key_item.mode = _int(item["mode"], maximum=0o777)
+            vol.key_items.append(key_item)
     else:
         vol.unsupported = next((k for k in src if k != "name"), "")
     return vol
@@ -129,3 +176,18 @@ def pod_runtime_fields(spec: Any, container: Any) -> dict[str, Any]:
         "share_process_namespace": _bool(spec.get("shareProcessNamespace")),
         "volumes": [volume_to_proto(v) for v in _list(spec.get("volumes"))],
     }
+
+
+def apply_pod_security(pod: pb.Pod, spec: Any) -> None:
+    """The pod's securityContext.runAsUser/runAsGroup for every container that sets none
+    (a container's own wins, as in Kubernetes)."""
+    security = _map(_map(spec).get("securityContext"))
+    user, group = (
+        _int(v, maximum=2**31 - 1) if isinstance(v, int) and not isinstance(v, bool) else None
+        for v in (security.get("runAsUser"), security.get("runAsGroup"))
+    )
+    for container in [*pod.containers, *pod.init_containers]:
+        if user is not None and not container.HasField("run_as_user"):
+            container.run_as_user = user
+        if group is not None and not container.HasField("run_as_group"):
+            container.run_as_group = group

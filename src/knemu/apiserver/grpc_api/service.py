@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol
 
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
+from knemu.apiserver.grpc_api.pod_sources import pod_sources
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.apiserver.storage.watch_quota import WatchQuota
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 SERVICE = "knemu.v1.Cluster"
 MAX_WATCHES_PER_PEER = 200  # open Watch streams per client address
 MAX_REQUEST_BYTES = 1024 * 1024
+ENCODED_EVENTS_KEPT = 4096  # serialised watch events shared by all watchers (EncodedEvents)
 SERVER_OPTIONS: list[tuple[str, int]] = [
     # Never share a port with another process: tests and `knemu up` pick free ports.
     ("grpc.so_reuseport", 0),
@@ -74,9 +77,10 @@ class Registry(Protocol):
         kubelet_port: int,
         labels: dict[str, str],
         now: float,
+        wireguard_public_key: str = "",
     ) -> dict[str, Any]: ...
 
-    def renew(self, name: str, now: float) -> bool: ...
+    def renew(self, name: str, now: float, sent_at: float = 0.0) -> bool: ...
 
     def report_pod_status(self, report: dict[str, Any], now: float) -> bool: ...
 
@@ -89,6 +93,29 @@ def event_to_proto(event: StoredEvent) -> pb.WatchEvent:
         resource_version=event.rv,
         object=to_object(event.kind, event.obj),
     )
+
+
+class EncodedEvents:
+    """Each event converted and serialised once, however many watchers it goes to: the
+    api-server's cost of a change is one encoding plus one write per watcher (O(nodes)),
+    not one conversion per watcher.  Bounded: the most recent ``size`` encodings are kept
+    (watchers take an event within moments of each other; a late one encodes it again)."""
+
+    def __init__(self, size: int = ENCODED_EVENTS_KEPT) -> None:
+        self._size = size
+        self._kept: OrderedDict[tuple[int, str, str], bytes] = OrderedDict()
+        self.encoded = 0  # statistics: encodings done (a cache miss each)
+
+    def get(self, event: StoredEvent) -> bytes:
+        key = (event.rv, event.type, event.kind)  # a snapshot's ADDED differs from the live event
+        data = self._kept.get(key)
+        if data is None:
+            data = event_to_proto(event).SerializeToString()
+            self.encoded += 1
+            self._kept[key] = data
+            if len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return data
 
 
 def _relist(reason: str, rv: int) -> pb.WatchEvent:
@@ -122,10 +149,11 @@ class ClusterService(pb_grpc.ClusterServicer):
         self._registry = registry
         self._timings = timings
         self.watches = WatchQuota(MAX_WATCHES_PER_PEER)
+        self.encoded = EncodedEvents()
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.WatchEvent]:
+    ) -> AsyncIterator[pb.WatchEvent | bytes]:
         kinds = await self._watch_kinds(request, context)
         who = request.watcher or context.peer()
         since = request.since_resource_version
@@ -148,7 +176,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             yield _relist(exc.message, self._store.resource_version)
             return
         try:
-            async for event in _stream(sub):
+            async for event in _stream(sub, self.encoded):
                 yield event
         finally:
             sub.close()
@@ -187,6 +215,7 @@ class ClusterService(pb_grpc.ClusterServicer):
                 request.kubelet_port,
                 dict(request.labels),
                 time.time(),
+                wireguard_public_key=request.wireguard_public_key,
             )
         except KnemuError as exc:
             await _abort(context, exc)
@@ -200,7 +229,7 @@ class ClusterService(pb_grpc.ClusterServicer):
         self, request: pb.RenewLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenewLeaseResponse:
         try:
-            known = self._registry.renew(request.node_name, time.time())
+            known = self._registry.renew(request.node_name, time.time(), request.sent_at_s)
         except KnemuError as exc:
             await _abort(context, exc)
         return pb.RenewLeaseResponse(known=known)
@@ -223,12 +252,23 @@ class ClusterService(pb_grpc.ClusterServicer):
             await _abort(context, exc)
         return pb.EventAck()
 
+    async def GetPodSources(
+        self, request: pb.PodSourcesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PodSources:
+        try:
+            return pod_sources(self._store.get, request)
+        except KnemuError as exc:
+            await _abort(context, exc)
 
-async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
-    """Initial events, SYNCED, then live events until the subscription is Gone."""
+
+async def _stream(
+    sub: Subscription, encoded: EncodedEvents
+) -> AsyncIterator[pb.WatchEvent | bytes]:
+    """Initial events, SYNCED, then live events until the subscription is Gone (events as
+    serialised WatchEvent messages, shared between watchers)."""
     try:
         for event in sub.initial:  # decoded one by one as the stream is written
-            yield event_to_proto(event)
+            yield encoded.get(event)
     except Gone as exc:  # the backlog was compacted under a slow reader
         yield _relist(exc.message, sub.synced_rv)
         return
@@ -245,7 +285,7 @@ async def _stream(sub: Subscription) -> AsyncIterator[pb.WatchEvent]:
             yield _relist(exc.message, last)
             return
         last = event.rv
-        yield event_to_proto(event)
+        yield encoded.get(event)
 
 
 class _Malformed:
@@ -292,6 +332,11 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
     return handle
 
 
+def _serialized(message: pb.WatchEvent | bytes) -> bytes:
+    """Watch events come already serialised (EncodedEvents); SYNCED and RELIST do not."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
 def _add_service(service: ClusterService, server: grpc.aio.Server) -> None:
     """What ``add_ClusterServicer_to_server`` does, except that a request protobuf cannot
     parse is INVALID_ARGUMENT (the generated code lets DecodeError become UNKNOWN)."""
@@ -300,6 +345,7 @@ def _add_service(service: ClusterService, server: grpc.aio.Server) -> None:
         ("RenewLease", pb.RenewLeaseRequest, service.RenewLease),
         ("ReportPodStatus", pb.PodStatusReport, service.ReportPodStatus),
         ("RecordEvent", pb.EventReport, service.RecordEvent),
+        ("GetPodSources", pb.PodSourcesRequest, service.GetPodSources),
     ]
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -312,7 +358,7 @@ def _add_service(service: ClusterService, server: grpc.aio.Server) -> None:
     handlers["Watch"] = grpc.unary_stream_rpc_method_handler(
         _streaming(service.Watch),
         request_deserializer=_tolerant(pb.WatchRequest.FromString),
-        response_serializer=lambda m: m.SerializeToString(),
+        response_serializer=_serialized,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 

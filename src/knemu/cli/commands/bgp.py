@@ -26,14 +26,31 @@ def format_status(node: str, table: dict[str, Any]) -> list[str]:
         f"{node}: BIRD, router id {bgp['router_id']}, AS {bgp['asn']}, "
         f"hold time {bgp['hold_time_s']} s",
         "IPv4 BGP status",
-        f"{'PEER':<24} {'STATE':<6} {'SINCE':<14} INFO",
+        f"{'PEER ADDRESS':<16} {'PEER TYPE':<18} {'STATE':<6} {'SINCE':<14} {'INFO':<24} PROTOCOL",
     ]
     for s in bgp["sessions"]:
-        lines.append(f"{s['peer']:<24} {s['state']:<6} {s['since']:<14} {s['info']}")
+        address, kind = peer_of(s["peer"], bgp)
+        lines.append(f"{address:<16} {kind:<18} {s['state']:<6} {s['since']:<14} "
+                     f"{s['info']:<24} {s['peer']}")  # fmt: skip
     lines += ["Routes learned over BGP", f"{'PREFIX':<20} {'VIA':<16} FROM"]
     for r in bgp["routes"]:
         lines.append(f"{r['prefix']:<20} {r['via']:<16} {r['protocol']}")
     return [*lines, ""]
+
+
+def peer_of(protocol: str, bgp: dict[str, Any]) -> tuple[str, str]:
+    """(peer address, calicoctl's PEER TYPE) of a BIRD protocol named as the agent names them:
+    ``Mesh_<ip>`` (node-to-node mesh, or a route reflector session) and ``Global_<ip>``."""
+    prefix, _, rest = protocol.partition("_")
+    address = rest.replace("_", ".")
+    reflectors = bgp.get("route_reflectors") or []
+    if prefix == "Global":
+        return address, "global"
+    if address in reflectors:
+        return address, "route reflector"
+    if bgp.get("router_id") in reflectors:
+        return address, "rr client"
+    return address, "node-to-node mesh"
 
 
 def bgp_run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from knemu.config import (
+    ENCRYPTIONS,
     IPVS_SCHEDULERS,
     NETWORK_BACKENDS,
     PROXY_MODES,
@@ -64,6 +65,20 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "backend": FlagExtra(
         choices=NETWORK_BACKENDS, help="pod network: vxlan (default) or ipip (Calico IPIP)"
     ),
+    "encryption": FlagExtra(
+        choices=ENCRYPTIONS,
+        help="seal node-to-node pod traffic: none (default) or wireguard (ChaCha20-Poly1305, "
+        "keys on the Node as Calico's WireguardPublicKey)",
+    ),
+    "bgp_route_reflectors": FlagExtra(
+        aliases=("--bgp-route-reflector",),
+        help="backend bgp: route reflector node names, comma-separated (default: full mesh)",
+    ),
+    "bgp_peers": FlagExtra(
+        aliases=("--bgp-peer",),
+        help="backend bgp: routers outside the cluster to peer with, IP:AS comma-separated",
+    ),
+    "bgp_bfd_ms": FlagExtra(help="backend bgp: BFD interval in ms beside each session (0: off)"),
     "ipvs_scheduler": FlagExtra(choices=IPVS_SCHEDULERS, help="scheduler in ipvs mode"),
     "vxlan_source_ports": FlagExtra(
         help="outer UDP source ports LOW-HIGH, one per inner flow (RFC 7348), or one port"
@@ -76,6 +91,7 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "network_policy": FlagExtra(help="enforce NetworkPolicy like Calico (--no-...: like flannel)"),
     "cni_conf_dir": FlagExtra(help=CNI_CONF_DIR_HELP),
     "host_ports": FlagExtra(help="publish pods' hostPorts (the CNI portmap plugin)"),
+    "registries": FlagExtra(help="image registries to pull from, HOST[:PORT],... (none)"),
     "zone": FlagExtra(help="the cluster domain served"),
     "cert_sans": FlagExtra(help="another name or IP for the serving certificate (repeatable)"),
     "upstream": FlagExtra(help="HOST:PORT for names outside the zone (empty: REFUSED)"),

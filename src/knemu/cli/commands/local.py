@@ -33,21 +33,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import knemu
 from knemu.cli.client import ApiClient
-from knemu.cli.commands import kubeconfig
+from knemu.cli.commands import forkserver, kubeconfig
+from knemu.cli.commands.forkserver import NO_FORKSERVER_ENV
 from knemu.cli.commands.local_plan import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
     STATE_ROOT,
+    TOR_AS,
     Cluster,
+    PodNetwork,
 )
-from knemu.config import NETWORK_BACKENDS, PROXY_MODES
+from knemu.config import ENCRYPTIONS, NETWORK_BACKENDS, PROXY_MODES, AgentConfig
 from knemu.errors import ConfigError, KnemuError, LocalError, RemoteError
+from knemu.node_agent.dataplane.backends import bird
 from knemu.node_agent.runtime.runc import remove_cgroups
 from knemu.pki import ADMIN_KUBECONFIG
 
@@ -133,7 +137,42 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables")
     parser.add_argument(
         "--backend", choices=NETWORK_BACKENDS, default="vxlan",
-        help="pod network backend: vxlan (flannel) or ipip (Calico IPIP, pod MTU 1480)",
+        help="pod network backend: vxlan (flannel), ipip (Calico IPIP, pod MTU 1480) or bgp "
+             "(Calico BGP: BIRD on every node, native routing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encryption", choices=ENCRYPTIONS, default="none",
+        help="seal pod traffic between nodes: none (default: readable VXLAN/IPIP on the wire) "
+             "or wireguard (ChaCha20-Poly1305, per-node X25519 keys; pod MTU 1440)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-route-reflector", default="", metavar="NODE[,NODE]",
+        help="with --backend bgp: these nodes reflect routes (rr client sessions) instead of "
+             "the full node-to-node mesh, e.g. node-1",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-bfd-ms", type=int, default=0, metavar="MS",
+        help="with --backend bgp: BFD beside every session, this interval (a silent peer is "
+             "down after 3); 0 (default): the 9 s hold time alone",
+    )  # fmt: skip
+    parser.add_argument(
+        "--racks", type=int, choices=(1, 2), default=1,
+        help="2: nodes in two underlay subnets (the --subnet halved) behind a top-of-rack "
+             "router namespace (seed 001's caveat); with --backend bgp each node peers with it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tor-peering", action=argparse.BooleanOptionalAction, default=True,
+        help="with --racks 2 and --backend bgp: run BIRD on the top-of-rack router so it peers "
+             "(--no-tor-peering: it only forwards, and pods across racks are unreachable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgp-peer", default="", metavar="IP:AS[,IP:AS]",
+        help="with --backend bgp: routers outside the cluster every node peers with (Calico's "
+             "global BGPPeer), e.g. a client at 192.168.59.70:64600",
+    )  # fmt: skip
+    parser.add_argument(
+        "--registries", default="",
+        help="image registries the nodes pull from, HOST[:PORT],... (default: none)",
     )  # fmt: skip
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet of the nodes")
     parser.add_argument(
@@ -157,10 +196,19 @@ def kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
 
 def up_run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu)
+        cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu,
+                          args.racks)  # fmt: skip
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        if (args.bgp_route_reflector or args.bgp_peer or args.bgp_bfd_ms) and (
+            args.backend != "bgp"
+        ):
+            raise ConfigError("--bgp-route-reflector, --bgp-peer, --bgp-bfd-ms need --backend bgp")
+        AgentConfig(registries=args.registries).validate()  # a clear error before anything
+        network = PodNetwork(args.backend, args.encryption, args.bgp_route_reflector,
+                             args.bgp_peer, args.bgp_bfd_ms)  # fmt: skip
+        bring_up(cluster, args.proxy_mode, args.timeout, network,
+                 args.tor_peering and args.backend == "bgp", args.registries)  # fmt: skip
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         creds = kubeconfig.admin_credentials(cluster.apiserver_data, cluster.server_url)
         kubeconfig.merge_into(config_path, cluster.name, creds)
@@ -174,7 +222,14 @@ def up_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
+def bring_up(
+    cluster: Cluster,
+    proxy_mode: str,
+    timeout_s: float,
+    network: PodNetwork | None = None,
+    tor_peering: bool = False,
+    registries: str = "",
+) -> None:
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -191,15 +246,29 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str =
     state: dict[str, Any] = {"name": cluster.name, "subnet": str(cluster.net), "pids": {},
                              "argv": {}, "server": cluster.server_url}  # fmt: skip
     save_state(cluster, state)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, Process] = {}
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend).items():
-            procs[role] = start_component(cluster, role, config)
-            state["pids"][role] = procs[role].pid
-            state["argv"][role] = procs[role].args
+        if tor_peering and len(cluster.rack_nets) == 2:
+            procs["tor"] = start_tor_bird(cluster)
+            state["pids"]["tor"] = procs["tor"].pid
             save_state(cluster, state)
+        configs = cluster.component_configs(proxy_mode, network, registries)
+        agents = {role: c for role, c in configs.items() if role.startswith("node-")}
+        for role, config in configs.items():
+            if role not in agents or os.environ.get(NO_FORKSERVER_ENV) == "1":
+                procs[role] = start_component(cluster, role, config)
+        if any(role not in procs for role in agents):  # from one pre-imported interpreter
+            procs.update(forkserver.fork_agents(cluster.state_dir, {
+                role: (cluster.node_ns(int(role.split("-")[1])), agent_argv(config)[3:],
+                       agent_argv(config, cluster.node_ns(int(role.split("-")[1]))))
+                for role, config in agents.items()
+            }, child_env(cluster.state_dir)))  # fmt: skip
+        for role, proc in procs.items():
+            state["pids"][role] = proc.pid
+            state["argv"][role] = list(proc.args)
+        save_state(cluster, state)
         wait_ready(cluster, timeout_s, procs)
     except BaseException:
         # Our own children first, by their Popen handles (they may not have exec'd yet).
@@ -230,12 +299,28 @@ def component_argv(kind: str, config: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "knemu.cli", kind, "-v", *flags]
 
 
+def agent_argv(config: dict[str, Any], netns: str = "") -> list[str]:
+    """``[ip netns exec NETNS] python -m knemu.cli agent -v --flags...``"""
+    argv = component_argv("agent", config)
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
 def start_component(cluster: Cluster, role: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
-    kind = "agent" if role.startswith("node-") else role
-    argv = component_argv(kind, config)
-    if kind == "agent":
-        argv = ["ip", "netns", "exec", cluster.node_ns(int(role.split("-")[1])), *argv]
+    if role.startswith("node-"):
+        argv = agent_argv(config, cluster.node_ns(int(role.split("-")[1])))
+    else:
+        argv = component_argv(role, config)
     return launch(cluster.state_dir, role, argv)
+
+
+def start_tor_bird(cluster: Cluster) -> subprocess.Popen[bytes]:
+    """BIRD on the top-of-rack router, peering (eBGP) with every node of both racks."""
+    neighbors = [(cluster.node_ip(n), bird.DEFAULT_AS) for n in range(1, cluster.nodes + 1)]
+    conf = cluster.state_dir / "tor-bird.conf"
+    conf.write_text(bird.render_router(cluster.tor_ip(0), TOR_AS, neighbors))
+    ctl = cluster.state_dir / "tor-bird.ctl"
+    argv = ["ip", "netns", "exec", cluster.tor_ns, "bird", "-f", "-c", str(conf), "-s", str(ctl)]
+    return launch(cluster.state_dir, "tor", argv)
 
 
 def launch(state_dir: Path, role: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -316,11 +401,19 @@ def child_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def wait_ready(
-    cluster: Cluster, timeout_s: float, procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+class Process(Protocol):
+    """A component's process: a Popen, or an agent the fork server started."""
+
+    pid: int
+    args: Any
+
+    def poll(self) -> int | None: ...
+
+
+def wait_ready(cluster: Cluster, timeout_s: float, procs: Mapping[str, Process]) -> None:
     deadline = time.monotonic() + timeout_s
     ready: list[str] = []
+    healthy: set[str] = set()  # asked once each: 100 nodes polled every 0.2 s load the server
     while time.monotonic() < deadline:
         for role, proc in procs.items():
             # poll(), not the environment marker: a child that has not exec'd yet still
@@ -333,8 +426,9 @@ def wait_ready(
         client = admin_client(cluster)
         ready = ready_nodes(client) if client is not None else []
         # Ready and serving its HTTP API: the agent got past its data-plane set-up.
-        healthy = client is not None and all(agent_healthy(client, n) for n in ready)
-        if len(ready) >= cluster.nodes and healthy:
+        if client is not None:
+            healthy |= {n for n in ready if n not in healthy and agent_healthy(client, n)}
+        if len(ready) >= cluster.nodes and healthy >= set(ready):
             return
         time.sleep(0.2)  # polling the api-server: a condition with a deadline
     raise RemoteError(

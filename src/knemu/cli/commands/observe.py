@@ -41,8 +41,9 @@ def format_flow(e: Obj) -> str:
     if e.get("service"):
         parts.append(f"service {e['service']}")
     outer = e.get("outer")
-    if outer and outer.get("encapsulation") == "ipip":
-        parts.append(f"outer {outer['src_ip']} -> {outer['dst_ip']} ipip")
+    if outer and outer.get("encapsulation") in ("ipip", "wireguard"):
+        port = f":{outer['dst_port']}" if outer.get("dst_port") else ""
+        parts.append(f"outer {outer['src_ip']} -> {outer['dst_ip']}{port} {outer['encapsulation']}")
     elif outer:
         parts.append(f"outer {outer['src_ip']} -> {outer['dst_ip']}:{outer['dst_port']} "
                      f"vni {outer['vni']}")  # fmt: skip

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -33,8 +34,19 @@ def _die_with_parent() -> None:
 
 
 class BgpSpeaker:
-    def __init__(self, cfg: bird.BgpConfig, state_dir: Path, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        cfg: bird.BgpConfig,
+        state_dir: Path,
+        poll_s: float = POLL_S,
+        reflector_nodes: tuple[str, ...] = (),
+    ) -> None:
         self.cfg = cfg
+        # Node names of the route reflectors (``--bgp-route-reflectors``; empty: full mesh);
+        # their underlay IPs are taken from the peers' Node objects as they arrive.
+        self.reflector_nodes = reflector_nodes
+        if cfg.node in reflector_nodes:
+            self.cfg = bird.BgpConfig(**{**cfg.__dict__, "route_reflectors": (cfg.underlay_ip,)})
         self.conf = state_dir / "bird.conf"
         self.ctl = state_dir / "bird.ctl"
         self._poll_s = poll_s
@@ -44,23 +56,35 @@ class BgpSpeaker:
         self.status: dict[str, Any] = {"sessions": [], "routes": []}
 
     async def start(self) -> None:
-        exe = shutil.which("bird")
-        if exe is None:
+        if shutil.which("bird") is None:
             raise ConfigError("backend bgp needs BIRD 2 (Debian: apt-get install bird2)")
         self.conf.parent.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(bird.render(self.cfg))
+        self._write_conf()
+        await self._spawn()
+        self._task = asyncio.create_task(self._run(), name="bgp-speaker")
+
+    def _write_conf(self) -> None:
+        """Atomically (rename): BIRD, starting or reconfiguring, never reads half a file."""
+        tmp = self.conf.with_suffix(".tmp")
+        tmp.write_text(bird.render(self.cfg))
+        os.replace(tmp, self.conf)
+
+    async def _spawn(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
-            exe, "-f", "-c", str(self.conf), "-s", str(self.ctl),
+            "bird", "-f", "-c", str(self.conf), "-s", str(self.ctl),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )  # fmt: skip
-        self._task = asyncio.create_task(self._run(), name="bgp-speaker")
 
     def set_peers(self, peers: dict[str, str]) -> None:
         """The peer nodes' underlay IPs changed: rewrite the configuration and reload."""
         ips = tuple(sorted(peers.values()))
-        if ips != self.cfg.peers:
-            self.cfg = bird.BgpConfig(**{**self.cfg.__dict__, "peers": ips})
+        reflectors = tuple(sorted(ip for name, ip in peers.items() if name in self.reflector_nodes))
+        if self.cfg.node in self.reflector_nodes:
+            reflectors = tuple(sorted((*reflectors, self.cfg.underlay_ip)))
+        if ips != self.cfg.peers or reflectors != self.cfg.route_reflectors:
+            changes = {"peers": ips, "route_reflectors": reflectors}
+            self.cfg = bird.BgpConfig(**{**self.cfg.__dict__, **changes})
             self._dirty.set()
 
     async def _birdc(self, *cmd: str) -> str:
@@ -87,9 +111,16 @@ class BgpSpeaker:
     async def _run(self) -> None:
         pending = False  # a configuration BIRD has not loaded yet: retried every poll
         while True:
+            if self._proc is not None and self._proc.returncode is not None:
+                # A speaker that died (a bad reload, a crash) is started again with the
+                # current configuration: a node must not stay without BGP.
+                log.warning("BIRD exited with %s; starting it again", self._proc.returncode)
+                self._write_conf()
+                await self._spawn()
+                pending = False
             if self._dirty.is_set() or pending:
                 self._dirty.clear()
-                self.conf.write_text(bird.render(self.cfg))
+                self._write_conf()
                 try:
                     pending = not await self._reload()
                 except OSError as exc:

@@ -16,6 +16,7 @@ datagram waits until the link is free, and is dropped when it would wait longer 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -111,6 +112,9 @@ class Impairments:
         self._active: list[_Active] = []
         self._next_id = 1
         self._stats = {"passed": 0, "dropped": 0, "duplicated": 0, "corrupted": 0, "delayed": 0}
+        # Called after every add/clear: with backend bgp the kernel carries the traffic, so
+        # the agent mirrors partitions into kernel rules (``partition_rules``).
+        self.on_change: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._active)
@@ -124,13 +128,21 @@ class Impairments:
         ident = self._next_id
         self._next_id += 1
         self._active.append(_Active(ident, spec))
+        if self.on_change is not None:
+            self.on_change()
         return ident
 
     def clear(self, peer: str | None = None) -> int:
         """Remove every impairment (peer None) or those naming ``peer``; returns how many."""
         before = len(self._active)
         self._active = [a for a in self._active if peer is not None and a.spec.peer != peer]
+        if self.on_change is not None:
+            self.on_change()
         return before - len(self._active)
+
+    def partitions(self) -> list[tuple[str, str]]:
+        """(peer, direction) of every installed partition; peer "" is every peer."""
+        return [(a.spec.peer, a.spec.direction) for a in self._active if a.spec.partition]
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"id": a.id, **a.spec.to_dict()} for a in self._active]
@@ -180,3 +192,33 @@ class Impairments:
                 active.busy_until[direction] = when
             out.append((when, copy))
         return out
+
+
+NFT_TABLE = "knemu_chaos"
+
+
+def partition_rules(partitions: list[tuple[str, str]], peers: Mapping[str, tuple[str, str]]) -> str:
+    """The nftables script that makes ``partitions`` true in the node's kernel, for backend
+    bgp, whose BGP sessions and pod packets the kernel carries (no agent socket to impair):
+    traffic with a partitioned peer's underlay address (BIRD's session) or podCIDR (the pod
+    packets it forwards natively) is dropped in the given direction.  ``peers``: node name ->
+    (underlay IP, podCIDR).  Replaces the whole table each time (``nft -f``: atomic)."""
+    ingress: set[str] = set()
+    egress: set[str] = set()
+    for peer, direction in partitions:
+        for name, (ip, cidr) in peers.items():
+            if peer in ("", name):
+                if direction in ("ingress", "both"):
+                    ingress.update((ip, cidr))
+                if direction in ("egress", "both"):
+                    egress.update((ip, cidr))
+    lines = [f"table ip {NFT_TABLE}", f"delete table ip {NFT_TABLE}", f"table ip {NFT_TABLE} {{"]
+    for chain, hook in (("input", "input"), ("output", "output"), ("forward", "forward")):
+        lines.append(f"  chain {chain} {{ type filter hook {hook} priority 0; policy accept;")
+        if ingress and chain != "output":
+            lines.append(f"    ip saddr {{ {', '.join(sorted(ingress))} }} counter drop")
+        if egress and chain != "input":
+            lines.append(f"    ip daddr {{ {', '.join(sorted(egress))} }} counter drop")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -50,6 +50,7 @@ from ipaddress import ip_network
 from typing import Any, cast
 
 from knemu.node_agent import events as ev
+from knemu.node_agent.dataplane.backends import TRANSPORT_UDP, KeyPair
 from knemu.node_agent.dataplane.routes import (
     FROM_HOST,
     FROM_POD,
@@ -107,10 +108,13 @@ class Router:
         seed: int = 0,
         flow_sink: Callable[[ev.FlowEvent], None] | None = None,
         timeouts: CtTimeouts | None = None,
+        keys: KeyPair | None = None,
     ) -> None:
         self.node = node
-        self.routes = RouteTable(node)
-        self.verdicts = Verdicts(node, flow_sink)
+        self.routes = RouteTable(node, keys)
+        # --encryption wireguard: every frame to a peer is sealed last, after the rewrites
+        self._seal = None if self.routes.cipher is None else self.routes.cipher.seal
+        self.verdicts = Verdicts(node, flow_sink, self._seal)
         self.nat = ServiceNat(node, self.verdicts, proxy_mode, ipvs_scheduler, seed, timeouts)
         self.services = self.nat.services
         self.conntrack = self.nat.conntrack
@@ -125,6 +129,7 @@ class Router:
         self.backend = routes.backend
         # BGP: other nodes' podCIDRs are the kernel's (BIRD's routes), not this table's
         self._native = node.backend == "bgp"
+        self._sources, self._source_lens = routes.source_prefixes, routes.source_prefix_lens
         self._decapsulate = routes.backend.decapsulate
         # VXLAN answers ARP for the node's VTEP address, flannel's podCIDR .0 (see its module)
         self._answer_arp = getattr(routes.backend, "answer_arp", None)
@@ -149,9 +154,10 @@ class Router:
         vtep_mac: str,
         vxlan_port: int = 4789,
         ready: bool = True,
+        public_key: str = "",
     ) -> None:
         """Route ``pod_cidr`` to a peer node's VTEP (``RouteTable.set_peer``)."""
-        self.routes.set_peer(name, pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready)
+        self.routes.set_peer(name, pod_cidr, underlay_ip, vtep_mac, vxlan_port, ready, public_key)
 
     def remove_peer(self, name: str) -> None:
         self.routes.remove_peer(name)
@@ -238,30 +244,44 @@ class Router:
         return self._process(packet, FROM_POD, port_id, now)
 
     def handle_host(self, packet: bytes | bytearray, now: float) -> Output | None:
-        """A packet the node's own kernel routed into the host TUN."""
+        """A packet the node's own kernel routed into the host TUN.  With native routing (bgp)
+        that includes other nodes' pod packets, which carry no outer header: one whose source
+        is a pod address in no current node's podCIDR did not come from a node."""
         if type(packet) is not bytes:
             packet = bytes(packet)
+        if self._native and len(packet) >= 20:
+            src = packet[12:16]
+            net, mask = self._cluster_net
+            if int.from_bytes(src, "big") & mask == net and not self._known_source(src):
+                return self._drop(Drop.UNKNOWN_PEER, packet, FROM_HOST, now)
         return self._process(packet, FROM_HOST, None, now)
+
+    def _known_source(self, src: bytes) -> bool:
+        if src[: len(self._local_net)] == self._local_net:
+            return True  # the node's own gateway address
+        sources = self._sources
+        return any(src[:n] in sources for n in self._source_lens)
 
     def handle_underlay(
         self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float
     ) -> Output | None:
-        """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet):
-        the backend decapsulates it; only known peers are accepted."""
+        """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet, a
+        WireGuard message): accepted only from a current node's underlay address (as Calico
+        drops IPIP/VXLAN from non-cluster hosts), then the backend decapsulates it (and, with
+        encryption, proves that node sealed it)."""
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
+        peer = self._peer_by_ip.get(src_addr[0])
+        if peer is None:
+            return self._drop_outer(Drop.UNKNOWN_PEER, datagram, src_addr, now)
         inner = self._decapsulate(datagram, src_addr)
         if type(inner) is not bytes:
             if inner is Drop.NOT_IPV4 and self._answer_arp is not None:
                 reply = self._answer_arp(datagram, self._vtep_ip)
-                peer = self._peer_by_ip.get(src_addr[0])
-                if reply is not None and peer is not None:
+                if reply is not None:
                     self._stats["arp_replies"] = self._stats.get("arp_replies", 0) + 1
                     return (OUT_UNDERLAY, peer.addr, reply)
-            return self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
-        peer = self._peer_by_ip.get(src_addr[0])
-        if peer is None:
-            return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
+            return self._drop_outer(cast(Drop, inner), datagram, src_addr, now)
         self._stats["decapsulated"] += 1
         return self._process(inner, FROM_UNDERLAY, peer, now)
 
@@ -427,6 +447,11 @@ class Router:
         if self._forward_sink is not None:
             self._emit_forward(kind, to, bytes(buf[o:]), pkt, half, origin, via, now)
         if kind is OUT_UNDERLAY:
+            if self._seal is not None:
+                sealed = self._seal(to.addr, buf)
+                if sealed is None:
+                    return self._drop(Drop.NO_PEER_KEY, pkt, origin, now)
+                return (OUT_UNDERLAY, to.addr, sealed)
             return (OUT_UNDERLAY, to.addr, buf)
         return (kind, to, buf)
 
@@ -457,6 +482,22 @@ class Router:
                 self.conntrack.tcp_update(entry, flags, half.reply)
 
     # -- refusals, answers and drops -----------------------------------------------------------
+
+    def _drop_outer(
+        self, reason: Drop, datagram: bytes, src_addr: tuple[str, int], now: float
+    ) -> Output | None:
+        """A datagram refused before decapsulation: the flow event names its underlay source
+        (and the inner packet, when it is readable) so `knemu flows` shows who sent it."""
+        inner = b""
+        if reason is Drop.UNKNOWN_PEER:
+            opened = self._decapsulate(datagram, src_addr)
+            inner = opened if type(opened) is bytes else b""
+        backend = self.backend
+        port = backend.port if backend.transport == TRANSPORT_UDP else 0
+        outer = ev.OuterHeader(
+            src_addr[0], self.node.underlay_ip, port, self.node.vni, backend.name
+        )
+        return self._drop(reason, inner, ev.POINT_DECAP, now, outer)
 
     def _unrouted(
         self, pkt: bytes, dst: bytes, origin: str, via: Any, now: float

@@ -105,6 +105,7 @@ class LocalNode:
     backend: str = "vxlan"  # knemu.node_agent.dataplane.backends.BACKENDS
     vxlan_source_ports: tuple[int, int] = (49152, 65535)  # RFC 7348 section 5
     vxlan_df: str = "unset"  # outer DF as Linux vxlan's ``df``: unset (its default) | set
+    encryption: str = "none"  # backends.ENCRYPTIONS: "wireguard" seals every frame to a peer
     cluster_cidr: str = CLUSTER_CIDR
     service_cidr: str = SERVICE_CIDR
 
@@ -120,7 +121,7 @@ class RouteTable:
     """Pods and peers of one node.  The router reads the dicts (and ``prefix_lens``) directly
     on its hot path, so they are mutated in place and never replaced."""
 
-    def __init__(self, node: LocalNode) -> None:
+    def __init__(self, node: LocalNode, keys: backends.KeyPair | None = None) -> None:
         self.node = node
         try:
             self.mac = wire.mac_to_bytes(node.vtep_mac)
@@ -135,7 +136,11 @@ class RouteTable:
             vxlan_source_ports=node.vxlan_source_ports,
             vxlan_df=node.vxlan_df,
             node=node.name,
+            encryption=node.encryption,
+            keys=keys,
         )
+        # --encryption wireguard: peers' keys go to the backend's sessions
+        self.cipher = self.backend if isinstance(self.backend, backends.WireguardBackend) else None
         if not 576 <= node.mtu <= 65535:
             raise ConfigError(f"node {node.name}: mtu {node.mtu} must be 576..65535")
         self.own_prefix = prefix_of(node.pod_cidr, f"node {node.name} pod_cidr")
@@ -145,6 +150,11 @@ class RouteTable:
         self.by_prefix: dict[bytes, Peer] = {}  # podCIDR prefix octets -> peer
         self.prefix_lens: list[int] = []  # distinct prefix lengths, longest first
         self.peer_by_ip: dict[str, Peer] = {}
+        # Backend bgp: the kernel routes (BGP's); peers' podCIDRs only say which pod source
+        # addresses may arrive from the underlay (a prefix of no current node is dropped).
+        self.native = node.backend == "bgp"
+        self.source_prefixes: dict[bytes, Peer] = {}
+        self.source_prefix_lens: list[int] = []
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -156,11 +166,13 @@ class RouteTable:
         vtep_mac: str,
         vxlan_port: int = 4789,
         ready: bool = True,
+        public_key: str = "",
     ) -> None:
         """Route ``pod_cidr`` to a peer node's VTEP.  ConfigError names the peer and field.
 
         ``ready`` is recorded for the table only: like flannel, the route stays while the Node
-        object exists; a NotReady node's endpoints leave services through the EndpointSlices."""
+        object exists; a NotReady node's endpoints leave services through the EndpointSlices.
+        ``public_key``: the peer's WireGuard key (``--encryption wireguard``; empty: none)."""
         prefix = prefix_of(pod_cidr, f"peer {name} pod_cidr")
         try:
             wire.mac_to_bytes(vtep_mac)
@@ -172,7 +184,14 @@ class RouteTable:
                 f"peer {name} ({pod_cidr}) is this node ({self.node.name}, "
                 f"{self.node.pod_cidr}); a node is never its own peer: skip it"
             )
-        self.remove_peer(name)
+        old = self._unlink(name)  # the session (and its counters) stays for the same address
+        if old is not None and old.underlay_ip != underlay_ip and self.cipher is not None:
+            self.cipher.remove_peer(old.underlay_ip)
+        if self.cipher is not None:
+            try:
+                self.cipher.set_peer_key(underlay_ip, public_key)
+            except ValueError as exc:
+                raise ConfigError(f"peer {name}: {exc}") from None
         link = self.backend.peer_link(backends.PeerAddress(underlay_ip, vtep_mac, vxlan_port))
         peer = Peer(
             name,
@@ -187,20 +206,34 @@ class RouteTable:
             len(link.headroom),
         )
         self.peers[name] = peer
+        if self.native:
+            self.source_prefixes[prefix] = peer
+            self.source_prefix_lens[:] = sorted({len(p) for p in self.source_prefixes})
+            return
         self.by_prefix[prefix] = peer
         self.peer_by_ip[underlay_ip] = peer
         self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
 
     def remove_peer(self, name: str) -> None:
         """Forget a peer node (deleted or gone): its podCIDR is no longer routed."""
+        peer = self._unlink(name)
+        cipher = self.cipher
+        if peer is not None and cipher is not None and peer.underlay_ip not in self.peer_by_ip:
+            cipher.remove_peer(peer.underlay_ip)
+
+    def _unlink(self, name: str) -> Peer | None:
         peer = self.peers.pop(name, None)
         if peer is None:
-            return
+            return None
         if self.by_prefix.get(peer.prefix) is peer:
             del self.by_prefix[peer.prefix]
         if self.peer_by_ip.get(peer.underlay_ip) is peer:
             del self.peer_by_ip[peer.underlay_ip]
+        if self.source_prefixes.get(peer.prefix) is peer:
+            del self.source_prefixes[peer.prefix]
+            self.source_prefix_lens[:] = sorted({len(p) for p in self.source_prefixes})
         self.prefix_lens[:] = sorted({len(p) for p in self.by_prefix}, reverse=True)
+        return peer
 
     def add_local_pod(self, ip: str, port_id: Any) -> None:
         """Deliver ``ip`` to ``port_id`` (any hashable the adapter uses for the pod's TUN);
@@ -234,4 +267,7 @@ class RouteTable:
             for p in sorted(self.peers.values(), key=lambda p: p.name)
         ]
         pods = {wire.bytes_to_ip(ip): str(port) for ip, port in self.pods.items()}
-        return {"peers": peers, "local_pods": pods}
+        out: dict[str, Any] = {"peers": peers, "local_pods": pods}
+        if self.cipher is not None:
+            out["wireguard"] = self.cipher.snapshot()
+        return out

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from knemu.config import DNS_SERVICE_IP
+from knemu.config import DNS_SERVICE_IP, WIREGUARD_KEY_ANNOTATION
 from knemu.errors import ConfigError
 from knemu.node_agent.kubeproxy.l2announce import LoadBalancerAddress
 from knemu.node_agent.kubeproxy.relays import NodePortRule
@@ -202,6 +202,7 @@ class PeerSpec:
     vxlan_port: int
     ready: bool
     backend: str = "vxlan"
+    public_key: str = ""  # WireGuard (Calico's annotation); empty: the node encrypts nothing
 
 
 def peer_of(node: pb.Node, my_name: str) -> PeerSpec | None:
@@ -218,6 +219,7 @@ def peer_of(node: pb.Node, my_name: str) -> PeerSpec | None:
         node.vxlan_port or 4789,
         node.ready,
         node.metadata.annotations.get(BACKEND_TYPE_ANNOTATION) or "vxlan",
+        node.metadata.annotations.get(WIREGUARD_KEY_ANNOTATION, ""),
     )
 
 
@@ -232,6 +234,7 @@ class RouteSink(Protocol):
         vtep_mac: str,
         vxlan_port: int = 4789,
         ready: bool = True,
+        public_key: str = "",
     ) -> None: ...
 
     def remove_peer(self, name: str) -> None: ...
@@ -337,14 +340,12 @@ class NodeTables:
                     self._on_mismatch(peer.name, peer.backend)
             return
         self.mismatched.pop(peer.name, None)
-        if self.backend == "bgp":
-            self.peer_names[peer.underlay_ip] = peer.name
-            self._set_bgp_peer(peer.name, peer.underlay_ip)
-            return
         self.peer_names[peer.underlay_ip] = peer.name
+        if self.backend == "bgp":  # the router learns only which pod sources are a node's
+            self._set_bgp_peer(peer.name, peer.underlay_ip)
         try:
             self.router.set_peer(peer.name, peer.pod_cidr, peer.underlay_ip, peer.vtep_mac,
-                                 peer.vxlan_port, peer.ready)  # fmt: skip
+                                 peer.vxlan_port, peer.ready, peer.public_key)  # fmt: skip
         except ConfigError as exc:
             log.warning("ignoring node %s: %s", peer.name, exc.message)
 

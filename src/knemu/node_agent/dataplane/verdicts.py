@@ -26,9 +26,15 @@ from knemu.proto import wire
 class Verdicts:
     """The router's counters, its replies and drops, and its flow events."""
 
-    def __init__(self, node: LocalNode, flow_sink: Callable[[ev.FlowEvent], None] | None) -> None:
+    def __init__(
+        self,
+        node: LocalNode,
+        flow_sink: Callable[[ev.FlowEvent], None] | None,
+        seal: Callable[[tuple[str, int], bytearray], bytes | None] | None = None,
+    ) -> None:
         self.node = node
         self.sink = flow_sink
+        self.seal = seal  # --encryption wireguard: answers to a peer are sealed like the rest
         # Forwarded/translated packets are the bulk of flow events and cost several times the
         # routing itself, so they are recorded only while someone watches (set_forward_events);
         # drops and refusals are rare and always recorded.
@@ -110,13 +116,18 @@ class Verdicts:
             return (OUT_POD, via, reply)
         if origin is FROM_HOST:
             return (OUT_HOST, None, reply)
+        if self.seal is not None:
+            sealed = self.seal(via.addr, bytearray(via.encap + reply))
+            return None if sealed is None else (OUT_UNDERLAY, via.addr, sealed)
         return (OUT_UNDERLAY, via.addr, via.encap + reply)
 
-    def drop(self, reason: Drop, pkt: bytes, origin: str, now: float) -> Output | None:
+    def drop(
+        self, reason: Drop, pkt: bytes, origin: str, now: float, outer: ev.OuterHeader | None = None
+    ) -> Output | None:
         name = "drop_" + reason
         self.stats[name] = self.stats.get(name, 0) + 1
         if self.sink is not None:
-            self.sink(ev.FlowDropped(now, self.node.name, origin, ev.flow_of(pkt), reason))
+            self.sink(ev.FlowDropped(now, self.node.name, origin, ev.flow_of(pkt), reason, outer))
         return None
 
     def set_forward_events(self, enabled: bool) -> None:
@@ -145,7 +156,14 @@ class Verdicts:
             svc = half.entry.service
             self.sink(ev.FlowTranslated(now, node, origin, before, nat, after, svc))
         outer = None
-        if self.node.backend != "vxlan":  # IP-in-IP: an outer IPv4 header only
+        if self.node.encryption == "wireguard":  # sealed in UDP to the peer's port 51820
+            if kind is OUT_UNDERLAY:
+                outer = ev.OuterHeader(
+                    self.node.underlay_ip, to.underlay_ip, to.addr[1], 0, "wireguard"
+                )
+            elif origin is FROM_UNDERLAY:
+                outer = ev.OuterHeader(via.underlay_ip, self.node.underlay_ip, 0, 0, "wireguard")
+        elif self.node.backend != "vxlan":  # IP-in-IP: an outer IPv4 header only
             if kind is OUT_UNDERLAY:
                 outer = ev.OuterHeader(self.node.underlay_ip, to.underlay_ip, 0, 0, "ipip")
             elif origin is FROM_UNDERLAY:

@@ -21,6 +21,8 @@ from knemu.errors import KnemuError, LocalError, RemoteError
 from knemu.node_agent.cni.hostports import HostPorts
 from knemu.node_agent.cni.portmap import NODE_PORTS_REASON
 from knemu.node_agent.dataplane.adapters import TunPort
+from knemu.node_agent.runtime import config_sources
+from knemu.node_agent.runtime.config_sources import Sources
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_EVENTS = 1000
 REPORT_RETRY_S = 1.0
+# How often running pods' ConfigMaps and Secrets are fetched again: an update reaches their
+# volumes and waiting containers within this (the kubelet's watch does it within seconds).
+SOURCES_SYNC_S = 1.0
 
 
 def wants_pod(pod: pb.Pod, my_name: str) -> bool:
@@ -56,6 +61,10 @@ class StatusClient(Protocol):
     async def report_pod_status(self, report: pb.PodStatusReport) -> Any: ...
 
     async def record_event(self, report: pb.EventReport) -> Any: ...
+
+    async def get_pod_sources(
+        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+    ) -> pb.PodSources: ...
 
 
 class PodNetwork(Protocol):
@@ -163,12 +172,39 @@ class PodSync:
             if not self._admit(pod):
                 return
             try:
-                handle = await self.runtime.start_pod(pod)
+                handle = await self.runtime.start_pod(pod, await self._sources(pod))
             except KnemuError as exc:
                 self._schedule_retry(key, exc.message)
                 return
             self._backoff.pop(key, None)
             self._attach(handle)
+
+    async def _sources(self, pod: pb.Pod) -> Sources:
+        """The ConfigMaps and Secrets ``pod`` names, from the api-server (none: no call)."""
+        if not config_sources.references(pod):
+            return {}
+        reply = await self.client.get_pod_sources(
+            self.name, pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
+        )
+        return config_sources.as_sources(reply)
+
+    async def run_source_refresh(self) -> None:
+        """Fetch running pods' ConfigMaps/Secrets again every SOURCES_SYNC_S; the runtime
+        rewrites volumes and retries waiting containers when they changed."""
+        while True:
+            await asyncio.sleep(SOURCES_SYNC_S)  # the sync period itself
+            for key in list(self.handles):
+                namespace, name = key.split("/", 1)
+                pod = self.cache.get("Pod", namespace, name)
+                if pod is None or pod.metadata.uid != self.handles[key].uid:
+                    continue
+                try:
+                    sources = await self._sources(pod)
+                except KnemuError as exc:  # unreachable, or the pod is going: next round
+                    log.debug("pod %s: sources not refreshed (%s)", key, exc.message)
+                    continue
+                if sources:
+                    await self.runtime.update_sources(key, sources)
 
     def _admit(self, pod: pb.Pod) -> bool:
         """The kubelet's admission (lifecycle.predicateAdmitHandler), for host ports: a pod

@@ -22,17 +22,19 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knemu.config import KUBERNETES_SERVICE_IP
 from knemu.errors import KnemuError, LocalError, NotFound
-from knemu.node_agent.runtime import probes
+from knemu.node_agent.runtime import isolation, probes
 from knemu.node_agent.runtime.log_index import LogIndex
 from knemu.node_agent.runtime.oci_launch import ImageStep
-from knemu.node_agent.runtime.runc import OciContainer
+from knemu.node_agent.runtime.oci_spec import BindMount
+from knemu.node_agent.runtime.runc import POD_NICE_PREFIX, OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
+from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -43,6 +45,7 @@ BACKOFF_INITIAL_S = 10.0  # kubelet: 10 s, doubled per restart, capped at 5 minu
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0  # a container that ran 10 minutes restarts without back-off
 LOG_WATCH_S = 0.2  # how often the log file's growth is recorded (line times, kubelet/logs.py)
+PROCESS_WAIT_S = 5.0  # how long an exec waits for a just-started container's process
 LISTEN_WAIT_S = 10.0  # how long a built-in server may take to listen before it counts ready
 
 
@@ -147,6 +150,7 @@ class ContainerStatus:
     started_at: str = ""  # RFC 3339
     last: tuple[int, str, str, str] | None = None  # lastState: exit code, reason, RFC 3339 x2
     init: bool = False  # an init container (status.initContainerStatuses)
+    started: bool = True  # false while its startup probe has not succeeded
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class PodContext:
     netns: str
     pause_pid: int
     pod_ip: str
+    pid_ns_path: str = ""  # the pod's PID namespace for containers without a real image
+    host_network: bool = False
 
     @property
     def netns_path(self) -> str:
@@ -165,13 +171,27 @@ class PodContext:
 
 
 async def spawn_in_pod(
-    pod: PodContext, argv: list[str], env: dict[str, str], cwd: str | None, **kwargs: object
+    pod: PodContext,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    iso: isolation.Isolation | None = None,
+    mounts: Sequence[BindMount] = (),
+    **kwargs: object,
 ) -> asyncio.subprocess.Process:
-    """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts."""
-    prefix = ["nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns", "exec", pod.netns]
+    """Start ``argv`` in the pod's UTS + network namespaces with its resolv.conf/hosts; with
+    ``iso``, as a container: its own mount namespace in the pod's PID namespace, with the
+    privileges ``iso`` grants (``runtime.isolation``).  Niced below the agent (POD_NICE_PREFIX)."""
+    if iso is None:
+        full = [*POD_NICE_PREFIX, "nsenter", f"--uts=/proc/{pod.pause_pid}/ns/uts", "ip", "netns",
+                "exec", pod.netns, *argv]  # fmt: skip
+    else:
+        full = [
+            *POD_NICE_PREFIX,
+            *isolation.run_argv(iso, pod.pause_pid, pod.netns, pod.pid_ns_path, argv, mounts),
+        ]
     return await asyncio.create_subprocess_exec(
-        *prefix,
-        *argv,
+        *full,
         env=env,
         cwd=cwd or "/",
         start_new_session=True,
@@ -207,6 +227,7 @@ class Runner:
         self.oci: OciContainer | None = None
         self.log_path = log_path
         self.plan = plan_container(spec, pod.name, env)
+        self.iso = isolation.isolation_for(spec, pod.host_network)
         if self.plan.builtin:
             self.env = {**env, "PYTHONPATH": package_root()}
         self._on_change, self._on_event = on_change, on_event
@@ -220,6 +241,7 @@ class Runner:
         self.ready = False
         self._task: asyncio.Task[None] | None = None
         self._probe_tasks: list[asyncio.Task[None]] = []
+        self.started = True  # past its startup probe (containerStatuses[].started)
         self._stopping = False
 
     def start(self) -> None:
@@ -247,7 +269,8 @@ class Runner:
     def status(self) -> ContainerStatus:
         c = self.core
         return ContainerStatus(
-            name=self.spec.name, image=self.spec.image, ready=self.ready and c.state == "running",
+            name=self.spec.name, image=self.spec.image, started=self.started,
+            ready=self.ready and self.started and c.state == "running",
             restart_count=c.restart_count, state=c.state, reason=c.reason, message=c.message,
             exit_code=c.exit_code, started_at=rfc3339(c.started_at) if c.started_at else "",
             last=(c.last[0], c.last[1], rfc3339(c.last[2]) if c.last[2] else "",
@@ -260,6 +283,7 @@ class Runner:
                 self.oci = await self.image_step.resolve(
                     self.plan.error, self._waiting, self._on_event
                 )
+                self._use_spec(self.image_step.spec)
             except KnemuError as exc:  # e.g. the image's User is not in its /etc/passwd
                 config = isinstance(exc, LocalError)  # the spec or the image, not the node
                 self._waiting("CreateContainerConfigError" if config else "CreateContainerError",
@@ -279,6 +303,17 @@ class Runner:
             self._on_change()
             self._on_event("Warning", "Failed", message)
             log.exception("container %s/%s", self.pod.key, self.spec.name)
+
+    def _use_spec(self, spec: pb.Container) -> None:
+        """The spec with its env resolved (the image step's configuration): values are final,
+        not expanded again (a ConfigMap value's ``$(X)`` stays as written, as in Kubernetes)."""
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.env.get("HOSTNAME", ""), "HOME": "/root"}
+        env.update((v.name, v.value) for v in spec.env)
+        self.spec, self.env = spec, env
+        self.iso = isolation.isolation_for(spec, self.pod.host_network)
+        self.plan = plan_container(spec, self.pod.name, env)
+        if self.plan.builtin:
+            self.env = {**env, "PYTHONPATH": package_root()}
 
     def _waiting(self, reason: str, message: str) -> None:
         self.core.cannot_run(reason, message)
@@ -304,7 +339,7 @@ class Runner:
         if problem:
             self._on_event("Warning", "Failed", problem)
             return 128, "StartError", problem
-        if self.core.restart_count == 0:
+        if self.core.restart_count == 0 and not (self.image_step and self.image_step.pulled):
             what = (
                 f"knemu built-in {self.plan.builtin}" if self.plan.builtin else "the node's tools"
             )
@@ -353,6 +388,7 @@ class Runner:
                     )  # fmt: skip
                 return await spawn_in_pod(
                     self.pod, list(self.plan.argv), self.env, self.spec.working_dir or None,
+                    self.iso, self._mounts(),
                     stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                     stdout=log, stderr=log,
                 )  # fmt: skip
@@ -375,8 +411,29 @@ class Runner:
             f.seek(self.previous_start)
             return f.read(self.log_start - self.previous_start)
 
+    def _mounts(self) -> list[BindMount]:
+        """The volumeMounts of a container without a real image (its pod's volumes)."""
+        if self.image_step is None or not self.spec.volume_mounts:
+            return []
+        pod = self.image_step.pod
+        if pod.volume_error:
+            raise VolumeError(pod.volume_error)
+        return plan_mounts(pod.volumes, list(self.spec.volume_mounts), self.spec.name)
+
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""
+        try:
+            if len(self._mounts()) > isolation.MAX_MOUNTS:
+                return (
+                    f"container {self.spec.name}: at most {isolation.MAX_MOUNTS} volumeMounts "
+                    "for a container without a real image"
+                )
+            for mount in self._mounts():
+                problem = isolation.mount_problem(mount, os.path.isdir(mount.destination))
+                if problem:
+                    return f"container {self.spec.name}: {problem}"
+        except KnemuError as exc:
+            return exc.message
         wd = self.spec.working_dir
         if wd and not os.path.isdir(wd):
             return (
@@ -390,6 +447,45 @@ class Runner:
         return ""
 
     def _start_probes(self, now: float) -> None:
+        """The startup probe first, if any; then liveness and readiness (probe docs)."""
+        self.started = True
+        if self.spec.has_startup_probe:
+            try:
+                pspec = probes.ProbeSpec.from_pb(self.spec.startup_probe)
+            except ValueError as exc:
+                self._on_event("Warning", "Unhealthy", f"Startup probe ignored: {exc}")
+            else:
+                self.started = False
+                tracker = probes.StartupTracker(pspec, now)
+                task = asyncio.get_running_loop().create_task(self._startup(tracker))
+                self._probe_tasks.append(task)
+                return
+        self._start_steady_probes(now)
+
+    async def _startup(self, tracker: probes.StartupTracker) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = self._attempt_fn(tracker.spec)
+        while True:
+            delay = tracker.next_due() - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the probe period itself
+            ok, message = await attempt()
+            outcome = tracker.record(ok, loop.time())
+            if outcome == "started":
+                self.started = True
+                self._on_change()
+                self._start_steady_probes(loop.time())
+                return
+            if outcome == "failed" and self.process is not None:
+                self._on_event("Warning", "Unhealthy", f"Startup probe failed: {message}")
+                self._on_event(
+                    "Normal", "Killing",
+                    f"Container {self.spec.name} failed startup probe, will be restarted",
+                )  # fmt: skip
+                self._kill(self.process.pid, signal.SIGKILL)
+                return
+
+    def _start_steady_probes(self, now: float) -> None:
         for kind, has, probe in (
             ("Readiness", self.spec.has_readiness_probe, self.spec.readiness_probe),
             ("Liveness", self.spec.has_liveness_probe, self.spec.liveness_probe),
@@ -476,9 +572,8 @@ class Runner:
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             return await proc.wait()
-        proc = await spawn_in_pod(
-            self.pod, argv, self.env, self.spec.working_dir or None,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        proc = await self.exec_process(
+            argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -487,6 +582,32 @@ class Runner:
             if proc.returncode is None:
                 _killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+
+    async def exec_process(self, argv: list[str], **kwargs: object) -> asyncio.subprocess.Process:
+        """``argv`` in this (built-in) container's namespaces with its privileges."""
+        target = await self._container_process()
+        if target is None:
+            raise LocalError(
+                f"container {self.spec.name} of pod {self.pod.key} has no running process; "
+                "wait until it runs"
+            )
+        return await asyncio.create_subprocess_exec(
+            *isolation.exec_argv(self.iso, target, argv), env=self.env,
+            cwd=self.spec.working_dir or "/", start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    async def _container_process(self) -> int | None:
+        """The container's process once its launchers are done (an exec right after the
+        start waits for it, bounded by PROCESS_WAIT_S)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROCESS_WAIT_S
+        while self.process is not None and self.process.returncode is None:
+            target = container_process(self.process.pid)
+            if target is not None or loop.time() > deadline:
+                return target
+            await asyncio.sleep(0.01)  # polling the condition, bounded by the deadline
+        return None
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM, then SIGKILL after the grace period (pod termination, Kubernetes docs)."""
@@ -517,3 +638,24 @@ class Runner:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def container_process(pid: int) -> int | None:
+    """The container's own process under its launcher ``pid`` (nsenter, ip netns exec and
+    the PID namespace's nsenter fork once): the first descendant in another PID namespace."""
+    try:
+        mine = os.readlink("/proc/self/ns/pid")
+        for _ in range(8):  # a short, fixed chain of launchers
+            if os.readlink(f"/proc/{pid}/ns/pid") != mine:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                # Still the init script (mounting /proc, /tmp) or setpriv: not yet the
+                # container's own command.
+                launching = argv[0] == b"setpriv" or b"knemu-init" in argv[:4]
+                return None if launching else pid
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if not children:
+                return None
+            pid = int(children[0])
+    except (OSError, ValueError):
+        return None
+    return None

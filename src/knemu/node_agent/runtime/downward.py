@@ -47,20 +47,3 @@ def field_value(fields: PodFields, field_path: str) -> str:
             "metadata.labels['KEY'] or metadata.annotations['KEY']"
         )
     return simple[field_path]
-
-
-def resolve_env(spec: pb.Container, fields: PodFields) -> pb.Container:
-    """A copy of ``spec`` whose fieldRef env vars carry their values."""
-    if not any(v.field_path or v.unsupported for v in spec.env):
-        return spec
-    out = pb.Container()
-    out.CopyFrom(spec)
-    for var in out.env:
-        if var.unsupported:
-            raise FieldRefError(
-                f"env {var.name} of container {spec.name}: valueFrom.{var.unsupported} is not "
-                "supported by knemu (literal values and fieldRef are)"
-            )
-        if var.field_path:
-            var.value = field_value(fields, var.field_path)
-    return out

@@ -1,8 +1,12 @@
 """Which image a container runs, per ``imagePullPolicy`` (sans-I/O).
 
-knemu nodes pull from no registry: images reach them with ``knemu image load`` (as kind's
-``kind load docker-image``).  So, following the kubelet's image manager
-(https://kubernetes.io/docs/concepts/containers/images/#image-pull-policy):
+Images reach nodes with ``knemu image load`` (as kind's ``kind load docker-image``), or are
+pulled from the registries a node is configured with (``AgentConfig.registries``: none by
+default, so that a node never contacts an address nobody named).  Following the kubelet's
+image manager (https://kubernetes.io/docs/concepts/containers/images/#image-pull-policy):
+
+* the image's registry is one the node pulls from -> pull it when it is not in the store
+  (``IfNotPresent``) or at every container start (``Always``), never with ``Never``;
 
 * image in the node's store -> run it (``Always`` would pull first; with no registry the
   loaded image is what a pull would give, said in the Pulled event);
@@ -23,15 +27,32 @@ PULL_BACKOFF_MAX_S = 300.0
 
 @dataclass(frozen=True)
 class ImageDecision:
-    kind: str  # "store" | "builtin" | "missing"
+    kind: str  # "store" | "builtin" | "missing" | "pull"
     reason: str = ""  # for "missing": ErrImagePull | ErrImageNeverPull
     message: str = ""
 
 
+def registry_of(ref: str) -> str:
+    """The registry host[:port] of a normalized reference."""
+    return ref.split("/", 1)[0]
+
+
+def plain_http(registry: str) -> bool:
+    """Registries spoken to without TLS: loopback ones, as Docker treats 127.0.0.0/8."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    return host == "localhost" or host.startswith("127.") or host in ("[::1]", "::1")
+
+
 def decide(
-    image: str, pull_policy: str, in_store: bool, builtin_error: str, node: str
-) -> ImageDecision:
-    """``builtin_error`` is ``plan_container``'s error ('' when a built-in can stand in)."""
+    image: str, pull_policy: str, in_store: bool, builtin_error: str, node: str,
+    pulled: bool = False, pullable: bool = False,
+) -> ImageDecision:  # fmt: skip
+    """``builtin_error`` is ``plan_container``'s error ('' when a built-in can stand in);
+    ``pullable``: the image's registry is one this node pulls from; ``pulled``: this start
+    has already pulled it (``Always`` pulls once per container start)."""
+    wanted = pull_policy == "Always" or (pull_policy != "Never" and not in_store)
+    if pullable and not pulled and wanted:
+        return ImageDecision("pull")
     if in_store:
         return ImageDecision("store")
     if not builtin_error:
@@ -45,8 +66,8 @@ def decide(
         )  # fmt: skip
     return ImageDecision(
         "missing", "ErrImagePull",
-        f'Failed to pull image "{image}": it is not in the image store of {node} and knemu '
-        f"nodes pull from no registry ({builtin_error}); {load}",
+        f'Failed to pull image "{image}": it is not in the image store of {node}, which pulls '
+        f"from no registry of it (agent option registries; {builtin_error}); {load}",
     )  # fmt: skip
 
 

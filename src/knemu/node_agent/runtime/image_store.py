@@ -37,6 +37,7 @@ from knemu.node_agent.runtime.images import (
 )
 
 log = logging.getLogger(__name__)
+PULL_TIMEOUT_S = 300.0  # one image from a registry
 
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # a sanity bound on one archive (larger: split the load)
 COPY_TIMEOUT_S = 600.0
@@ -176,6 +177,18 @@ class ImageStore:
                 what=f"import {ref}",
             )  # fmt: skip
         return [ref for _, ref in refs]
+
+    async def pull(self, image: str, plain_http: bool) -> str:
+        """Copy ``image`` from its registry into the store (``skopeo copy docker://``); the
+        reference stored.  PodRuntimeError carries skopeo's message."""
+        ref = normalize_ref(image)
+        tls = ["--src-tls-verify=false"] if plain_http else []
+        await run_tool(
+            *self._locked("skopeo", "copy", "--quiet", *tls, f"docker://{ref}",
+                          f"oci:{self.layout}:{ref}"),
+            what=f"pull {ref}", timeout_s=PULL_TIMEOUT_S,
+        )  # fmt: skip
+        return ref
 
     async def rootfs(self, image: StoredImage) -> Path:
         """The unpacked root filesystem of ``image`` (umoci unpack once per digest)."""

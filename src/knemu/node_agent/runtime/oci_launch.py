@@ -13,15 +13,15 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from knemu.errors import PodRuntimeError
+from knemu.errors import KnemuError, LocalError, PodRuntimeError
 from knemu.node_agent.runtime import image_pull
-from knemu.node_agent.runtime.downward import FieldRefError
 from knemu.node_agent.runtime.image_store import ImageStore, StoredImage, run_tool
+from knemu.node_agent.runtime.images import normalize_ref
 from knemu.node_agent.runtime.oci_spec import BindMount, ContainerRun, build_spec
 from knemu.node_agent.runtime.runc import (
     OciContainer,
@@ -57,11 +57,16 @@ class PodPaths:
     pid_ns_path: str = ""  # shareProcessNamespace
     volumes: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> node path
     volume_error: str = ""  # why the pod's volumes could not be made
+    ipc_ns_path: str = ""  # the pod's IPC namespace, shared by its containers
+    pod_pid_ns_path: str = ""  # the pod's PID namespace (containers without a real image)
 
 
 class OciLauncher:
-    def __init__(self, state_dir: Path, node_key: str, node_name: str) -> None:
+    def __init__(
+        self, state_dir: Path, node_key: str, node_name: str, registries: tuple[str, ...] = ()
+    ) -> None:
         self.node_name = node_name
+        self.registries = registries
         self.store = ImageStore(state_dir / "images")
         self.runc = RuncConfig(
             state_dir / "runc", state_dir / "bundles", rootless=not cgroups_writable()
@@ -87,15 +92,16 @@ class OciLauncher:
         self.runc = dataclasses.replace(self.runc, rootless=not cgroups_writable())
 
     async def pod_pid_namespace(self, pod: PodHandleLike) -> str:
-        """A PID namespace for a pod with ``shareProcessNamespace`` (the pause container's
-        role): ``unshare --pid --fork sleep infinity`` inside the pod's network and UTS
+        """A PID namespace (and an IPC one) for a pod with ``shareProcessNamespace`` and for
+        containers without a real image (the pause container's role): ``unshare --pid --ipc
+        --fork sleep infinity`` inside the pod's network and UTS
         namespaces, so sandbox teardown kills it with the pod; its ``sleep`` is the PID 1 the
         pod's containers see.  Returns the namespace's path, or '' (event-free fallback:
         each container gets its own) when it cannot be made."""
         ns = f"/proc/{pod.pause_pid}/ns"
         proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--net={ns}/net", f"--uts={ns}/uts", "unshare", "--pid", "--fork",
-            "sleep", "infinity", stdin=asyncio.subprocess.DEVNULL,
+            "nsenter", f"--net={ns}/net", f"--uts={ns}/uts", "unshare", "--pid", "--ipc",
+            "--fork", "sleep", "infinity", stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -115,6 +121,13 @@ class OciLauncher:
 
     def lookup(self, image: str) -> StoredImage | None:
         return self.store.lookup(image)
+
+    def pullable(self, image: str) -> bool:
+        """Is ``image``'s registry one this node pulls from?"""
+        try:
+            return image_pull.registry_of(normalize_ref(image)) in self.registries
+        except KnemuError:
+            return False
 
     async def prepare(
         self, spec: pb.Container, pod: PodPaths, image: StoredImage, env: list[tuple[str, str]]
@@ -143,6 +156,7 @@ class OciLauncher:
             command=tuple(expand_vars(c, values) for c in spec.command),
             args=tuple(expand_vars(a, values) for a in spec.args),
             env=tuple(env), working_dir=spec.working_dir, pid_ns_path=pod.pid_ns_path,
+            ipc_ns_path=pod.ipc_ns_path,
             run_as_user=spec.run_as_user if spec.HasField("run_as_user") else None,
             run_as_group=spec.run_as_group if spec.HasField("run_as_group") else None,
             memory_limit_bytes=spec.memory_limit_bytes if limited else 0,
@@ -185,16 +199,24 @@ async def wait_for_image(
     builtin_error: str,
     on_waiting: Callable[[str, str], None],
     on_event: EventSink,
+    on_pulled: Callable[[], None] = lambda: None,
 ) -> StoredImage | None:
     """The stored image to run, or None for the built-in; while neither is possible, report
     ``on_waiting(reason, message)`` and look again after the image back-off."""
-    failures = 0
+    failures, pulled = 0, False
     while True:
         image = launcher.lookup(spec.image)
         decision = image_pull.decide(
             spec.image, spec.image_pull_policy, image is not None, builtin_error,
-            launcher.node_name,
+            launcher.node_name, pulled, launcher.pullable(spec.image),
         )  # fmt: skip
+        if decision.kind == "pull":
+            error = await _pull(launcher, spec.image, on_event)
+            if not error:
+                pulled = True
+                on_pulled()
+                continue
+            decision = image_pull.ImageDecision("missing", "ErrImagePull", error)
         if decision.kind == "store" and image is not None:
             return image
         if decision.kind == "builtin":
@@ -209,27 +231,52 @@ async def wait_for_image(
         await asyncio.sleep(image_pull.pull_backoff_s(failures))  # the back-off itself
 
 
+async def _pull(launcher: OciLauncher, image: str, on_event: EventSink) -> str:
+    """Pull ``image`` with the kubelet's events; '' or why it failed."""
+    on_event("Normal", "Pulling", f'Pulling image "{image}"')
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    registry = image_pull.registry_of(normalize_ref(image))
+    try:
+        await launcher.store.pull(image, image_pull.plain_http(registry))
+    except KnemuError as exc:
+        return f'Failed to pull image "{image}": {exc.message}'
+    on_event(
+        "Normal", "Pulled",
+        f'Successfully pulled image "{image}" in {loop.time() - start:.3f}s',
+    )  # fmt: skip
+    return ""
+
+
+Configure = Callable[[], pb.Container]  # the spec with its env resolved; LocalError: why not
+
+
 class ImageStep:
-    """One container's image step: wait for its image, then build its runc container."""
+    """One container's image step: resolve its configuration (env from ConfigMaps, Secrets,
+    the downward API; its volumes), wait for its image, then build its runc container."""
 
     def __init__(
         self,
         launcher: OciLauncher,
         spec: pb.Container,
         pod: PodPaths,
-        env: list[tuple[str, str]],
-        config_error: str = "",
+        configure: Configure,
+        next_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.launcher, self.spec, self.pod, self.env = launcher, spec, pod, env
-        self.config_error = config_error  # e.g. an env fieldRef knemu cannot fill
+        self.launcher, self.spec, self.pod = launcher, spec, pod
+        self.env: list[tuple[str, str]] = []
+        self.configure = configure
+        self.next_change = next_change  # None: a configuration error is final
+        self.pulled = False  # this start pulled the image (no "already present" event)
 
     async def resolve(
         self, builtin_error: str, on_waiting: Callable[[str, str], None], on_event: EventSink
     ) -> OciContainer | None:
         """The runc container to run, or None when a built-in workload stands in."""
-        if self.config_error:
-            raise FieldRefError(self.config_error)
-        image = await wait_for_image(self.launcher, self.spec, builtin_error, on_waiting, on_event)
+        await self._configure(on_waiting, on_event)
+        image = await wait_for_image(
+            self.launcher, self.spec, builtin_error, on_waiting, on_event, self._note_pull
+        )
         if image is None:
             return None
         container = await self.launcher.prepare(self.spec, self.pod, image, self.env)
@@ -242,6 +289,25 @@ class ImageStep:
                 f"filesystem of {self.launcher.node_name} is read-only (a node container)",
             )  # fmt: skip
         return container
+
+    def _note_pull(self) -> None:
+        self.pulled = True
+
+    async def _configure(self, on_waiting: Callable[[str, str], None], on_event: EventSink) -> None:
+        """As the kubelet: CreateContainerConfigError (an event each time) until the objects
+        the container names exist, retried when they change."""
+        while True:
+            change = self.next_change() if self.next_change is not None else None
+            try:
+                self.spec = self.configure()
+                self.env = [(v.name, v.value) for v in self.spec.env]
+                return
+            except LocalError as exc:
+                if change is None:
+                    raise  # the runner reports it
+                on_waiting("CreateContainerConfigError", exc.message)
+                on_event("Warning", "Failed", f"Error: {exc.message}")
+            await change
 
 
 def spec_env(spec: pb.Container) -> list[tuple[str, str]]:

@@ -10,8 +10,9 @@ for a Kubernetes container, so a container behaves as it would on a cluster:
   ``securityContext.runAsUser``/``runAsGroup`` over the image's ``User`` (a user name is
   looked up in the image's /etc/passwd, as runc's libcontainer/user does);
 * namespaces: the pod's network namespace by path (the sandbox the agent made; CNI model),
-  new mount, UTS (hostname = the pod's hostname), IPC and PID namespaces; with
-  ``shareProcessNamespace`` the pod's PID namespace by path instead;
+  new mount, UTS (hostname = the pod's hostname) and PID namespaces, the pod's IPC namespace
+  by path (its containers share System V IPC and POSIX message queues, as in Kubernetes); with
+  ``shareProcessNamespace`` the pod's PID namespace by path too;
 * mounts: the usual /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys (read-only), then the
   pod's resolv.conf, hosts and hostname files (as the kubelet bind-mounts them), then volumes;
 * Docker's default capability set, masked and read-only /proc paths (moby's
@@ -69,6 +70,7 @@ class ContainerRun:
     run_as_user: int | None = None
     run_as_group: int | None = None
     pid_ns_path: str = ""  # shareProcessNamespace: the pod's PID namespace
+    ipc_ns_path: str = ""  # the pod's IPC namespace ("" = the container's own)
     mounts: tuple[BindMount, ...] = ()
     memory_limit_bytes: int = 0
     cpu_limit_millis: int = 0
@@ -203,7 +205,7 @@ def build_spec(run: ContainerRun) -> dict[str, Any]:
         "namespaces": [
             pid_ns,
             {"type": "network", "path": run.netns_path},
-            {"type": "ipc"},
+            {"type": "ipc", **({"path": run.ipc_ns_path} if run.ipc_ns_path else {})},
             {"type": "uts"},
             {"type": "mount"},
         ],

@@ -39,7 +39,13 @@ from pathlib import Path
 from knemu.config import DNS_SERVICE_IP, AgentConfig
 from knemu.errors import KnemuError, LocalError, NotFound
 from knemu.node_agent.cni import ipam, resolv
-from knemu.node_agent.runtime import downward, host_sandbox, init_containers, sandbox
+from knemu.node_agent.runtime import (
+    downward,
+    host_sandbox,
+    init_containers,
+    sandbox,
+)
+from knemu.node_agent.runtime.config_sources import Sources
 from knemu.node_agent.runtime.containers import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
@@ -48,10 +54,10 @@ from knemu.node_agent.runtime.containers import (
     PodContext,
     Runner,
     container_env,
-    spawn_in_pod,
 )
 from knemu.node_agent.runtime.host_sandbox import NetworkPlan
-from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths, spec_env
+from knemu.node_agent.runtime.oci_launch import ImageStep, OciLauncher, PodPaths
+from knemu.node_agent.runtime.source_state import PodSourceState, node_capacity
 from knemu.node_agent.runtime.volumes import PodVolumes
 from knemu.proto import knemu_pb2 as pb
 
@@ -92,6 +98,7 @@ class PodStatus:
                     last_reason=c.last[1] if c.last else "",
                     last_started_at=c.last[2] if c.last else "",
                     last_finished_at=c.last[3] if c.last else "", init=c.init,
+                    started=c.started,
                 )
                 for c in self.container_statuses
             ],
@@ -142,6 +149,8 @@ class _Pod:
     runners: list[Runner] = field(default_factory=list)
     init_runners: list[Runner] = field(default_factory=list)
     init_task: asyncio.Task[None] | None = None
+    sources: PodSourceState = field(default_factory=PodSourceState)
+    paths: PodPaths | None = None
     last: PodStatus | None = None
     stopping: bool = False
 
@@ -175,9 +184,13 @@ class PodRuntime:
         self._records = sandbox.load_records(self._records_path)
         self._pods: dict[str, _Pod] = {}
         # Images in <state_dir>/images run with runc (runtime.oci_launch).
-        self.oci = OciLauncher(self._state_dir, f"{config.netns_prefix}-{node_name}", node_name)
+        self.oci = OciLauncher(
+            self._state_dir, f"{config.netns_prefix}-{node_name}", node_name,
+            config.registry_hosts,
+        )  # fmt: skip
         self.volumes = PodVolumes(self._state_dir / "volumes")
         self._locks: dict[str, asyncio.Lock] = {}
+        self.capacity = node_capacity()  # resourceFieldRef of a container without limits
         try:
             self._node_resolv = resolv.parse_resolv_conf(NODE_RESOLV_CONF.read_text())
         except OSError:
@@ -226,8 +239,9 @@ class PodRuntime:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def start_pod(self, pod: pb.Pod) -> PodHandle:
-        """Create the pod's sandbox and start its containers; returns once they are launched."""
+    async def start_pod(self, pod: pb.Pod, sources: Sources | None = None) -> PodHandle:
+        """Create the pod's sandbox and start its containers; returns once they are launched.
+        ``sources``: the ConfigMaps and Secrets it names (GetPodSources), by (kind, name)."""
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         async with self._lock(key):
             existing = self._pods.get(key)
@@ -247,7 +261,7 @@ class PodRuntime:
                 key, pod.metadata.uid, ip, box.tun_fd, box.tun_name, box.netns, box.pause_pid,
                 box.host_network,
             )  # fmt: skip
-            p = _Pod(pod, handle, box)
+            p = _Pod(pod, handle, box, sources=PodSourceState(sources))
             self._pods[key] = p
             self._records[box.netns] = (box.pause_pid, box.start_ticks)
             sandbox.save_records(self._records_path, self._records)
@@ -313,24 +327,31 @@ class PodRuntime:
         except (KnemuError, OSError) as exc:
             error = exc.message if isinstance(exc, KnemuError) else str(exc)
             self._on_event(p.handle.key, "Warning", "FailedMount", error)
-        pid_ns = await self.oci.pod_pid_namespace(p.handle) if p.pod.share_process_namespace else ""
+        # The pod's PID and IPC namespaces (held by one process): every container shares the
+        # IPC one, as in Kubernetes; the PID one with shareProcessNamespace (real images) and
+        # always for containers without a real image (runtime.isolation).
+        pod_ns = await self.oci.pod_pid_namespace(p.handle)
+        ipc_ns = pod_ns.rsplit("/", 1)[0] + "/ipc" if pod_ns else ""
         return PodPaths(
             p.handle.key, p.handle.netns, f"/proc/{p.handle.pause_pid}/ns/net",
-            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns), pid_ns,
-            volumes, error,
+            p.sandbox.hostname, str(sandbox.NETNS_ETC_DIR / p.handle.netns),
+            pod_ns if p.pod.share_process_namespace else "", volumes, error, ipc_ns, pod_ns,
         )  # fmt: skip
 
     async def _start_containers(self, p: _Pod) -> None:
         meta = p.pod.metadata
-        ctx = PodContext(p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip)
         log_dir = self._log_dir(p.handle.key, p.handle.uid)
-        paths = await self._pod_paths(p)
+        paths = p.paths = await self._pod_paths(p)
+        ctx = PodContext(
+            p.handle.key, meta.name, p.handle.netns, p.handle.pause_pid, p.handle.ip,
+            paths.pod_pid_ns_path, p.handle.host_network,
+        )  # fmt: skip
+        await self._write_sources(p)
         policy = p.pod.restart_policy or "Always"
         for specs, runners, pol in ((p.pod.init_containers, p.init_runners,
                                      init_containers.init_restart_policy(policy)),
                                     (p.pod.containers, p.runners, policy)):  # fmt: skip
-            for original in specs:
-                spec, config_error = self._with_env_refs(p, original)
+            for spec in specs:
                 core = ContainerCore(spec.name, pol, self._backoff[0], self._backoff[1])
                 if p.pod.init_containers and runners is p.runners:
                     core.reason = "PodInitializing"
@@ -339,7 +360,9 @@ class PodRuntime:
                     log_dir / f"{spec.name}.log",
                     on_change=functools.partial(self._report, p),
                     on_event=functools.partial(self._on_event, p.handle.key),
-                    image_step=ImageStep(self.oci, spec, paths, spec_env(spec), config_error),
+                    image_step=ImageStep(self.oci, spec, paths,
+                                         functools.partial(self._configure, p, spec),
+                                         p.sources.next_change),
                 ))  # fmt: skip
         if p.init_runners:
             p.init_task = asyncio.get_running_loop().create_task(
@@ -349,14 +372,32 @@ class PodRuntime:
             for runner in p.runners:
                 runner.start()
 
-    def _with_env_refs(self, p: _Pod, spec: pb.Container) -> tuple[pb.Container, str]:
-        """The spec with its fieldRef env values filled in, or the spec and why they cannot
-        be (the container then waits with CreateContainerConfigError)."""
-        try:
-            fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
-            return downward.resolve_env(spec, fields), ""
-        except KnemuError as exc:
-            return spec, exc.message
+    def _configure(self, p: _Pod, spec: pb.Container) -> pb.Container:
+        fields = downward.PodFields(p.pod, p.handle.ip, self.node_ip)
+        resolved = p.sources.configure(spec, p.pod, fields, self.capacity)
+        if resolved.skipped:
+            self._on_event(
+                p.handle.key, "Warning", "InvalidEnvironmentVariableNames",
+                f"Keys [{', '.join(resolved.skipped)}] from the EnvFrom of container "
+                f"{spec.name} were skipped since they are invalid environment variable names.",
+            )  # fmt: skip
+        return resolved.spec
+
+    async def update_sources(self, key: str, sources: Sources) -> None:
+        """The pod's ConfigMaps/Secrets changed: rewrite its volumes (atomically) and wake
+        containers waiting for them."""
+        p = self._pods.get(key)
+        if p is not None and p.sources.update(sources):
+            await self._write_sources(p)
+            p.sources.notify()
+
+    async def _write_sources(self, p: _Pod) -> None:
+        if p.paths is not None:
+            error = await p.sources.write_volumes(
+                self.volumes, p.pod, p.handle.netns, p.paths.volumes
+            )
+            if error:
+                self._on_event(p.handle.key, "Warning", "FailedMount", error)
 
     async def _init_then_start(self, p: _Pod) -> None:
         if await init_containers.run_in_order(p.init_runners):
@@ -437,9 +478,8 @@ class PodRuntime:
                 argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-        return await spawn_in_pod(
-            runner.pod, argv, runner.env, runner.spec.working_dir or None,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        return await runner.exec_process(
+            argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 

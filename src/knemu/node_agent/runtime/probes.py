@@ -90,6 +90,28 @@ class ProbeTracker:
         return flip
 
 
+class StartupTracker:
+    """A startup probe for one container start (sans-I/O): ``record`` answers "started"
+    after success_threshold successes (1 for startup probes in Kubernetes), "failed" after
+    failure_threshold consecutive failures (the kubelet then kills and restarts it), else
+    None; liveness and readiness probes wait until it has started."""
+
+    def __init__(self, spec: ProbeSpec, started: float) -> None:
+        self.spec = spec
+        self._next = started + spec.initial_delay_s
+        self._failures = 0
+
+    def next_due(self) -> float:
+        return self._next
+
+    def record(self, ok: bool, now: float) -> str | None:
+        self._next = now + self.spec.period_s
+        if ok:
+            return "started"
+        self._failures += 1
+        return "failed" if self._failures >= self.spec.failure_threshold else None
+
+
 def resolve_port(port: str, container: pb.Container) -> int:
     """A probe port: a number or the name of one of the container's ports."""
     if port.isdigit():

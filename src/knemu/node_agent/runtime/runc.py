@@ -35,6 +35,12 @@ from typing import Any
 from knemu.errors import PodRuntimeError
 from knemu.node_agent.runtime.image_store import run_tool
 
+# Pods' processes run at a lower CPU priority than the agent, as a real node reserves CPU for
+# the kubelet above its pods (kube-reserved,
+# https://kubernetes.io/docs/tasks/administer-cluster/reserve-compute-resources/): a burst of
+# pods starting on a crowded machine must not delay the node's heartbeats past its grace.
+POD_NICE_PREFIX = ("nice", "-n", "10")
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT_S = 30.0
 
@@ -189,7 +195,7 @@ class OciContainer:
         self.config.state_root.mkdir(parents=True, exist_ok=True)
         try:
             return await asyncio.create_subprocess_exec(
-                *self.config.argv("run", "--bundle", str(self.bundle), self.id),
+                *POD_NICE_PREFIX, *self.config.argv("run", "--bundle", str(self.bundle), self.id),
                 start_new_session=True, **kwargs,
             )  # fmt: skip
         except FileNotFoundError:

@@ -1,12 +1,14 @@
-"""Pod volumes for runc containers: emptyDir (``medium: Memory`` as tmpfs), hostPath and
-downwardAPI (https://kubernetes.io/docs/concepts/storage/volumes/).
+"""Pod volumes for runc containers: emptyDir (``medium: Memory`` as tmpfs), hostPath,
+downwardAPI, configMap and secret (https://kubernetes.io/docs/concepts/storage/volumes/).
 
 ``plan_mounts`` and ``downward_files`` are pure; ``PodVolumes`` makes the directories:
 ``<state_dir>/volumes/<pod netns>/<volume>``, a tmpfs mounted there for ``medium: Memory``
 (in the agent's own mount namespace: a private one under ``knemu up``, the node container's
 under compose, so it cannot outlive the node).  ``remove`` unmounts and deletes them when the
-pod goes.  configMap, secret and other sources are refused with a message naming them: this
-api-server has no ConfigMap or Secret objects yet.
+pod goes.  configMap and secret volumes are written by ``write_sources`` (again on every
+change of their objects) through the kubelet's atomic ``..data`` swap (``atomic_writer``); a
+secret volume is a tmpfs, as the kubelet keeps secrets off disk.  Other sources are refused
+with a message naming them.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from knemu.errors import LocalError
+from knemu.node_agent.runtime import atomic_writer
+from knemu.node_agent.runtime.config_sources import Sources, volume_files
 from knemu.node_agent.runtime.downward import FieldRefError, PodFields, field_value
 from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.proto import knemu_pb2 as pb
 
+SOURCE_KINDS = ("configMap", "secret")
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
                    "CharDevice", "BlockDevice")  # fmt: skip
 
@@ -98,11 +103,30 @@ class PodVolumes:
                     (path / name).parent.mkdir(parents=True, exist_ok=True)
                     (path / name).write_text(text)
                 out[vol.name] = str(path)
-            else:
+            elif vol.kind not in SOURCE_KINDS:
                 raise VolumeError(
                     f"volume {vol.name!r}: {vol.unsupported or 'its source'} volumes are not "
-                    "supported by knemu (emptyDir, hostPath and downwardAPI are)"
+                    "supported by knemu (emptyDir, hostPath, downwardAPI, configMap and "
+                    "secret are)"
                 )
+        return out
+
+    def write_sources(self, pod: pb.Pod, netns: str, sources: Sources) -> dict[str, str]:
+        """Write (or update, atomically) the pod's configMap and secret volumes; volume name
+        -> node path.  SourceError names a missing object or key (nothing changes then)."""
+        planned = {
+            vol.name: (vol, volume_files(vol, sources, pod.metadata.namespace))
+            for vol in pod.volumes
+            if vol.kind in SOURCE_KINDS
+        }
+        out = {}
+        for name, (vol, files) in planned.items():
+            path = self.root / netns / name
+            path.mkdir(parents=True, exist_ok=True)
+            if vol.kind == "secret" and not os.path.ismount(path):
+                _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
+            atomic_writer.write(path, files)
+            out[name] = str(path)
         return out
 
     def _host_path(self, vol: pb.Volume) -> str:

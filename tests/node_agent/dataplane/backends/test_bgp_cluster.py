@@ -57,7 +57,7 @@ def test_sessions_established_and_pod_cidrs_learned_over_bgp(cluster: LocalClust
     wait_until(lambda: learned(cluster, "node-1") == {"10.244.2.0/24": cluster.node_ip(2)}, 15,
                what="node-1 learns node-2's podCIDR over BGP")  # fmt: skip
     status = cluster.knemu("bgp", "node-1").stdout
-    assert re.search(r"Mesh_\S+\s+up\s+.*Established", status), status
+    assert re.search(rf"{cluster.node_ip(2)}\s+node-to-node mesh\s+up\s+.*Established", status)
     assert f"10.244.2.0/24        {cluster.node_ip(2)}" in status, status
     kernel = subprocess.run(["ip", "-n", cluster.node_ns(1), "route", "show", "proto", "bird"],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -100,6 +100,58 @@ def test_seed_003_with_plain_pod_ip_on_the_underlay(cluster: LocalCluster, tmp_p
                            "echo; done")  # fmt: skip
     names = {frm for frm, _ in FROM.findall(replies.stdout)}
     assert names == {p["metadata"]["name"] for p in cluster.pods(selector="app=sample-app")}
+
+
+def chaos(c: LocalCluster, *args: str) -> None:
+    c.knemu("chaos", "--runtime", "local", "--cluster", c.name, "--state-dir",
+            str(c.state_root), *args)  # fmt: skip
+
+
+def established(c: LocalCluster, node: str) -> bool:
+    sessions = c.table(node).get("bgp", {}).get("sessions", [])
+    return bool(sessions) and all(s["info"].startswith("Established") for s in sessions)
+
+
+def test_a_partition_takes_sessions_down_and_healing_brings_them_back(
+    cluster: LocalCluster,
+) -> None:
+    """`knemu chaos partition` on a bgp node cuts BGP and pod traffic in the node's kernel
+    (nftables): the sessions go down when the hold timer (9 s) expires, the routes are
+    withdrawn, pods across the cut do not answer; `heal` brings all back.  Figures printed."""
+
+    def up() -> bool:
+        return established(cluster, "node-1") and "10.244.2.0/24" in learned(cluster, "node-1")
+
+    wait_until(up, 60, what="node-1's session up, route learned")
+    start = time.monotonic()
+    chaos(cluster, "partition", "node-1")
+    wait_until(lambda: "10.244.2.0/24" not in learned(cluster, "node-1"), 30,
+               what="node-2's podCIDR withdrawn on node-1", interval_s=0.2)  # fmt: skip
+    down = time.monotonic() - start
+    assert not established(cluster, "node-1")
+    status = cluster.knemu("bgp", "node-1").stdout
+    assert "Established" not in status, status
+    out = cluster.exec("tools-1", "curl -s -m 3 http://10.244.2.1/ || echo unreachable")
+    assert "unreachable" in out.stdout
+    start = time.monotonic()
+    chaos(cluster, "heal", "node-1")
+    wait_until(up, 60, what="session and route back after heal", interval_s=0.2)
+    print(f"\nBGP partition: routes withdrawn {down:.1f} s after the cut (hold time 9 s), "
+          f"back {time.monotonic() - start:.1f} s after heal")  # fmt: skip
+    assert 4 <= down <= 20  # hold time after the last keepalive (every ~3 s) before the cut
+
+
+def test_a_restarted_node_re_announces(cluster: LocalCluster) -> None:
+    wait_until(lambda: "10.244.2.0/24" in learned(cluster, "node-1"), 60, what="route learned")
+    start = time.monotonic()
+    chaos(cluster, "restart", "node-2")
+    wait_until(lambda: "10.244.2.0/24" not in learned(cluster, "node-1"), 30,
+               what="node-2's route gone while it restarts", interval_s=0.1)  # fmt: skip
+    gone = time.monotonic() - start
+    wait_until(lambda: "10.244.2.0/24" in learned(cluster, "node-1"), 90,
+               what="node-2 re-announces after its restart", interval_s=0.2)  # fmt: skip
+    print(f"\nBGP restart: route gone after {gone:.2f} s, re-announced "
+          f"{time.monotonic() - start:.1f} s after `knemu chaos restart node-2`")  # fmt: skip
 
 
 def test_a_killed_nodes_route_is_withdrawn(cluster: LocalCluster) -> None:

@@ -52,7 +52,23 @@ def test_route_reflectors_replace_the_mesh() -> None:
         ("192.168.59.12", True),
         ("192.168.59.13", True),
     ]
-    assert "rr client;" in bird.render(config("192.168.59.11", route_reflectors=rr))
+    reflector = bird.render(config("192.168.59.11", route_reflectors=rr))
+    assert "rr client;" in reflector
+    # A reflector passes on the originator's next hop: pod traffic goes node to node.
+    assert "next hop self" not in reflector
+    assert "next hop self" in bird.render(config("192.168.59.11"))
+
+
+def test_external_peers_are_global_sessions() -> None:
+    peers = bird.parse_external_peers("192.168.59.70:64600, 192.168.59.71")
+    assert peers == (("192.168.59.70", 64600), ("192.168.59.71", 64512))
+    text = bird.render(config("192.168.59.11", external_peers=peers))
+    assert (
+        "protocol bgp Global_192_168_59_70 from mesh { neighbor 192.168.59.70 as 64600; "
+        "allow local as; }" in text
+    )
+    with pytest.raises(ConfigError, match="give IP:AS"):
+        bird.parse_external_peers("tor:64600")
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Speakers:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bfd_interval_ms: int = 0) -> None:
         tag = secrets.token_hex(3)
+        self.bfd_interval_ms = bfd_interval_ms
         self.ns = (f"kbgp-{tag}-1", f"kbgp-{tag}-2")
         self.root = root
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -56,7 +57,8 @@ class Speakers:
                         "eth0"], ["link", "set", "eth0", "up"]):  # fmt: skip
                 assert _run("ip", "-n", ns, *cmd).returncode == 0
             cfg = bird.BgpConfig(f"node-{i + 1}", IPS[i], f"10.244.{i + 1}.0/24", IPS,
-                                 hold_time_s=HOLD_S)  # fmt: skip
+                                 hold_time_s=HOLD_S,
+                                 bfd_interval_ms=self.bfd_interval_ms)  # fmt: skip
             conf = self.root / f"bird-{i}.conf"
             conf.write_text(bird.render(cfg))
             self.procs.append(subprocess.Popen(
@@ -118,3 +120,33 @@ def test_sessions_establish_and_pod_cidrs_are_learned_then_withdrawn(speakers: S
     start = time.monotonic()
     wait_until(lambda: not learned(s, 0), timeout_s=HOLD_S * 4, what="withdrawal after kill")
     print(f"BGP: killed peer's route withdrawn after {time.monotonic() - start:.2f} s")
+
+
+@pytest.fixture
+def bfd_speakers(tmp_path: Path) -> Iterator[Speakers]:
+    s = Speakers(tmp_path, bfd_interval_ms=BFD_MS)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.close()
+
+
+BFD_MS = 100
+
+
+def test_with_bfd_a_frozen_peer_is_withdrawn_in_a_fraction_of_the_hold_time(
+    bfd_speakers: Speakers,
+) -> None:
+    s = bfd_speakers
+    wait_until(lambda: bool(learned(s, 0)), timeout_s=30, what="node-1 learns node-2's podCIDR")
+    wait_until(lambda: " Up " in s.birdc(0, "show", "bfd", "sessions"), timeout_s=15,
+               what="the BFD session up")  # fmt: skip
+    s.procs[1].send_signal(signal.SIGSTOP)
+    start = time.monotonic()
+    wait_until(lambda: not learned(s, 0), timeout_s=HOLD_S * 4, what="withdrawal by BFD",
+               interval_s=0.05)  # fmt: skip
+    took = time.monotonic() - start
+    print(f"\nBGP+BFD ({BFD_MS} ms x 3): frozen peer's route withdrawn after {took:.2f} s "
+          f"(hold time {HOLD_S} s)")  # fmt: skip
+    assert took < HOLD_S - 1

@@ -159,6 +159,7 @@ def test_ipip_flow_events_show_the_outer_ip_header() -> None:
 
 def test_bgp_hands_other_nodes_pod_packets_to_the_kernel_and_drops_what_it_returns() -> None:
     r1 = Router(dataclasses.replace(node(1), backend="bgp", mtu=1500))
+    r1.set_peer("node-2", "10.244.2.0/24", UNDERLAY2, MAC2)  # a pod source, not a route
     r1.add_local_pod(POD_A, "a")
     out = r1.handle_pod("a", INNER, 0.0)  # to 10.244.2.7: no peer table, the kernel's routes
     assert out is not None and out[0] is OUT_HOST and bytes(out[2])[16:20] == INNER[16:20]
@@ -171,7 +172,25 @@ def test_bgp_hands_other_nodes_pod_packets_to_the_kernel_and_drops_what_it_retur
     assert got is not None and got[:2] == (OUT_POD, "a")
 
 
-def test_bgp_node_tables_feed_the_speaker_not_the_router() -> None:
+def test_bgp_drops_pod_sources_of_no_current_node() -> None:
+    """Native routing has no outer header: the underlay source check is on the pod source
+    address, which must be in a current node's podCIDR (or the node's own)."""
+    r1 = Router(dataclasses.replace(node(1), backend="bgp", mtu=1500))
+    r1.set_peer("node-2", "10.244.2.0/24", UNDERLAY2, MAC2)
+    r1.add_local_pod(POD_A, "a")
+    stranger = wire.udp_packet("10.244.77.5", POD_A, 53, 5000, b"hi")
+    assert r1.handle_host(stranger, 0.0) is None
+    assert r1.statistics()["drop_unknown_peer"] == 1
+    outside = wire.udp_packet("192.168.59.200", POD_A, 53, 5000, b"hi")  # BGP: reachable
+    assert r1.handle_host(outside, 0.0) is not None
+    gateway = wire.udp_packet("10.244.1.1", POD_A, 53, 5000, b"hi")
+    assert r1.handle_host(gateway, 0.0) is not None
+    r1.remove_peer("node-2")  # deleted: its pods' addresses are no node's any more
+    assert r1.handle_host(wire.udp_packet(POD_B, POD_A, 53, 5000, b"hi"), 0.0) is None
+    assert r1.statistics()["drop_unknown_peer"] == 2
+
+
+def test_bgp_node_tables_feed_the_speaker_and_the_routers_sources() -> None:
     from knemu.node_agent.dataplane.tables import NodeTables
     from knemu.proto import knemu_pb2 as pb
 
@@ -198,4 +217,4 @@ def test_bgp_node_tables_feed_the_speaker_not_the_router() -> None:
     tables.apply("ADDED", "Node", n2, None)
     tables.apply("MODIFIED", "Node", n2, n2)
     tables.apply("DELETED", "Node", n2, None)
-    assert routes == [] and peers == [{"node-2": UNDERLAY2}, {}]
+    assert routes == ["node-2", "node-2"] and peers == [{"node-2": UNDERLAY2}, {}]

@@ -38,11 +38,22 @@ class BgpConfig:
     asn: int = DEFAULT_AS
     hold_time_s: int = DEFAULT_HOLD_TIME_S
     route_reflectors: tuple[str, ...] = ()  # underlay IPs; empty: full node-to-node mesh
+    # Routers outside the cluster every node peers with (Calico's global BGPPeer resources: a
+    # top-of-rack router, an external client): (IP, AS); another AS than ours is eBGP.
+    external_peers: tuple[tuple[str, int], ...] = ()
+    # BFD (RFC 5880) beside every session: a peer silent for 3 intervals is down, long before
+    # the hold time; 0: off (the hold timer alone, as Calico's default).
+    bfd_interval_ms: int = 0
     kernel_table: int = 254  # main
 
     def validate(self) -> None:
         what = f"node {self.node} BGP"
-        for ip in (self.underlay_ip, *self.peers, *self.route_reflectors):
+        for ip in (
+            self.underlay_ip,
+            *self.peers,
+            *self.route_reflectors,
+            *(ip for ip, _ in self.external_peers),
+        ):
             try:
                 ipaddress.IPv4Address(ip)
             except ValueError:
@@ -51,10 +62,13 @@ class BgpConfig:
             ipaddress.IPv4Network(self.pod_cidr)
         except ValueError:
             raise ConfigError(f"{what}: podCIDR {self.pod_cidr!r} is not an IPv4 CIDR") from None
-        if not 1 <= self.asn <= 4294967295:
-            raise ConfigError(f"{what}: AS {self.asn} must be 1..4294967295")
+        for asn in (self.asn, *(asn for _, asn in self.external_peers)):
+            if not 1 <= asn <= 4294967295:
+                raise ConfigError(f"{what}: AS {asn} must be 1..4294967295")
         if not 3 <= self.hold_time_s <= 65535:
             raise ConfigError(f"{what}: hold time {self.hold_time_s} s must be 3..65535 (RFC 4271)")
+        if self.bfd_interval_ms and not 10 <= self.bfd_interval_ms <= 10000:
+            raise ConfigError(f"{what}: BFD interval {self.bfd_interval_ms} ms must be 10..10000")
 
 
 def protocol_name(peer_ip: str) -> str:
@@ -88,8 +102,10 @@ def render(cfg: BgpConfig) -> str:
         f"  kernel table {cfg.kernel_table};",
         "  ipv4 { import none; export where source = RTS_BGP; };",
         "}",
+        *_bfd_lines(cfg.bfd_interval_ms),
         "template bgp mesh {",
         f"  local {cfg.underlay_ip} as {cfg.asn};",
+        *(["  bfd on;"] if cfg.bfd_interval_ms else []),
         "  direct;  # peers share the underlay subnet (iBGP is multihop by default in BIRD 2)",
         f"  hold time {cfg.hold_time_s};",
         f"  keepalive time {keepalive};",
@@ -98,7 +114,10 @@ def render(cfg: BgpConfig) -> str:
         "  ipv4 {",
         "    import all;",
         '    export where proto = "pods" || source = RTS_BGP;',
-        "    next hop self;",
+        # In the mesh every route is our own: announced with our address.  A reflector must
+        # pass on the originator's next hop (BIRD keeps it for iBGP unless told ``self``;
+        # locally originated routes still get ours), so traffic goes node to node directly.
+        *(["    next hop self;"] if not cfg.route_reflectors else []),
         "  };",
         "}",
     ]
@@ -107,7 +126,66 @@ def render(cfg: BgpConfig) -> str:
         lines.append(
             f"protocol bgp {protocol_name(peer)} from mesh {{ neighbor {peer} as {cfg.asn};{rr} }}"
         )
+    for ip, asn in cfg.external_peers:  # Calico names these Global_<ip>
+        if ip != cfg.underlay_ip:
+            # ``allow local as``: the other rack's nodes share our AS, so their routes come
+            # back from the top-of-rack router with it in the path (BGP's loop check would
+            # drop them; Calico's racks use the same AS behind their ToR too).
+            name = "Global_" + ip.replace(".", "_")
+            lines.append(
+                f"protocol bgp {name} from mesh {{ neighbor {ip} as {asn}; allow local as; }}"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _bfd_lines(interval_ms: int) -> list[str]:
+    if not interval_ms:
+        return []
+    return [
+        "protocol bfd {",
+        f'  interface "*" {{ min rx interval {interval_ms} ms; min tx interval {interval_ms} ms;'
+        " multiplier 3; };",
+        "}",
+    ]
+
+
+def render_router(router_id: str, asn: int, neighbors: list[tuple[str, int]]) -> str:
+    """``bird.conf`` of a router outside the cluster that peers with the nodes (the emulated
+    top-of-rack router of two-rack clusters): eBGP with each, every route learned passed on
+    and written into its kernel, so it forwards pod packets between the racks."""
+    lines = [
+        f"router id {router_id};",
+        "protocol device { scan time 10; }",
+        "protocol kernel { ipv4 { import none; export all; }; }",
+        "template bgp nodes {",
+        f"  local as {asn};",
+        "  direct;",
+        f"  hold time {DEFAULT_HOLD_TIME_S};",
+        f"  keepalive time {DEFAULT_HOLD_TIME_S // 3};",
+        "  connect retry time 1;",
+        "  error wait time 1, 5;",
+        "  ipv4 { import all; export all; };",
+        "}",
+    ]
+    for ip, peer_as in neighbors:
+        name = "Node_" + ip.replace(".", "_")
+        lines.append(f"protocol bgp {name} from nodes {{ neighbor {ip} as {peer_as}; }}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_external_peers(text: str) -> tuple[tuple[str, int], ...]:
+    """``IP:AS[,IP:AS]`` (``--bgp-peers``); ConfigError names the bad item."""
+    out = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        ip, _, asn = item.partition(":")
+        try:
+            ipaddress.IPv4Address(ip)
+            out.append((ip, int(asn or DEFAULT_AS)))
+        except ValueError:
+            raise ConfigError(f"BGP peer {item!r}: give IP:AS, e.g. 192.168.59.70:64600") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
