@@ -54,6 +54,10 @@ def test_each_service_type_from_its_clients(cluster: LocalCluster) -> None:
     c.apply_file("examples/seed-002/myapp-service-loadbalancer.yaml")
     # `apply` leaves status alone, as kubectl does: the address is the pool's, not the seed's
     # example 192.0.2.127, and it is read from status.loadBalancer.ingress as a user would.
+    # The service controller fills it in after the create, as a cloud's does: wait as
+    # `kubectl get svc -w` would.
+    wait_until(lambda: c.service("myapp-service")["status"].get("loadBalancer", {}).get("ingress"),
+               30, what="myapp-service's load-balancer address")  # fmt: skip
     (ingress,) = c.service("myapp-service")["status"]["loadBalancer"]["ingress"]
     assert ingress["ip"].startswith("192.0.2.")
     assert len(served(lambda: from_outside(c, f"http://{ingress['ip']}/"))) >= 2

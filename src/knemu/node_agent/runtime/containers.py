@@ -307,7 +307,8 @@ class Runner:
     def _use_spec(self, spec: pb.Container) -> None:
         """The spec with its env resolved (the image step's configuration): values are final,
         not expanded again (a ConfigMap value's ``$(X)`` stays as written, as in Kubernetes)."""
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.env.get("HOSTNAME", ""), "HOME": "/root"}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.env.get("HOSTNAME", ""), "HOME": "/root",
+               **MASTER_SERVICE_ENV}  # fmt: skip
         env.update((v.name, v.value) for v in spec.env)
         self.spec, self.env = spec, env
         self.iso = isolation.isolation_for(spec, self.pod.host_network)
