@@ -31,6 +31,7 @@ from knemu.apiserver import builtins
 from knemu.apiserver.admission.pipeline import Admission
 from knemu.apiserver.console.routes import add_console_routes
 from knemu.apiserver.controllers import PASSIVE_KINDS, ControllerManager
+from knemu.apiserver.grpc_api.pod_sources import PodTokens
 from knemu.apiserver.grpc_api.service import bound_port, start_grpc_server
 from knemu.apiserver.nodes import NodeRegistry
 from knemu.apiserver.recorder import EventRecorder
@@ -142,11 +143,11 @@ class ApiServer:
         manager = ControllerManager(store, cfg, registry, recorder)
         builtins.bootstrap(store, admission, self.clock())
         store.add_listener(self._on_store_event)
-        await self._start_rest(store, hub, admission)
+        tokens = await self._start_rest(store, hub, admission)
         address = advertise_address(_split_hostport(cfg.listen)[0])
         builtins.publish_endpoint(store, admission, address, self.rest_port, self.clock())
         self._grpc = await start_grpc_server(
-            cfg.grpc_listen, store, hub, registry, timings=cfg.timings
+            cfg.grpc_listen, store, hub, registry, timings=cfg.timings, tokens=tokens
         )
         grpc_host = _split_hostport(cfg.grpc_listen)[0]
         self.grpc_target = f"{grpc_host}:{bound_port(self._grpc)}"
@@ -163,7 +164,8 @@ class ApiServer:
             os.path.abspath(cfg.data_dir),
         )
 
-    async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> None:
+    async def _start_rest(self, store: Store, hub: WatchHub, admission: Admission) -> PodTokens:
+        """Serve the REST API; what issues pods' ServiceAccount tokens (for the gRPC side)."""
         host, port = _split_hostport(self.config.listen)
         pki = self.pki = tls.server_pki(self.config, host)
         tokens = self.sa_tokens = ServiceAccountTokens(
@@ -201,6 +203,7 @@ class ApiServer:
         # Listening on every address: the admin kubeconfig names loopback (in its SANs).
         local = f"https://{tls.url_host(tls.client_host(host))}:{bound}"
         self.admin = tls.write_admin_kubeconfig(pki, self.config.data_dir, local)
+        return PodTokens(tokens.issue_for_pod, pki.ca.cert_pem)
 
     def _on_store_event(self, event: StoredEvent) -> None:
         if event.kind not in PASSIVE_KINDS:  # heartbeats and Events wake no controller

@@ -127,12 +127,19 @@ class ClusterClient:
         await self._unary("RecordEvent", report)
 
     async def get_pod_sources(
-        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+        self,
+        node_name: str,
+        namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        service_account_token: bool = False,
     ) -> pb.PodSources:
-        """The ConfigMaps and Secrets pod ``namespace/pod_name`` names (bound to this node)."""
+        """The ConfigMaps and Secrets pod ``namespace/pod_name`` names (bound to this node),
+        and a new ServiceAccount token for it when ``service_account_token``."""
         request = pb.PodSourcesRequest(
-            node_name=node_name, namespace=namespace, pod_name=pod_name, pod_uid=pod_uid
-        )
+            node_name=node_name, namespace=namespace, pod_name=pod_name, pod_uid=pod_uid,
+            service_account_token=service_account_token,
+        )  # fmt: skip
         reply: pb.PodSources = await self._unary("GetPodSources", request)
         return reply
 

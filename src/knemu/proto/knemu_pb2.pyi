@@ -1865,10 +1865,15 @@ class PodSourcesRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     POD_NAME_FIELD_NUMBER: _builtins.int
     POD_UID_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     namespace: _builtins.str
     pod_name: _builtins.str
     pod_uid: _builtins.str
+    service_account_token: _builtins.bool
+    """also issue the pod's ServiceAccount token (the node asks when it has none, or 80 % of
+    its lifetime has passed, as the kubelet's token manager does)
+    """
     def __init__(
         self,
         *,
@@ -1876,10 +1881,11 @@ class PodSourcesRequest(_message.Message):
         namespace: _builtins.str = ...,
         pod_name: _builtins.str = ...,
         pod_uid: _builtins.str = ...,
+        service_account_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "node_name", b"node_name", "pod_name", b"pod_name", "pod_uid", b"pod_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "node_name", b"node_name", "pod_name", b"pod_name", "pod_uid", b"pod_uid", "service_account_token", b"service_account_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1914,16 +1920,27 @@ class SourceObject(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    EXPIRATION_UNIX_FIELD_NUMBER: _builtins.int
+    EXPIRATION_SECONDS_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """ConfigMap | Secret"""
+    """ConfigMap | Secret | ServiceAccountToken"""
     name: _builtins.str
-    """in the pod's namespace"""
+    """in the pod's namespace (the ServiceAccount's name for a token)"""
     found: _builtins.bool
-    """false: the object does not exist (data is empty)"""
+    """false: the object does not exist (data is empty); for ServiceAccountToken: no token is
+    mounted (automountServiceAccountToken: false on the pod or its ServiceAccount)
+    """
     resource_version: _builtins.int
+    """ServiceAccountToken: when it was issued (Unix seconds)"""
+    expiration_unix: _builtins.int
+    """ServiceAccountToken: when it expires"""
+    expiration_seconds: _builtins.int
+    """ServiceAccountToken: its lifetime"""
     @_builtins.property
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
-        """ConfigMap: data (UTF-8) and binaryData; Secret: data (base64-decoded) and stringData"""
+        """ConfigMap: data (UTF-8) and binaryData; Secret: data (base64-decoded) and stringData;
+        ServiceAccountToken: token, ca.crt and namespace (the kube-api-access volume's files)
+        """
 
     def __init__(
         self,
@@ -1933,10 +1950,12 @@ class SourceObject(_message.Message):
         found: _builtins.bool = ...,
         resource_version: _builtins.int = ...,
         data: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        expiration_unix: _builtins.int = ...,
+        expiration_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "found", b"found", "kind", b"kind", "name", b"name", "resource_version", b"resource_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "expiration_seconds", b"expiration_seconds", "expiration_unix", b"expiration_unix", "found", b"found", "kind", b"kind", "name", b"name", "resource_version", b"resource_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

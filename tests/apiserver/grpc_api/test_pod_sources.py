@@ -7,10 +7,20 @@ import base64
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from knemu import errors
+from knemu.apiserver.auth.authn import Unauthorized
+from knemu.apiserver.auth.sa_tokens import BoundToken, TokenIssuer
 from knemu.apiserver.grpc_api.convert import pod_to_proto
-from knemu.apiserver.grpc_api.pod_sources import pod_references
+from knemu.apiserver.grpc_api.pod_sources import (
+    PodTokens,
+    pod_references,
+    pod_sources,
+    service_account_name,
+)
+from knemu.proto import knemu_pb2 as pb
 
 from .stack import NOW, Stack, pod
 
@@ -109,3 +119,58 @@ def test_pod_security_context_applies_to_containers_without_their_own() -> None:
     first, own = pod_to_proto(obj).containers
     assert (first.run_as_user, first.run_as_group, first.privileged) == (1000, 3000, False)
     assert (own.run_as_user, own.run_as_group, own.privileged) == (0, 3000, True)
+
+
+def _issuer() -> TokenIssuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return TokenIssuer(private, public)
+
+
+def _tokens(objects: dict[tuple[str, str, str], dict[str, Any]], issuer: TokenIssuer) -> PodTokens:
+    def issue(p: Any, expiration_s: int) -> tuple[str, int]:
+        ns, sa = p["metadata"]["namespace"], service_account_name(p)
+        account = objects.get(("ServiceAccount", ns, sa))
+        if account is None:
+            raise errors.NotFound(f'serviceaccounts "{sa}" not found')
+        bound = BoundToken(ns, sa, account["metadata"]["uid"], p["metadata"]["name"],
+                           p["metadata"]["uid"])  # fmt: skip
+        return issuer.issue(bound, NOW, expiration_s)
+
+    return PodTokens(issue, b"-----CA-----\n")
+
+
+def test_token_for_the_pods_service_account_bound_to_the_pod() -> None:
+    issuer = _issuer()
+    p = pod("p", node="node-1")
+    p["metadata"].update(namespace="default", uid="pod-uid")
+    p["spec"]["serviceAccountName"] = "robot"
+    account = {"metadata": {"name": "robot", "namespace": "default", "uid": "sa-uid"}}
+    objects = {("Pod", "default", "p"): p, ("ServiceAccount", "default", "robot"): account}
+    request = pb.PodSourcesRequest(node_name="node-1", namespace="default", pod_name="p",
+                                   service_account_token=True)  # fmt: skip
+    reply = pod_sources(lambda *k: objects.get(k), request, _tokens(objects, issuer))
+    (token,) = reply.objects
+    assert (token.kind, token.name, token.found) == ("ServiceAccountToken", "robot", True)
+    assert token.expiration_seconds == 3600 and token.expiration_unix == int(NOW) + 3600
+    assert token.data["ca.crt"] == b"-----CA-----\n" and token.data["namespace"] == b"default"
+    bound = issuer.verify(token.data["token"].decode(), NOW + 10)
+    assert bound == BoundToken("default", "robot", "sa-uid", "p", "pod-uid")
+    with pytest.raises(Unauthorized, match="expired"):
+        issuer.verify(token.data["token"].decode(), NOW + 3600)
+    # not asked for, no token; the pod's or the ServiceAccount's automount: false, none either
+    asked = pb.PodSourcesRequest(node_name="node-1", namespace="default", pod_name="p")
+    assert not pod_sources(lambda *k: objects.get(k), asked, _tokens(objects, issuer)).objects
+    account["automountServiceAccountToken"] = False
+    (off,) = pod_sources(lambda *k: objects.get(k), request, _tokens(objects, issuer)).objects
+    assert (off.found, dict(off.data)) == (False, {})
+    p["spec"]["automountServiceAccountToken"] = True  # the pod's setting wins
+    (on,) = pod_sources(lambda *k: objects.get(k), request, _tokens(objects, issuer)).objects
+    assert on.found
+    del objects[("ServiceAccount", "default", "robot")]
+    with pytest.raises(errors.NotFound, match="robot"):
+        pod_sources(lambda *k: objects.get(k), request, _tokens(objects, issuer))

@@ -115,7 +115,12 @@ class FakeClient:
         self.events.append(report)
 
     async def get_pod_sources(
-        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+        self,
+        node_name: str,
+        namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        service_account_token: bool = False,
     ) -> pb.PodSources:
         return pb.PodSources()
 

@@ -11,14 +11,21 @@ import pytest
 
 from knemu.node_agent.runtime import atomic_writer
 from knemu.node_agent.runtime.config_sources import (
+    SERVICE_ACCOUNT_DIR,
+    TOKEN_KEY,
+    TOKEN_VOLUME,
     NodeCapacity,
     SourceError,
     VolumeFile,
+    as_sources,
     references,
     resolve_env,
+    token_due,
     volume_files,
 )
 from knemu.node_agent.runtime.downward import PodFields
+from knemu.node_agent.runtime.oci_spec import BindMount
+from knemu.node_agent.runtime.volumes import PodVolumes, token_mount
 from knemu.proto import knemu_pb2 as pb
 
 CAP = NodeCapacity(cpu_millis=2000, memory_bytes=4 * 2**30)
@@ -175,3 +182,29 @@ def test_atomic_writer_readers_never_see_a_mix(tmp_path: Path) -> None:
         stop.set()
         reader.join(10)
     assert not mixed and atomic_writer.current(vol) == {"x": b"199", "y": b"199"}
+
+
+def test_token_is_renewed_after_80_percent_of_its_lifetime() -> None:
+    token = pb.SourceObject(kind="ServiceAccountToken", name="default", found=True,
+                            expiration_unix=4600, expiration_seconds=3600)  # fmt: skip
+    reply = pb.PodSources(objects=[token, SOURCES[("ConfigMap", "cfg")]])
+    assert as_sources(reply)[TOKEN_KEY] == token  # kept apart from the pod's objects
+    assert token_due(None, 0) and not token_due(token, 1000 + 2879)
+    assert token_due(token, 1000 + 2880)  # 80 % of an hour after it was issued
+    assert not token_due(pb.SourceObject(kind="ServiceAccountToken"), 10**10)  # none mounted
+
+
+def test_token_mount_unless_the_container_mounts_that_path(tmp_path: Path) -> None:
+    volumes = {TOKEN_VOLUME: "/state/tok", "v": "/state/v"}
+    assert token_mount(volumes, []) == [BindMount("/state/tok", SERVICE_ACCOUNT_DIR, True)]
+    own = pb.VolumeMount(name="v", mount_path=SERVICE_ACCOUNT_DIR + "/")
+    assert token_mount(volumes, [own]) == [] and token_mount({"v": "/state/v"}, []) == []
+    files = {"token": b"jwt", "ca.crt": b"CA", "namespace": b"shop"}
+    token = pb.SourceObject(kind="ServiceAccountToken", found=True, data=files)
+    written = PodVolumes(tmp_path).write_sources(POD, "ns-1", {TOKEN_KEY: token})
+    try:
+        path = Path(written[TOKEN_VOLUME])
+        assert {f: (path / f).read_bytes() for f in files} == files
+        assert os.path.ismount(path)  # a tmpfs: kept off disk, as secrets are
+    finally:
+        PodVolumes(tmp_path).remove("ns-1")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from knemu.node_agent.runtime import isolation
@@ -64,3 +68,37 @@ def test_mount_paths_must_exist_on_the_node_or_be_under_tmp() -> None:
     assert "does not exist on the node" in isolation.mount_problem(
         BindMount("/s", "/etc/app"), exists=False
     )
+
+
+def test_token_directory_needs_not_exist_on_the_node() -> None:
+    token = BindMount("/state/tok", "/var/run/secrets/kubernetes.io/serviceaccount", True)
+    assert isolation.mount_problem(token, exists=False) == ""
+    script = isolation.init_script(isolation.isolation_for(pb.Container(name="c")), [token])
+    lines = script.splitlines()
+    overlay = next(i for i, line in enumerate(lines) if "mount -t overlay" in line)
+    # made in the overlay, before the container's /tmp hides its upper layer
+    assert overlay < lines.index(
+        f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={isolation.TMP_SIZE} tmpfs /tmp"
+    )
+    assert "mount --bind /proc/self/fd/3 /var/run/secrets/kubernetes.io/serviceaccount" in lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+def test_token_directory_is_mounted_read_only_without_touching_the_nodes_run(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "tok"
+    source.mkdir()
+    (source / "token").write_text("jwt")
+    dest = "/var/run/secrets/kubernetes.io/serviceaccount"
+    before = sorted(os.listdir("/run"))
+    iso = isolation.isolation_for(pb.Container(name="c", privileged=True), host_network=True)
+    script = isolation.init_script(iso, [BindMount(str(source), dest, True)])
+    check = f"cat {dest}/token; touch {dest}/x 2>/dev/null && echo writable || echo read-only"
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, "knemu-init",
+         "sh", "-c", check],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "jwtread-only\n"), proc.stderr
+    assert sorted(os.listdir("/run")) == before  # nothing made in the node's /run

@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from knemu.apiserver.grpc_api.convert import WATCHABLE_KINDS, node_to_proto, to_object
-from knemu.apiserver.grpc_api.pod_sources import pod_sources
+from knemu.apiserver.grpc_api.pod_sources import PodTokens, pod_sources
 from knemu.apiserver.storage.store import Store, StoredEvent
 from knemu.apiserver.storage.watch_hub import Subscription, WatchHub
 from knemu.apiserver.storage.watch_quota import WatchQuota
@@ -143,8 +143,16 @@ def _peer_host(peer: str) -> str:
 
 
 class ClusterService(pb_grpc.ClusterServicer):
-    def __init__(self, store: Store, hub: WatchHub, registry: Registry, timings: Timings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: WatchHub,
+        registry: Registry,
+        timings: Timings,
+        tokens: PodTokens | None = None,
+    ) -> None:
         self._store = store
+        self._tokens = tokens
         self._hub = hub
         self._registry = registry
         self._timings = timings
@@ -256,7 +264,7 @@ class ClusterService(pb_grpc.ClusterServicer):
         self, request: pb.PodSourcesRequest, context: grpc.aio.ServicerContext
     ) -> pb.PodSources:
         try:
-            return pod_sources(self._store.get, request)
+            return pod_sources(self._store.get, request, self._tokens)
         except KnemuError as exc:
             await _abort(context, exc)
 
@@ -370,15 +378,17 @@ async def start_grpc_server(
     registry: Registry,
     *,
     timings: Timings | None = None,
+    tokens: PodTokens | None = None,
 ) -> grpc.aio.Server:
     """Serve knemu.v1.Cluster on ``listen`` (HOST:PORT; port 0 picks a free one).
 
     The port actually bound is on the returned server as ``server.bound_port`` (read it with
     ``bound_port(server)``).  Stop with ``await server.stop(grace_s)``.  ``timings`` gives the
-    lease duration and renew interval told to registering nodes (default: Timings()).
+    lease duration and renew interval told to registering nodes (default: Timings()); ``tokens``
+    issues pods' ServiceAccount tokens for GetPodSources (None: no tokens).
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    service = ClusterService(store, hub, registry, timings or Timings())
+    service = ClusterService(store, hub, registry, timings or Timings(), tokens)
     _add_service(service, server)
     try:
         port = server.add_insecure_port(listen)

@@ -11,7 +11,7 @@ still exist with the uids it names, as kube-apiserver's ``serviceaccount.Validat
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ class ServiceAccountTokens:
                 )
         return bound.user()
 
-    def issue_for_pod(self, pod: Obj, expiration_s: int) -> tuple[str, int]:
+    def issue_for_pod(self, pod: Mapping[str, Any], expiration_s: int) -> tuple[str, int]:
         """A token for a pod's ServiceAccount bound to the pod (the kubelet's projected
         token); NotFound when the ServiceAccount does not exist."""
         meta = pod["metadata"]

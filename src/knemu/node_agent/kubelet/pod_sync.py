@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -63,7 +64,12 @@ class StatusClient(Protocol):
     async def record_event(self, report: pb.EventReport) -> Any: ...
 
     async def get_pod_sources(
-        self, node_name: str, namespace: str, pod_name: str, pod_uid: str
+        self,
+        node_name: str,
+        namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        service_account_token: bool = False,
     ) -> pb.PodSources: ...
 
 
@@ -115,6 +121,7 @@ class PodSync:
         self._backoff: dict[str, Backoff] = {}
         self._retry: dict[str, asyncio.TimerHandle] = {}
         self._statuses: dict[str, pb.PodStatusReport] = {}
+        self._tokens: dict[str, tuple[str, pb.SourceObject]] = {}  # key -> (pod uid, token)
         self._events: collections.deque[pb.EventReport] = collections.deque()
         self.events_dropped = 0
         self._wake = asyncio.Event()
@@ -180,13 +187,27 @@ class PodSync:
             self._attach(handle)
 
     async def _sources(self, pod: pb.Pod) -> Sources:
-        """The ConfigMaps and Secrets ``pod`` names, from the api-server (none: no call)."""
-        if not config_sources.references(pod):
-            return {}
+        """The ConfigMaps and Secrets ``pod`` names and its ServiceAccount token, from the
+        api-server; it is asked only when the pod names objects or its token is due."""
+        meta = pod.metadata
+        key = f"{meta.namespace}/{meta.name}"
+        uid, token = self._tokens.get(key, ("", None))
+        token = token if uid == meta.uid else None
+        due = config_sources.token_due(token, time.time())
+        if not due and not config_sources.references(pod):
+            return {config_sources.TOKEN_KEY: token} if token is not None else {}
         reply = await self.client.get_pod_sources(
-            self.name, pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
+            self.name, meta.namespace, meta.name, meta.uid, service_account_token=due
         )
-        return config_sources.as_sources(reply)
+        sources = config_sources.as_sources(reply)
+        if due:  # no token in the answer: the api-server issues none, nothing to mount
+            token = sources.get(config_sources.TOKEN_KEY) or pb.SourceObject(
+                kind=config_sources.TOKEN_KIND
+            )
+            self._tokens[key] = (meta.uid, token)
+        if token is not None:
+            sources[config_sources.TOKEN_KEY] = token
+        return sources
 
     async def run_source_refresh(self) -> None:
         """Fetch running pods' ConfigMaps/Secrets again every SOURCES_SYNC_S; the runtime
@@ -255,6 +276,7 @@ class PodSync:
         if not handle.host_network:
             self.network.unplug(key, handle.ip)
         self._statuses.pop(key, None)
+        self._tokens.pop(key, None)
         await self.runtime.stop_pod(key)
 
     async def stop_all(self) -> None:

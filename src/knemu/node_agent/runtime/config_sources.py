@@ -22,6 +22,11 @@ from knemu.node_agent.runtime.workloads import expand_vars
 from knemu.proto import knemu_pb2 as pb
 
 DEFAULT_MODE = 0o644  # configMap/secret volumes' defaultMode
+TOKEN_KIND = "ServiceAccountToken"  # GetPodSources' answer for the pod's token
+TOKEN_KEY = (TOKEN_KIND, "")  # where the token is kept among a pod's sources
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME = ".kube-api-access"  # not a valid volume name: never one of the pod's own
+REFRESH_FRACTION = 0.8  # the kubelet renews a token when 80 % of its lifetime has passed
 Sources = Mapping[tuple[str, str], pb.SourceObject]  # (kind, name) -> object
 
 
@@ -201,4 +206,16 @@ def sources_version(sources: Sources) -> tuple[tuple[str, str, bool, int], ...]:
 
 
 def as_sources(reply: pb.PodSources) -> dict[tuple[str, str], pb.SourceObject]:
-    return {(o.kind, o.name): o for o in reply.objects}
+    """By (kind, name); the ServiceAccount token, if any, under TOKEN_KEY."""
+    return {TOKEN_KEY if o.kind == TOKEN_KIND else (o.kind, o.name): o for o in reply.objects}
+
+
+def token_due(token: pb.SourceObject | None, now: float) -> bool:
+    """Does the pod need a (new) token: none yet, or 80 % of its lifetime has passed (the
+    kubelet's token manager; a pod that mounts none never does)?"""
+    if token is None:
+        return True
+    if not token.found:
+        return False
+    issued = token.expiration_unix - token.expiration_seconds
+    return now >= issued + REFRESH_FRACTION * token.expiration_seconds

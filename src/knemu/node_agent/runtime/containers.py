@@ -34,7 +34,7 @@ from knemu.node_agent.runtime.oci_launch import ImageStep
 from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.node_agent.runtime.runc import POD_NICE_PREFIX, OciContainer
 from knemu.node_agent.runtime.stdin import ContainerStdin
-from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
+from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts, token_mount
 from knemu.node_agent.runtime.workloads import expand_vars, package_root, plan_container
 from knemu.proto import knemu_pb2 as pb
 
@@ -413,13 +413,17 @@ class Runner:
             return f.read(self.log_start - self.previous_start)
 
     def _mounts(self) -> list[BindMount]:
-        """The volumeMounts of a container without a real image (its pod's volumes)."""
-        if self.image_step is None or not self.spec.volume_mounts:
+        """The volumeMounts of a container without a real image (its pod's volumes) and its
+        ServiceAccount token."""
+        if self.image_step is None:
             return []
-        pod = self.image_step.pod
+        pod, mounts = self.image_step.pod, list(self.spec.volume_mounts)
+        token = token_mount(pod.volumes, mounts)
+        if not mounts:
+            return token
         if pod.volume_error:
             raise VolumeError(pod.volume_error)
-        return plan_mounts(pod.volumes, list(self.spec.volume_mounts), self.spec.name)
+        return plan_mounts(pod.volumes, mounts, self.spec.name) + token
 
     def _start_problem(self) -> str:
         """Why the process cannot start (Kubernetes reason StartError), or ''."""

@@ -10,10 +10,12 @@ A container's process is started as::
 ``ip netns exec`` gives every process its own mount namespace (a slave of the node's, so
 nothing mounted in it leaks back); INIT mounts a /proc of the pod's PID namespace and a private
 /tmp there, lets unprivileged users bind low ports and open ICMP sockets in the pod's own
-network namespace (as Docker does), and execs ``setpriv``.  The PID namespace is held by a
-per-pod ``sleep`` (``OciLauncher.pod_pid_namespace``), so a container is never PID 1 and
-SIGTERM reaches it (a PID 1 without a handler ignores it).  ``kubectl exec`` enters the same
-namespaces with ``nsenter --target`` and the same ``setpriv``.
+network namespace (as Docker does), and execs ``setpriv``.  The ServiceAccount token directory
+(/var/run/secrets/kubernetes.io/serviceaccount) is made, when the node has none, in an overlay
+of /run on a tmpfs in that mount namespace only: the node's /run is never written.  The PID
+namespace is held by a per-pod ``sleep`` (``OciLauncher.pod_pid_namespace``), so a container
+is never PID 1 and SIGTERM reaches it (a PID 1 without a handler ignores it).  ``kubectl exec``
+enters the same namespaces with ``nsenter --target`` and the same ``setpriv``.
 
 Privileges (https://kubernetes.io/docs/tasks/configure-pod-container/security-context/):
 by default uid/gid 65534 (nobody), no capabilities, no_new_privs.  ``runAsUser`` picks the uid
@@ -41,6 +43,11 @@ DEFAULT_ROOT_CAPS = (
 )  # fmt: skip
 TMP_SIZE = "64m"
 MAX_MOUNTS = 7  # shell file descriptors 3-9 hold the volume sources while /tmp is mounted
+SECRETS_DIRS = (PurePosixPath("/var/run/secrets"), PurePosixPath("/run/secrets"))
+
+
+def _in_secrets(destination: str) -> bool:
+    return any(PurePosixPath(destination).is_relative_to(d) for d in SECRETS_DIRS)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,8 @@ def mount_problem(mount: BindMount, exists: bool) -> str:
     own tmpfs, where the directory is made)."""
     if exists or PurePosixPath(mount.destination).is_relative_to("/tmp"):
         return ""
+    if _in_secrets(mount.destination):
+        return ""  # made in the container's own overlay of /run (init_script)
     return (
         f"mountPath {mount.destination} does not exist on the node: a container without a "
         "real image sees the node's filesystem; mount under /tmp, or run a real image"
@@ -102,8 +111,23 @@ def init_script(iso: Isolation, mounts: Sequence[BindMount] = ()) -> str:
     # under /tmp) and bound through its /proc/self/fd link, as runc binds by fd.
     opens = " ".join(f"{3 + i}<{shlex.quote(m.source)}" for i, m in enumerate(mounts))
     lines = ["set -e", *([f"exec {opens}"] if mounts else []),
-             "mount -t proc -o nosuid,nodev,noexec proc /proc",
-             f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs /tmp"]  # fmt: skip
+             "mount -t proc -o nosuid,nodev,noexec proc /proc"]  # fmt: skip
+    secrets = [shlex.quote(m.destination) for m in mounts if _in_secrets(m.destination)]
+    if secrets:
+        # /run seen through an overlay whose upper layer is a tmpfs that the container's own
+        # /tmp then hides: the directories are made there, not in the node's /run.
+        missing = " || ".join(f"[ ! -d {dst} ]" for dst in secrets)
+        lines += [
+            f"if {missing}; then",
+            "  run=$(readlink -f /run)",
+            "  mount -t tmpfs -o mode=0755,size=1m tmpfs /tmp",
+            "  mkdir /tmp/upper /tmp/work",
+            '  mount -t overlay -o "lowerdir=$run,upperdir=/tmp/upper,workdir=/tmp/work" '
+            'overlay "$run"',
+            *(f"  mkdir -p {dst}" for dst in secrets),
+            "fi",
+        ]
+    lines.append(f"mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs /tmp")
     for i, m in enumerate(mounts):
         dst = shlex.quote(m.destination)
         if PurePosixPath(m.destination).is_relative_to("/tmp"):

@@ -31,7 +31,7 @@ from knemu.node_agent.runtime.runc import (
     list_containers,
     remove_cgroups,
 )
-from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts
+from knemu.node_agent.runtime.volumes import VolumeError, plan_mounts, token_mount
 from knemu.node_agent.runtime.workloads import expand_vars
 from knemu.proto import knemu_pb2 as pb
 
@@ -145,6 +145,7 @@ class OciLauncher:
             BindMount(str(etc / "hosts"), "/etc/hosts"),
             BindMount(str(self.runc.bundles / container_id / "hostname"), "/etc/hostname"),
             *plan_mounts(pod.volumes, list(spec.volume_mounts), spec.name),
+            *token_mount(pod.volumes, list(spec.volume_mounts)),
         )
         values = dict(env)
         # Read-only cgroups (a node container): runc --rootless=true ignores cgroup errors

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from knemu.errors import KnemuError
 from knemu.node_agent.runtime import config_sources
-from knemu.node_agent.runtime.config_sources import NodeCapacity, Sources, sources_version
+from knemu.node_agent.runtime.config_sources import (
+    TOKEN_KEY,
+    NodeCapacity,
+    Sources,
+    sources_version,
+)
 from knemu.node_agent.runtime.downward import PodFields
 from knemu.node_agent.runtime.volumes import SOURCE_KINDS, PodVolumes
 from knemu.proto import knemu_pb2 as pb
@@ -62,7 +67,7 @@ class PodSourceState:
     ) -> str:
         """Write the pod's configMap/secret volumes into ``paths`` (name -> node path); the
         error to report as FailedMount when it is a new one, else ''."""
-        if not any(v.kind in SOURCE_KINDS for v in pod.volumes):
+        if TOKEN_KEY not in self.sources and not any(v.kind in SOURCE_KINDS for v in pod.volumes):
             return ""
         try:
             written = await asyncio.to_thread(volumes.write_sources, pod, netns, self.sources)

@@ -7,8 +7,11 @@ downwardAPI, configMap and secret (https://kubernetes.io/docs/concepts/storage/v
 under compose, so it cannot outlive the node).  ``remove`` unmounts and deletes them when the
 pod goes.  configMap and secret volumes are written by ``write_sources`` (again on every
 change of their objects) through the kubelet's atomic ``..data`` swap (``atomic_writer``); a
-secret volume is a tmpfs, as the kubelet keeps secrets off disk.  Other sources are refused
-with a message naming them.
+secret volume is a tmpfs, as the kubelet keeps secrets off disk.  The pod's ServiceAccount
+token, the cluster CA and its namespace are written the same way into the ``TOKEN_VOLUME``
+directory (the kubelet's ``kube-api-access`` projected volume), which every container gets
+read-only at /var/run/secrets/kubernetes.io/serviceaccount (``token_mount``).  Other sources
+are refused with a message naming them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from pathlib import Path, PurePosixPath
 
 from knemu.errors import LocalError
 from knemu.node_agent.runtime import atomic_writer
-from knemu.node_agent.runtime.config_sources import Sources, volume_files
+from knemu.node_agent.runtime.config_sources import (
+    SERVICE_ACCOUNT_DIR,
+    TOKEN_KEY,
+    TOKEN_VOLUME,
+    Sources,
+    VolumeFile,
+    volume_files,
+)
 from knemu.node_agent.runtime.downward import FieldRefError, PodFields, field_value
 from knemu.node_agent.runtime.oci_spec import BindMount
 from knemu.proto import knemu_pb2 as pb
@@ -60,6 +70,23 @@ def plan_mounts(
             source = f"{source}/{_safe_relative(m.sub_path, 'subPath')}"
         out.append(BindMount(source, m.mount_path, m.read_only))
     return out
+
+
+def token_mount(volumes: dict[str, str], mounts: list[pb.VolumeMount]) -> list[BindMount]:
+    """The ServiceAccount token directory, read-only, for a container that does not mount
+    something at that path itself (as the ServiceAccount admission plugin leaves those)."""
+    path = volumes.get(TOKEN_VOLUME)
+    if path is None or any(m.mount_path.rstrip("/") == SERVICE_ACCOUNT_DIR for m in mounts):
+        return []
+    return [BindMount(path, SERVICE_ACCOUNT_DIR, True)]
+
+
+def token_files(sources: Sources) -> dict[str, VolumeFile] | None:
+    """The files of the pod's token volume; None when it mounts no token."""
+    token = sources.get(TOKEN_KEY)
+    if token is None or not token.found:
+        return None
+    return {name: VolumeFile(data, 0o644) for name, data in token.data.items()}
 
 
 def downward_files(pod: pb.Pod, volume: pb.Volume, pod_ip: str) -> dict[str, str]:
@@ -127,6 +154,14 @@ class PodVolumes:
                 _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
             atomic_writer.write(path, files)
             out[name] = str(path)
+        token = token_files(sources)
+        if token is not None:
+            path = self.root / netns / TOKEN_VOLUME
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.path.ismount(path):
+                _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
+            atomic_writer.write(path, token)
+            out[TOKEN_VOLUME] = str(path)
         return out
 
     def _host_path(self, vol: pb.Volume) -> str:
