@@ -101,6 +101,8 @@ class FakeClient:
         self.statuses: list[pb.PodStatusReport] = []
         self.events: list[pb.EventReport] = []
         self.down = 0  # calls that fail with Unavailable first
+        self.token: pb.SourceObject | None = None  # what a token request gets
+        self.source_calls: list[bool] = []  # service_account_token of each GetPodSources
 
     async def report_pod_status(self, report: pb.PodStatusReport) -> bool:
         if self.down > 0:
@@ -122,6 +124,9 @@ class FakeClient:
         pod_uid: str,
         service_account_token: bool = False,
     ) -> pb.PodSources:
+        self.source_calls.append(service_account_token)
+        if service_account_token and self.token is not None:
+            return pb.PodSources(objects=[self.token])
         return pb.PodSources()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from knemu.node_agent.kubelet.pod_sync import PodSync, should_start, wants_pod
+from knemu.node_agent.runtime.config_sources import TOKEN_KEY, TOKEN_KIND
 from knemu.node_agent.runtime.pods import PodStatus
 from knemu.proto import knemu_pb2 as pb
 from knemu.testing import wait_for
@@ -91,3 +93,25 @@ def test_pod_decisions() -> None:
     assert wants_pod(pod, "node-1") and not should_start(pod, "node-1")
     pod.metadata.deleting = True
     assert not wants_pod(pod, "node-1")
+
+
+async def test_token_is_asked_for_only_when_due(sync: PodSync) -> None:
+    client, p = sync.client, pod("a")
+    # no token in the answer (none issued): nothing to mount, never asked again
+    assert await sync._sources(p) == {TOKEN_KEY: pb.SourceObject(kind=TOKEN_KIND)}
+    await sync._sources(p)
+    assert client.source_calls == [True]
+    now = int(time.time())
+    fresh = pb.SourceObject(kind=TOKEN_KIND, name="default", found=True, data={"token": b"1"},
+                            expiration_unix=now + 3600, expiration_seconds=3600)  # fmt: skip
+    old = pb.SourceObject(kind=TOKEN_KIND, name="default", found=True, data={"token": b"0"},
+                          expiration_unix=now + 600, expiration_seconds=3600)  # fmt: skip
+    client.token, b = old, pod("b")
+    assert (await sync._sources(b))[TOKEN_KEY] == old
+    client.token = fresh  # the old one is past 80 % of its lifetime: renewed
+    assert (await sync._sources(b))[TOKEN_KEY] == fresh
+    assert (await sync._sources(b))[TOKEN_KEY] == fresh  # kept, without a call
+    assert client.source_calls == [True, True, True]
+    # a new pod under the same name (another uid) gets its own token
+    assert (await sync._sources(pod("b", uid="other")))[TOKEN_KEY] == fresh
+    assert client.source_calls == [True, True, True, True]
