@@ -138,6 +138,13 @@ def test_exec_sees_the_image_and_only_the_pods_processes(cluster: LocalCluster) 
     release = c.knemu("exec", pod, "-c", "web", "--", "cat", "/etc/os-release").stdout
     assert 'NAME="knemu test image"' in release
     assert c.knemu("exec", pod, "-c", "shell", "--", "hostname").stdout.strip() == pod
+    # The ServiceAccount token, CA and namespace, read-only (the kubelet's kube-api-access).
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    files = c.knemu("exec", pod, "-c", "shell", "--", "sh", "-c",
+                    f"cat {sa}/namespace; echo; head -1 {sa}/ca.crt; cut -c1-3 {sa}/token; "
+                    f"touch {sa}/x || echo read-only")  # fmt: skip
+    assert files.stdout.splitlines()[:3] == ["default", "-----BEGIN CERTIFICATE-----", "eyJ"]
+    assert "read-only" in files.stdout, files.stdout
     # One IPC namespace per pod, shared by its containers (and not the node's).
     ipc = {c.knemu("exec", pod, "-c", name, "--", "readlink", "/proc/self/ns/ipc").stdout
            for name in ("web", "shell")}  # fmt: skip
