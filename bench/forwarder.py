@@ -5,8 +5,9 @@ agent does), then forwards between it and the underlay UDP socket:
 
 * ``bare``: no routing at all: every TUN packet goes to the one peer, every datagram into the
   TUN.  The ceiling of a Python asyncio TUN<->UDP design.
-* ``knemu``: the real data path: knemu's Router core with the agent's TunPort and
-  UnderlayEndpoint adapters (VXLAN encapsulation, routing, conntrack lookups).
+* ``knemu``: the real data path: knemu's Router core with the agent's pod port and
+  UnderlayEndpoint adapters (VXLAN encapsulation, routing, conntrack lookups), the TUN with
+  offloads (TSO from the pod, GRO into it) as the agent opens pods' TUNs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import signal
 import socket
 import subprocess
 
-from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.adapters import UnderlayEndpoint
+from knemu.node_agent.dataplane.batching import route_underlay_batch
+from knemu.node_agent.dataplane.offload import cut
+from knemu.node_agent.dataplane.offload_port import OffloadTunPort
 from knemu.node_agent.dataplane.router import OUT_POD, OUT_UNDERLAY, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tun import open_tun
 
@@ -76,19 +80,31 @@ async def knemu(fd: int, args: argparse.Namespace) -> None:
     router.set_peer(f"node-{other}", f"10.244.{other}.0/24", args.peer, f"02:00:00:00:00:0{other}")
     router.add_local_pod(args.pod_ip, 1)
     underlay: UnderlayEndpoint
-    port: TunPort
+    port: OffloadTunPort
+    headroom = router.headroom_bytes
 
-    def dispatch(out: Output | None) -> None:
+    def dispatch(out: Output | None, gso_size: int) -> None:
         if out is None:
             return
         kind, target, data = out
-        if kind == OUT_POD:
+        if kind == OUT_POD and gso_size:
+            port.write_super(data, gso_size)
+        elif kind == OUT_POD:
             port.write(data)
         elif kind == OUT_UNDERLAY:
-            underlay.send(data, target)
+            for frame in cut(data, headroom, gso_size) if gso_size else (data,):
+                underlay.send(frame, target)
 
-    port = TunPort(fd, lambda pkt, now: dispatch(router.handle_pod(1, pkt, now)))
-    underlay = UnderlayEndpoint(lambda d, a, now: dispatch(router.handle_underlay(d, a, now)))
+    def from_underlay(batch: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
+        for out, gso_size in route_underlay_batch(router, batch, now):
+            dispatch(out, gso_size)
+
+    port = OffloadTunPort(
+        fd, lambda pkt, gso, now: dispatch(router.handle_pod(1, pkt, now, gso), gso)
+    )
+    underlay = UnderlayEndpoint(
+        lambda d, a, now: dispatch(router.handle_underlay(d, a, now), 0), on_batch=from_underlay
+    )
     await underlay.open((args.local, args.port))
     port.start()
     await asyncio.Event().wait()
@@ -105,7 +121,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=4789)
     p.add_argument("--mtu", type=int, default=1450)
     args = p.parse_args()
-    fd = open_tun("kbpod0")
+    fd = open_tun("kbpod0", offload=args.mode == "knemu")
     plumb_pod("kbpod0", args.pod_ns, args.pod_ip, args.mtu)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print("ready", flush=True)

@@ -37,12 +37,14 @@ from knemu.config import BACKEND_LABEL, AgentConfig
 from knemu.errors import ConfigError, KnemuError
 from knemu.node_agent.cni import conflist as cni
 from knemu.node_agent.dataplane import backends, tables
-from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
+from knemu.node_agent.dataplane.adapters import PortStatistics, TunPort, UnderlayEndpoint
 from knemu.node_agent.dataplane.backends import bird
+from knemu.node_agent.dataplane.batching import route_underlay_batch
 from knemu.node_agent.dataplane.bgp_speaker import BgpSpeaker
 from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
+from knemu.node_agent.dataplane.offload import cut
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
@@ -91,17 +93,20 @@ class PodLinks:
     packet."""
 
     def __init__(
-        self, router: Router, policy: PolicySync | None, send: Callable[[Output | None], None]
+        self,
+        router: Router,
+        policy: PolicySync | None,
+        send: Callable[[Output | None, int], None],
     ) -> None:
         self.router = router
         self.policy = policy
         self.send = send
 
-    def receiver(self, key: str) -> Callable[[bytes, float], None]:
+    def receiver(self, key: str) -> Callable[[bytes, int, float], None]:
         router, send = self.router, self.send
 
-        def feed(packet: bytes, now: float) -> None:
-            send(router.handle_pod(key, packet, now))
+        def feed(packet: bytes, gso_size: int, now: float) -> None:
+            send(router.handle_pod(key, packet, now, gso_size), gso_size)
 
         return feed
 
@@ -238,7 +243,9 @@ class Agent:
         self.host = await HostInterface.create(plan)
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
-        self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name)
+        self.underlay = UnderlayEndpoint(
+            self._from_underlay, self.faults, self._peer_name, on_batch=self._from_underlay_batch
+        )
         backend = self.router.backend
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
@@ -351,25 +358,39 @@ class Agent:
 
     # -- the data plane ----------------------------------------------------------------------
 
-    def dispatch(self, out: Output | None) -> None:
+    def dispatch(self, out: Output | None, gso_size: int = 0) -> None:
+        """Send a router output; with ``gso_size`` it may be a TCP super-packet, written whole
+        to a pod (TUN offload) and cut into segments for the host TUN and the underlay."""
         if out is None:
             return
         kind, target, data = out
         if kind is OUT_POD:
             port = self.pods.ports.get(target)
             if port is not None:
-                port.write(data)
+                if gso_size:
+                    port.write_super(data, gso_size)
+                else:
+                    port.write(data)
         elif kind is OUT_HOST:
             if self.host_port is not None:
-                self.host_port.write(data)
+                for frame in cut(data, 0, gso_size) if gso_size else (data,):
+                    self.host_port.write(frame)
         elif self.underlay is not None:
-            self.underlay.send(data, target)
+            if gso_size:
+                for frame in cut(data, self.router.headroom_bytes, gso_size):
+                    self.underlay.send(frame, target)
+            else:
+                self.underlay.send(data, target)
 
     def _from_host(self, packet: bytes, now: float) -> None:
         self.dispatch(self.router.handle_host(packet, now))
 
     def _from_underlay(self, data: bytes, src: tuple[str, int], now: float) -> None:
         self.dispatch(self.router.handle_underlay(data, src, now))
+
+    def _from_underlay_batch(self, batch: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
+        for out, gso_size in route_underlay_batch(self.router, batch, now):
+            self.dispatch(out, gso_size)
 
     def inject_from_pod(self, key: str, packet: bytes, now: float) -> None:
         """A packet as if pod ``key`` had sent it (``knemu trace`` probes)."""
@@ -425,7 +446,9 @@ class Agent:
 
     def metrics_text(self) -> str:
         """``GET /metrics``: every part's counters."""
-        ports = {name: port.stats for name, port in self.pods.ports.items()}
+        ports: dict[str, PortStatistics] = {
+            name: port.stats for name, port in self.pods.ports.items()
+        }
         if self.host_port is not None:
             ports["host"] = self.host_port.stats
         if self.underlay is not None:

@@ -121,8 +121,8 @@ class FakeNetwork:
     def __init__(self) -> None:
         self.pods: dict[str, str] = {}
 
-    def receiver(self, key: str) -> Callable[[bytes, float], None]:
-        return lambda packet, now: None
+    def receiver(self, key: str) -> Callable[[bytes, int, float], None]:
+        return lambda packet, gso_size, now: None
 
     def plug(self, key: str, ip: str) -> None:
         self.pods[ip] = key

@@ -138,6 +138,10 @@ class Router:
         self._stats = verdicts.stats
         self._drop, self._answer, self._too_big = verdicts.drop, verdicts.answer, verdicts.too_big
         self._emit_forward = verdicts.emit_forward
+        # the largest segment of the super-packet being routed (0: an ordinary packet)
+        self._segment_bytes = 0
+        # bytes in front of the inner packet in an underlay output (VXLAN's 22, else 0)
+        self.headroom_bytes = routes.backend.headroom_bytes
 
     # -- tables (see the parts) ------------------------------------------------------------------
 
@@ -225,10 +229,15 @@ class Router:
 
     # -- packet entry points -------------------------------------------------------------------
 
-    def handle_pod(self, port_id: Any, packet: bytes | bytearray, now: float) -> Output | None:
-        """A packet a pod sent (read from its TUN)."""
+    def handle_pod(
+        self, port_id: Any, packet: bytes | bytearray, now: float, gso_size: int = 0
+    ) -> Output | None:
+        """A packet a pod sent (read from its TUN).  With ``gso_size``, a TCP super-packet
+        (``dataplane.offload``) routed once for all the segments it stands for; the output is
+        the super-packet, for the caller to cut where it must."""
         if type(packet) is not bytes:
             packet = bytes(packet)  # dict keys are sliced from it: bytearray is unhashable
+        self._segment_bytes = self._count_segments(packet, gso_size) if gso_size else 0
         own = self._pod_ips.get(port_id)
         if own is None:
             return self._drop(Drop.UNKNOWN_PORT, packet, ev.POINT_FROM_POD, now)
@@ -241,6 +250,7 @@ class Router:
         """A packet the node's own kernel routed into the host TUN."""
         if type(packet) is not bytes:
             packet = bytes(packet)
+        self._segment_bytes = 0
         return self._process(packet, FROM_HOST, None, now)
 
     def handle_underlay(
@@ -248,6 +258,16 @@ class Router:
     ) -> Output | None:
         """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet):
         the backend decapsulates it; only known peers are accepted."""
+        inner, peer, out = self.decapsulate(datagram, src_addr, now)
+        if inner is None or peer is None:
+            return out
+        return self.handle_decapsulated(inner, peer, now)
+
+    def decapsulate(
+        self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float
+    ) -> tuple[bytes | None, Peer | None, Output | None]:
+        """(inner packet, peer, None) for a datagram from a known peer; else (None, None,
+        what to do instead: an ARP reply, or None for a counted drop)."""
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
         inner = self._decapsulate(datagram, src_addr)
@@ -257,13 +277,34 @@ class Router:
                 peer = self._peer_by_ip.get(src_addr[0])
                 if reply is not None and peer is not None:
                     self._stats["arp_replies"] = self._stats.get("arp_replies", 0) + 1
-                    return (OUT_UNDERLAY, peer.addr, reply)
-            return self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
+                    return None, None, (OUT_UNDERLAY, peer.addr, reply)
+            return None, None, self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:
-            return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
+            return None, None, self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
         self._stats["decapsulated"] += 1
+        return inner, peer, None
+
+    def handle_decapsulated(
+        self, inner: bytes, peer: Peer, now: float, gso_size: int = 0
+    ) -> Output | None:
+        """The inner packet ``decapsulate`` returned (with ``gso_size``: several of them
+        coalesced into one TCP super-packet, see ``handle_pod``)."""
+        self._segment_bytes = self._count_segments(inner, gso_size) if gso_size else 0
         return self._process(inner, FROM_UNDERLAY, peer, now)
+
+    def _count_segments(self, packet: bytes, gso_size: int) -> int:
+        """Count a super-packet's segments; return the length of its largest one (what must
+        fit the underlay MTU), or 0 when it is too short to be one."""
+        ihl = (packet[0] & 0x0F) << 2 if packet else 0
+        if len(packet) < ihl + 20 or ihl < 20 or packet[9] != 6:
+            return 0  # not TCP: routed as the packet it is, the MTU check on its length
+        hl = ihl + ((packet[ihl + 12] >> 4) << 2)
+        stats = self._stats
+        stats["offload_super_packets"] = stats.get("offload_super_packets", 0) + 1
+        segments = max(1, -(-(len(packet) - hl) // gso_size))
+        stats["offload_segments"] = stats.get("offload_segments", 0) + segments
+        return hl + min(gso_size, max(len(packet) - hl, 0))
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -399,7 +440,7 @@ class Router:
                 Drop.TTL_EXCEEDED, pkt, wire.ICMP_TIME_EXCEEDED, 0, origin, via, now
             )
         if kind is OUT_UNDERLAY:
-            if len(pkt) > self.node.mtu:
+            if (self._segment_bytes or len(pkt)) > self.node.mtu:
                 return self._too_big(pkt, origin, via, now)
             buf = bytearray(to.encap)
             buf += pkt

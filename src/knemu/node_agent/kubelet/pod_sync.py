@@ -20,7 +20,7 @@ from knemu.config import AgentConfig
 from knemu.errors import KnemuError, LocalError, RemoteError
 from knemu.node_agent.cni.hostports import HostPorts
 from knemu.node_agent.cni.portmap import NODE_PORTS_REASON
-from knemu.node_agent.dataplane.adapters import TunPort
+from knemu.node_agent.dataplane.offload_port import OffloadTunPort
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
 from knemu.proto.client import Backoff
@@ -62,8 +62,9 @@ class PodNetwork(Protocol):
     """The data plane a running pod's eth0 is plugged into: the router (and the NetworkPolicy
     engine, which polices a pod from its first packet)."""
 
-    def receiver(self, key: str) -> Callable[[bytes, float], None]:
-        """What to call with each packet the pod sends (read from its TUN)."""
+    def receiver(self, key: str) -> Callable[[bytes, int, float], None]:
+        """What to call with each packet the pod sends (read from its TUN): (packet,
+        gso_size of a TCP super-packet or 0, now)."""
         ...
 
     def plug(self, key: str, ip: str) -> None: ...
@@ -96,7 +97,7 @@ class PodSync:
             # hostNetwork pods' IP; without one (fakes) plan_network refuses them by name
             node_ip=node_ip,
         )  # fmt: skip
-        self.ports: dict[str, TunPort] = {}
+        self.ports: dict[str, OffloadTunPort] = {}
         self.handles: dict[str, PodHandle] = {}
         self.hostports = HostPorts(self._on_event, config.host_ports)
         self._rejected: dict[str, str] = {}  # pod key -> uid refused at admission
@@ -203,7 +204,9 @@ class PodSync:
             # ports are bound by its processes themselves (nothing for portmap to publish).
             self.handles[handle.key] = handle
             return
-        port = TunPort(handle.tun_fd, self.network.receiver(handle.key), name=handle.tun_name)
+        port = OffloadTunPort(
+            handle.tun_fd, self.network.receiver(handle.key), name=handle.tun_name
+        )
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
         self.network.plug(handle.key, handle.ip)

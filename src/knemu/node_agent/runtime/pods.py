@@ -103,7 +103,7 @@ class PodHandle:
     key: str  # "namespace/name"
     uid: str
     ip: str
-    tun_fd: int  # non-blocking; raw IPv4 packets (IFF_NO_PI); closed by stop_pod
+    tun_fd: int  # non-blocking; virtio-net header + IPv4 packet (IFF_VNET_HDR); closed by stop_pod
     tun_name: str  # name the TUN had in the node netns; it is "eth0" inside the pod
     netns: str  # named netns: /run/netns/<netns>
     pause_pid: int

@@ -188,7 +188,7 @@ async def create_sandbox(
         sandbox.pause_pid = sandbox.pause.pid
         sandbox.start_ticks = process_start_ticks(sandbox.pause_pid) or 0
         await run_netns_cmd("attach", netns, str(sandbox.pause_pid), what="netns attach")
-        sandbox.tun_fd = tun.open_tun(tun_name)
+        sandbox.tun_fd = tun.open_tun(tun_name, offload=True)  # TSO: see dataplane.offload
         await run_cmd(
             "ip", "link", "set", tun_name, "netns", str(sandbox.pause_pid), what="move TUN"
         )

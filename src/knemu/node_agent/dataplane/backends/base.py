@@ -54,6 +54,11 @@ class Backend(Protocol):
         ...
 
     @property
+    def headroom_bytes(self) -> int:
+        """Bytes in front of the inner packet in what ``encapsulate`` returns."""
+        ...
+
+    @property
     def transport(self) -> str: ...  # TRANSPORT_UDP | TRANSPORT_IP
 
     @property

@@ -19,6 +19,7 @@ OVERHEAD_BYTES = 20  # one outer IPv4 header without options: pod MTU = underlay
 class IpipBackend:
     name = "ipip"
     overhead_bytes = OVERHEAD_BYTES
+    headroom_bytes = 0  # the kernel writes the outer IPv4 header
     transport = TRANSPORT_IP
     port = IPPROTO_IPIP
 

@@ -16,6 +16,7 @@ TRANSPORT_NONE = "none"  # no underlay socket of the agent's own: the kernel for
 class NativeBackend:
     name = "bgp"
     overhead_bytes = 0
+    headroom_bytes = 0
     transport = TRANSPORT_NONE
     port = 0
 

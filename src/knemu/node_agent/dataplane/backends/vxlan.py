@@ -56,6 +56,7 @@ class VxlanBackend:
 
     name = "vxlan"
     overhead_bytes = wire.VXLAN_OVERHEAD  # outer IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14
+    headroom_bytes = _HEADROOM  # VXLAN header + inner Ethernet header
     transport = TRANSPORT_UDP
 
     def __init__(
