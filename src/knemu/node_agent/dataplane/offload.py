@@ -174,116 +174,122 @@ def segment_tcp4(
 
 
 class _Run:
-    """A GRO run being built: the first segment's headers, the payloads so far."""
+    """A GRO run being built: its segments, as they came, and what continues it."""
 
-    __slots__ = (
-        "closed",
-        "first",
-        "gso_size",
-        "hl",
-        "ihl",
-        "last_flags",
-        "next_id",
-        "next_seq",
-        "parts",
-        "size",
-    )  # fmt: skip
+    __slots__ = ("closed", "gso_size", "hl", "next_id", "next_seq", "segments", "size")
 
-    def __init__(self, packet: bytes, ihl: int, hl: int) -> None:
-        self.first = packet
-        self.ihl, self.hl = ihl, hl
+    def __init__(self, packet: bytes, hl: int) -> None:
+        self.hl = hl
         payload = len(packet) - hl
         self.gso_size = payload
-        self.next_seq = (int.from_bytes(packet[ihl + 4 : ihl + 8], "big") + payload) & 0xFFFFFFFF
+        self.next_seq = (int.from_bytes(packet[24:28], "big") + payload) & 0xFFFFFFFF
         self.next_id = ((packet[4] << 8 | packet[5]) + 1) & 0xFFFF
-        self.parts = [packet[hl:]]
+        self.segments = [packet]
         self.size = len(packet)
-        self.closed = bool(packet[ihl + 13] & _ENDS_RUN)
-        self.last_flags = packet[ihl + 13]
+        self.closed = bool(packet[33] & _ENDS_RUN)
 
     def take(self, packet: bytes) -> bool:
-        """Append ``packet`` if it continues this run exactly (``tcp_gro_receive``'s tests)."""
-        ihl, hl, first = self.ihl, self.hl, self.first
+        """Append ``packet`` if it continues this run exactly (``tcp_gro_receive``'s tests;
+        the 20-byte IP header is the caller's check)."""
+        hl, first = self.hl, self.segments[0]
         payload = len(packet) - hl
         if (
             self.closed
             or payload <= 0
             or payload > self.gso_size
             or self.size + payload > MAX_SUPER_BYTES
-            or len(self.parts[-1]) != self.gso_size  # a short segment ended the run
-            or int.from_bytes(packet[ihl + 4 : ihl + 8], "big") != self.next_seq
+            or len(self.segments[-1]) != self.gso_size + hl  # a short segment ended the run
+            or int.from_bytes(packet[24:28], "big") != self.next_seq
             # IP IDs count up per segment; with DF set a sender may keep them fixed (RFC 6864)
             or ((packet[4] << 8 | packet[5]) != self.next_id and not packet[6] & 0x40)
-            # same TOS/flags/TTL/protocol/addresses, same ports/ack/window/options
+            # same TOS/flags/TTL/protocol/addresses, same ports/ack/offset/window/options
             or packet[1] != first[1]
             or packet[6:10] != first[6:10]
-            or packet[12:20] != first[12:20]
-            or packet[ihl : ihl + 4] != first[ihl : ihl + 4]
-            or packet[ihl + 8 : ihl + 13] != first[ihl + 8 : ihl + 13]
-            or packet[ihl + 14 : ihl + 16] != first[ihl + 14 : ihl + 16]
-            or packet[ihl + 18 : hl] != first[ihl + 18 : hl]
-            or (packet[ihl + 13] & ~_ENDS_RUN) != (first[ihl + 13] & ~_ENDS_RUN)
+            or packet[12:24] != first[12:24]
+            or packet[28:33] != first[28:33]
+            or packet[34:36] != first[34:36]
+            or packet[38:hl] != first[38:hl]
+            or (packet[33] | _ENDS_RUN) != (first[33] | _ENDS_RUN)
         ):
             return False
-        self.parts.append(packet[hl:])
+        self.segments.append(packet)
         self.size += payload
         self.next_seq = (self.next_seq + payload) & 0xFFFFFFFF
         self.next_id = (self.next_id + 1) & 0xFFFF
-        self.last_flags = packet[ihl + 13]
-        self.closed = bool(self.last_flags & _ENDS_RUN)
+        self.closed = bool(packet[33] & _ENDS_RUN)
         return True
 
-    def packet(self) -> tuple[bytes, int]:
-        """The merged packet (checksum field: the pseudo-header sum) and its gso_size, or the
-        one segment unchanged with gso_size 0."""
-        if len(self.parts) == 1:
-            return self.first, 0
-        ihl, hl = self.ihl, self.hl
-        buf = bytearray(self.first[:hl])
-        for part in self.parts:
-            buf += part
+    def packets(self) -> list[tuple[bytes, int]]:
+        """The merged packet (checksum field: the pseudo-header sum) and its gso_size when
+        every segment's TCP checksum verifies; else the segments as they came, gso_size 0
+        (the pod's kernel drops the corrupt one, as it would have without GRO)."""
+        segments, hl = self.segments, self.hl
+        if len(segments) == 1:
+            return [(segments[0], 0)]
+        buf = bytearray(segments[0][:hl])
+        for segment in segments:
+            buf += segment[hl:]
+        if not self._verified(buf):
+            return [(segment, 0) for segment in segments]
         n = len(buf)
         buf[2] = n >> 8
         buf[3] = n & 0xFF
-        buf[ihl + 13] = self.last_flags  # the last segment's FIN/PSH close the super-packet
-        _set_ip_checksum(buf, 0, ihl)
-        set_pseudo_sum(buf, ihl)
-        return bytes(buf), self.gso_size
+        buf[33] = segments[-1][33]  # the last segment's FIN/PSH close the super-packet
+        _set_ip_checksum(buf, 0, 20)
+        set_pseudo_sum(buf, 20)
+        return [(bytes(buf), self.gso_size)]
+
+    def _verified(self, merged: bytearray) -> bool:
+        """Do all the segments' TCP checksums verify?  Each segment's sum (pseudo-header, TCP
+        header, payload) is 0 mod 0xFFFF when it verifies, so their total is too; with even
+        ``gso_size`` every payload keeps its word alignment in ``merged``, and the total is
+        the headers' sums plus one C-speed sum over the merged payload.  A corrupt segment
+        makes the total non-zero exactly when it makes its own sum non-zero; only errors in
+        several segments that cancel (odds 1 in 65535, those of a random error passing a
+        single checksum) could pass.  Odd ``gso_size``: each segment is checked alone."""
+        segments, hl = self.segments, self.hl
+        if self.gso_size & 1:
+            return all(tcp4_checksum_ok(segment, 20) for segment in segments)
+        first = segments[0]
+        total = _fold_sum(merged[hl:])
+        total += len(segments) * (int.from_bytes(first[12:20], "big") + _TCP)
+        for segment in segments:
+            total += int.from_bytes(segment[20:hl], "big") + len(segment) - 20
+        return total % 0xFFFF == 0
 
 
 def coalesce(packets: Sequence[bytes]) -> list[tuple[bytes, int]]:
     """GRO over a batch of IPv4 packets in arrival order: (packet, gso_size) for each output,
-    gso_size 0 for a packet left as it came (not TCP, not mergeable, or alone).
+    gso_size 0 for a packet left as it came (not TCP, not mergeable, alone, or in a run with
+    a segment whose checksum fails).
 
     Packets of one flow keep their order; packets of different flows may be reordered (as
-    Linux GRO holds each flow apart).  Only plain IPv4/TCP with a verified checksum, no IP
-    options or fragments, and a payload merges."""
+    Linux GRO holds each flow apart).  Only IPv4/TCP without IP options or fragments, with a
+    payload and only ACK/PSH/FIN flags, merges."""
     out: list[tuple[bytes, int] | _Run] = []
     open_runs: dict[bytes, _Run] = {}
     for packet in packets:
         n = len(packet)
-        if n < 40 or packet[0] != 0x45 or packet[9] != _TCP or packet[6] & 0x3F or packet[7]:
+        if n < 41 or packet[0] != 0x45 or packet[9] != _TCP or packet[6] & 0x3F or packet[7]:
             out.append((packet, 0))
             continue
         hl = 20 + ((packet[32] >> 4) << 2)
         key = packet[12:24]
         run = open_runs.get(key)
-        mergeable = (
-            (packet[2] << 8 | packet[3]) == n
-            and 40 <= hl < n
-            and not packet[33] & _NO_MERGE
-            and tcp4_checksum_ok(packet, 20)
-        )
-        if mergeable and run is not None and run.take(packet):
-            continue
-        if mergeable:
-            run = _Run(packet, 20, hl)
-            open_runs[key] = run
-            out.append(run)
-        else:
-            open_runs.pop(key, None)  # later segments must not jump ahead of this one
+        if (packet[2] << 8 | packet[3]) != n or not 40 <= hl < n or packet[33] & _NO_MERGE:
+            if run is not None:
+                del open_runs[key]  # later segments must not jump ahead of this one
             out.append((packet, 0))
-    return [item.packet() if isinstance(item, _Run) else item for item in out]
+        elif run is None or not run.take(packet):
+            run = open_runs[key] = _Run(packet, hl)
+            out.append(run)
+    merged: list[tuple[bytes, int]] = []
+    for item in out:
+        if isinstance(item, _Run):
+            merged += item.packets()
+        else:
+            merged.append(item)
+    return merged
 
 
 def cut(buf: bytes | bytearray, headroom: int, gso_size: int) -> list[bytes | bytearray]:
