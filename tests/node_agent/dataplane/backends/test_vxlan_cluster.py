@@ -120,6 +120,10 @@ def kernel_peer(cluster: LocalCluster) -> Iterator[str]:
         _ip("netns", "del", ns)
 
 
+def _super_packets(c: LocalCluster) -> int:
+    return int(c.table("node-1")["counters"].get("offload_super_packets", 0))
+
+
 def _completed(c: LocalCluster) -> int:
     return int(c.table("node-1")["counters"].get("inner_checksum_completed", 0))
 
@@ -172,12 +176,18 @@ def iperf3(c: LocalCluster, port: int, *flags: str) -> int:
 def test_tcp_bulk_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
     before = _completed(cluster)
     iperf_server = ("iperf3", "-s", "--forceflush", "-B", PEER_IP, "--one-off", "-p")
-    # -R: the kernel peer sends the bulk (partial inner checksums), the pod acknowledges it
+    # -R: the kernel peer sends the bulk (partial inner checksums), the pod acknowledges it;
+    # node-1 coalesces the kernel's segments into super-packets for the pod (GRO)
     with serving(kernel_peer, *iperf_server, "5299", ready="listening"):
+        coalesced = _super_packets(cluster)
         assert iperf3(cluster, 5299, "-R") >= 4 << 20  # the last bytes may still be in flight
-    # and the pod sends the bulk, the kernel acknowledging it with partial checksums
+        assert _super_packets(cluster) > coalesced, cluster.table("node-1")["counters"]
+    # and the pod sends the bulk, the kernel acknowledging it with partial checksums; the
+    # pod's TSO super-packets are routed once and cut into whole VXLAN frames for the kernel
     with serving(kernel_peer, *iperf_server, "5298", ready="listening"):
+        sent = _super_packets(cluster)
         assert iperf3(cluster, 5298) >= 4 << 20
+        assert _super_packets(cluster) > sent, cluster.table("node-1")["counters"]
     assert _completed(cluster) > before, cluster.table("node-1")["counters"]
 
 
