@@ -6,6 +6,8 @@ Four paths, measured with iperf3 in one run, side by side:
   they normally do switched on), iperf3 in a pod on each node;
 * ``router core``: knemu's Router with the agent's TUN and underlay adapters and nothing else
   (``forwarder.py knemu``), so the agent's own overhead shows against the cluster;
+* ``... +tso``: the cluster (``knemu up --tun-offload``) and the router core
+  (``forwarder.py knemu-tso``) with pods' TUNs opened with TCP segmentation/receive offload;
 * ``bare``: a bare asyncio TUN<->UDP forwarder, no routing (``forwarder.py bare``);
 * ``kernel vxlan``: Linux vxlan devices, for scale.
 
@@ -190,7 +192,7 @@ spec:
 
 
 @contextmanager
-def cluster(state: Path) -> Iterator[tuple[str, str, str]]:
+def cluster(state: Path, tun_offload: bool = False) -> Iterator[tuple[str, str, str]]:
     """``knemu up --nodes 2`` and a pod on each node: (pod-1's netns, pod-2's netns, pod-2's IP)."""
     name = "kb" + secrets.token_hex(2)
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"),
@@ -198,7 +200,7 @@ def cluster(state: Path) -> Iterator[tuple[str, str, str]]:
                KUBECONFIG=str(state / "kubeconfig"))  # fmt: skip
     try:
         knemu("up", "--nodes", "2", "--name", name, "--subnet", CLUSTER_SUBNET, "--state-dir",
-              str(state), env=env)  # fmt: skip
+              str(state), *(["--tun-offload"] if tun_offload else []), env=env)  # fmt: skip
         for n in (1, 2):
             knemu("apply", "-f", "-", env=env, stdin=POD.format(n=n))
         deadline = time.monotonic() + 120
@@ -252,10 +254,12 @@ def main() -> int:
     p.add_argument("--state-dir", default="/run/knemu-bench", help="the cluster's state")
     args = p.parse_args()
     results: dict[str, Figures] = {}
-    with cluster(Path(args.state_dir)) as (pod1, pod2, ip2):
-        results["knemu cluster"] = measure(pod1, pod2, ip2, args.seconds)
+    for name, offload in (("knemu cluster", False), ("cluster +tso", True)):
+        with cluster(Path(args.state_dir), offload) as (pod1, pod2, ip2):
+            results[name] = measure(pod1, pod2, ip2, args.seconds)
     with topology() as ns:
-        for name, mode in (("router core", "knemu"), ("bare", "bare")):
+        cores = (("router core", "knemu"), ("core +tso", "knemu-tso"), ("bare", "bare"))
+        for name, mode in cores:
             with forwarders(ns, mode):
                 results[name] = measure(ns["p1"], ns["p2"], POD_IPS[1], args.seconds)
         with kernel_vxlan(ns) as addrs:
@@ -264,7 +268,7 @@ def main() -> int:
     for name, (mbit, mbit4, pps) in results.items():
         print(f"{name:<16}{mbit:>12.0f}{mbit4:>15.0f}{pps:>15.0f}")
     bare = results["bare"]
-    for name in ("knemu cluster", "router core", "kernel vxlan"):
+    for name in ("knemu cluster", "cluster +tso", "router core", "core +tso", "kernel vxlan"):
         r = results[name]
         print(f"{name + ' / bare:':<24}TCP {r[0] / bare[0]:.2f}x  TCP x4 {r[1] / bare[1]:.2f}x  "
               f"UDP-64 {r[2] / bare[2]:.2f}x")  # fmt: skip

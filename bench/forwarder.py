@@ -5,9 +5,11 @@ agent does), then forwards between it and the underlay UDP socket:
 
 * ``bare``: no routing at all: every TUN packet goes to the one peer, every datagram into the
   TUN.  The ceiling of a Python asyncio TUN<->UDP design.
-* ``knemu``: the real data path: knemu's Router core with the agent's pod port and
-  UnderlayEndpoint adapters (VXLAN encapsulation, routing, conntrack lookups), the TUN with
-  offloads (TSO from the pod, GRO into it) as the agent opens pods' TUNs.
+* ``knemu``: the real data path: knemu's Router core with the agent's TunPort and
+  UnderlayEndpoint adapters (VXLAN encapsulation, routing, conntrack lookups).
+* ``knemu-tso``: the same with the pod's TUN opened with offloads, as ``knemu agent
+  --tun-offload`` does (TSO super-packets from the pod routed once and cut for the underlay,
+  GRO of each batch of underlay datagrams into the pod).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import socket
 import subprocess
 
-from knemu.node_agent.dataplane.adapters import UnderlayEndpoint
+from knemu.node_agent.dataplane.adapters import TunPort, UnderlayEndpoint
 from knemu.node_agent.dataplane.batching import route_underlay_batch
 from knemu.node_agent.dataplane.offload import cut
 from knemu.node_agent.dataplane.offload_port import OffloadTunPort
@@ -80,6 +82,38 @@ async def knemu(fd: int, args: argparse.Namespace) -> None:
     router.set_peer(f"node-{other}", f"10.244.{other}.0/24", args.peer, f"02:00:00:00:00:0{other}")
     router.add_local_pod(args.pod_ip, 1)
     underlay: UnderlayEndpoint
+    port: TunPort
+
+    def dispatch(out: Output | None) -> None:
+        if out is None:
+            return
+        kind, target, data = out
+        if kind == OUT_POD:
+            port.write(data)
+        elif kind == OUT_UNDERLAY:
+            underlay.send(data, target)
+
+    port = TunPort(fd, lambda pkt, now: dispatch(router.handle_pod(1, pkt, now)))
+    underlay = UnderlayEndpoint(lambda d, a, now: dispatch(router.handle_underlay(d, a, now)))
+    await underlay.open((args.local, args.port))
+    port.start()
+    await asyncio.Event().wait()
+
+
+async def knemu_tso(fd: int, args: argparse.Namespace) -> None:
+    """``knemu`` with the pod TUN opened with offloads (``knemu agent --tun-offload``)."""
+    me, other = args.index, 3 - args.index
+    node = LocalNode(
+        name=f"node-{me}",
+        underlay_ip=args.local,
+        vtep_mac=f"02:00:00:00:00:0{me}",
+        pod_cidr=f"10.244.{me}.0/24",
+        gateway_ip=f"10.244.{me}.1",
+    )
+    router = Router(node)
+    router.set_peer(f"node-{other}", f"10.244.{other}.0/24", args.peer, f"02:00:00:00:00:0{other}")
+    router.add_local_pod(args.pod_ip, 1)
+    underlay: UnderlayEndpoint
     port: OffloadTunPort
     headroom = router.headroom_bytes
 
@@ -112,7 +146,7 @@ async def knemu(fd: int, args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("bare", "knemu"))
+    p.add_argument("mode", choices=("bare", "knemu", "knemu-tso"))
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--local", required=True)
     p.add_argument("--peer", required=True)
@@ -121,14 +155,16 @@ def main() -> None:
     p.add_argument("--port", type=int, default=4789)
     p.add_argument("--mtu", type=int, default=1450)
     args = p.parse_args()
-    fd = open_tun("kbpod0", offload=args.mode == "knemu")
+    fd = open_tun("kbpod0", offload=args.mode == "knemu-tso")
     plumb_pod("kbpod0", args.pod_ns, args.pod_ip, args.mtu)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print("ready", flush=True)
     if args.mode == "bare":
         asyncio.run(bare(fd, args.local, args.peer, args.port))
-    else:
+    elif args.mode == "knemu":
         asyncio.run(knemu(fd, args))
+    else:
+        asyncio.run(knemu_tso(fd, args))
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ class LocalCluster:
 
     def __init__(
         self, state_root: Path, nodes: int = 3, proxy_mode: str = "iptables",
-        backend: str = "vxlan", mtu: int = 1500,
+        backend: str = "vxlan", mtu: int = 1500, tun_offload: bool = False,
     ) -> None:  # fmt: skip
+        self.tun_offload = tun_offload  # `knemu up --tun-offload`
         self.name = unique_name()
         self.backend = backend
         self.mtu = mtu  # of the node network (`knemu up --mtu`)
@@ -100,6 +101,7 @@ class LocalCluster:
                          self.subnet, "--state-dir", str(self.state_root), "--proxy-mode",
                          self.proxy_mode, "--backend", self.backend, "--timeout", "90",
                          *(("--mtu", str(self.mtu)) if self.mtu != 1500 else ()),
+                         *(("--tun-offload",) if self.tun_offload else ()),
                          timeout_s=150)  # fmt: skip
         assert f"export KNEMU_SERVER={self.server}" in out.stdout, out.stdout
 
@@ -182,10 +184,10 @@ def cluster_processes(c: LocalCluster) -> list[int]:
 @contextlib.contextmanager
 def local_cluster(
     state_root: Path, nodes: int = 3, proxy_mode: str = "iptables", backend: str = "vxlan",
-    mtu: int = 1500,
+    mtu: int = 1500, tun_offload: bool = False,
 ) -> Iterator[LocalCluster]:  # fmt: skip
     """A running ``knemu up`` cluster, downed and checked for leftovers however the block ends."""
-    c = LocalCluster(state_root, nodes, proxy_mode, backend, mtu)
+    c = LocalCluster(state_root, nodes, proxy_mode, backend, mtu, tun_offload)
     try:
         c.up()
         yield c

@@ -166,6 +166,9 @@ class AgentConfig(_Config):
     # flannel-like node that stores policies but forwards everything.
     network_policy: bool = True
     seed: int = 0  # random choices (iptables mode, faults) are seeded
+    # Pods' TUNs with TCP segmentation/receive offload (dataplane/offload.py): off until it
+    # measurably pays (README "Benchmarks": no gain yet at equal CPU).
+    tun_offload: bool = False
 
     @property
     def pod_mtu_or_default(self) -> int:

@@ -45,6 +45,7 @@ from knemu.node_agent.dataplane.faults import Impairments
 from knemu.node_agent.dataplane.flows import FlowLog
 from knemu.node_agent.dataplane.host import HostInterface, host_plan
 from knemu.node_agent.dataplane.offload import cut
+from knemu.node_agent.dataplane.offload_port import OffloadTunPort
 from knemu.node_agent.dataplane.router import OUT_HOST, OUT_POD, LocalNode, Output, Router
 from knemu.node_agent.dataplane.tables import NodeTables
 from knemu.node_agent.dataplane.tundev import ensure_tun_device
@@ -243,9 +244,9 @@ class Agent:
         self.host = await HostInterface.create(plan)
         self.host_port = TunPort(self.host.fd, self._from_host, name=plan.ifname)
         self.host_port.start()
-        self.underlay = UnderlayEndpoint(
-            self._from_underlay, self.faults, self._peer_name, on_batch=self._from_underlay_batch
-        )
+        gro = self._from_underlay_batch if self.config.tun_offload else None
+        self.underlay = UnderlayEndpoint(self._from_underlay, self.faults, self._peer_name,
+                                         on_batch=gro)  # fmt: skip
         backend = self.router.backend
         if backend.transport != backends.TRANSPORT_NONE:
             raw = backend.port if backend.transport == backends.TRANSPORT_IP else 0
@@ -367,10 +368,11 @@ class Agent:
         if kind is OUT_POD:
             port = self.pods.ports.get(target)
             if port is not None:
-                if gso_size:
+                if gso_size and isinstance(port, OffloadTunPort):
                     port.write_super(data, gso_size)
                 else:
-                    port.write(data)
+                    for frame in cut(data, 0, gso_size) if gso_size else (data,):
+                        port.write(frame)
         elif kind is OUT_HOST:
             if self.host_port is not None:
                 for frame in cut(data, 0, gso_size) if gso_size else (data,):

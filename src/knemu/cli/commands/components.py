@@ -76,6 +76,7 @@ FLAG_EXTRAS: dict[str, FlagExtra] = {
     "network_policy": FlagExtra(help="enforce NetworkPolicy like Calico (--no-...: like flannel)"),
     "cni_conf_dir": FlagExtra(help=CNI_CONF_DIR_HELP),
     "host_ports": FlagExtra(help="publish pods' hostPorts (the CNI portmap plugin)"),
+    "tun_offload": FlagExtra(help="pods' TUNs with TSO/GRO (virtio-net headers), experimental"),
     "zone": FlagExtra(help="the cluster domain served"),
     "upstream": FlagExtra(help="HOST:PORT for names outside the zone (empty: REFUSED)"),
     "pods_mode": FlagExtra(choices=("insecure", "verified", "disabled"), help="CoreDNS pods mode"),

@@ -141,6 +141,10 @@ def up_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MTU of the node network (default 1500; 9000 for jumbo frames as on cloud VPCs); "
         "pods get it less the backend's overhead (VXLAN 50)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tun-offload", action="store_true",
+        help="pods' TUNs with TCP segmentation/receive offload (experimental, see README)",
+    )  # fmt: skip
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (1-8 of [a-z0-9])")
     parser.add_argument("--state-dir", default=STATE_ROOT, help="where state and logs go")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
@@ -160,7 +164,7 @@ def up_run(args: argparse.Namespace) -> int:
         cluster = Cluster(args.name, args.subnet, args.nodes, args.state_dir, args.mtu)
         if cluster.nodes < 1:
             raise ConfigError("--nodes must be at least 1")
-        bring_up(cluster, args.proxy_mode, args.timeout, args.backend)
+        bring_up(cluster, args.proxy_mode, args.timeout, args.backend, args.tun_offload)
         config_path = Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path()
         kubeconfig.merge_into(config_path, cluster.name, cluster.server_url)
         state = load_state(cluster) or {}
@@ -173,7 +177,13 @@ def up_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str = "vxlan") -> None:
+def bring_up(
+    cluster: Cluster,
+    proxy_mode: str,
+    timeout_s: float,
+    backend: str = "vxlan",
+    tun_offload: bool = False,
+) -> None:
     running, found = describe_leftovers(cluster)
     if running:
         raise LocalError(
@@ -194,7 +204,7 @@ def bring_up(cluster: Cluster, proxy_mode: str, timeout_s: float, backend: str =
     try:
         for cmd in cluster.network_commands():
             run_ip(cmd)
-        for role, config in cluster.component_configs(proxy_mode, backend).items():
+        for role, config in cluster.component_configs(proxy_mode, backend, tun_offload).items():
             procs[role] = start_component(cluster, role, config)
             state["pids"][role] = procs[role].pid
             state["argv"][role] = procs[role].args

@@ -119,7 +119,7 @@ class Cluster:
         return [["ip", *line.split()] for line in lines]
 
     def component_configs(
-        self, proxy_mode: str, backend: str = "vxlan"
+        self, proxy_mode: str, backend: str = "vxlan", tun_offload: bool = False
     ) -> dict[str, dict[str, Any]]:
         """Config mapping of every process: "apiserver", "dns", "node-N"."""
         configs: dict[str, dict[str, Any]] = {
@@ -147,6 +147,8 @@ class Cluster:
                 "backend": backend,
                 "seed": n,
             }
+            if tun_offload:
+                configs[f"node-{n}"]["tun_offload"] = True
         return configs
 
     def overlapping_route(self, routes: str) -> str:

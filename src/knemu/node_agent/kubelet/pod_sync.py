@@ -20,6 +20,7 @@ from knemu.config import AgentConfig
 from knemu.errors import KnemuError, LocalError, RemoteError
 from knemu.node_agent.cni.hostports import HostPorts
 from knemu.node_agent.cni.portmap import NODE_PORTS_REASON
+from knemu.node_agent.dataplane.adapters import TunPort
 from knemu.node_agent.dataplane.offload_port import OffloadTunPort
 from knemu.node_agent.runtime.pods import PodHandle, PodRuntime, PodStatus
 from knemu.proto import knemu_pb2 as pb
@@ -97,9 +98,10 @@ class PodSync:
             # hostNetwork pods' IP; without one (fakes) plan_network refuses them by name
             node_ip=node_ip,
         )  # fmt: skip
-        self.ports: dict[str, OffloadTunPort] = {}
+        self.ports: dict[str, TunPort | OffloadTunPort] = {}
         self.handles: dict[str, PodHandle] = {}
         self.hostports = HostPorts(self._on_event, config.host_ports)
+        self._tun_offload = config.tun_offload
         self._rejected: dict[str, str] = {}  # pod key -> uid refused at admission
         self.synced = False
         self._dirty: set[str] = set()
@@ -204,9 +206,12 @@ class PodSync:
             # ports are bound by its processes themselves (nothing for portmap to publish).
             self.handles[handle.key] = handle
             return
-        port = OffloadTunPort(
-            handle.tun_fd, self.network.receiver(handle.key), name=handle.tun_name
-        )
+        feed = self.network.receiver(handle.key)
+        port: TunPort | OffloadTunPort
+        if self._tun_offload:
+            port = OffloadTunPort(handle.tun_fd, feed, name=handle.tun_name)
+        else:
+            port = TunPort(handle.tun_fd, lambda p, now: feed(p, 0, now), name=handle.tun_name)
         self.handles[handle.key] = handle
         self.ports[handle.key] = port
         self.network.plug(handle.key, handle.ip)

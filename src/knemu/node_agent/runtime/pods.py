@@ -103,7 +103,9 @@ class PodHandle:
     key: str  # "namespace/name"
     uid: str
     ip: str
-    tun_fd: int  # non-blocking; virtio-net header + IPv4 packet (IFF_VNET_HDR); closed by stop_pod
+    # non-blocking; IPv4 packets (with tun_offload each after a virtio-net header); closed by
+    # stop_pod
+    tun_fd: int
     tun_name: str  # name the TUN had in the node netns; it is "eth0" inside the pod
     netns: str  # named netns: /run/netns/<netns>
     pause_pid: int
@@ -301,6 +303,7 @@ class PodRuntime:
         return await sandbox.create_sandbox(
             netns=netns, hostname=hostname, tun_name=sandbox.tun_name_for(meta.uid), pod_ip=ip,
             mtu=self.config.pod_mtu_or_default, resolv_conf=conf.render(), hosts=hosts,
+            offload=self.config.tun_offload,
         )  # fmt: skip
 
     async def _pod_paths(self, p: _Pod) -> PodPaths:

@@ -176,7 +176,15 @@ def write_etc_files(netns: str, resolv_conf: str, hosts: str) -> Path:
 
 
 async def create_sandbox(
-    *, netns: str, hostname: str, tun_name: str, pod_ip: str, mtu: int, resolv_conf: str, hosts: str
+    *,
+    netns: str,
+    hostname: str,
+    tun_name: str,
+    pod_ip: str,
+    mtu: int,
+    resolv_conf: str,
+    hosts: str,
+    offload: bool = False,
 ) -> Sandbox:
     """Build the whole sandbox; on any failure everything built so far is removed again.
 
@@ -188,7 +196,7 @@ async def create_sandbox(
         sandbox.pause_pid = sandbox.pause.pid
         sandbox.start_ticks = process_start_ticks(sandbox.pause_pid) or 0
         await run_netns_cmd("attach", netns, str(sandbox.pause_pid), what="netns attach")
-        sandbox.tun_fd = tun.open_tun(tun_name, offload=True)  # TSO: see dataplane.offload
+        sandbox.tun_fd = tun.open_tun(tun_name, offload)  # TSO: see dataplane.offload
         await run_cmd(
             "ip", "link", "set", tun_name, "netns", str(sandbox.pause_pid), what="move TUN"
         )
