@@ -31,6 +31,8 @@ def test_names_and_addresses_follow_the_plan(tmp_path: Path) -> None:
     agent = c.component_configs("ipvs")["node-2"]
     assert agent["underlay_ip"] == "192.168.59.12" and agent["proxy_mode"] == "ipvs"
     assert agent["dns_upstream"] == "192.168.59.1:5353"
+    assert "tun_offload" not in agent  # the agent's default: off
+    assert c.component_configs("ipvs", "vxlan", tun_offload=True)["node-1"]["tun_offload"] is True
     cmds = c.network_commands()
     assert [
         "ip",

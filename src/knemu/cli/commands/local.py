@@ -234,8 +234,13 @@ def check_subnet_free(cluster: Cluster) -> None:
 def component_argv(kind: str, config: dict[str, Any]) -> list[str]:
     """``knemu apiserver|dns|agent --field-name value ...`` (the flags knemu.cli.commands.components
     derives from the config dataclasses)."""
-    flags = [item for key, value in config.items()
-             for item in (f"--{key.replace('_', '-')}", str(value))]  # fmt: skip
+    flags: list[str] = []
+    for key, value in config.items():
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):  # --flag / --no-flag (argparse.BooleanOptionalAction)
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += (f"--{flag}", str(value))
     return [sys.executable, "-m", "knemu.cli", kind, "-v", *flags]
 
 

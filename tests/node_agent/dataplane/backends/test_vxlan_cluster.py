@@ -180,12 +180,11 @@ def iperf3(c: LocalCluster, port: int, *flags: str) -> int:
 def test_tcp_bulk_both_ways(cluster: LocalCluster, kernel_peer: str) -> None:
     before = _completed(cluster)
     iperf_server = ("iperf3", "-s", "--forceflush", "-B", PEER_IP, "--one-off", "-p")
-    # -R: the kernel peer sends the bulk (partial inner checksums), the pod acknowledges it;
-    # node-1 coalesces the kernel's segments into super-packets for the pod (GRO)
+    # -R: the kernel peer sends the bulk (partial inner checksums), the pod acknowledges it.
+    # (Its vxlan device sends TSO bursts as UDP-tunnel GSO packets, which the kernel hands a
+    # plain UDP socket unsegmented: node-1 reads inner super-packets already merged.)
     with serving(kernel_peer, *iperf_server, "5299", ready="listening"):
-        coalesced = _super_packets(cluster)
         assert iperf3(cluster, 5299, "-R") >= 4 << 20  # the last bytes may still be in flight
-        assert _super_packets(cluster) > coalesced, cluster.table("node-1")["counters"]
     # and the pod sends the bulk, the kernel acknowledging it with partial checksums; the
     # pod's TSO super-packets are routed once and cut into whole VXLAN frames for the kernel
     with serving(kernel_peer, *iperf_server, "5298", ready="listening"):
