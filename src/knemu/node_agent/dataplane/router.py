@@ -237,7 +237,8 @@ class Router:
         the super-packet, for the caller to cut where it must."""
         if type(packet) is not bytes:
             packet = bytes(packet)  # dict keys are sliced from it: bytearray is unhashable
-        self._segment_bytes = self._count_segments(packet, gso_size) if gso_size else 0
+        if gso_size:
+            return self._super_packet(packet, gso_size, FROM_POD, port_id, now)
         own = self._pod_ips.get(port_id)
         if own is None:
             return self._drop(Drop.UNKNOWN_PORT, packet, ev.POINT_FROM_POD, now)
@@ -250,7 +251,6 @@ class Router:
         """A packet the node's own kernel routed into the host TUN."""
         if type(packet) is not bytes:
             packet = bytes(packet)
-        self._segment_bytes = 0
         return self._process(packet, FROM_HOST, None, now)
 
     def handle_underlay(
@@ -258,10 +258,17 @@ class Router:
     ) -> Output | None:
         """A datagram from the underlay socket (a VXLAN UDP payload, an IP-in-IP packet):
         the backend decapsulates it; only known peers are accepted."""
-        inner, peer, out = self.decapsulate(datagram, src_addr, now)
-        if inner is None or peer is None:
-            return out
-        return self.handle_decapsulated(inner, peer, now)
+        # ``decapsulate`` then ``handle_decapsulated``, inlined: this is the per-datagram path
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)
+        inner = self._decapsulate(datagram, src_addr)
+        if type(inner) is not bytes:
+            return self._not_decapsulated(datagram, cast(Drop, inner), src_addr, now)
+        peer = self._peer_by_ip.get(src_addr[0])
+        if peer is None:
+            return self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
+        self._stats["decapsulated"] += 1
+        return self._process(inner, FROM_UNDERLAY, peer, now)
 
     def decapsulate(
         self, datagram: bytes | bytearray, src_addr: tuple[str, int], now: float
@@ -272,26 +279,46 @@ class Router:
             datagram = bytes(datagram)
         inner = self._decapsulate(datagram, src_addr)
         if type(inner) is not bytes:
-            if inner is Drop.NOT_IPV4 and self._answer_arp is not None:
-                reply = self._answer_arp(datagram, self._vtep_ip)
-                peer = self._peer_by_ip.get(src_addr[0])
-                if reply is not None and peer is not None:
-                    self._stats["arp_replies"] = self._stats.get("arp_replies", 0) + 1
-                    return None, None, (OUT_UNDERLAY, peer.addr, reply)
-            return None, None, self._drop(cast(Drop, inner), b"", ev.POINT_DECAP, now)
+            return None, None, self._not_decapsulated(datagram, cast(Drop, inner), src_addr, now)
         peer = self._peer_by_ip.get(src_addr[0])
         if peer is None:
             return None, None, self._drop(Drop.UNKNOWN_PEER, b"", ev.POINT_DECAP, now)
         self._stats["decapsulated"] += 1
         return inner, peer, None
 
+    def _not_decapsulated(
+        self, datagram: bytes, reason: Drop, src_addr: tuple[str, int], now: float
+    ) -> Output | None:
+        """A counted drop, or the ARP reply of a VXLAN VTEP asked for its address."""
+        if reason is Drop.NOT_IPV4 and self._answer_arp is not None:
+            reply = self._answer_arp(datagram, self._vtep_ip)
+            peer = self._peer_by_ip.get(src_addr[0])
+            if reply is not None and peer is not None:
+                self._stats["arp_replies"] = self._stats.get("arp_replies", 0) + 1
+                return (OUT_UNDERLAY, peer.addr, reply)
+        return self._drop(reason, b"", ev.POINT_DECAP, now)
+
     def handle_decapsulated(
         self, inner: bytes, peer: Peer, now: float, gso_size: int = 0
     ) -> Output | None:
         """The inner packet ``decapsulate`` returned (with ``gso_size``: several of them
         coalesced into one TCP super-packet, see ``handle_pod``)."""
-        self._segment_bytes = self._count_segments(inner, gso_size) if gso_size else 0
+        if gso_size:
+            return self._super_packet(inner, gso_size, FROM_UNDERLAY, peer, now)
         return self._process(inner, FROM_UNDERLAY, peer, now)
+
+    def _super_packet(
+        self, packet: bytes, gso_size: int, origin: str, via: Any, now: float
+    ) -> Output | None:
+        """Route a super-packet once; ``_build`` checks its largest segment against the MTU
+        (``_segment_bytes``, 0 again for every ordinary packet)."""
+        self._segment_bytes = self._count_segments(packet, gso_size)
+        try:
+            if origin is FROM_POD:
+                return self.handle_pod(via, packet, now)
+            return self._process(packet, origin, via, now)
+        finally:
+            self._segment_bytes = 0
 
     def _count_segments(self, packet: bytes, gso_size: int) -> int:
         """Count a super-packet's segments; return the length of its largest one (what must
