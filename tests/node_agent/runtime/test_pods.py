@@ -98,7 +98,8 @@ async def test_tun_fd_receives_packets_the_pod_sends(harness: Harness) -> None:
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
         "s.sendto(b'knemu-probe', ('10.244.77.99', 9999))"
     )
-    proc = await harness.rt.exec(h.key, "tools", [sys.executable, "-c", script], stdin=False)
+    # the node's python3, not this venv's interpreter: the pod has its own /tmp (a clone's place)
+    proc = await harness.rt.exec(h.key, "tools", ["python3", "-c", script], stdin=False)
     assert await asyncio.wait_for(proc.wait(), 20) == 0
     packet = await wait_for(lambda: _read_ipv4(h.tun_fd), 10, what="a packet on the TUN fd")
     ihl = (packet[0] & 0x0F) * 4
