@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knemu.apiserver.admission.pipeline import Admission
+from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import NodeRegistry, condition
 from knemu.apiserver.recorder import EventRecorder
 from knemu.apiserver.storage.store import Store
 from knemu.apiserver.validation.shapes import check_shape
 from knemu.config import ApiServerConfig
-from knemu.errors import NotFound
+from knemu.errors import AlreadyExists, NotFound
 
 Obj = dict[str, Any]
 log = logging.getLogger("knemu.apiserver.controllers")
@@ -169,3 +170,18 @@ def delete_quietly(store: Store, obj: Obj, now: float) -> bool:
     except NotFound:
         return False
     return True
+
+
+def create_pod(ctx: Context, owner: Obj, pod: Obj, now: float, tries: int = 16) -> Obj:
+    """Admit and store ``pod`` named ``<owner>-<random suffix>`` (five characters, as
+    rand.String(5); eight after a collision), as the ReplicaSet and DaemonSet controllers do."""
+    pod_meta = pod["metadata"]
+    for _ in range(tries):
+        pod_meta["name"] = f"{name(owner)}-{naming.random_suffix(ctx.rng)}"
+        if ctx.store.get("Pod", namespace(owner), pod_meta["name"]) is None:
+            break
+    try:
+        return ctx.store.create(ctx.admission.admit_create(pod, now), now)
+    except AlreadyExists:
+        pod_meta["name"] = f"{name(owner)}-{naming.random_suffix(ctx.rng, 8)}"
+        return ctx.store.create(ctx.admission.admit_create(pod, now), now)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
+    create_pod,
     delete_quietly,
     group_by_controller,
     is_active,
@@ -45,7 +46,7 @@ from knemu.apiserver.controllers.replicaset import BURST_REPLICAS, is_available
 from knemu.apiserver.controllers.scheduler import affinity_matches, node_order, tolerates
 from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import UNREACHABLE_TAINT, condition
-from knemu.errors import AlreadyExists, KnemuError
+from knemu.errors import KnemuError
 
 GENERATION_LABEL = "pod-template-generation"
 _NOT_READY = "node.kubernetes.io/not-ready"
@@ -276,16 +277,7 @@ class DaemonSetController:
         spec["tolerations"] = daemon_tolerations(spec)
         spec["nodeName"] = node
         pod: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
-        store = self._ctx.store
-        for length in (5, 5, 5, 8):
-            pod_meta["name"] = f"{name(ds)}-{naming.random_suffix(self._ctx.rng, length)}"
-            if store.get("Pod", namespace(ds), pod_meta["name"]) is None:
-                break
-        try:
-            return store.create(self._ctx.admission.admit_create(pod, now), now)
-        except AlreadyExists:
-            pod_meta["name"] = f"{name(ds)}-{naming.random_suffix(self._ctx.rng, 8)}"
-            return store.create(self._ctx.admission.admit_create(pod, now), now)
+        return create_pod(self._ctx, ds, pod, now)
 
     def _event(self, ds: Obj, etype: str, reason: str, message: str, now: float) -> None:
         self._ctx.recorder.record(ds, etype, reason, message, now, component="daemonset-controller")

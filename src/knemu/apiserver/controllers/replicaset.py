@@ -16,6 +16,7 @@ from typing import Any
 from knemu.apiserver.controllers.common import (
     Context,
     Obj,
+    create_pod,
     delete_quietly,
     group_by_controller,
     is_active,
@@ -29,7 +30,7 @@ from knemu.apiserver.controllers.common import (
 )
 from knemu.apiserver.meta import naming
 from knemu.apiserver.nodes import condition
-from knemu.errors import AlreadyExists, KnemuError
+from knemu.errors import KnemuError
 
 BURST_REPLICAS = 500  # replicaset controller's burstReplicas: most pods created per sync
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
@@ -147,16 +148,7 @@ class ReplicaSetController:
             pod_meta["annotations"] = dict(tmeta["annotations"])
         pod: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta}
         pod["spec"] = template.get("spec") or {}
-        store = self._ctx.store
-        for _ in range(16):
-            pod_meta["name"] = f"{name(rs)}-{naming.random_suffix(self._ctx.rng)}"
-            if store.get("Pod", namespace(rs), pod_meta["name"]) is None:
-                break
-        try:
-            return store.create(self._ctx.admission.admit_create(pod, now), now)
-        except AlreadyExists:
-            pod_meta["name"] = f"{name(rs)}-{naming.random_suffix(self._ctx.rng, 8)}"
-            return store.create(self._ctx.admission.admit_create(pod, now), now)
+        return create_pod(self._ctx, rs, pod, now)
 
     def _update_status(self, rs: Obj, active: list[Obj], now: float) -> None:
         spec = rs.get("spec") or {}
